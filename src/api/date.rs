@@ -1,0 +1,190 @@
+//! Licence dates as users write them: a calendar date (`2026-12-31`) or an RFC 3339 instant.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// A date as written in a Subscription: either a bare calendar date `YYYY-MM-DD` (UTC) or an
+/// RFC 3339 time such as `2026-12-31T12:00:00+09:00`.
+///
+/// Kept as the user's text so that an object the API server accepted always deserializes; the
+/// engine parses it and reports a condition when it can not (see [`LicenseDate::start_instant`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LicenseDate(pub String);
+
+/// Why a [`LicenseDate`] could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time (2026-12-31T00:00:00Z)")]
+pub struct DateError {
+    pub value: String,
+}
+
+/// The regular expression the CRD schema enforces; CEL rules then check the calendar.
+pub const LICENSE_DATE_PATTERN: &str = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))?$";
+
+impl LicenseDate {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn parse(&self) -> Result<Parsed, DateError> {
+        let text = self.0.trim();
+        if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            if text.len() == 10 {
+                return Ok(Parsed::Date(date));
+            }
+        }
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| Parsed::Instant(t.with_timezone(&Utc)))
+            .map_err(|_| DateError {
+                value: self.0.clone(),
+            })
+    }
+
+    /// The instant a licence starting on this date begins: a bare date begins at 00:00:00 UTC.
+    pub fn start_instant(&self) -> Result<DateTime<Utc>, DateError> {
+        Ok(match self.parse()? {
+            Parsed::Date(d) => d.and_time(chrono::NaiveTime::MIN).and_utc(),
+            Parsed::Instant(t) => t,
+        })
+    }
+
+    /// The instant a licence ending on this date ends: a bare date ends at the end of that day,
+    /// that is 00:00:00 UTC of the next day.
+    pub fn end_instant(&self) -> Result<DateTime<Utc>, DateError> {
+        Ok(match self.parse()? {
+            Parsed::Date(d) => d.and_time(chrono::NaiveTime::MIN).and_utc() + TimeDelta::days(1),
+            Parsed::Instant(t) => t,
+        })
+    }
+}
+
+enum Parsed {
+    Date(NaiveDate),
+    Instant(DateTime<Utc>),
+}
+
+impl From<&str> for LicenseDate {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl std::fmt::Display for LicenseDate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JsonSchema for LicenseDate {
+    fn schema_name() -> Cow<'static, str> {
+        "LicenseDate".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "maxLength": 40,
+            "pattern": LICENSE_DATE_PATTERN,
+        })
+    }
+}
+
+/// Formats an instant the way Kubernetes writes `metav1.Time`: RFC 3339, whole seconds, `Z`.
+pub fn format_instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Serde helpers for `DateTime<Utc>` fields written as whole-second RFC 3339 (`metav1.Time`).
+pub mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_instant(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// The same for `Option<DateTime<Utc>>`.
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&super::super::format_instant(*t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                None => Ok(None),
+                Some(text) => DateTime::parse_from_rfc3339(&text)
+                    .map(|t| Some(t.with_timezone(&Utc)))
+                    .map_err(serde::de::Error::custom),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn bare_dates_cover_the_whole_utc_day() {
+        let d = LicenseDate::from("2026-12-31");
+        assert_eq!(d.start_instant().unwrap(), at("2026-12-31T00:00:00Z"));
+        assert_eq!(d.end_instant().unwrap(), at("2027-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn rfc3339_times_are_taken_as_is() {
+        let d = LicenseDate::from("2026-12-31T12:00:00+09:00");
+        assert_eq!(d.start_instant().unwrap(), at("2026-12-31T03:00:00Z"));
+        assert_eq!(d.end_instant().unwrap(), at("2026-12-31T03:00:00Z"));
+    }
+
+    #[test]
+    fn leap_days_and_bad_calendar_dates() {
+        assert!(LicenseDate::from("2028-02-29").end_instant().is_ok());
+        for bad in [
+            "2027-02-29",
+            "2026-13-01",
+            "2026-1-1",
+            "",
+            "tomorrow",
+            "2026-12-31T25:00:00Z",
+        ] {
+            let err = LicenseDate::from(bad).end_instant().unwrap_err();
+            assert!(err.to_string().contains("YYYY-MM-DD"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The `Tenant` resource: one customer account of the email-security service.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+use super::names::NamespaceName;
+
+/// One customer account of the email-security service: the products it uses with their settings,
+/// its users (counted against subscription seats) and the administrators who are notified.
+/// The operator sets its status from the Subscriptions that cover it: `Warning` when one of them is
+/// ending, missing or a trial; `ReadOnly` (settings frozen, mail still filtered) once the base
+/// service has lapsed; `Suspended` (filtering workloads scaled to zero) after the grace period.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mailsec.io",
+    version = "v1alpha1",
+    kind = "Tenant",
+    doc = "One customer account of the email-security service. The operator sets its status from the Subscriptions that cover it: Warning, then ReadOnly (settings frozen, mail still filtered), then Suspended (filtering workloads scaled to zero).",
+    plural = "tenants",
+    singular = "tenant",
+    shortname = "mten",
+    category = "mailsec",
+    status = "TenantStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why the tenant is warned","jsonPath":".status.conditions[?(@.type==\"Warning\")].reason"}"#,
+    printcolumn = r#"{"name":"ReadOnly","type":"string","jsonPath":".status.conditions[?(@.type==\"ReadOnly\")].status"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"string","jsonPath":".status.conditions[?(@.type==\"Suspended\")].status"}"#,
+    printcolumn = r#"{"name":"Next","type":"date","description":"Next phase change","jsonPath":".status.nextTransitionAt"}"#,
+    printcolumn = r#"{"name":"Users","type":"integer","priority":1,"jsonPath":".spec.users"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS label (lower-case letters, digits and '-', at most 63 characters): it is used as the mailsec.io/tenant label value"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// The customer's name as shown to people, e.g. in notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+
+    /// The products this tenant uses, each with its own settings. The base product (by default
+    /// `email-safeguard`) is always evaluated, even when it is not listed here.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"], "maxItems" = 32))]
+    pub services: Vec<ServiceSpec>,
+
+    /// Number of users in use, counted against the `seats` of the subscriptions covering the tenant.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0").message("users must not be negative"))]
+    pub users: i64,
+
+    /// Administrators who receive the milestone notifications (30 days before expiry, on the
+    /// expiry day, at suspension, on renewal and transfer).
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["email"], "maxItems" = 64))]
+    pub admins: Vec<Admin>,
+
+    /// Language of the notifications: `en` (default) or `ja`.
+    #[serde(default)]
+    pub locale: Locale,
+
+    /// Namespaces where the tenant's filtering workloads run. Workloads are found by the label
+    /// `mailsec.io/tenant=<tenant name>`; the settings ConfigMap is written to these namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set", "maxItems" = 32))]
+    pub workload_namespaces: Vec<NamespaceName>,
+}
+
+/// One product used by the tenant.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Product id from the catalogue, e.g. `email-safeguard`, `email-threat-detection-response`,
+    /// `email-threat-isolation`.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("product must be a lower-case id like email-safeguard (letters, digits and '-')"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub product: String,
+
+    /// The product's settings (free-form). Frozen while the service or the whole tenant is
+    /// read-only: changes are refused until the subscription is renewed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+/// A tenant administrator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Admin {
+    /// E-mail address that receives notifications.
+    #[x_kube(validation = Rule::new("self.matches('^[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+$')").message("admins[].email must be an e-mail address such as admin@example.com"))]
+    #[schemars(length(min = 3, max = 254))]
+    pub email: String,
+    /// Name used in the greeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub name: Option<String>,
+}
+
+/// Notification language.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Locale {
+    /// English.
+    #[default]
+    #[serde(rename = "en")]
+    En,
+    /// Japanese.
+    #[serde(rename = "ja")]
+    Ja,
+}
+
+/// The tenant as a whole.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum TenantPhase {
+    /// Every service is covered and nothing needs attention.
+    Active,
+    /// Something needs attention: a subscription ends soon, has ended or is missing for an add-on,
+    /// a trial is in use, or a seat limit is exceeded. Nothing is restricted yet for the base service.
+    Warning,
+    /// The base service's subscription has ended or is missing: settings are frozen, mail is still
+    /// filtered, for the grace period.
+    ReadOnly,
+    /// The grace period is over: the filtering workloads are scaled to zero. No data is deleted.
+    Suspended,
+}
+
+/// One product of the tenant.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum ServicePhase {
+    /// Covered, more than the warning period before the end of coverage.
+    Active,
+    /// Covered, but coverage ends within the warning period.
+    ExpiringSoon,
+    /// Coverage ended (or no subscription): settings frozen for the grace period.
+    ReadOnly,
+    /// Grace period over: the service's workloads are stopped.
+    Suspended,
+}
+
+/// What the operator computed for the tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// `Active`, `Warning`, `ReadOnly` or `Suspended`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TenantPhase>,
+    /// One entry per product: the base product and every product in `spec.services`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"]))]
+    pub services: Vec<ServiceStatus>,
+    /// The next instant at which the tenant's status changes by itself; absent when nothing is due.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub next_transition_at: Option<DateTime<Utc>>,
+    /// `Ready`, `Warning`, `ReadOnly`, `Suspended` (and `Reconciling`/`Stalled` when they apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Milestones already announced (Events, notifications), so none is announced twice, also
+    /// across operator restarts. Most recent last, bounded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    pub milestones: Vec<MilestoneRecord>,
+    /// The `.metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Status of one product of the tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// Product id.
+    pub product: String,
+    /// True for the base product, whose lapse makes the whole tenant read-only, then suspended.
+    #[serde(default)]
+    pub base: bool,
+    /// `Active`, `ExpiringSoon`, `ReadOnly` or `Suspended`.
+    pub phase: ServicePhase,
+    /// The subscription that covers the service longest (names the one to renew).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
+    /// Plan of the subscription(s) in force now: `Trial` when only trials cover the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<super::subscription::Plan>,
+    /// End of continuous coverage by this tenant's subscriptions (with extensions and renewals
+    /// that follow on without a gap).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub effective_end_at: Option<DateTime<Utc>>,
+    /// When the warning period starts or started.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub expiring_soon_at: Option<DateTime<Utc>>,
+    /// Since when the service's settings are frozen.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub read_only_since: Option<DateTime<Utc>>,
+    /// When the service is (or was) suspended unless renewed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub suspends_at: Option<DateTime<Utc>>,
+    /// Since when the operator sees no started subscription for this product.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub missing_since: Option<DateTime<Utc>>,
+}
+
+/// A milestone the operator has announced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MilestoneRecord {
+    /// Stable id: kind, product and the instant it is about, e.g. `ReadOnly/email-safeguard/2027-01-01T00:00:00Z`.
+    pub id: String,
+    /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`, `SeatLimitExceeded`.
+    pub kind: String,
+    /// When the milestone was due.
+    #[serde(with = "super::date::rfc3339")]
+    #[schemars(with = "String")]
+    pub due_at: DateTime<Utc>,
+    /// When the operator announced it (later than `dueAt` when the operator was not running then).
+    #[serde(with = "super::date::rfc3339")]
+    #[schemars(with = "String")]
+    pub announced_at: DateTime<Utc>,
+}

@@ -1,0 +1,336 @@
+//! One subscription on its own: phase, instants, seats, transfers.
+
+use chrono::{DateTime, Utc};
+
+use super::conditions::ConditionSet;
+use super::{Policy, TenantUsers, earlier, human, later, next_after, whole_seconds};
+use crate::api::date::DateError;
+use crate::api::{Subscription, SubscriptionPhase, SubscriptionStatus, Transfer};
+
+/// Transfers kept in `status.transfers`.
+pub const TRANSFER_HISTORY: usize = 10;
+
+/// The instants of one subscription's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeline {
+    /// S: the licence starts.
+    pub starts_at: DateTime<Utc>,
+    /// E: the later of `endDate` and `extension.until`.
+    pub effective_end_at: DateTime<Utc>,
+    /// E − W.
+    pub expiring_soon_at: DateTime<Utc>,
+    /// E + G.
+    pub grace_ends_at: DateTime<Utc>,
+}
+
+impl Timeline {
+    /// Reads the dates of a subscription; an unreadable date is an error the caller reports.
+    pub fn of(sub: &Subscription, policy: &Policy) -> Result<Self, DateError> {
+        let starts_at = sub.spec.start_date.start_instant()?;
+        let mut end = sub.spec.end_date.end_instant()?;
+        if let Some(ext) = &sub.spec.extension {
+            end = end.max(ext.until.end_instant()?);
+        }
+        Ok(Self {
+            starts_at,
+            effective_end_at: end,
+            expiring_soon_at: earlier(end, policy.warning_period),
+            grace_ends_at: later(end, policy.grace_period),
+        })
+    }
+
+    /// The phase at `now`; boundaries belong to the later phase.
+    pub fn phase(&self, now: DateTime<Utc>) -> SubscriptionPhase {
+        if now < self.starts_at {
+            SubscriptionPhase::Pending
+        } else if now < self.expiring_soon_at {
+            SubscriptionPhase::Active
+        } else if now < self.effective_end_at {
+            SubscriptionPhase::ExpiringSoon
+        } else if now < self.grace_ends_at {
+            SubscriptionPhase::GracePeriod
+        } else {
+            SubscriptionPhase::Expired
+        }
+    }
+
+    /// True while the licence is in force (started, not ended).
+    pub fn in_force(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at <= now && now < self.effective_end_at
+    }
+
+    /// The next instant after `now` at which [`Timeline::phase`] changes.
+    pub fn next_transition(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // E − W only changes the phase when it falls after the start.
+        let warning = (self.expiring_soon_at > self.starts_at).then_some(self.expiring_soon_at);
+        next_after(
+            now,
+            [
+                Some(self.starts_at),
+                warning,
+                Some(self.effective_end_at),
+                Some(self.grace_ends_at),
+            ]
+            .into_iter()
+            .flatten(),
+        )
+    }
+}
+
+/// Something that happened to a subscription since its last status, announced as an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// `spec.tenantRef` changed.
+    Transferred { from: String, to: String },
+    /// The effective end moved later because of `spec.extension`.
+    Extended {
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+    /// The effective end moved later because `endDate` was raised.
+    Renewed {
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+}
+
+/// The engine's answer for one subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscriptionEvaluation {
+    pub status: SubscriptionStatus,
+    /// `None` when the dates can not be read (the status says why).
+    pub timeline: Option<Timeline>,
+    /// Users counted against the seats, and whether they exceed them.
+    pub seats_used: i64,
+    pub seats_exceeded: bool,
+    pub changes: Vec<SubscriptionChange>,
+    pub next_transition: Option<DateTime<Utc>>,
+}
+
+/// Evaluates one subscription at `now`. `users` holds `spec.users` of the known tenants.
+pub fn evaluate_subscription(
+    sub: &Subscription,
+    users: &TenantUsers,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> SubscriptionEvaluation {
+    let previous = sub.status.clone().unwrap_or_default();
+    let generation = sub.metadata.generation;
+    let spec = &sub.spec;
+    let mut conditions = ConditionSet::new(&previous.conditions, generation, now);
+
+    let seats_used = sub
+        .tenants()
+        .filter_map(|t| users.get(t))
+        .fold(0i64, |sum, u| sum.saturating_add((*u).max(0)));
+    let missing_tenants: Vec<&str> = sub.tenants().filter(|t| !users.contains_key(*t)).collect();
+    let owner_missing = !users.contains_key(&spec.tenant_ref);
+
+    // Transfers: the owner last seen differs from the one in spec.
+    let mut changes = Vec::new();
+    let mut transfers = previous.transfers.clone();
+    if let Some(last_owner) = previous.tenant.as_deref()
+        && last_owner != spec.tenant_ref
+    {
+        changes.push(SubscriptionChange::Transferred {
+            from: last_owner.to_string(),
+            to: spec.tenant_ref.clone(),
+        });
+        transfers.push(Transfer {
+            from: last_owner.to_string(),
+            to: spec.tenant_ref.clone(),
+            at: whole_seconds(now),
+        });
+        let excess = transfers.len().saturating_sub(TRANSFER_HISTORY);
+        transfers.drain(..excess);
+    }
+
+    let timeline = Timeline::of(sub, policy);
+    let mut status = SubscriptionStatus {
+        tenant: Some(spec.tenant_ref.clone()),
+        transfers,
+        seats_used: Some(seats_used),
+        observed_generation: generation,
+        ..Default::default()
+    };
+
+    let (timeline, next_transition, seats_exceeded) = match timeline {
+        Err(err) => {
+            conditions.set(
+                "Ready",
+                false,
+                "InvalidDate",
+                format!("{err}; fix the date so the operator can evaluate this subscription"),
+            );
+            conditions.set("Stalled", true, "InvalidDate", err.to_string());
+            (None, None, false)
+        }
+        Ok(tl) => {
+            let phase = tl.phase(now);
+            status.phase = Some(phase);
+            status.starts_at = Some(tl.starts_at);
+            status.effective_end_at = Some(tl.effective_end_at);
+            status.expiring_soon_at = Some(tl.expiring_soon_at);
+            status.grace_ends_at = Some(tl.grace_ends_at);
+            let next = tl.next_transition(now);
+            status.next_transition_at = next;
+
+            if let Some(prev_end) = previous.effective_end_at
+                && prev_end < tl.effective_end_at
+            {
+                let by_extension = spec
+                    .extension
+                    .as_ref()
+                    .and_then(|e| e.until.end_instant().ok())
+                    == Some(tl.effective_end_at);
+                changes.push(if by_extension {
+                    SubscriptionChange::Extended {
+                        from: prev_end,
+                        until: tl.effective_end_at,
+                    }
+                } else {
+                    SubscriptionChange::Renewed {
+                        from: prev_end,
+                        until: tl.effective_end_at,
+                    }
+                });
+            }
+
+            let (ready, reason, message) = if owner_missing {
+                (
+                    false,
+                    "TenantNotFound",
+                    format!(
+                        "tenantRef {:?} names no Tenant: create the tenant or correct tenantRef",
+                        spec.tenant_ref
+                    ),
+                )
+            } else if !missing_tenants.is_empty() {
+                (
+                    false,
+                    "SharedTenantNotFound",
+                    format!(
+                        "sharedWith names tenants that do not exist: {}",
+                        missing_tenants.join(", ")
+                    ),
+                )
+            } else if !policy.catalogue.knows(&spec.product) {
+                (
+                    false,
+                    "UnknownProduct",
+                    format!(
+                        "product {:?} is not in the operator's catalogue ({}, {})",
+                        spec.product,
+                        policy.catalogue.base,
+                        policy.catalogue.add_ons.join(", ")
+                    ),
+                )
+            } else {
+                (
+                    true,
+                    "Evaluated",
+                    format!(
+                        "{} for tenant {}: {}",
+                        describe_phase(phase),
+                        spec.tenant_ref,
+                        describe_dates(&tl)
+                    ),
+                )
+            };
+            conditions.set("Ready", ready, reason, message);
+
+            let in_force = tl.in_force(now);
+            let (reason, message) = match phase {
+                SubscriptionPhase::Pending => {
+                    ("NotStarted", format!("starts {}", human(tl.starts_at)))
+                }
+                SubscriptionPhase::Active => (
+                    "Active",
+                    format!("in force until {}", human(tl.effective_end_at)),
+                ),
+                SubscriptionPhase::ExpiringSoon => (
+                    "ExpiringSoon",
+                    format!(
+                        "ends {}: renew it before then to avoid read-only mode",
+                        human(tl.effective_end_at)
+                    ),
+                ),
+                SubscriptionPhase::GracePeriod => (
+                    "SubscriptionExpired",
+                    format!(
+                        "ended {}; grace period until {}",
+                        human(tl.effective_end_at),
+                        human(tl.grace_ends_at)
+                    ),
+                ),
+                SubscriptionPhase::Expired => (
+                    "SubscriptionExpired",
+                    format!(
+                        "ended {}; grace period over since {}",
+                        human(tl.effective_end_at),
+                        human(tl.grace_ends_at)
+                    ),
+                ),
+            };
+            conditions.set("InForce", in_force, reason, message);
+
+            // Seats count while the subscription is in use (not before it starts, not once expired).
+            let counts = matches!(
+                phase,
+                SubscriptionPhase::Active
+                    | SubscriptionPhase::ExpiringSoon
+                    | SubscriptionPhase::GracePeriod
+            );
+            let exceeded = counts && seats_used > spec.seats;
+            if exceeded {
+                let who: Vec<String> = sub
+                    .tenants()
+                    .filter_map(|t| users.get(t).map(|u| format!("{t} ({u})")))
+                    .collect();
+                conditions.set(
+                    "SeatLimitExceeded",
+                    true,
+                    "SeatLimitExceeded",
+                    format!("{seats_used} users on {} exceed the {} licensed seats: buy more seats or reduce users", who.join(", "), spec.seats),
+                );
+            } else {
+                conditions.set(
+                    "SeatLimitExceeded",
+                    false,
+                    "WithinSeatLimit",
+                    format!("{seats_used} of {} seats used", spec.seats),
+                );
+            }
+            (Some(tl), next, exceeded)
+        }
+    };
+
+    status.conditions = conditions.finish();
+    SubscriptionEvaluation {
+        status,
+        timeline,
+        seats_used,
+        seats_exceeded,
+        changes,
+        next_transition,
+    }
+}
+
+fn describe_phase(phase: SubscriptionPhase) -> &'static str {
+    match phase {
+        SubscriptionPhase::Pending => "not started",
+        SubscriptionPhase::Active => "active",
+        SubscriptionPhase::ExpiringSoon => "expiring soon",
+        SubscriptionPhase::GracePeriod => "expired, in grace period",
+        SubscriptionPhase::Expired => "expired",
+    }
+}
+
+fn describe_dates(tl: &Timeline) -> String {
+    format!(
+        "warning from {}, ends {}, grace period until {}",
+        human(tl.expiring_soon_at),
+        human(tl.effective_end_at),
+        human(tl.grace_ends_at)
+    )
+}

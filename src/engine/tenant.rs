@@ -1,0 +1,519 @@
+//! One tenant: its services, phase, conditions and milestones.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use super::conditions::ConditionSet;
+use super::coverage::{Licence, coverage};
+use super::subscription::{SubscriptionEvaluation, evaluate_subscription};
+use super::{Policy, TenantUsers, earlier, human, later, next_after, whole_seconds};
+use crate::api::{
+    MilestoneRecord, Plan, ServicePhase, ServiceStatus, Subscription, Tenant, TenantPhase,
+    TenantStatus,
+};
+
+/// Milestone records kept in status beyond those that are still reached.
+pub const MILESTONE_HISTORY: usize = 32;
+
+/// The kinds of milestone announced to a tenant's administrators and as Events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MilestoneKind {
+    /// The warning period started (E − W).
+    ExpiringSoon,
+    /// Coverage ended (E): read-only for the grace period.
+    ReadOnly,
+    /// The grace period ended (E + G): suspended.
+    Suspended,
+    /// A product has no started subscription.
+    SubscriptionMissing,
+    /// A service came back because of a new or longer subscription.
+    Renewed,
+    /// A product is covered only by trials.
+    TrialLicense,
+    /// A subscription covering the tenant has more users than seats.
+    SeatLimitExceeded,
+}
+
+impl MilestoneKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExpiringSoon => "ExpiringSoon",
+            Self::ReadOnly => "ReadOnly",
+            Self::Suspended => "Suspended",
+            Self::SubscriptionMissing => "SubscriptionMissing",
+            Self::Renewed => "Renewed",
+            Self::TrialLicense => "TrialLicense",
+            Self::SeatLimitExceeded => "SeatLimitExceeded",
+        }
+    }
+
+    /// Milestones that restrict or warn, as opposed to good news.
+    pub fn is_warning(self) -> bool {
+        !matches!(self, Self::Renewed)
+    }
+}
+
+/// A milestone reached and not yet announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Milestone {
+    /// Stable id, recorded in `status.milestones`.
+    pub id: String,
+    pub kind: MilestoneKind,
+    pub product: String,
+    /// True when `product` is the base service (the whole tenant is concerned).
+    pub base: bool,
+    pub subscription: Option<String>,
+    pub due_at: DateTime<Utc>,
+    /// Announced more than `policy.late_after` after it was due (the operator was not running).
+    pub late: bool,
+    /// The end of coverage and the suspension instant the milestone is about, for messages.
+    pub effective_end_at: Option<DateTime<Utc>>,
+    pub suspends_at: Option<DateTime<Utc>>,
+    /// What happened and what to do, in English (Events).
+    pub message: String,
+}
+
+/// The engine's answer for one tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantEvaluation {
+    /// The status to write.
+    pub status: TenantStatus,
+    /// The subscriptions that concern the tenant, evaluated, by name.
+    pub subscriptions: BTreeMap<String, SubscriptionEvaluation>,
+    /// Milestones reached and not announced before, in the order they were due.
+    pub milestones: Vec<Milestone>,
+    /// The next instant at which this evaluation changes by itself.
+    pub next_transition: Option<DateTime<Utc>>,
+}
+
+/// One reason for attention, ordered by severity for the condition reason.
+struct Cause {
+    severity: u8,
+    base: bool,
+    reason: &'static str,
+    message: String,
+}
+
+/// Evaluates a tenant at `now`.
+///
+/// `subscriptions` may contain any subscriptions: only those owned by or shared with the tenant
+/// count. `users` holds `spec.users` of every known tenant (for seat counting and to tell which
+/// tenants exist).
+pub fn evaluate_tenant(
+    tenant: &Tenant,
+    subscriptions: &[&Subscription],
+    users: &TenantUsers,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> TenantEvaluation {
+    let name = tenant.metadata.name.as_deref().unwrap_or_default();
+    let previous = tenant.status.clone().unwrap_or_default();
+    let generation = tenant.metadata.generation;
+    let base_product = policy.catalogue.base.as_str();
+
+    let mut subs: BTreeMap<String, SubscriptionEvaluation> = BTreeMap::new();
+    let mut concerning: Vec<&Subscription> = Vec::new();
+    for sub in subscriptions.iter().copied().filter(|s| s.concerns(name)) {
+        let sub_name = sub.metadata.name.clone().unwrap_or_default();
+        subs.insert(sub_name, evaluate_subscription(sub, users, policy, now));
+        concerning.push(sub);
+    }
+
+    // The base product is always a service of the tenant; then the listed ones, in spec order.
+    let mut products: Vec<&str> = vec![base_product];
+    for svc in &tenant.spec.services {
+        if !products.contains(&svc.product.as_str()) {
+            products.push(&svc.product);
+        }
+    }
+
+    let mut services = Vec::with_capacity(products.len());
+    let mut reached: Vec<Milestone> = Vec::new();
+    let mut causes: Vec<Cause> = Vec::new();
+    let mut next: Vec<DateTime<Utc>> = subs.values().filter_map(|e| e.next_transition).collect();
+
+    for product in products {
+        let base = product == base_product;
+        let prev = previous.services.iter().find(|s| s.product == product);
+        let licences: Vec<Licence> = concerning
+            .iter()
+            .filter(|s| s.spec.product == product)
+            .filter_map(|s| {
+                let n = s.metadata.name.as_deref().unwrap_or_default();
+                subs.get(n)
+                    .and_then(|e| e.timeline)
+                    .map(|timeline| Licence {
+                        name: n,
+                        plan: s.spec.plan,
+                        timeline,
+                    })
+            })
+            .collect();
+
+        let milestone = |kind: MilestoneKind,
+                         due_at: DateTime<Utc>,
+                         key: DateTime<Utc>,
+                         subscription: Option<&str>,
+                         message: String| Milestone {
+            id: format!(
+                "{}/{}/{}",
+                kind.as_str(),
+                product,
+                crate::api::date::format_instant(key)
+            ),
+            kind,
+            product: product.to_string(),
+            base,
+            subscription: subscription.map(str::to_string),
+            due_at,
+            late: now - due_at > policy.late_after,
+            effective_end_at: None,
+            suspends_at: None,
+            message,
+        };
+
+        let status = match coverage(&licences, now) {
+            Some(cov) => {
+                let end = cov.end;
+                let warn_at = earlier(end, policy.warning_period);
+                let suspend_at = later(end, policy.grace_period);
+                let phase = if now < warn_at {
+                    ServicePhase::Active
+                } else if now < end {
+                    ServicePhase::ExpiringSoon
+                } else if now < suspend_at {
+                    ServicePhase::ReadOnly
+                } else {
+                    ServicePhase::Suspended
+                };
+                next.extend(next_after(now, [warn_at, end, suspend_at]));
+                let sub = cov.subscription;
+                let (h_end, h_susp) = (human(end), human(suspend_at));
+                let with_dates = |mut m: Milestone| {
+                    m.effective_end_at = Some(end);
+                    m.suspends_at = Some(suspend_at);
+                    m
+                };
+                if now >= warn_at {
+                    reached.push(with_dates(milestone(
+                        MilestoneKind::ExpiringSoon,
+                        warn_at,
+                        warn_at,
+                        Some(sub),
+                        format!("Subscription {sub} for {product} ends {h_end}: renew it before then to avoid read-only mode"),
+                    )));
+                }
+                if now >= end {
+                    reached.push(with_dates(milestone(
+                        MilestoneKind::ReadOnly,
+                        end,
+                        end,
+                        Some(sub),
+                        format!("Subscription {sub} for {product} ended {h_end}: {} read-only; renew it before {h_susp} to avoid suspension", if base { "the tenant's settings are" } else { "this add-on's settings are" }),
+                    )));
+                }
+                if now >= suspend_at {
+                    reached.push(with_dates(milestone(
+                        MilestoneKind::Suspended,
+                        suspend_at,
+                        suspend_at,
+                        Some(sub),
+                        format!("Subscription {sub} for {product} ended {h_end} and the grace period ended {h_susp}: {} suspended; renew it to restore service", if base { "the service is" } else { "this add-on is" }),
+                    )));
+                }
+                match phase {
+                    ServicePhase::Active => {}
+                    ServicePhase::ExpiringSoon => causes.push(Cause {
+                        severity: 2,
+                        base,
+                        reason: "ExpiringSoon",
+                        message: format!("{product}: subscription {sub} ends {h_end}; renew it before then to avoid read-only mode"),
+                    }),
+                    ServicePhase::ReadOnly => causes.push(Cause {
+                        severity: 3,
+                        base,
+                        reason: "SubscriptionExpired",
+                        message: format!("{product}: subscription {sub} ended {h_end}; settings are read-only, renew before {h_susp} to avoid suspension"),
+                    }),
+                    ServicePhase::Suspended => causes.push(Cause {
+                        severity: 4,
+                        base,
+                        reason: "SubscriptionExpired",
+                        message: format!("{product}: subscription {sub} ended {h_end}, suspended since {h_susp}; renew it to restore service"),
+                    }),
+                }
+                if cov.plan_in_force == Some(Plan::Trial) {
+                    reached.push(Milestone {
+                        id: format!("TrialLicense/{product}/{sub}"),
+                        late: false,
+                        ..with_dates(milestone(
+                            MilestoneKind::TrialLicense,
+                            whole_seconds(now),
+                            end,
+                            Some(sub),
+                            format!("{product} is covered only by a trial licence ({sub}, ends {h_end}): buy a paid subscription to keep the service"),
+                        ))
+                    });
+                    causes.push(Cause {
+                        severity: 1,
+                        base,
+                        reason: "TrialLicense",
+                        message: format!("{product}: only trial subscription {sub} is in force (ends {h_end}); buy a paid subscription"),
+                    });
+                }
+                let improved = prev.is_some_and(|p| {
+                    p.phase > phase
+                        && (p.missing_since.is_some()
+                            || p.effective_end_at.is_some_and(|e| e < end))
+                });
+                if improved {
+                    reached.push(with_dates(milestone(
+                        MilestoneKind::Renewed,
+                        whole_seconds(now),
+                        end,
+                        Some(sub),
+                        format!("{product} is covered again by subscription {sub} until {h_end}"),
+                    )));
+                }
+                ServiceStatus {
+                    product: product.to_string(),
+                    base,
+                    phase,
+                    subscription: Some(sub.to_string()),
+                    plan: cov.plan_in_force,
+                    effective_end_at: Some(end),
+                    expiring_soon_at: Some(warn_at),
+                    read_only_since: (phase >= ServicePhase::ReadOnly).then_some(end),
+                    suspends_at: Some(suspend_at),
+                    missing_since: None,
+                }
+            }
+            None => {
+                let since = prev
+                    .and_then(|p| p.missing_since)
+                    .unwrap_or_else(|| whole_seconds(now));
+                let suspend_at = later(since, policy.grace_period);
+                let phase = if now < suspend_at {
+                    ServicePhase::ReadOnly
+                } else {
+                    ServicePhase::Suspended
+                };
+                next.extend(next_after(now, [suspend_at]));
+                let (h_since, h_susp) = (human(since), human(suspend_at));
+                let mut m = milestone(
+                    MilestoneKind::SubscriptionMissing,
+                    since,
+                    since,
+                    None,
+                    format!(
+                        "{product} has no subscription: {} read-only; apply a Subscription for it before {h_susp} to avoid suspension",
+                        if base {
+                            "the tenant's settings are"
+                        } else {
+                            "this add-on's settings are"
+                        }
+                    ),
+                );
+                m.suspends_at = Some(suspend_at);
+                reached.push(m);
+                if phase == ServicePhase::Suspended {
+                    let mut m = milestone(
+                        MilestoneKind::Suspended,
+                        suspend_at,
+                        suspend_at,
+                        None,
+                        format!(
+                            "{product} has had no subscription since {h_since}: {} suspended since {h_susp}; apply a Subscription to restore it",
+                            if base {
+                                "the service is"
+                            } else {
+                                "this add-on is"
+                            }
+                        ),
+                    );
+                    m.suspends_at = Some(suspend_at);
+                    reached.push(m);
+                }
+                causes.push(Cause {
+                    severity: if phase == ServicePhase::Suspended { 4 } else { 3 },
+                    base,
+                    reason: "SubscriptionMissing",
+                    message: if phase == ServicePhase::Suspended {
+                        format!("{product}: no subscription since {h_since}, suspended since {h_susp}; apply a Subscription to restore it")
+                    } else {
+                        format!("{product}: no subscription (missing since {h_since}); settings are read-only, apply a Subscription before {h_susp} to avoid suspension")
+                    },
+                });
+                ServiceStatus {
+                    product: product.to_string(),
+                    base,
+                    phase,
+                    subscription: None,
+                    plan: None,
+                    effective_end_at: None,
+                    expiring_soon_at: None,
+                    read_only_since: Some(since),
+                    suspends_at: Some(suspend_at),
+                    missing_since: Some(since),
+                }
+            }
+        };
+        services.push(status);
+    }
+
+    // Seats: every subscription covering the tenant that is over its limit.
+    for (sub_name, eval) in &subs {
+        if eval.seats_exceeded {
+            let seats = concerning
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(sub_name))
+                .map(|s| s.spec.seats)
+                .unwrap_or_default();
+            let product = concerning
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(sub_name))
+                .map(|s| s.spec.product.clone())
+                .unwrap_or_default();
+            let message = format!(
+                "Subscription {sub_name} ({product}) is used by {} users but licenses {seats} seats: buy more seats or reduce spec.users on the tenants sharing it",
+                eval.seats_used
+            );
+            reached.push(Milestone {
+                id: format!("SeatLimitExceeded/{sub_name}/{seats}"),
+                kind: MilestoneKind::SeatLimitExceeded,
+                base: product == base_product,
+                product,
+                subscription: Some(sub_name.clone()),
+                due_at: whole_seconds(now),
+                late: false,
+                effective_end_at: eval.timeline.map(|t| t.effective_end_at),
+                suspends_at: None,
+                message: message.clone(),
+            });
+            causes.push(Cause {
+                severity: 0,
+                base: false,
+                reason: "SeatLimitExceeded",
+                message,
+            });
+        }
+    }
+
+    let base_status = services.first();
+    let base_phase = base_status.map(|s| s.phase).unwrap_or(ServicePhase::Active);
+    let phase = match base_phase {
+        ServicePhase::Suspended => TenantPhase::Suspended,
+        ServicePhase::ReadOnly => TenantPhase::ReadOnly,
+        _ if !causes.is_empty() => TenantPhase::Warning,
+        _ => TenantPhase::Active,
+    };
+
+    // Conditions.
+    causes.sort_by(|a, b| b.severity.cmp(&a.severity).then(b.base.cmp(&a.base)));
+    let all_causes = causes
+        .iter()
+        .map(|c| c.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let base_cause = causes.iter().find(|c| c.base && c.severity >= 3);
+    let frozen_add_ons: Vec<&str> = services
+        .iter()
+        .filter(|s| !s.base && s.phase >= ServicePhase::ReadOnly)
+        .map(|s| s.product.as_str())
+        .collect();
+    let suspended_add_ons: Vec<&str> = services
+        .iter()
+        .filter(|s| !s.base && s.phase == ServicePhase::Suspended)
+        .map(|s| s.product.as_str())
+        .collect();
+
+    let mut conditions = ConditionSet::new(&previous.conditions, generation, now);
+    conditions.set("Ready", true, "Reconciled", format!("Tenant is {phase:?}"));
+    match causes.first() {
+        Some(top) => conditions.set("Warning", true, top.reason, all_causes.clone()),
+        None => conditions.set(
+            "Warning",
+            false,
+            "SubscriptionsActive",
+            "Every service is covered by a paid subscription",
+        ),
+    }
+    match (phase >= TenantPhase::ReadOnly, base_cause) {
+        (true, Some(c)) => conditions.set("ReadOnly", true, c.reason, c.message.clone()),
+        _ if frozen_add_ons.is_empty() => {
+            conditions.set("ReadOnly", false, "NotReadOnly", "Settings can be changed")
+        }
+        _ => conditions.set(
+            "ReadOnly",
+            false,
+            "NotReadOnly",
+            format!(
+                "The base service's settings can be changed; read-only add-ons: {}",
+                frozen_add_ons.join(", ")
+            ),
+        ),
+    }
+    match (phase == TenantPhase::Suspended, base_cause) {
+        (true, Some(c)) => conditions.set("Suspended", true, c.reason, c.message.clone()),
+        _ if suspended_add_ons.is_empty() => {
+            conditions.set("Suspended", false, "NotSuspended", "The service is running")
+        }
+        _ => conditions.set(
+            "Suspended",
+            false,
+            "NotSuspended",
+            format!(
+                "The base service is running; suspended add-ons: {}",
+                suspended_add_ons.join(", ")
+            ),
+        ),
+    }
+
+    // Milestones: announce those reached and not recorded; keep records of those still reached,
+    // plus a bounded history so a milestone that comes back after a change is not repeated at once.
+    reached.sort_by(|a, b| a.due_at.cmp(&b.due_at).then(a.kind.cmp(&b.kind)));
+    let recorded: BTreeSet<&str> = previous.milestones.iter().map(|r| r.id.as_str()).collect();
+    let fresh: Vec<Milestone> = reached
+        .iter()
+        .filter(|m| !recorded.contains(m.id.as_str()))
+        .cloned()
+        .collect();
+    let current: BTreeSet<&str> = reached.iter().map(|m| m.id.as_str()).collect();
+    let mut records = previous.milestones.clone();
+    let stale = records
+        .iter()
+        .filter(|r| !current.contains(r.id.as_str()))
+        .count();
+    let mut to_drop = stale.saturating_sub(MILESTONE_HISTORY);
+    records.retain(|r| {
+        if to_drop > 0 && !current.contains(r.id.as_str()) {
+            to_drop -= 1;
+            return false;
+        }
+        true
+    });
+    let announced_at = whole_seconds(now);
+    records.extend(fresh.iter().map(|m| MilestoneRecord {
+        id: m.id.clone(),
+        kind: m.kind.as_str().to_string(),
+        due_at: m.due_at,
+        announced_at,
+    }));
+
+    let next_transition = next.into_iter().filter(|t| *t > now).min();
+    let status = TenantStatus {
+        phase: Some(phase),
+        services,
+        next_transition_at: next_transition,
+        conditions: conditions.finish(),
+        milestones: records,
+        observed_generation: generation,
+    };
+    TenantEvaluation {
+        status,
+        subscriptions: subs,
+        milestones: fresh,
+        next_transition,
+    }
+}

@@ -1,0 +1,79 @@
+//! Evaluating a whole set of tenants and subscriptions at once (the `evaluate` CLI, tests).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    Policy, SubscriptionEvaluation, TenantEvaluation, TenantUsers, evaluate_subscription,
+    evaluate_tenant,
+};
+use crate::api::{Subscription, Tenant};
+
+/// Every tenant and subscription known, as read from a cluster or from manifests.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    pub tenants: Vec<Tenant>,
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// The engine's answer for a [`World`], in input order.
+#[derive(Clone, Debug)]
+pub struct WorldEvaluation {
+    pub tenants: Vec<TenantEvaluation>,
+    pub subscriptions: Vec<SubscriptionEvaluation>,
+}
+
+impl World {
+    /// `spec.users` of every tenant, by name.
+    pub fn users(&self) -> TenantUsers {
+        self.tenants
+            .iter()
+            .filter_map(|t| t.metadata.name.clone().map(|n| (n, t.spec.users)))
+            .collect()
+    }
+
+    /// The subscriptions that concern each tenant, by tenant name.
+    pub fn subscriptions_by_tenant(&self) -> BTreeMap<&str, Vec<&Subscription>> {
+        let mut index: BTreeMap<&str, Vec<&Subscription>> = BTreeMap::new();
+        for sub in &self.subscriptions {
+            for tenant in sub.tenants() {
+                let list = index.entry(tenant).or_default();
+                // A tenant named twice (owner and sharedWith) counts the subscription once.
+                if !list.iter().any(|s| std::ptr::eq(*s, sub)) {
+                    list.push(sub);
+                }
+            }
+        }
+        index
+    }
+}
+
+/// Evaluates every tenant and subscription of `world` at `now`.
+pub fn evaluate_world(world: &World, policy: &Policy, now: DateTime<Utc>) -> WorldEvaluation {
+    let users = world.users();
+    let index = world.subscriptions_by_tenant();
+    let tenants = world
+        .tenants
+        .iter()
+        .map(|t| {
+            let subs = t
+                .metadata
+                .name
+                .as_deref()
+                .and_then(|n| index.get(n))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            evaluate_tenant(t, subs, &users, policy, now)
+        })
+        .collect();
+    let subscriptions = world
+        .subscriptions
+        .iter()
+        .map(|s| evaluate_subscription(s, &users, policy, now))
+        .collect();
+    WorldEvaluation {
+        tenants,
+        subscriptions,
+    }
+}
