@@ -5,4 +5,5 @@
 pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod fixtures;
 pub mod manifests;

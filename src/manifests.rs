@@ -234,13 +234,14 @@ spec: {tenantRef: acme, product: email-safeguard, startDate: 2026-01-01, endDate
     #[test]
     fn errors_name_the_file_and_document() {
         let mut m = Manifests::default();
+        // Documents are counted like `---` separators in an editor, empty ones included.
         let bad = "apiVersion: mailsec.io/v1alpha1\nkind: Subscription\nmetadata: {name: x}\nspec: {tenantRef: acme}\n";
         let err = m
             .add_text("bad.yaml", &format!("---\n{TWO}---\n{bad}"))
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("bad.yaml: document 4 (Subscription \"x\"): missing field"),
+            err.starts_with("bad.yaml: document 5 (Subscription \"x\"): missing field"),
             "{err}"
         );
 

@@ -12,6 +12,9 @@ pub mod subscription;
 pub mod tenant;
 pub mod world;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};

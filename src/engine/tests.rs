@@ -1,0 +1,784 @@
+//! Table-driven tests of the lifecycle rules, each walked through its boundaries
+//! (one second before, at, and one second after each instant).
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::*;
+use crate::api::{
+    ConditionStatus, Plan, ServicePhase as S, Subscription, SubscriptionPhase as P, Tenant,
+    TenantPhase as T,
+};
+use crate::fixtures::{extended, shared, subscription, tenant, trial};
+
+const ESG: &str = "email-safeguard";
+const ETI: &str = "email-threat-isolation";
+const ETDR: &str = "email-threat-detection-response";
+
+fn at(s: &str) -> DateTime<Utc> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    DateTime::parse_from_rfc3339(&full)
+        .expect("test instant")
+        .with_timezone(&Utc)
+}
+
+fn sec(n: i64) -> TimeDelta {
+    TimeDelta::seconds(n)
+}
+
+fn world(tenants: Vec<Tenant>, subscriptions: Vec<Subscription>) -> World {
+    World {
+        tenants,
+        subscriptions,
+    }
+}
+
+fn eval_first(w: &World, policy: &Policy, now: DateTime<Utc>) -> TenantEvaluation {
+    evaluate_world(w, policy, now).tenants.remove(0)
+}
+
+fn condition(e: &TenantEvaluation, type_: &str) -> (ConditionStatus, String) {
+    let c = crate::api::condition::find(&e.status.conditions, type_)
+        .unwrap_or_else(|| panic!("condition {type_} missing"));
+    (c.status, c.reason.clone())
+}
+
+fn service(e: &TenantEvaluation, product: &str) -> crate::api::ServiceStatus {
+    e.status
+        .services
+        .iter()
+        .find(|s| s.product == product)
+        .cloned()
+        .unwrap_or_else(|| panic!("service {product} missing"))
+}
+
+/// One base subscription ending 2026-12-31 (E = 2027-01-01T00:00Z), W = G = 30 days.
+#[test]
+fn base_subscription_walks_through_every_boundary() {
+    let w = world(
+        vec![tenant("acme", &[ESG], 10)],
+        vec![subscription(
+            "acme-esg",
+            "acme",
+            ESG,
+            "2026-01-01",
+            "2026-12-31",
+            50,
+        )],
+    );
+    let policy = Policy::default();
+    let start = at("2026-01-01");
+    let warn = at("2026-12-02");
+    let end = at("2027-01-01");
+    let suspend = at("2027-01-31");
+    use ConditionStatus::{False as F, True as Tr};
+    // (instant, tenant phase, service phase, subscription phase, Warning, ReadOnly, Suspended, warning reason, next)
+    let rows: Vec<(
+        DateTime<Utc>,
+        T,
+        S,
+        P,
+        ConditionStatus,
+        ConditionStatus,
+        ConditionStatus,
+        &str,
+        Option<DateTime<Utc>>,
+    )> = vec![
+        (
+            start - sec(1),
+            T::ReadOnly,
+            S::ReadOnly,
+            P::Pending,
+            Tr,
+            Tr,
+            F,
+            "SubscriptionMissing",
+            Some(start),
+        ),
+        (
+            start,
+            T::Active,
+            S::Active,
+            P::Active,
+            F,
+            F,
+            F,
+            "SubscriptionsActive",
+            Some(warn),
+        ),
+        (
+            warn - sec(1),
+            T::Active,
+            S::Active,
+            P::Active,
+            F,
+            F,
+            F,
+            "SubscriptionsActive",
+            Some(warn),
+        ),
+        (
+            warn,
+            T::Warning,
+            S::ExpiringSoon,
+            P::ExpiringSoon,
+            Tr,
+            F,
+            F,
+            "ExpiringSoon",
+            Some(end),
+        ),
+        (
+            warn + sec(1),
+            T::Warning,
+            S::ExpiringSoon,
+            P::ExpiringSoon,
+            Tr,
+            F,
+            F,
+            "ExpiringSoon",
+            Some(end),
+        ),
+        (
+            end - sec(1),
+            T::Warning,
+            S::ExpiringSoon,
+            P::ExpiringSoon,
+            Tr,
+            F,
+            F,
+            "ExpiringSoon",
+            Some(end),
+        ),
+        (
+            end,
+            T::ReadOnly,
+            S::ReadOnly,
+            P::GracePeriod,
+            Tr,
+            Tr,
+            F,
+            "SubscriptionExpired",
+            Some(suspend),
+        ),
+        (
+            end + sec(1),
+            T::ReadOnly,
+            S::ReadOnly,
+            P::GracePeriod,
+            Tr,
+            Tr,
+            F,
+            "SubscriptionExpired",
+            Some(suspend),
+        ),
+        (
+            suspend - sec(1),
+            T::ReadOnly,
+            S::ReadOnly,
+            P::GracePeriod,
+            Tr,
+            Tr,
+            F,
+            "SubscriptionExpired",
+            Some(suspend),
+        ),
+        (
+            suspend,
+            T::Suspended,
+            S::Suspended,
+            P::Expired,
+            Tr,
+            Tr,
+            Tr,
+            "SubscriptionExpired",
+            None,
+        ),
+        (
+            suspend + sec(1),
+            T::Suspended,
+            S::Suspended,
+            P::Expired,
+            Tr,
+            Tr,
+            Tr,
+            "SubscriptionExpired",
+            None,
+        ),
+    ];
+    for (now, tp, sp, subp, warning, read_only, suspended, reason, next) in rows {
+        let ev = evaluate_world(&w, &policy, now);
+        let te = &ev.tenants[0];
+        assert_eq!(te.status.phase, Some(tp), "tenant phase at {now}");
+        assert_eq!(service(te, ESG).phase, sp, "service phase at {now}");
+        assert_eq!(
+            ev.subscriptions[0].status.phase,
+            Some(subp),
+            "subscription phase at {now}"
+        );
+        assert_eq!(
+            condition(te, "Warning"),
+            (warning, reason.to_string()),
+            "Warning at {now}"
+        );
+        assert_eq!(condition(te, "ReadOnly").0, read_only, "ReadOnly at {now}");
+        assert_eq!(
+            condition(te, "Suspended").0,
+            suspended,
+            "Suspended at {now}"
+        );
+        assert_eq!(
+            condition(te, "Ready").0,
+            ConditionStatus::True,
+            "Ready at {now}: a suspended tenant is still reconciled"
+        );
+        assert_eq!(te.next_transition, next, "next transition at {now}");
+        assert_eq!(te.status.next_transition_at, next);
+    }
+}
+
+#[test]
+fn service_status_names_the_instants() {
+    let w = world(
+        vec![tenant("acme", &[ESG], 10)],
+        vec![subscription(
+            "acme-esg",
+            "acme",
+            ESG,
+            "2026-01-01",
+            "2026-12-31",
+            50,
+        )],
+    );
+    let te = eval_first(&w, &Policy::default(), at("2027-01-05"));
+    let s = service(&te, ESG);
+    assert!(s.base);
+    assert_eq!(s.subscription.as_deref(), Some("acme-esg"));
+    assert_eq!(s.effective_end_at, Some(at("2027-01-01")));
+    assert_eq!(s.expiring_soon_at, Some(at("2026-12-02")));
+    assert_eq!(s.read_only_since, Some(at("2027-01-01")));
+    assert_eq!(s.suspends_at, Some(at("2027-01-31")));
+    let (_, msg) = (
+        (),
+        crate::api::condition::find(&te.status.conditions, "ReadOnly")
+            .map(|c| c.message.clone())
+            .unwrap_or_default(),
+    );
+    assert!(
+        msg.contains("acme-esg") && msg.contains("2027-01-01") && msg.contains("2027-01-31"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn rfc3339_end_is_taken_as_is_and_policy_periods_are_configurable() {
+    let w = world(
+        vec![tenant("acme", &[ESG], 1)],
+        vec![subscription(
+            "s",
+            "acme",
+            ESG,
+            "2026-01-01T00:00:00Z",
+            "2026-06-01T12:00:00+09:00",
+            5,
+        )],
+    );
+    let policy = Policy {
+        warning_period: sec(3),
+        grace_period: sec(3),
+        ..Policy::default()
+    };
+    let end = at("2026-06-01T03:00:00Z");
+    for (now, phase) in [
+        (end - sec(4), T::Active),
+        (end - sec(3), T::Warning),
+        (end, T::ReadOnly),
+        (end + sec(2), T::ReadOnly),
+        (end + sec(3), T::Suspended),
+    ] {
+        assert_eq!(
+            eval_first(&w, &policy, now).status.phase,
+            Some(phase),
+            "at {now}"
+        );
+    }
+}
+
+#[test]
+fn renewal_bought_in_advance_shows_no_warning_and_a_late_one_restores_at_once() {
+    let old = subscription("old", "acme", ESG, "2026-01-01", "2026-12-31", 50);
+    let chained = subscription("new", "acme", ESG, "2027-01-01", "2027-12-31", 50);
+    let w = world(vec![tenant("acme", &[ESG], 10)], vec![old.clone(), chained]);
+    for now in [at("2026-12-15"), at("2027-01-01"), at("2027-02-15")] {
+        let te = eval_first(&w, &Policy::default(), now);
+        assert_eq!(te.status.phase, Some(T::Active), "at {now}");
+        assert_eq!(service(&te, ESG).subscription.as_deref(), Some("new"));
+    }
+
+    // Renewed during the grace period, starting now: Active at once, with a Renewed milestone.
+    let suspended_world = world(vec![tenant("acme", &[ESG], 10)], vec![old.clone()]);
+    let mut t = tenant("acme", &[ESG], 10);
+    t.status = Some(eval_first(&suspended_world, &Policy::default(), at("2027-01-10")).status);
+    let late = subscription("late", "acme", ESG, "2027-01-10", "2028-01-09", 50);
+    let te = eval_first(
+        &world(vec![t.clone()], vec![old.clone(), late.clone()]),
+        &Policy::default(),
+        at("2027-01-10"),
+    );
+    assert_eq!(te.status.phase, Some(T::Active));
+    assert_eq!(condition(&te, "ReadOnly").0, ConditionStatus::False);
+    assert!(
+        te.milestones
+            .iter()
+            .any(|m| m.kind == MilestoneKind::Renewed),
+        "{:?}",
+        te.milestones
+    );
+
+    // Renewed after suspension.
+    t.status = Some(eval_first(&suspended_world, &Policy::default(), at("2027-03-01")).status);
+    assert_eq!(t.status.as_ref().and_then(|s| s.phase), Some(T::Suspended));
+    let after = subscription("after", "acme", ESG, "2027-03-01", "2028-02-29", 50);
+    let te = eval_first(
+        &world(vec![t], vec![old, after]),
+        &Policy::default(),
+        at("2027-03-01"),
+    );
+    assert_eq!(te.status.phase, Some(T::Active));
+    assert_eq!(
+        condition(&te, "Suspended"),
+        (ConditionStatus::False, "NotSuspended".into())
+    );
+    assert!(
+        te.milestones
+            .iter()
+            .any(|m| m.kind == MilestoneKind::Renewed)
+    );
+}
+
+#[test]
+fn add_on_lapse_only_restricts_the_add_on() {
+    let w = world(
+        vec![tenant("hooli", &[ESG, ETI], 10)],
+        vec![
+            subscription("esg", "hooli", ESG, "2026-01-01", "2027-12-31", 50),
+            subscription("eti", "hooli", ETI, "2025-11-21", "2026-11-20", 50),
+        ],
+    );
+    let policy = Policy::default();
+    let end = at("2026-11-21");
+    let suspend = at("2026-12-21");
+    for (now, tp, eti, reason) in [
+        (end - sec(1), T::Warning, S::ExpiringSoon, "ExpiringSoon"),
+        (end, T::Warning, S::ReadOnly, "SubscriptionExpired"),
+        (
+            suspend - sec(1),
+            T::Warning,
+            S::ReadOnly,
+            "SubscriptionExpired",
+        ),
+        (suspend, T::Warning, S::Suspended, "SubscriptionExpired"),
+    ] {
+        let te = eval_first(&w, &policy, now);
+        assert_eq!(te.status.phase, Some(tp), "at {now}");
+        assert_eq!(service(&te, ESG).phase, S::Active);
+        assert_eq!(service(&te, ETI).phase, eti, "at {now}");
+        assert_eq!(
+            condition(&te, "Warning"),
+            (ConditionStatus::True, reason.to_string())
+        );
+        assert_eq!(
+            condition(&te, "ReadOnly").0,
+            ConditionStatus::False,
+            "the tenant as a whole is not read-only"
+        );
+        assert_eq!(condition(&te, "Suspended").0, ConditionStatus::False);
+    }
+    let te = eval_first(&w, &policy, suspend);
+    let msg = crate::api::condition::find(&te.status.conditions, "Suspended")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains(ETI),
+        "the Suspended=False message names the suspended add-on: {msg}"
+    );
+}
+
+#[test]
+fn missing_subscription_is_read_only_from_first_sight_and_suspends_after_grace() {
+    let w = world(
+        vec![tenant("v", &[ESG, ETDR], 10)],
+        vec![subscription(
+            "esg",
+            "v",
+            ESG,
+            "2026-01-01",
+            "2027-12-31",
+            50,
+        )],
+    );
+    let policy = Policy::default();
+    let first_seen = at("2026-06-01T10:00:00.500Z");
+    let te = eval_first(&w, &policy, first_seen);
+    let s = service(&te, ETDR);
+    assert_eq!(s.phase, S::ReadOnly);
+    assert_eq!(
+        s.missing_since,
+        Some(at("2026-06-01T10:00:00Z")),
+        "whole seconds"
+    );
+    assert_eq!(s.suspends_at, Some(at("2026-07-01T10:00:00Z")));
+    assert_eq!(te.status.phase, Some(T::Warning));
+    assert_eq!(
+        condition(&te, "Warning"),
+        (ConditionStatus::True, "SubscriptionMissing".into())
+    );
+    assert!(
+        te.milestones
+            .iter()
+            .any(|m| m.kind == MilestoneKind::SubscriptionMissing && m.product == ETDR)
+    );
+
+    // Later evaluations keep the first-seen instant from status.
+    let mut t = w.tenants[0].clone();
+    t.status = Some(te.status.clone());
+    let w2 = world(vec![t], w.subscriptions.clone());
+    let suspend = at("2026-07-01T10:00:00Z");
+    for (now, phase) in [(suspend - sec(1), S::ReadOnly), (suspend, S::Suspended)] {
+        let te2 = eval_first(&w2, &policy, now);
+        assert_eq!(service(&te2, ETDR).phase, phase, "at {now}");
+        assert_eq!(
+            service(&te2, ETDR).missing_since,
+            Some(at("2026-06-01T10:00:00Z"))
+        );
+    }
+    assert_eq!(
+        eval_first(&w2, &policy, suspend - sec(1)).next_transition,
+        Some(suspend)
+    );
+}
+
+#[test]
+fn a_tenant_without_its_base_subscription_is_read_only() {
+    let w = world(vec![tenant("empty", &[], 0)], vec![]);
+    let te = eval_first(&w, &Policy::default(), at("2026-06-01"));
+    assert_eq!(te.status.phase, Some(T::ReadOnly));
+    assert_eq!(
+        te.status.services.len(),
+        1,
+        "the base product is always evaluated"
+    );
+    assert_eq!(
+        condition(&te, "ReadOnly"),
+        (ConditionStatus::True, "SubscriptionMissing".into())
+    );
+}
+
+#[test]
+fn trial_warns_while_only_trials_are_in_force() {
+    let t = trial(subscription("t", "p", ESG, "2026-12-01", "2027-02-28", 25));
+    let paid = subscription("paid", "p", ESG, "2027-01-15", "2028-01-14", 25);
+    let w = world(vec![tenant("p", &[ESG], 12)], vec![t.clone()]);
+    let te = eval_first(&w, &Policy::default(), at("2026-12-15"));
+    assert_eq!(te.status.phase, Some(T::Warning));
+    assert_eq!(
+        condition(&te, "Warning"),
+        (ConditionStatus::True, "TrialLicense".into())
+    );
+    assert_eq!(service(&te, ESG).plan, Some(Plan::Trial));
+    assert!(
+        te.milestones
+            .iter()
+            .any(|m| m.kind == MilestoneKind::TrialLicense)
+    );
+
+    let w = world(vec![tenant("p", &[ESG], 12)], vec![t, paid]);
+    assert_eq!(
+        eval_first(&w, &Policy::default(), at("2027-01-15") - sec(1))
+            .status
+            .phase,
+        Some(T::Warning)
+    );
+    let te = eval_first(&w, &Policy::default(), at("2027-01-15"));
+    assert_eq!(
+        te.status.phase,
+        Some(T::Active),
+        "a paid licence in force ends the trial warning"
+    );
+    assert_eq!(service(&te, ESG).plan, Some(Plan::Paid));
+}
+
+#[test]
+fn shared_subscription_counts_every_tenants_users() {
+    let sub = shared(
+        subscription("w", "wayne", ESG, "2026-03-01", "2027-02-28", 500),
+        &["stark"],
+    );
+    let within = world(
+        vec![tenant("wayne", &[ESG], 300), tenant("stark", &[ESG], 200)],
+        vec![sub.clone()],
+    );
+    let ev = evaluate_world(&within, &Policy::default(), at("2026-06-01"));
+    assert_eq!(ev.subscriptions[0].status.seats_used, Some(500));
+    assert!(
+        ev.tenants.iter().all(|t| t.status.phase == Some(T::Active)),
+        "500 of 500 seats is within the limit"
+    );
+
+    let over = world(
+        vec![tenant("wayne", &[ESG], 300), tenant("stark", &[ESG], 201)],
+        vec![sub],
+    );
+    let ev = evaluate_world(&over, &Policy::default(), at("2026-06-01"));
+    assert_eq!(ev.subscriptions[0].status.seats_used, Some(501));
+    assert!(ev.subscriptions[0].seats_exceeded);
+    for te in &ev.tenants {
+        assert_eq!(te.status.phase, Some(T::Warning));
+        assert_eq!(
+            condition(te, "Warning"),
+            (ConditionStatus::True, "SeatLimitExceeded".into())
+        );
+        assert_eq!(service(te, ESG).phase, S::Active, "no suspension for seats");
+    }
+    let seat =
+        crate::api::condition::find(&ev.subscriptions[0].status.conditions, "SeatLimitExceeded")
+            .map(|c| c.status);
+    assert_eq!(seat, Some(ConditionStatus::True));
+}
+
+#[test]
+fn extension_moves_the_effective_end() {
+    let base = subscription("c", "cy", ESG, "2025-12-11", "2026-12-10", 350);
+    let ext = extended(base.clone(), "2027-01-31");
+    let w = world(vec![tenant("cy", &[ESG], 10)], vec![ext]);
+    let ev = evaluate_world(&w, &Policy::default(), at("2026-12-15"));
+    assert_eq!(ev.tenants[0].status.phase, Some(T::Active));
+    assert_eq!(
+        ev.subscriptions[0].status.effective_end_at,
+        Some(at("2027-02-01"))
+    );
+    assert_eq!(ev.tenants[0].next_transition, Some(at("2027-01-02")));
+
+    // The change from the previous status is reported as an extension.
+    let mut with_prev = extended(base.clone(), "2027-01-31");
+    with_prev.status = evaluate_world(
+        &world(vec![tenant("cy", &[ESG], 10)], vec![base]),
+        &Policy::default(),
+        at("2026-12-01"),
+    )
+    .subscriptions
+    .pop()
+    .map(|e| e.status);
+    let ev = evaluate_world(
+        &world(vec![tenant("cy", &[ESG], 10)], vec![with_prev]),
+        &Policy::default(),
+        at("2026-12-15"),
+    );
+    assert!(
+        matches!(
+            ev.subscriptions[0].changes.as_slice(),
+            [SubscriptionChange::Extended { .. }]
+        ),
+        "{:?}",
+        ev.subscriptions[0].changes
+    );
+}
+
+#[test]
+fn transfer_moves_coverage_and_is_recorded() {
+    let mut sub = subscription("s", "new-owner", ESG, "2026-01-01", "2026-12-31", 10);
+    sub.status = Some(crate::api::SubscriptionStatus {
+        tenant: Some("old-owner".into()),
+        ..Default::default()
+    });
+    let w = world(
+        vec![
+            tenant("old-owner", &[ESG], 1),
+            tenant("new-owner", &[ESG], 1),
+        ],
+        vec![sub],
+    );
+    let now = at("2026-06-01T08:00:00Z");
+    let ev = evaluate_world(&w, &Policy::default(), now);
+    assert_eq!(
+        ev.tenants[0].status.phase,
+        Some(T::ReadOnly),
+        "the previous owner lost coverage"
+    );
+    assert_eq!(
+        ev.tenants[1].status.phase,
+        Some(T::Active),
+        "the new owner is covered at once"
+    );
+    let s = &ev.subscriptions[0];
+    assert_eq!(s.status.tenant.as_deref(), Some("new-owner"));
+    assert_eq!(s.status.transfers.len(), 1);
+    assert_eq!(
+        (
+            s.status.transfers[0].from.as_str(),
+            s.status.transfers[0].to.as_str(),
+            s.status.transfers[0].at
+        ),
+        ("old-owner", "new-owner", now)
+    );
+    assert_eq!(
+        s.changes,
+        vec![SubscriptionChange::Transferred {
+            from: "old-owner".into(),
+            to: "new-owner".into()
+        }]
+    );
+}
+
+#[test]
+fn transfer_history_is_bounded() {
+    let mut sub = subscription("s", "t0", ESG, "2026-01-01", "2026-12-31", 10);
+    let users: TenantUsers = (0..20).map(|i| (format!("t{i}"), 1)).collect();
+    for i in 1..20 {
+        sub.status =
+            Some(evaluate_subscription(&sub, &users, &Policy::default(), at("2026-06-01")).status);
+        sub.spec.tenant_ref = format!("t{i}");
+    }
+    let s = evaluate_subscription(&sub, &users, &Policy::default(), at("2026-06-01"));
+    assert_eq!(s.status.transfers.len(), subscription::TRANSFER_HISTORY);
+    assert_eq!(
+        s.status.transfers.last().map(|t| t.to.as_str()),
+        Some("t19")
+    );
+}
+
+#[test]
+fn bad_references_and_dates_become_conditions() {
+    let users: TenantUsers = [("acme".to_string(), 5)].into();
+    let policy = Policy::default();
+    let now = at("2026-06-01");
+    let ready = |s: &Subscription| {
+        let e = evaluate_subscription(s, &users, &policy, now);
+        let c = crate::api::condition::find(&e.status.conditions, "Ready")
+            .cloned()
+            .expect("Ready");
+        (c.status, c.reason, c.message)
+    };
+    let orphan = subscription("s", "ghost", ESG, "2026-01-01", "2026-12-31", 10);
+    assert_eq!(ready(&orphan).1, "TenantNotFound");
+    let share = shared(
+        subscription("s", "acme", ESG, "2026-01-01", "2026-12-31", 10),
+        &["nobody"],
+    );
+    assert_eq!(ready(&share).1, "SharedTenantNotFound");
+    let unknown = subscription(
+        "s",
+        "acme",
+        "email-antivirus",
+        "2026-01-01",
+        "2026-12-31",
+        10,
+    );
+    assert_eq!(ready(&unknown).1, "UnknownProduct");
+    let bad_date = subscription("s", "acme", ESG, "2026-02-30", "2026-12-31", 10);
+    let (status, reason, message) = ready(&bad_date);
+    assert_eq!(
+        (status, reason.as_str()),
+        (ConditionStatus::False, "InvalidDate")
+    );
+    assert!(message.contains("2026-02-30"), "{message}");
+    let e = evaluate_subscription(&bad_date, &users, &policy, now);
+    assert_eq!(e.status.phase, None);
+    assert_eq!(
+        crate::api::condition::find(&e.status.conditions, "Stalled").map(|c| c.status),
+        Some(ConditionStatus::True)
+    );
+
+    // A subscription with unreadable dates covers nothing.
+    let w = world(vec![tenant("acme", &[ESG], 5)], vec![bad_date]);
+    assert_eq!(eval_first(&w, &policy, now).status.phase, Some(T::ReadOnly));
+}
+
+#[test]
+fn milestones_are_announced_once_and_late_ones_are_marked() {
+    let w = world(
+        vec![tenant("acme", &[ESG], 10)],
+        vec![subscription(
+            "s",
+            "acme",
+            ESG,
+            "2026-01-01",
+            "2026-12-31",
+            50,
+        )],
+    );
+    let policy = Policy::default();
+    let mut t = w.tenants[0].clone();
+    let mut announced = Vec::new();
+    // Walk through time, feeding the status back, as the controller does.
+    for now in [
+        at("2026-06-01"),
+        at("2026-12-02"),
+        at("2026-12-03"),
+        at("2027-01-01"),
+        at("2027-01-02"),
+        at("2027-01-31"),
+        at("2027-02-15"),
+    ] {
+        let te = eval_first(
+            &world(vec![t.clone()], w.subscriptions.clone()),
+            &policy,
+            now,
+        );
+        announced.extend(te.milestones.iter().map(|m| (m.kind, m.late)));
+        t.status = Some(te.status);
+    }
+    assert_eq!(
+        announced,
+        vec![
+            (MilestoneKind::ExpiringSoon, false),
+            (MilestoneKind::ReadOnly, false),
+            (MilestoneKind::Suspended, false)
+        ]
+    );
+
+    // An operator that was down through all three milestones announces each once, marked late.
+    let te = eval_first(&w, &policy, at("2027-02-15"));
+    let kinds: Vec<_> = te.milestones.iter().map(|m| (m.kind, m.late)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (MilestoneKind::ExpiringSoon, true),
+            (MilestoneKind::ReadOnly, true),
+            (MilestoneKind::Suspended, true)
+        ]
+    );
+    assert_eq!(te.status.milestones.len(), 3);
+}
+
+#[test]
+fn unchanged_inputs_give_an_identical_status() {
+    let w = world(
+        vec![tenant("acme", &[ESG, ETDR], 10)],
+        vec![subscription(
+            "s",
+            "acme",
+            ESG,
+            "2026-01-01",
+            "2026-12-31",
+            50,
+        )],
+    );
+    let policy = Policy::default();
+    let mut t = w.tenants[0].clone();
+    t.status = Some(eval_first(&w, &policy, at("2026-12-10")).status);
+    let again = eval_first(
+        &world(vec![t.clone()], w.subscriptions.clone()),
+        &policy,
+        at("2026-12-10T06:00:00Z"),
+    );
+    assert_eq!(
+        Some(&again.status),
+        t.status.as_ref(),
+        "no status write while nothing changes"
+    );
+    assert!(again.milestones.is_empty());
+}

@@ -1,0 +1,90 @@
+//! Small constructors for Tenants and Subscriptions, used by tests, property tests and benchmarks
+//! (and handy for anyone scripting against the library).
+
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+
+use crate::api::{
+    Admin, Extension, LicenseDate, Locale, Plan, ServiceSpec, Subscription, SubscriptionSpec,
+    Tenant, TenantSpec,
+};
+
+/// A tenant using `products` (with empty settings) and `users` users, with one admin.
+pub fn tenant(name: &str, products: &[&str], users: i64) -> Tenant {
+    let mut t = Tenant::new(
+        name,
+        TenantSpec {
+            display_name: None,
+            services: products
+                .iter()
+                .map(|p| ServiceSpec {
+                    product: p.to_string(),
+                    settings: BTreeMap::new(),
+                })
+                .collect(),
+            users,
+            admins: vec![Admin {
+                email: format!("admin@{name}.example"),
+                name: None,
+            }],
+            locale: Locale::En,
+            workload_namespaces: Vec::new(),
+        },
+    );
+    t.metadata.generation = Some(1);
+    t
+}
+
+/// A paid subscription of `tenant` for `product` from `start` to `end` (dates as in the spec).
+pub fn subscription(
+    name: &str,
+    tenant: &str,
+    product: &str,
+    start: &str,
+    end: &str,
+    seats: i64,
+) -> Subscription {
+    Subscription {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            generation: Some(1),
+            ..Default::default()
+        },
+        spec: SubscriptionSpec {
+            tenant_ref: tenant.to_string(),
+            product: product.to_string(),
+            plan: Plan::Paid,
+            start_date: LicenseDate::from(start),
+            end_date: LicenseDate::from(end),
+            seats,
+            shared_with: Vec::new(),
+            extension: None,
+        },
+        status: None,
+    }
+}
+
+/// The same subscription as a trial.
+pub fn trial(mut sub: Subscription) -> Subscription {
+    sub.spec.plan = Plan::Trial;
+    sub
+}
+
+/// The same subscription, extended until `until`.
+pub fn extended(mut sub: Subscription, until: &str) -> Subscription {
+    sub.spec.extension = Some(Extension {
+        until: LicenseDate::from(until),
+        reason: Some("renewal in progress".into()),
+    });
+    sub
+}
+
+/// The same subscription, shared with `tenants`.
+pub fn shared(mut sub: Subscription, tenants: &[&str]) -> Subscription {
+    sub.spec.shared_with = tenants
+        .iter()
+        .map(|t| crate::api::TenantName::from(*t))
+        .collect();
+    sub
+}
