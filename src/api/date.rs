@@ -101,12 +101,14 @@ impl JsonSchema for LicenseDate {
     }
 }
 
-/// Formats an instant the way Kubernetes writes `metav1.Time`: RFC 3339, whole seconds, `Z`.
+/// Formats an instant as RFC 3339 in UTC (`Z`): whole seconds like `metav1.Time`, with the
+/// fraction only when there is one, so that every status value reads back exactly as written
+/// (otherwise the operator would see a difference, and write, on every reconcile).
 pub fn format_instant(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-/// Serde helpers for `DateTime<Utc>` fields written as whole-second RFC 3339 (`metav1.Time`).
+/// Serde helpers for `DateTime<Utc>` fields written with [`format_instant`].
 pub mod rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};

@@ -27,22 +27,29 @@ pub use world::{World, WorldEvaluation, evaluate_world};
 /// `spec.users` of every known tenant, by name. A tenant missing from the map does not exist.
 pub type TenantUsers = BTreeMap<String, i64>;
 
-/// `t + d`, saturating at the ends of time instead of panicking.
-pub(crate) fn later(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
-    t.checked_add_signed(d).unwrap_or(if d < TimeDelta::zero() {
-        DateTime::<Utc>::MIN_UTC
+/// The earliest instant RFC 3339 can write (year 0000). Computed instants are kept within
+/// RFC 3339's range so that every status value reads back exactly as written.
+pub const FIRST_INSTANT: i64 = -62_167_219_200;
+/// The last instant RFC 3339 can write: 9999-12-31T23:59:59Z.
+pub const LAST_INSTANT: i64 = 253_402_300_799;
+
+fn clamp(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp().clamp(FIRST_INSTANT, LAST_INSTANT);
+    if secs == t.timestamp() {
+        t
     } else {
-        DateTime::<Utc>::MAX_UTC
-    })
+        DateTime::from_timestamp(secs, 0).unwrap_or(t)
+    }
+}
+
+/// `t + d`, saturating at the ends of RFC 3339 time instead of overflowing.
+pub(crate) fn later(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
+    clamp(t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC))
 }
 
 /// `t - d`, saturating.
 pub(crate) fn earlier(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
-    t.checked_sub_signed(d).unwrap_or(if d < TimeDelta::zero() {
-        DateTime::<Utc>::MAX_UTC
-    } else {
-        DateTime::<Utc>::MIN_UTC
-    })
+    clamp(t.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC))
 }
 
 /// The earliest of the candidate instants that lie strictly after `now`.
