@@ -344,6 +344,9 @@ proptest! {
         if !longer.subscriptions.is_empty() {
             let i = extend_which.index(longer.subscriptions.len());
             let s = &mut longer.subscriptions[i];
+            // Within its seats, as for an added one: a licence brought back into force can
+            // otherwise legitimately warn about its seat limit.
+            s.spec.seats = i64::MAX;
             if let Ok(end) = s.spec.end_date.end_instant() {
                 let current = s.spec.extension.as_ref().and_then(|e| e.until.end_instant().ok()).unwrap_or(end).max(end);
                 s.spec.extension = Some(mailsec_operator::api::Extension {
