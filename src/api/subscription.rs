@@ -183,6 +183,10 @@ pub struct SubscriptionStatus {
     /// transfer is processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The tenants the subscription was last seen shared with (`spec.sharedWith` as processed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub shared_with: Vec<String>,
     /// The most recent transfers between tenants, oldest first (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "atomic"))]

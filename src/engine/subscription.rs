@@ -92,6 +92,11 @@ pub enum SubscriptionChange {
         from: DateTime<Utc>,
         until: DateTime<Utc>,
     },
+    /// `spec.sharedWith` gained or lost tenants.
+    SharingChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
 }
 
 /// The engine's answer for one subscription.
@@ -145,9 +150,29 @@ pub fn evaluate_subscription(
         transfers.drain(..excess);
     }
 
+    // Sharing: compare with the tenants last seen (only once the subscription has been seen).
+    let shared_now: Vec<String> = spec.shared_with.iter().map(|t| t.0.clone()).collect();
+    if previous.tenant.is_some() {
+        let added: Vec<String> = shared_now
+            .iter()
+            .filter(|t| !previous.shared_with.contains(t))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = previous
+            .shared_with
+            .iter()
+            .filter(|t| !shared_now.contains(t))
+            .cloned()
+            .collect();
+        if !added.is_empty() || !removed.is_empty() {
+            changes.push(SubscriptionChange::SharingChanged { added, removed });
+        }
+    }
+
     let timeline = Timeline::of(sub, policy);
     let mut status = SubscriptionStatus {
         tenant: Some(spec.tenant_ref.clone()),
+        shared_with: shared_now,
         transfers,
         seats_used: Some(seats_used),
         observed_generation: generation,

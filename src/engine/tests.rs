@@ -782,3 +782,38 @@ fn unchanged_inputs_give_an_identical_status() {
     );
     assert!(again.milestones.is_empty());
 }
+
+#[test]
+fn sharing_changes_are_reported_once() {
+    let users: TenantUsers = [
+        ("a".to_string(), 1),
+        ("b".to_string(), 1),
+        ("c".to_string(), 1),
+    ]
+    .into();
+    let policy = Policy::default();
+    let now = at("2026-06-01");
+    let mut sub = shared(
+        subscription("s", "a", ESG, "2026-01-01", "2026-12-31", 10),
+        &["b"],
+    );
+    let first = evaluate_subscription(&sub, &users, &policy, now);
+    assert!(first.changes.is_empty(), "the first sight is not a change");
+    assert_eq!(first.status.shared_with, vec!["b".to_string()]);
+    sub.status = Some(first.status);
+    sub.spec.shared_with = vec!["c".into()];
+    let second = evaluate_subscription(&sub, &users, &policy, now);
+    assert_eq!(
+        second.changes,
+        vec![SubscriptionChange::SharingChanged {
+            added: vec!["c".into()],
+            removed: vec!["b".into()]
+        }]
+    );
+    sub.status = Some(second.status);
+    assert!(
+        evaluate_subscription(&sub, &users, &policy, now)
+            .changes
+            .is_empty()
+    );
+}
