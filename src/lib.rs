@@ -1,9 +1,13 @@
 //! mailsec-operator: the licensing lifecycle of a multi-tenant email-security service on Kubernetes.
 //!
-//! Layers, in the direction data flows: [`api`] types → pure [`engine`] → CLI ([`cli`]).
+//! Layers, in the direction data flows:
+//! [`api`] types → pure [`engine`] → [`controller`]s → [`effects`] (status, events) → [`cli`].
 
 pub mod api;
 pub mod cli;
+pub mod controller;
+pub mod effects;
 pub mod engine;
 pub mod fixtures;
 pub mod manifests;
+pub mod telemetry;

@@ -36,10 +36,10 @@ impl LicenseDate {
 
     fn parse(&self) -> Result<Parsed, DateError> {
         let text = self.0.trim();
-        if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-            if text.len() == 10 {
-                return Ok(Parsed::Date(date));
-            }
+        if text.len() == 10
+            && let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        {
+            return Ok(Parsed::Date(date));
         }
         DateTime::parse_from_rfc3339(text)
             .map(|t| Parsed::Instant(t.with_timezone(&Utc)))

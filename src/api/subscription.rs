@@ -31,7 +31,7 @@ use super::names::TenantName;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Seats","type":"string","priority":1,"jsonPath":".spec.seats"}"#,
     printcolumn = r#"{"name":"Used","type":"string","priority":1,"jsonPath":".status.seatsUsed"}"#,
-    printcolumn = r#"{"name":"Next","type":"date","priority":1,"description":"Next phase change","jsonPath":".status.nextTransitionAt"}"#,
+    printcolumn = r#"{"name":"Next","type":"string","priority":1,"description":"When the phase changes next (UTC)","jsonPath":".status.nextTransitionAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

@@ -30,7 +30,7 @@ use super::names::NamespaceName;
     printcolumn = r#"{"name":"Reason","type":"string","description":"Why the tenant is warned","jsonPath":".status.conditions[?(@.type==\"Warning\")].reason"}"#,
     printcolumn = r#"{"name":"ReadOnly","type":"string","jsonPath":".status.conditions[?(@.type==\"ReadOnly\")].status"}"#,
     printcolumn = r#"{"name":"Suspended","type":"string","jsonPath":".status.conditions[?(@.type==\"Suspended\")].status"}"#,
-    printcolumn = r#"{"name":"Next","type":"date","description":"Next phase change","jsonPath":".status.nextTransitionAt"}"#,
+    printcolumn = r#"{"name":"Next","type":"string","description":"When the phase changes next (UTC)","jsonPath":".status.nextTransitionAt"}"#,
     printcolumn = r#"{"name":"Users","type":"integer","priority":1,"jsonPath":".spec.users"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")

@@ -15,6 +15,8 @@ use crate::manifests::{ManifestError, Manifests, read_paths};
 pub enum EvaluateError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Settings(#[from] super::SettingsError),
     #[error("could not write the output: {0}")]
     Output(String),
 }
@@ -37,7 +39,7 @@ pub fn run(
 ) -> Result<(), EvaluateError> {
     let manifests = read_paths(&args.files)?;
     let at = args.at.unwrap_or(now);
-    let policy = args.policy.policy();
+    let policy = args.policy.policy()?;
     let text = render(&manifests, &policy, at, args.output)?;
     out.write_all(text.as_bytes())
         .map_err(|e| EvaluateError::Output(e.to_string()))

@@ -1,14 +1,14 @@
-//! The command line: `crd`, `evaluate` (and, as the operator grows, `run`).
+//! The command line: `run` (the operator), `evaluate`, `crd`.
 
 pub mod evaluate;
+pub mod run;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 
-use crate::engine::policy::{
-    Catalogue, DEFAULT_ADD_ONS, DEFAULT_BASE_PRODUCT, Policy, parse_period,
-};
+use crate::engine::policy::{Catalogue, PeriodError, Policy, parse_period};
 
 /// mailsec-operator: licensing lifecycle of the email-security service on Kubernetes.
 #[derive(Parser, Debug)]
@@ -20,41 +20,122 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the CustomResourceDefinitions (YAML) generated from the API types.
-    Crd,
+    /// Run the operator: reconcile Tenants and Subscriptions in the cluster of the current
+    /// kubeconfig (or in-cluster service account).
+    Run(run::RunArgs),
     /// Print Tenants and Subscriptions from manifests with the status the operator would set at
     /// a given instant ("what happens to my tenants on date X").
     Evaluate(EvaluateArgs),
+    /// Print the CustomResourceDefinitions (YAML) generated from the API types.
+    Crd,
 }
 
-/// The licensing policy, shared by every subcommand that evaluates.
-#[derive(Args, Debug, Clone)]
+/// The licensing policy, shared by every subcommand that evaluates. Precedence: flag, then
+/// environment variable, then the `--config` file, then the built-in default.
+#[derive(Args, Debug, Clone, Default)]
 pub struct PolicyArgs {
-    /// How long before the end of a subscription the tenant is warned (30d, 12h, 90s).
-    #[arg(long, env = "MAILSEC_WARNING_PERIOD", default_value = "30d", value_parser = parse_period)]
-    pub warning_period: chrono::TimeDelta,
-    /// How long a tenant stays read-only after its subscription ended, before suspension.
-    #[arg(long, env = "MAILSEC_GRACE_PERIOD", default_value = "30d", value_parser = parse_period)]
-    pub grace_period: chrono::TimeDelta,
-    /// The base product: when it lapses the whole tenant becomes read-only, then suspended.
-    #[arg(long, env = "MAILSEC_BASE_PRODUCT", default_value = DEFAULT_BASE_PRODUCT)]
-    pub base_product: String,
-    /// The add-on products (comma-separated): when one lapses only that add-on is restricted.
-    #[arg(long, env = "MAILSEC_ADD_ONS", value_delimiter = ',', default_values_t = DEFAULT_ADD_ONS.map(String::from))]
-    pub add_ons: Vec<String>,
+    /// How long before the end of a subscription the tenant is warned, e.g. 30d, 12h, 90s [default: 30d].
+    #[arg(long, env = "MAILSEC_WARNING_PERIOD", value_parser = parse_period)]
+    pub warning_period: Option<chrono::TimeDelta>,
+    /// How long a tenant stays read-only after its subscription ended, before suspension [default: 30d].
+    #[arg(long, env = "MAILSEC_GRACE_PERIOD", value_parser = parse_period)]
+    pub grace_period: Option<chrono::TimeDelta>,
+    /// The base product: when it lapses the whole tenant becomes read-only, then suspended [default: email-safeguard].
+    #[arg(long, env = "MAILSEC_BASE_PRODUCT")]
+    pub base_product: Option<String>,
+    /// The add-on products, comma-separated: when one lapses only that add-on is restricted
+    /// [default: email-threat-detection-response,email-threat-isolation].
+    #[arg(long, env = "MAILSEC_ADD_ONS", value_delimiter = ',')]
+    pub add_ons: Option<Vec<String>>,
+    /// A YAML file with any of: warningPeriod, gracePeriod, lateAfter, baseProduct, addOns.
+    #[arg(long, env = "MAILSEC_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The `--config` file.
+#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyFile {
+    pub warning_period: Option<String>,
+    pub grace_period: Option<String>,
+    pub late_after: Option<String>,
+    pub base_product: Option<String>,
+    pub add_ons: Option<Vec<String>>,
+}
+
+/// Why the policy settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {field}: {source}")]
+    Period {
+        path: String,
+        field: &'static str,
+        source: PeriodError,
+    },
 }
 
 impl PolicyArgs {
-    pub fn policy(&self) -> Policy {
-        Policy {
-            warning_period: self.warning_period,
-            grace_period: self.grace_period,
+    /// The policy from flags, environment, the config file and defaults.
+    pub fn policy(&self) -> Result<Policy, SettingsError> {
+        let (file, path) = match &self.config {
+            Some(p) => {
+                let path = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| SettingsError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file: PolicyFile =
+                    serde_yaml::from_str(&text).map_err(|e| SettingsError::Parse {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                (file, path)
+            }
+            None => (PolicyFile::default(), String::new()),
+        };
+        let period = |field: &'static str,
+                      v: &Option<String>|
+         -> Result<Option<chrono::TimeDelta>, SettingsError> {
+            v.as_deref()
+                .map(parse_period)
+                .transpose()
+                .map_err(|source| SettingsError::Period {
+                    path: path.clone(),
+                    field,
+                    source,
+                })
+        };
+        let defaults = Policy::default();
+        Ok(Policy {
+            warning_period: self
+                .warning_period
+                .or(period("warningPeriod", &file.warning_period)?)
+                .unwrap_or(defaults.warning_period),
+            grace_period: self
+                .grace_period
+                .or(period("gracePeriod", &file.grace_period)?)
+                .unwrap_or(defaults.grace_period),
+            late_after: period("lateAfter", &file.late_after)?.unwrap_or(defaults.late_after),
             catalogue: Catalogue {
-                base: self.base_product.clone(),
-                add_ons: self.add_ons.clone(),
+                base: self
+                    .base_product
+                    .clone()
+                    .or(file.base_product)
+                    .unwrap_or(defaults.catalogue.base),
+                add_ons: self
+                    .add_ons
+                    .clone()
+                    .or(file.add_ons)
+                    .unwrap_or(defaults.catalogue.add_ons),
             },
-            ..Policy::default()
-        }
+        })
     }
 }
 
@@ -81,4 +162,52 @@ pub enum OutputFormat {
     Yaml,
     /// A `v1` `List` with `items`.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(
+            &path,
+            "warningPeriod: 10d\ngracePeriod: 5d\nbaseProduct: core\n",
+        )
+        .expect("write");
+        let args = PolicyArgs {
+            grace_period: Some(chrono::TimeDelta::seconds(3)),
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let p = args.policy().expect("policy");
+        assert_eq!(p.warning_period, chrono::TimeDelta::days(10));
+        assert_eq!(p.grace_period, chrono::TimeDelta::seconds(3));
+        assert_eq!(p.catalogue.base, "core");
+        assert_eq!(p.catalogue.add_ons, Catalogue::default().add_ons);
+
+        std::fs::write(&path, "warningPeriod: soon\n").expect("write");
+        let err = PolicyArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .policy()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("warningPeriod") && err.contains("e.g. 30d"),
+            "{err}"
+        );
+        std::fs::write(&path, "warnigPeriod: 3d\n").expect("write");
+        let err = PolicyArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .policy()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
 }

@@ -55,6 +55,18 @@ fn service(e: &TenantEvaluation, product: &str) -> crate::api::ServiceStatus {
         .unwrap_or_else(|| panic!("service {product} missing"))
 }
 
+/// One row of a boundary walk: what the engine must say at `now`.
+struct Expect {
+    now: DateTime<Utc>,
+    tenant: T,
+    service: S,
+    subscription: P,
+    warning: (ConditionStatus, &'static str),
+    read_only: ConditionStatus,
+    suspended: ConditionStatus,
+    next: Option<DateTime<Utc>>,
+}
+
 /// One base subscription ending 2026-12-31 (E = 2027-01-01T00:00Z), W = G = 30 days.
 #[test]
 fn base_subscription_walks_through_every_boundary() {
@@ -75,159 +87,54 @@ fn base_subscription_walks_through_every_boundary() {
     let end = at("2027-01-01");
     let suspend = at("2027-01-31");
     use ConditionStatus::{False as F, True as Tr};
-    // (instant, tenant phase, service phase, subscription phase, Warning, ReadOnly, Suspended, warning reason, next)
-    let rows: Vec<(
-        DateTime<Utc>,
-        T,
-        S,
-        P,
-        ConditionStatus,
-        ConditionStatus,
-        ConditionStatus,
-        &str,
-        Option<DateTime<Utc>>,
-    )> = vec![
-        (
-            start - sec(1),
-            T::ReadOnly,
-            S::ReadOnly,
-            P::Pending,
-            Tr,
-            Tr,
-            F,
-            "SubscriptionMissing",
-            Some(start),
-        ),
-        (
-            start,
-            T::Active,
-            S::Active,
-            P::Active,
-            F,
-            F,
-            F,
-            "SubscriptionsActive",
-            Some(warn),
-        ),
-        (
-            warn - sec(1),
-            T::Active,
-            S::Active,
-            P::Active,
-            F,
-            F,
-            F,
-            "SubscriptionsActive",
-            Some(warn),
-        ),
-        (
-            warn,
-            T::Warning,
-            S::ExpiringSoon,
-            P::ExpiringSoon,
-            Tr,
-            F,
-            F,
-            "ExpiringSoon",
-            Some(end),
-        ),
-        (
-            warn + sec(1),
-            T::Warning,
-            S::ExpiringSoon,
-            P::ExpiringSoon,
-            Tr,
-            F,
-            F,
-            "ExpiringSoon",
-            Some(end),
-        ),
-        (
-            end - sec(1),
-            T::Warning,
-            S::ExpiringSoon,
-            P::ExpiringSoon,
-            Tr,
-            F,
-            F,
-            "ExpiringSoon",
-            Some(end),
-        ),
-        (
-            end,
-            T::ReadOnly,
-            S::ReadOnly,
-            P::GracePeriod,
-            Tr,
-            Tr,
-            F,
-            "SubscriptionExpired",
-            Some(suspend),
-        ),
-        (
-            end + sec(1),
-            T::ReadOnly,
-            S::ReadOnly,
-            P::GracePeriod,
-            Tr,
-            Tr,
-            F,
-            "SubscriptionExpired",
-            Some(suspend),
-        ),
-        (
-            suspend - sec(1),
-            T::ReadOnly,
-            S::ReadOnly,
-            P::GracePeriod,
-            Tr,
-            Tr,
-            F,
-            "SubscriptionExpired",
-            Some(suspend),
-        ),
-        (
-            suspend,
-            T::Suspended,
-            S::Suspended,
-            P::Expired,
-            Tr,
-            Tr,
-            Tr,
-            "SubscriptionExpired",
-            None,
-        ),
-        (
-            suspend + sec(1),
-            T::Suspended,
-            S::Suspended,
-            P::Expired,
-            Tr,
-            Tr,
-            Tr,
-            "SubscriptionExpired",
-            None,
-        ),
+    let row = |now, tenant, service, subscription, warning, read_only, suspended, next| Expect {
+        now,
+        tenant,
+        service,
+        subscription,
+        warning,
+        read_only,
+        suspended,
+        next,
+    };
+    #[rustfmt::skip]
+    let rows = vec![
+        row(start - sec(1),   T::ReadOnly,  S::ReadOnly,     P::Pending,      (Tr, "SubscriptionMissing"), Tr, F,  Some(start)),
+        row(start,            T::Active,    S::Active,       P::Active,       (F, "SubscriptionsActive"),  F,  F,  Some(warn)),
+        row(warn - sec(1),    T::Active,    S::Active,       P::Active,       (F, "SubscriptionsActive"),  F,  F,  Some(warn)),
+        row(warn,             T::Warning,   S::ExpiringSoon, P::ExpiringSoon, (Tr, "ExpiringSoon"),        F,  F,  Some(end)),
+        row(warn + sec(1),    T::Warning,   S::ExpiringSoon, P::ExpiringSoon, (Tr, "ExpiringSoon"),        F,  F,  Some(end)),
+        row(end - sec(1),     T::Warning,   S::ExpiringSoon, P::ExpiringSoon, (Tr, "ExpiringSoon"),        F,  F,  Some(end)),
+        row(end,              T::ReadOnly,  S::ReadOnly,     P::GracePeriod,  (Tr, "SubscriptionExpired"), Tr, F,  Some(suspend)),
+        row(end + sec(1),     T::ReadOnly,  S::ReadOnly,     P::GracePeriod,  (Tr, "SubscriptionExpired"), Tr, F,  Some(suspend)),
+        row(suspend - sec(1), T::ReadOnly,  S::ReadOnly,     P::GracePeriod,  (Tr, "SubscriptionExpired"), Tr, F,  Some(suspend)),
+        row(suspend,          T::Suspended, S::Suspended,    P::Expired,      (Tr, "SubscriptionExpired"), Tr, Tr, None),
+        row(suspend + sec(1), T::Suspended, S::Suspended,    P::Expired,      (Tr, "SubscriptionExpired"), Tr, Tr, None),
     ];
-    for (now, tp, sp, subp, warning, read_only, suspended, reason, next) in rows {
+    for r in rows {
+        let now = r.now;
         let ev = evaluate_world(&w, &policy, now);
         let te = &ev.tenants[0];
-        assert_eq!(te.status.phase, Some(tp), "tenant phase at {now}");
-        assert_eq!(service(te, ESG).phase, sp, "service phase at {now}");
+        assert_eq!(te.status.phase, Some(r.tenant), "tenant phase at {now}");
+        assert_eq!(service(te, ESG).phase, r.service, "service phase at {now}");
         assert_eq!(
             ev.subscriptions[0].status.phase,
-            Some(subp),
+            Some(r.subscription),
             "subscription phase at {now}"
         );
         assert_eq!(
             condition(te, "Warning"),
-            (warning, reason.to_string()),
+            (r.warning.0, r.warning.1.to_string()),
             "Warning at {now}"
         );
-        assert_eq!(condition(te, "ReadOnly").0, read_only, "ReadOnly at {now}");
+        assert_eq!(
+            condition(te, "ReadOnly").0,
+            r.read_only,
+            "ReadOnly at {now}"
+        );
         assert_eq!(
             condition(te, "Suspended").0,
-            suspended,
+            r.suspended,
             "Suspended at {now}"
         );
         assert_eq!(
@@ -235,8 +142,8 @@ fn base_subscription_walks_through_every_boundary() {
             ConditionStatus::True,
             "Ready at {now}: a suspended tenant is still reconciled"
         );
-        assert_eq!(te.next_transition, next, "next transition at {now}");
-        assert_eq!(te.status.next_transition_at, next);
+        assert_eq!(te.next_transition, r.next, "next transition at {now}");
+        assert_eq!(te.status.next_transition_at, r.next);
     }
 }
 

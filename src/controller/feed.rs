@@ -1,0 +1,74 @@
+//! One watch per kind, one cache per kind, fanned out to every controller that reacts to it.
+//!
+//! The cache is updated before any controller hears of a change, so a reconcile triggered by an
+//! object always reads a cache that already holds that object (two independent watches of the
+//! same kind could disagree for a moment, and a reconcile would then act on stale data).
+
+use std::fmt::Debug;
+
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+
+/// Buffered changes per consumer before the watch waits for it.
+const BUFFER: usize = 1024;
+
+/// A shared watch: its cache, the streams of changed objects for each consumer, and the future
+/// that drives the watch (spawn it).
+pub struct Feed<K: Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq,
+{
+    pub store: Store<K>,
+    pub outlets: Vec<mpsc::Receiver<K>>,
+    pub driver: futures::future::BoxFuture<'static, ()>,
+}
+
+/// Watches `api` (list + watch with backoff on errors) into one cache and `consumers` streams.
+pub fn feed<K>(api: Api<K>, config: watcher::Config, consumers: usize) -> Feed<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let (senders, outlets): (Vec<_>, Vec<_>) =
+        (0..consumers).map(|_| mpsc::channel::<K>(BUFFER)).unzip();
+    let kind = K::kind(&()).to_string();
+    let driver = async move {
+        let mut senders = senders;
+        let changes =
+            reflector::reflector(writer, watcher(api, config).default_backoff()).touched_objects();
+        futures::pin_mut!(changes);
+        while let Some(change) = changes.next().await {
+            match change {
+                Ok(obj) => {
+                    for tx in &mut senders {
+                        // A consumer that has stopped (shutdown) is simply skipped.
+                        let _ = tx.send(obj.clone()).await;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(kind = %kind, error = %err, "watch failed; retrying with backoff")
+                }
+            }
+        }
+    };
+    Feed {
+        store,
+        outlets,
+        driver: Box::pin(driver),
+    }
+}
+
+/// A consumer stream in the shape kube-runtime's controllers take.
+pub fn trigger<K>(
+    outlet: mpsc::Receiver<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Send + 'static,
+{
+    outlet.map(Ok)
+}

@@ -1,0 +1,195 @@
+//! The Subscription controller: evaluate, write status, announce changes on the subscription and
+//! on the tenants concerned.
+
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::context::Context;
+use super::{Error, requeue_at};
+use crate::api::date::format_instant;
+use crate::api::{Condition, Subscription, condition::find};
+use crate::effects::events::{Notice, publish};
+use crate::effects::status::apply_if_changed;
+use crate::engine::{SubscriptionChange, evaluate_subscription};
+
+pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = sub.name_any();
+    let api: Api<Subscription> = Api::all(ctx.client.clone());
+    let now = ctx.now();
+    let users = ctx.users_of([sub.as_ref()]);
+    let eval = evaluate_subscription(&sub, &users, &ctx.policy, now);
+    apply_if_changed(&api, &name, sub.status.as_ref(), &eval.status).await?;
+
+    // Announce after the status is written, so a retry never announces twice.
+    let regarding = sub.object_ref(&());
+    let owner = &sub.spec.tenant_ref;
+    for change in &eval.changes {
+        match change {
+            SubscriptionChange::Transferred { from, to } => {
+                let note = format!(
+                    "Subscription {name} ({}) was transferred from tenant {from} to tenant {to}",
+                    sub.spec.product
+                );
+                publish(
+                    &ctx.recorder,
+                    &regarding,
+                    &Notice::normal("Transferred", "Transfer", &note),
+                )
+                .await;
+                tell_tenant(
+                    &ctx,
+                    from,
+                    Notice::normal(
+                        "SubscriptionTransferredOut",
+                        &format!("Transfer/{name}"),
+                        format!("{note}: it no longer covers {from}"),
+                    ),
+                )
+                .await;
+                tell_tenant(
+                    &ctx,
+                    to,
+                    Notice::normal(
+                        "SubscriptionTransferredIn",
+                        &format!("Transfer/{name}"),
+                        format!("{note}: it now covers {to}"),
+                    ),
+                )
+                .await;
+            }
+            SubscriptionChange::Extended { from, until } => {
+                let reason = sub
+                    .spec
+                    .extension
+                    .as_ref()
+                    .and_then(|e| e.reason.clone())
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                let note = format!(
+                    "Subscription {name} ({}) extended from {} until {}{reason}",
+                    sub.spec.product,
+                    format_instant(*from),
+                    format_instant(*until)
+                );
+                publish(
+                    &ctx.recorder,
+                    &regarding,
+                    &Notice::normal("Extended", "Extend", &note),
+                )
+                .await;
+                tell_tenant(
+                    &ctx,
+                    owner,
+                    Notice::normal("SubscriptionExtended", &format!("Extend/{name}"), note),
+                )
+                .await;
+            }
+            SubscriptionChange::Renewed { from, until } => {
+                let note = format!(
+                    "Subscription {name} ({}) now ends {} instead of {}",
+                    sub.spec.product,
+                    format_instant(*until),
+                    format_instant(*from)
+                );
+                publish(
+                    &ctx.recorder,
+                    &regarding,
+                    &Notice::normal("EndDateMoved", "Renew", &note),
+                )
+                .await;
+                tell_tenant(
+                    &ctx,
+                    owner,
+                    Notice::normal("SubscriptionRenewed", &format!("Renew/{name}"), note),
+                )
+                .await;
+            }
+            SubscriptionChange::SharingChanged { added, removed } => {
+                let note = format!(
+                    "Subscription {name} ({}) of tenant {owner} is now shared with [{}] (added: [{}], removed: [{}]); the tenants share its {} seats",
+                    sub.spec.product,
+                    sub.spec
+                        .shared_with
+                        .iter()
+                        .map(|t| t.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    added.join(", "),
+                    removed.join(", "),
+                    sub.spec.seats
+                );
+                publish(
+                    &ctx.recorder,
+                    &regarding,
+                    &Notice::normal("SharingChanged", "Share", &note),
+                )
+                .await;
+                for t in added {
+                    tell_tenant(
+                        &ctx,
+                        t,
+                        Notice::normal(
+                            "SubscriptionShared",
+                            &format!("Share/{name}"),
+                            format!("{note}: it now covers {t}"),
+                        ),
+                    )
+                    .await;
+                }
+                for t in removed {
+                    tell_tenant(
+                        &ctx,
+                        t,
+                        Notice::normal(
+                            "SubscriptionUnshared",
+                            &format!("Share/{name}"),
+                            format!("{note}: it no longer covers {t}"),
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    // Problems become Warning events when their condition turns on.
+    let previous = sub
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    for c in &eval.status.conditions {
+        if turned_on(previous, c, "SeatLimitExceeded", true)
+            || turned_on(previous, c, "Ready", false)
+            || turned_on(previous, c, "Stalled", true)
+        {
+            if c.type_ == "Stalled" {
+                continue; // reported through Ready
+            }
+            publish(
+                &ctx.recorder,
+                &regarding,
+                &Notice::warning(&c.reason, &format!("Check/{}", c.type_), c.message.clone()),
+            )
+            .await;
+        }
+    }
+    Ok(requeue_at(eval.next_transition, now))
+}
+
+/// True when condition `c` of `type_` now has the "problem" status and did not before.
+fn turned_on(previous: &[Condition], c: &Condition, type_: &str, problem_when_true: bool) -> bool {
+    if c.type_ != type_ || c.is_true() != problem_when_true {
+        return false;
+    }
+    find(previous, type_).is_none_or(|p| p.is_true() != problem_when_true || p.reason != c.reason)
+}
+
+async fn tell_tenant(ctx: &Context, tenant: &str, notice: Notice) {
+    if let Some(t) = ctx.tenant(tenant) {
+        publish(&ctx.recorder, &t.object_ref(&()), &notice).await;
+    }
+}

@@ -1,0 +1,88 @@
+//! Kubernetes Events for milestones and changes (`events.k8s.io/v1`, through one Recorder).
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+use crate::engine::Milestone;
+
+/// One Event to publish about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    /// CamelCase reason, shown by `kubectl describe`.
+    pub reason: String,
+    /// What happened and what to do.
+    pub note: String,
+    /// Distinguishes notices of the same reason (e.g. per product) so they are not folded
+    /// into one event series by the recorder.
+    pub action: String,
+}
+
+impl Notice {
+    pub fn normal(reason: &str, action: &str, note: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            reason: reason.into(),
+            note: note.into(),
+            action: action.into(),
+        }
+    }
+
+    pub fn warning(reason: &str, action: &str, note: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            reason: reason.into(),
+            note: note.into(),
+            action: action.into(),
+        }
+    }
+}
+
+/// The Event announcing a milestone.
+pub fn milestone_notice(m: &Milestone) -> Notice {
+    let note = if m.late {
+        format!(
+            "{} (announced late: it was due {})",
+            m.message,
+            crate::api::date::format_instant(m.due_at)
+        )
+    } else {
+        m.message.clone()
+    };
+    Notice {
+        warning: m.kind.is_warning(),
+        reason: m.kind.as_str().to_string(),
+        note,
+        action: truncate(&m.id, 128),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Publishes `notice` about `regarding`. Events are best-effort: a failure is logged, not retried
+/// (the status already records what was announced; notifications have their own outbox).
+pub async fn publish(recorder: &Recorder, regarding: &ObjectReference, notice: &Notice) {
+    let event = Event {
+        type_: if notice.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: notice.reason.clone(),
+        note: Some(truncate(&notice.note, 1024)),
+        action: notice.action.clone(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, regarding).await {
+        tracing::warn!(reason = %notice.reason, object = ?regarding.name, error = %err, "could not publish event");
+    }
+}
