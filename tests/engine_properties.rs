@@ -207,13 +207,13 @@ impl WorldGen {
     }
 }
 
+/// Product, phase and plan in force of one service.
+type ServiceSnapshot = (String, ServicePhase, Option<Plan>);
+
 /// Everything whose change the next transition announces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Snapshot {
-    tenants: Vec<(
-        Option<TenantPhase>,
-        Vec<(String, ServicePhase, Option<Plan>)>,
-    )>,
+    tenants: Vec<(Option<TenantPhase>, Vec<ServiceSnapshot>)>,
     subscriptions: Vec<(Option<SubscriptionPhase>, bool)>,
 }
 
