@@ -49,7 +49,7 @@ use super::names::TenantName;
 pub struct SubscriptionSpec {
     /// Name of the Tenant that owns this subscription. Change it to transfer the subscription to
     /// another tenant: coverage moves at once and the transfer is recorded in status.
-    #[x_kube(validation = Rule::new("self != ''").message("tenantRef must name the owning Tenant"))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", super::names::DNS_LABEL)).message("tenantRef must be a Tenant name: lower-case letters, digits and '-', starting and ending with a letter or digit"))]
     #[schemars(length(min = 1, max = 63))]
     pub tenant_ref: String,
 

@@ -84,7 +84,7 @@ pub struct ServiceSpec {
     /// The product's settings (free-form). Frozen while the service or the whole tenant is
     /// read-only: changes are refused until the subscription is renewed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    #[schemars(schema_with = "free_form_object")]
     pub settings: BTreeMap<String, serde_json::Value>,
 }
 
@@ -255,4 +255,12 @@ pub struct MilestoneRecord {
     #[serde(with = "super::date::rfc3339")]
     #[schemars(with = "String")]
     pub announced_at: DateTime<Utc>,
+}
+
+/// An object whose contents the API server stores as written (no pruning at any depth).
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
