@@ -247,6 +247,9 @@ pub struct MilestoneRecord {
     pub id: String,
     /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`, `SeatLimitExceeded`.
     pub kind: String,
+    /// The product it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
     /// When the milestone was due.
     #[serde(with = "super::date::rfc3339")]
     #[schemars(with = "String")]

@@ -41,6 +41,13 @@ impl Context {
         }
     }
 
+    /// Waits until both caches hold a full list: evaluating a tenant before the subscriptions
+    /// are known would see them all missing.
+    pub async fn caches_ready(&self) {
+        let _ = self.tenants.wait_until_ready().await;
+        let _ = self.subscriptions.wait_until_ready().await;
+    }
+
     /// The controllers' clock. The engine itself never reads it.
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now()

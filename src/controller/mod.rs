@@ -26,6 +26,8 @@ use feed::{feed, trigger};
 
 /// Re-evaluate at least this often even when nothing is scheduled (clock drift, missed events).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// See the controller configuration in [`run`].
+const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Wake this long after a transition instant, so the engine sees it as reached.
 const AFTER_TRANSITION: Duration = Duration::from_millis(5);
 
@@ -106,7 +108,12 @@ pub async fn run(
         return;
     };
 
-    let config = ControllerConfig::default().concurrency(settings.concurrency);
+    // A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
+    // one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
+    // Scheduled transitions are not delayed by it.
+    let config = ControllerConfig::default()
+        .concurrency(settings.concurrency)
+        .debounce(DEBOUNCE);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -18,6 +18,7 @@ use crate::engine::{SubscriptionChange, evaluate_subscription};
 pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = sub.name_any();
     let api: Api<Subscription> = Api::all(ctx.client.clone());
+    ctx.caches_ready().await;
     let now = ctx.now();
     let users = ctx.users_of([sub.as_ref()]);
     let eval = evaluate_subscription(&sub, &users, &ctx.policy, now);

@@ -23,6 +23,7 @@ pub const FORCE_DELETE_ANNOTATION: &str = "mailsec.io/force-delete";
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = tenant.name_any();
     let api: Api<Tenant> = Api::all(ctx.client.clone());
+    ctx.caches_ready().await;
     let now = ctx.now();
     let subs = ctx.subscriptions_of(&name);
     let refs: Vec<&Subscription> = subs.iter().map(|s| s.as_ref()).collect();

@@ -262,11 +262,14 @@ pub fn evaluate_tenant(
                         message: format!("{product}: only trial subscription {sub} is in force (ends {h_end}); buy a paid subscription"),
                     });
                 }
+                // Good news only follows bad news: a service that comes back after its
+                // restriction was announced (not, say, a subscription applied a moment after
+                // its tenant).
                 let improved = prev.is_some_and(|p| {
                     p.phase > phase
                         && (p.missing_since.is_some()
                             || p.effective_end_at.is_some_and(|e| e < end))
-                });
+                }) && restriction_announced(&previous.milestones, product);
                 if improved {
                     reached.push(with_dates(milestone(
                         MilestoneKind::Renewed,
@@ -497,6 +500,7 @@ pub fn evaluate_tenant(
     records.extend(fresh.iter().map(|m| MilestoneRecord {
         id: m.id.clone(),
         kind: m.kind.as_str().to_string(),
+        product: Some(m.product.clone()),
         due_at: m.due_at,
         announced_at,
     }));
@@ -516,4 +520,24 @@ pub fn evaluate_tenant(
         milestones: fresh,
         next_transition,
     }
+}
+
+/// True when the latest announcement about `product` warned of a restriction (rather than
+/// announcing a renewal).
+fn restriction_announced(records: &[MilestoneRecord], product: &str) -> bool {
+    const RESTRICTING: [MilestoneKind; 4] = [
+        MilestoneKind::ExpiringSoon,
+        MilestoneKind::ReadOnly,
+        MilestoneKind::Suspended,
+        MilestoneKind::SubscriptionMissing,
+    ];
+    records
+        .iter()
+        .rev()
+        .filter(|r| r.product.as_deref() == Some(product))
+        .find(|r| {
+            r.kind == MilestoneKind::Renewed.as_str()
+                || RESTRICTING.iter().any(|k| k.as_str() == r.kind)
+        })
+        .is_some_and(|r| r.kind != MilestoneKind::Renewed.as_str())
 }

@@ -462,3 +462,4 @@ fn start_envtest(
         .ok_or_else(|| format!("{} does not set KUBECONFIG", env_file.display()))?;
     Ok((kubeconfig, env))
 }
+pub mod operator;

@@ -1,0 +1,243 @@
+//! Running the operator against the test cluster, and reading what it did.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use kube::client::ClientBuilder;
+use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
+use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
+use mailsec_operator::controller::{self, Settings};
+use mailsec_operator::engine::Policy;
+use mailsec_operator::fixtures;
+
+use super::cluster;
+
+/// Compressed time for the tests: warned 3 s before the end, suspended 3 s after it.
+pub const PERIOD_SECS: i64 = 3;
+
+/// The policy the operators of the tests run with.
+pub fn policy() -> Policy {
+    Policy {
+        warning_period: TimeDelta::seconds(PERIOD_SECS),
+        grace_period: TimeDelta::seconds(PERIOD_SECS),
+        ..Policy::default()
+    }
+}
+
+/// A client for the test cluster that counts the requests it sends.
+pub async fn counting_client() -> (kube::Client, Arc<ApiCounters>) {
+    let path = cluster().kubeconfig().to_path_buf();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read the test kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("load the test kubeconfig");
+    let counters = Arc::new(ApiCounters::default());
+    let client = ClientBuilder::try_from(config)
+        .expect("client builder")
+        .with_layer(&CountingLayer {
+            counters: counters.clone(),
+        })
+        .build();
+    (client, counters)
+}
+
+/// An operator running in this test process on its own thread and runtime, until `stop` is
+/// dropped or sent to. Returns its request counters.
+pub fn start_in_process(stop: tokio::sync::oneshot::Receiver<()>) -> Arc<ApiCounters> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("operator runtime");
+        // RUST_LOG=mailsec_operator=debug shows what the operator does during a test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            mailsec_operator::telemetry::init(mailsec_operator::telemetry::LogFormat::Text);
+        }
+        runtime.block_on(async move {
+            let (client, counters) = counting_client().await;
+            let _ = tx.send(counters);
+            let settings = Settings {
+                policy: policy(),
+                concurrency: 16,
+                instance: Some("tests".into()),
+            };
+            controller::run(client, settings, async move {
+                let _ = stop.await;
+            })
+            .await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the operator started")
+}
+
+/// An instant `secs` seconds from now, on a whole second (so RFC 3339 text reads it exactly).
+pub fn in_secs(secs: i64) -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp(now.timestamp() + 1 + secs, 0).expect("valid instant")
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub async fn create_tenant(
+    client: &kube::Client,
+    name: &str,
+    products: &[&str],
+    users: i64,
+) -> Tenant {
+    let api: Api<Tenant> = Api::all(client.clone());
+    let mut t = fixtures::tenant(name, products, users);
+    t.metadata.generation = None;
+    api.create(&PostParams::default(), &t)
+        .await
+        .unwrap_or_else(|e| panic!("create tenant {name}: {e}"))
+}
+
+/// Creates a subscription of `tenant` for `product` from a day ago until `end`.
+pub async fn create_subscription(
+    client: &kube::Client,
+    name: &str,
+    tenant: &str,
+    product: &str,
+    end: DateTime<Utc>,
+    seats: i64,
+) -> Subscription {
+    let start = rfc3339(Utc::now() - TimeDelta::days(1));
+    let sub = fixtures::subscription(name, tenant, product, &start, &rfc3339(end), seats);
+    create(client, sub).await
+}
+
+pub async fn create(client: &kube::Client, mut sub: Subscription) -> Subscription {
+    let api: Api<Subscription> = Api::all(client.clone());
+    sub.metadata.generation = None;
+    let name = sub.metadata.name.clone().unwrap_or_default();
+    api.create(&PostParams::default(), &sub)
+        .await
+        .unwrap_or_else(|e| panic!("create subscription {name}: {e}"))
+}
+
+pub async fn tenant(client: &kube::Client, name: &str) -> Tenant {
+    let api: Api<Tenant> = Api::all(client.clone());
+    api.get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get tenant {name}: {e}"))
+}
+
+pub async fn subscription(client: &kube::Client, name: &str) -> Subscription {
+    let api: Api<Subscription> = Api::all(client.clone());
+    api.get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get subscription {name}: {e}"))
+}
+
+/// Polls (every 20 ms) until `check` holds for the tenant; returns when it was first seen.
+pub async fn wait_tenant(
+    client: &kube::Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&Tenant) -> bool,
+) -> DateTime<Utc> {
+    let api: Api<Tenant> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Ok(t) = api.get(name).await {
+            if check(&t) {
+                return Utc::now();
+            }
+            last = Some(t);
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "tenant {name}: timed out waiting for {what}; last seen: {:#?}",
+                last.and_then(|t| t.status)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for the tenant's phase, returning when it was first seen.
+pub async fn wait_phase(
+    client: &kube::Client,
+    name: &str,
+    phase: TenantPhase,
+    timeout: Duration,
+) -> DateTime<Utc> {
+    wait_tenant(client, name, timeout, &format!("phase {phase:?}"), |t| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(phase)
+    })
+    .await
+}
+
+/// Asserts that a transition due at `due` was seen at `seen`, not before and within a second.
+pub fn assert_on_time(what: &str, due: DateTime<Utc>, seen: DateTime<Utc>) {
+    let late = seen - due;
+    assert!(
+        late >= TimeDelta::zero(),
+        "{what}: seen {late} BEFORE it was due at {due}"
+    );
+    assert!(
+        late <= TimeDelta::seconds(1),
+        "{what}: seen {late} after it was due at {due} (more than 1 s)"
+    );
+}
+
+/// The `events.k8s.io/v1` Events about an object, as (reason, note), oldest first. An event the
+/// recorder published again (a series) appears as many times as it was published.
+pub async fn events_about(client: &kube::Client, kind: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let mut events: Vec<Event> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    events
+        .into_iter()
+        .flat_map(|e| {
+            let times = e
+                .series
+                .as_ref()
+                .map(|s| s.count.max(1) as usize)
+                .unwrap_or(1);
+            std::iter::repeat_n(
+                (e.reason.unwrap_or_default(), e.note.unwrap_or_default()),
+                times,
+            )
+        })
+        .collect()
+}
+
+/// How many Events with `reason` exist about an object.
+pub async fn count_events(client: &kube::Client, kind: &str, name: &str, reason: &str) -> usize {
+    events_about(client, kind, name)
+        .await
+        .iter()
+        .filter(|(r, _)| r == reason)
+        .count()
+}
+
+/// The status and reason of a tenant condition.
+pub fn tenant_condition(t: &Tenant, type_: &str) -> Option<(bool, String)> {
+    let c = mailsec_operator::api::condition::find(&t.status.as_ref()?.conditions, type_)?;
+    Some((c.is_true(), c.reason.clone()))
+}
