@@ -21,7 +21,7 @@ pub struct Condition {
     pub message: String,
     /// When the condition last changed from one status to another.
     #[serde(with = "super::date::rfc3339")]
-    #[schemars(with = "String")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub last_transition_time: DateTime<Utc>,
     /// The `.metadata.generation` the condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -101,6 +101,12 @@ impl JsonSchema for LicenseDate {
     }
 }
 
+/// Schema of the instants the operator writes in status: RFC 3339 (`format: date-time`), so the
+/// API server refuses anything else and every stored status reads back.
+pub fn instant_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "format": "date-time" })
+}
+
 /// Formats an instant as RFC 3339 in UTC (`Z`): whole seconds like `metav1.Time`, with the
 /// fraction only when there is one, so that every status value reads back exactly as written
 /// (otherwise the operator would see a difference, and write, on every reconcile).

@@ -142,7 +142,7 @@ pub struct SubscriptionStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub starts_at: Option<DateTime<Utc>>,
     /// When the licence ends: the later of `endDate` and `extension.until`.
     #[serde(
@@ -150,7 +150,7 @@ pub struct SubscriptionStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub effective_end_at: Option<DateTime<Utc>>,
     /// When the warning period starts (`effectiveEndAt` minus the warning period).
     #[serde(
@@ -158,7 +158,7 @@ pub struct SubscriptionStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub expiring_soon_at: Option<DateTime<Utc>>,
     /// When the grace period ends and what it covers is suspended.
     #[serde(
@@ -166,7 +166,7 @@ pub struct SubscriptionStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub grace_ends_at: Option<DateTime<Utc>>,
     /// The next instant at which `phase` changes; absent when nothing more is scheduled.
     #[serde(
@@ -174,7 +174,7 @@ pub struct SubscriptionStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub next_transition_at: Option<DateTime<Utc>>,
     /// Users counted against `seats`: the owner's and the sharing tenants' `spec.users`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,7 +210,7 @@ pub struct Transfer {
     pub to: String,
     /// When the operator processed the transfer.
     #[serde(with = "super::date::rfc3339")]
-    #[schemars(with = "String")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub at: DateTime<Utc>,
 }
 

@@ -163,7 +163,7 @@ pub struct TenantStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub next_transition_at: Option<DateTime<Utc>>,
     /// `Ready`, `Warning`, `ReadOnly`, `Suspended` (and `Reconciling`/`Stalled` when they apply).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -203,7 +203,7 @@ pub struct ServiceStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub effective_end_at: Option<DateTime<Utc>>,
     /// When the warning period starts or started.
     #[serde(
@@ -211,7 +211,7 @@ pub struct ServiceStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub expiring_soon_at: Option<DateTime<Utc>>,
     /// Since when the service's settings are frozen.
     #[serde(
@@ -219,7 +219,7 @@ pub struct ServiceStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub read_only_since: Option<DateTime<Utc>>,
     /// When the service is (or was) suspended unless renewed.
     #[serde(
@@ -227,7 +227,7 @@ pub struct ServiceStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub suspends_at: Option<DateTime<Utc>>,
     /// Since when the operator sees no started subscription for this product.
     #[serde(
@@ -235,7 +235,7 @@ pub struct ServiceStatus {
         skip_serializing_if = "Option::is_none",
         with = "super::date::rfc3339::option"
     )]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub missing_since: Option<DateTime<Utc>>,
 }
 
@@ -252,11 +252,11 @@ pub struct MilestoneRecord {
     pub product: Option<String>,
     /// When the milestone was due.
     #[serde(with = "super::date::rfc3339")]
-    #[schemars(with = "String")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub due_at: DateTime<Utc>,
     /// When the operator announced it (later than `dueAt` when the operator was not running then).
     #[serde(with = "super::date::rfc3339")]
-    #[schemars(with = "String")]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub announced_at: DateTime<Utc>,
 }
 

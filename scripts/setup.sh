@@ -1,0 +1,47 @@
+# Sourced by scripts/test.sh and scripts/run-local.sh: installs what a fresh machine of this kind
+# lacks (it has the Rust toolchain, python3/pip, node/npm and apt) and finds envtest.
+# Sets ENVTEST_SH unless MAILSEC_TEST_KUBECONFIG names an existing cluster.
+
+setup_log() { echo "setup: $*" >&2; }
+setup_die() { echo "setup: ERROR: $*" >&2; exit 1; }
+
+as_root() {
+  if [[ "$(id -u)" == 0 ]]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else setup_die "need root (or sudo) to run: $*"; fi
+}
+
+# System tools: envtest needs these to start a kube-apiserver + etcd.
+declare -A package_of=([openssl]=openssl [curl]=curl [gzip]=gzip [flock]=util-linux [python3]=python3)
+missing=()
+for tool in openssl curl gzip flock python3; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
+done
+apt_updated=0
+if ((${#missing[@]})); then
+  setup_log "installing ${missing[*]}"
+  as_root apt-get update -qq; apt_updated=1
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# kubectl >= 1.24 (for `kubectl patch --subresource`). Machines of this kind ship v1.32 from the
+# `kubectl` apt package; Debian's own `kubernetes-client` is v1.20, too old.
+if ! command -v kubectl >/dev/null 2>&1; then
+  ((apt_updated)) || { as_root apt-get update -qq; apt_updated=1; }
+  candidate="$(apt-cache policy kubectl 2>/dev/null | awk '/Candidate:/ {print $2}')"
+  if [[ -n "$candidate" && "$candidate" != "(none)" ]]; then
+    setup_log "installing kubectl $candidate"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl
+  else
+    setup_die "kubectl is missing and no apt source offers it: install kubectl >= 1.24"
+  fi
+fi
+
+if [[ -z "${MAILSEC_TEST_KUBECONFIG:-}" ]]; then
+  ENVTEST_SH="${ENVTEST_SH:-$PWD/../shared/envtest/envtest.sh}"
+  [[ -f "$ENVTEST_SH" ]] || setup_die "$ENVTEST_SH not found: the shared/ folder must sit beside this \
+repository, or set ENVTEST_SH, or MAILSEC_TEST_KUBECONFIG to use an existing cluster"
+  export ENVTEST_SH
+  # Unpack (or build) the API server binaries once, before anything starts a server.
+  "$ENVTEST_SH" build
+fi
