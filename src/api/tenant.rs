@@ -174,6 +174,10 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub milestones: Vec<MilestoneRecord>,
+    /// The `.metadata.generation` whose service settings the workloads see. It lags behind
+    /// `observedGeneration` while changed settings are held back because a service is read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_applied_generation: Option<i64>,
     /// The `.metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -10,6 +10,9 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::ConfigMap;
+
 use crate::api::{Subscription, Tenant};
 use crate::engine::{Policy, TenantUsers};
 
@@ -20,7 +23,16 @@ pub struct Context {
     pub tenants: Store<Tenant>,
     pub subscriptions: Store<Subscription>,
     pub recorder: Recorder,
+    pub workloads: WorkloadStores,
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Caches of the workloads labelled `mailsec.io/tenant`, and of the operator's settings ConfigMaps.
+#[derive(Clone)]
+pub struct WorkloadStores {
+    pub deployments: Store<Deployment>,
+    pub statefulsets: Store<StatefulSet>,
+    pub configmaps: Store<ConfigMap>,
 }
 
 impl Context {
@@ -29,6 +41,7 @@ impl Context {
         policy: Policy,
         tenants: Store<Tenant>,
         subscriptions: Store<Subscription>,
+        workloads: WorkloadStores,
         recorder: Recorder,
     ) -> Self {
         Self {
@@ -37,15 +50,19 @@ impl Context {
             tenants,
             subscriptions,
             recorder,
+            workloads,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Waits until both caches hold a full list: evaluating a tenant before the subscriptions
+    /// Waits until every cache holds a full list: evaluating a tenant before the subscriptions
     /// are known would see them all missing.
     pub async fn caches_ready(&self) {
         let _ = self.tenants.wait_until_ready().await;
         let _ = self.subscriptions.wait_until_ready().await;
+        let _ = self.workloads.deployments.wait_until_ready().await;
+        let _ = self.workloads.statefulsets.wait_until_ready().await;
+        let _ = self.workloads.configmaps.wait_until_ready().await;
     }
 
     /// The controllers' clock. The engine itself never reads it.

@@ -17,48 +17,68 @@ use serde::de::DeserializeOwned;
 /// Buffered changes per consumer before the watch waits for it.
 const BUFFER: usize = 1024;
 
-/// A shared watch: its cache, the streams of changed objects for each consumer, and the future
-/// that drives the watch (spawn it).
+/// A shared watch: its cache, the streams of changed objects for each consumer, optionally the
+/// stream of objects that left the watch (deleted, or no longer matching its label selector),
+/// and the future that drives the watch (spawn it).
 pub struct Feed<K: Resource + 'static>
 where
     K::DynamicType: std::hash::Hash + Eq,
 {
     pub store: Store<K>,
     pub outlets: Vec<mpsc::Receiver<K>>,
+    pub departures: Option<mpsc::Receiver<K>>,
     pub driver: futures::future::BoxFuture<'static, ()>,
 }
 
-/// Watches `api` (list + watch with backoff on errors) into one cache and `consumers` streams.
-pub fn feed<K>(api: Api<K>, config: watcher::Config, consumers: usize) -> Feed<K>
+/// Watches `api` (list + watch with backoff on errors) into one cache and `consumers` streams;
+/// with `track_departures`, objects that leave the watch are also sent to `departures`.
+pub fn feed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    consumers: usize,
+    track_departures: bool,
+) -> Feed<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let (senders, outlets): (Vec<_>, Vec<_>) =
         (0..consumers).map(|_| mpsc::channel::<K>(BUFFER)).unzip();
+    let (departed_tx, departures) = if track_departures {
+        let (tx, rx) = mpsc::channel::<K>(BUFFER);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let kind = K::kind(&()).to_string();
     let driver = async move {
         let mut senders = senders;
-        let changes =
-            reflector::reflector(writer, watcher(api, config).default_backoff()).touched_objects();
-        futures::pin_mut!(changes);
-        while let Some(change) = changes.next().await {
-            match change {
-                Ok(obj) => {
-                    for tx in &mut senders {
-                        // A consumer that has stopped (shutdown) is simply skipped.
-                        let _ = tx.send(obj.clone()).await;
-                    }
-                }
+        let mut departed_tx = departed_tx;
+        let events = reflector::reflector(writer, watcher(api, config).default_backoff());
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            let (obj, departed) = match event {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => (obj, false),
+                Ok(watcher::Event::Delete(obj)) => (obj, true),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
                 Err(err) => {
-                    tracing::warn!(kind = %kind, error = %err, "watch failed; retrying with backoff")
+                    tracing::warn!(kind = %kind, error = %err, "watch failed; retrying with backoff");
+                    continue;
                 }
+            };
+            if departed && let Some(tx) = departed_tx.as_mut() {
+                let _ = tx.send(obj.clone()).await;
+            }
+            for tx in &mut senders {
+                // A consumer that has stopped (shutdown) is simply skipped.
+                let _ = tx.send(obj.clone()).await;
             }
         }
     };
     Feed {
         store,
         outlets,
+        departures,
         driver: Box::pin(driver),
     }
 }

@@ -19,9 +19,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::ConfigMap;
+
 use crate::api::{Subscription, Tenant};
+use crate::effects::events::{Notice, publish};
+use crate::effects::{settings as settings_map, workloads};
 use crate::engine::Policy;
-use context::Context;
+use context::{Context, WorkloadStores};
 use feed::{feed, trigger};
 
 /// Re-evaluate at least this often even when nothing is scheduled (clock drift, missed events).
@@ -79,9 +84,39 @@ pub async fn run(
     let tenants_api: Api<Tenant> = Api::all(client.clone());
     let subs_api: Api<Subscription> = Api::all(client.clone());
     // Tenants feed: the tenant controller, its co-tenant trigger, the subscription controller.
-    let tenants = feed(tenants_api, watcher::Config::default().any_semantic(), 3);
+    let tenants = feed(
+        tenants_api,
+        watcher::Config::default().any_semantic(),
+        3,
+        false,
+    );
     // Subscriptions feed: the subscription controller, the tenant controller.
-    let subs = feed(subs_api, watcher::Config::default().any_semantic(), 2);
+    let subs = feed(
+        subs_api,
+        watcher::Config::default().any_semantic(),
+        2,
+        false,
+    );
+    // Workloads labelled for a tenant, and the operator's settings ConfigMaps: the tenant controller.
+    // Workloads that leave the watch (label removed) are handed back by `release_orphans`.
+    let labelled = || {
+        watcher::Config::default()
+            .labels(crate::engine::workloads::TENANT_LABEL)
+            .any_semantic()
+    };
+    let deployments = feed(Api::<Deployment>::all(client.clone()), labelled(), 1, true);
+    let statefulsets = feed(Api::<StatefulSet>::all(client.clone()), labelled(), 1, true);
+    let managed = format!(
+        "{}={}",
+        settings_map::MANAGED_BY.0,
+        settings_map::MANAGED_BY.1
+    );
+    let configmaps = feed(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels(&managed).any_semantic(),
+        1,
+        false,
+    );
 
     let reporter = Reporter {
         controller: "mailsec-operator".into(),
@@ -92,8 +127,19 @@ pub async fn run(
         settings.policy.clone(),
         tenants.store.clone(),
         subs.store.clone(),
+        WorkloadStores {
+            deployments: deployments.store.clone(),
+            statefulsets: statefulsets.store.clone(),
+            configmaps: configmaps.store.clone(),
+        },
         Recorder::new(client.clone(), reporter),
     ));
+    let by_tenant_label = |labels: &std::collections::BTreeMap<String, String>| {
+        workloads::tenant_of(labels)
+            .map(ObjectRef::<Tenant>::new)
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
 
     let mut tenant_outlets = tenants.outlets.into_iter();
     let mut sub_outlets = subs.outlets.into_iter();
@@ -107,10 +153,17 @@ pub async fn run(
     let (Some(s_main), Some(s_for_tenants)) = (sub_outlets.next(), sub_outlets.next()) else {
         return;
     };
+    let (Some(d_for_tenants), Some(st_for_tenants), Some(cm_for_tenants)) = (
+        deployments.outlets.into_iter().next(),
+        statefulsets.outlets.into_iter().next(),
+        configmaps.outlets.into_iter().next(),
+    ) else {
+        return;
+    };
 
     // A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
     // one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
-    // Scheduled transitions are not delayed by it.
+    // It delays every reconcile by that much, scheduled transitions included.
     let config = ControllerConfig::default()
         .concurrency(settings.concurrency)
         .debounce(DEBOUNCE);
@@ -147,6 +200,16 @@ pub async fn run(
             names.sort();
             names.dedup();
             names.into_iter().map(|n| ObjectRef::<Tenant>::new(&n))
+        })
+        // A workload or settings ConfigMap belongs to the tenant named by its label.
+        .watches_stream(trigger(d_for_tenants), move |d: Deployment| {
+            by_tenant_label(d.labels())
+        })
+        .watches_stream(trigger(st_for_tenants), move |s: StatefulSet| {
+            by_tenant_label(s.labels())
+        })
+        .watches_stream(trigger(cm_for_tenants), move |c: ConfigMap| {
+            by_tenant_label(c.labels())
         })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(tenant::reconcile, error_policy, ctx.clone())
@@ -190,9 +253,17 @@ pub async fn run(
             }
         });
 
-    let feeds = futures::future::join(tenants.driver, subs.driver);
+    let orphans = release_orphans(ctx.clone(), deployments.departures, statefulsets.departures);
+    let feeds = futures::future::join5(
+        tenants.driver,
+        subs.driver,
+        deployments.driver,
+        statefulsets.driver,
+        configmaps.driver,
+    );
     tokio::select! {
         _ = feeds => tracing::error!("watches ended unexpectedly"),
+        _ = orphans => tracing::error!("workload release loop ended unexpectedly"),
         _ = futures::future::join(tenant_controller, subscription_controller) => {},
         _ = async {
             shutdown.await;
@@ -201,5 +272,92 @@ pub async fn run(
             // Give the controllers their graceful shutdown, then return.
             std::future::pending::<()>().await;
         } => {},
+    }
+}
+
+/// Hands back workloads that left the watch because their `mailsec.io/tenant` label was removed
+/// while the operator had them scaled down: they get their replica count back.
+async fn release_orphans(
+    ctx: Arc<Context>,
+    deployments: Option<futures::channel::mpsc::Receiver<Deployment>>,
+    statefulsets: Option<futures::channel::mpsc::Receiver<StatefulSet>>,
+) {
+    let (Some(deployments), Some(statefulsets)) = (deployments, statefulsets) else {
+        return std::future::pending().await;
+    };
+    let departed = futures::stream::select(
+        deployments.map(|d| workloads::deployment_facts(&d)),
+        statefulsets.map(|s| workloads::statefulset_facts(&s)),
+    );
+    futures::pin_mut!(departed);
+    while let Some(last_seen) = departed.next().await {
+        if !last_seen.is_suspended() {
+            continue;
+        }
+        // Deleted objects are gone; only one that still exists, unlabelled, is handed back.
+        let (exists, labelled, current) = match current_workload(&ctx.client, &last_seen).await {
+            Ok(Some((facts, labelled, reference))) => (true, labelled, Some((facts, reference))),
+            Ok(None) => (false, false, None),
+            Err(err) => {
+                tracing::warn!(workload = %last_seen.id(), error = %err, "could not check a workload that left the watch");
+                continue;
+            }
+        };
+        let Some((facts, reference)) = current.filter(|_| exists && !labelled) else {
+            continue;
+        };
+        match workloads::release(&ctx.client, &facts).await {
+            Ok(Some(n)) => {
+                tracing::info!(workload = %facts.id(), replicas = n, "restored a workload whose mailsec.io/tenant label was removed");
+                let note = format!(
+                    "The mailsec.io/tenant label was removed while the workload was suspended: restored to {n} replicas and handed back"
+                );
+                publish(
+                    &ctx.recorder,
+                    &reference,
+                    &Notice::normal("Released", "Release", note),
+                )
+                .await;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(workload = %facts.id(), error = %err, "could not restore a workload whose label was removed")
+            }
+        }
+    }
+}
+
+/// The workload as it is now: its facts, whether it still carries the tenant label, and a
+/// reference for Events; `None` when it no longer exists.
+async fn current_workload(
+    client: &Client,
+    w: &crate::engine::workloads::Workload,
+) -> Result<
+    Option<(
+        crate::engine::workloads::Workload,
+        bool,
+        k8s_openapi::api::core::v1::ObjectReference,
+    )>,
+    kube::Error,
+> {
+    use kube::Resource;
+    if w.kind == "StatefulSet" {
+        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
+        Ok(api.get_opt(&w.name).await?.map(|s| {
+            (
+                workloads::statefulset_facts(&s),
+                workloads::tenant_of(s.labels()).is_some(),
+                s.object_ref(&()),
+            )
+        }))
+    } else {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
+        Ok(api.get_opt(&w.name).await?.map(|d| {
+            (
+                workloads::deployment_facts(&d),
+                workloads::tenant_of(d.labels()).is_some(),
+                d.object_ref(&()),
+            )
+        }))
     }
 }

@@ -10,10 +10,12 @@ use serde_json::json;
 
 use super::context::Context;
 use super::{Error, requeue_at};
-use crate::api::{ConditionStatus, Subscription, SubscriptionPhase, Tenant};
+use crate::api::{ConditionStatus, Subscription, SubscriptionPhase, Tenant, TenantStatus};
 use crate::effects::events::{Notice, milestone_notice, publish};
 use crate::effects::status::apply_if_changed;
-use crate::engine::{TenantEvaluation, evaluate_tenant};
+use crate::effects::{settings as settings_map, workloads};
+use crate::engine::workloads::{Workload, desired_state};
+use crate::engine::{TenantEvaluation, evaluate_tenant, settings};
 
 /// Held on every Tenant so that deleting one that still owns a licence in force is stopped.
 pub const FINALIZER: &str = "mailsec.io/licence-guard";
@@ -37,11 +39,13 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         add_finalizer(&api, &tenant).await?;
     }
 
+    project_settings(&tenant, &mut eval.status, &ctx, now).await?;
     apply_if_changed(&api, &name, tenant.status.as_ref(), &eval.status).await?;
     let regarding = tenant.object_ref(&());
     for m in std::mem::take(&mut eval.milestones) {
         publish(&ctx.recorder, &regarding, &milestone_notice(&m)).await;
     }
+    scale_workloads(&tenant, &eval.status, &ctx).await?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
     Ok(requeue_at(eval.next_transition, now))
 }
@@ -167,4 +171,128 @@ async fn guard_deletion(
             .min(),
         now,
     ))
+}
+
+/// Projects the service settings into the tenant's ConfigMaps, holding back changes to frozen
+/// services, and records the outcome in `status`.
+async fn project_settings(
+    tenant: &Tenant,
+    status: &mut TenantStatus,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let namespaces = &tenant.spec.workload_namespaces;
+    if namespaces.is_empty() {
+        return Ok(());
+    }
+    let name = settings_map::configmap_name(&tenant.name_any());
+    let current: Vec<_> = namespaces
+        .iter()
+        .map(|ns| {
+            ctx.workloads
+                .configmaps
+                .get(&kube::runtime::reflector::ObjectRef::new(&name).within(ns))
+        })
+        .collect();
+    let applied = current
+        .iter()
+        .flatten()
+        .next()
+        .map(|cm| settings_map::read(cm));
+    let plan = settings::plan(tenant, status, applied.as_ref());
+    settings::record(status, tenant, &plan, tenant.status.as_ref(), now);
+    let data = settings_map::render(&plan.data);
+    for (ns, cm) in namespaces.iter().zip(&current) {
+        settings_map::apply(&ctx.client, tenant, ns, &data, cm.as_deref()).await?;
+    }
+    Ok(())
+}
+
+/// Scales the tenant's workloads to what its status says, and announces what changed.
+async fn scale_workloads(
+    tenant: &Tenant,
+    status: &TenantStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let name = tenant.name_any();
+    let stores = &ctx.workloads;
+    let mut found: Vec<Workload> = stores
+        .deployments
+        .state()
+        .iter()
+        .filter(|d| workloads::tenant_of(d.labels()) == Some(name.as_str()))
+        .map(|d| workloads::deployment_facts(d))
+        .collect();
+    found.extend(
+        stores
+            .statefulsets
+            .state()
+            .iter()
+            .filter(|s| workloads::tenant_of(s.labels()) == Some(name.as_str()))
+            .map(|s| workloads::statefulset_facts(s)),
+    );
+    found.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
+
+    let (mut suspended, mut restored, mut scaled_back) = (Vec::new(), Vec::new(), Vec::new());
+    for w in &found {
+        let Some(state) = desired_state(w, status, &ctx.policy.catalogue.base) else {
+            continue;
+        };
+        workloads::apply(&ctx.client, w, &state).await?;
+        let what = format!("{} {}", w.kind, w.id());
+        match (w.is_suspended(), state.suspended) {
+            (false, true) => suspended.push(format!(
+                "{what} (was {} replicas)",
+                state.remembered.unwrap_or_default()
+            )),
+            (true, false) => restored.push(format!(
+                "{what} (to {} replicas)",
+                state.replicas.unwrap_or_default()
+            )),
+            (true, true) if w.replicas != Some(0) => scaled_back.push(format!(
+                "{what} (scaled to {} while suspended)",
+                w.replicas.unwrap_or(1)
+            )),
+            _ => {}
+        }
+    }
+    let regarding = tenant.object_ref(&());
+    if !suspended.is_empty() {
+        let note = format!(
+            "Scaled to zero because the service is suspended (nothing deleted; the replica count is kept in the {} annotation): {}",
+            crate::engine::workloads::SUSPENDED_REPLICAS_ANNOTATION,
+            suspended.join(", ")
+        );
+        publish(
+            &ctx.recorder,
+            &regarding,
+            &Notice::warning("WorkloadsSuspended", "Suspend", note),
+        )
+        .await;
+    }
+    if !restored.is_empty() {
+        publish(
+            &ctx.recorder,
+            &regarding,
+            &Notice::normal(
+                "WorkloadsRestored",
+                "Restore",
+                format!("Restored after renewal: {}", restored.join(", ")),
+            ),
+        )
+        .await;
+    }
+    if !scaled_back.is_empty() {
+        let note = format!(
+            "Scaled back to zero: the service is suspended. If a GitOps tool re-applied these, tell it to ignore spec.replicas (see the README): {}",
+            scaled_back.join(", ")
+        );
+        publish(
+            &ctx.recorder,
+            &regarding,
+            &Notice::warning("WorkloadsScaledBack", "Suspend", note),
+        )
+        .await;
+    }
+    Ok(())
 }

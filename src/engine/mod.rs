@@ -8,8 +8,10 @@
 pub mod conditions;
 pub mod coverage;
 pub mod policy;
+pub mod settings;
 pub mod subscription;
 pub mod tenant;
+pub mod workloads;
 pub mod world;
 
 #[cfg(test)]

@@ -262,14 +262,11 @@ pub fn evaluate_tenant(
                         message: format!("{product}: only trial subscription {sub} is in force (ends {h_end}); buy a paid subscription"),
                     });
                 }
-                // Good news only follows bad news: a service that comes back after its
-                // restriction was announced (not, say, a subscription applied a moment after
-                // its tenant).
                 let improved = prev.is_some_and(|p| {
                     p.phase > phase
                         && (p.missing_since.is_some()
                             || p.effective_end_at.is_some_and(|e| e < end))
-                }) && restriction_announced(&previous.milestones, product);
+                });
                 if improved {
                     reached.push(with_dates(milestone(
                         MilestoneKind::Renewed,
@@ -512,6 +509,8 @@ pub fn evaluate_tenant(
         next_transition_at: next_transition,
         conditions: conditions.finish(),
         milestones: records,
+        // Owned by the settings projection (see `engine::settings`); carried over here.
+        settings_applied_generation: previous.settings_applied_generation,
         observed_generation: generation,
     };
     TenantEvaluation {
@@ -520,24 +519,4 @@ pub fn evaluate_tenant(
         milestones: fresh,
         next_transition,
     }
-}
-
-/// True when the latest announcement about `product` warned of a restriction (rather than
-/// announcing a renewal).
-fn restriction_announced(records: &[MilestoneRecord], product: &str) -> bool {
-    const RESTRICTING: [MilestoneKind; 4] = [
-        MilestoneKind::ExpiringSoon,
-        MilestoneKind::ReadOnly,
-        MilestoneKind::Suspended,
-        MilestoneKind::SubscriptionMissing,
-    ];
-    records
-        .iter()
-        .rev()
-        .filter(|r| r.product.as_deref() == Some(product))
-        .find(|r| {
-            r.kind == MilestoneKind::Renewed.as_str()
-                || RESTRICTING.iter().any(|k| k.as_str() == r.kind)
-        })
-        .is_some_and(|r| r.kind != MilestoneKind::Renewed.as_str())
 }

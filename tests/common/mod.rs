@@ -463,3 +463,21 @@ fn start_envtest(
     Ok((kubeconfig, env))
 }
 pub mod operator;
+
+/// Async version of [`eventually`]: retries `f` every 100 ms until `Some` or `timeout`.
+pub async fn eventually_async<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -241,3 +241,98 @@ pub fn tenant_condition(t: &Tenant, type_: &str) -> Option<(bool, String)> {
     let c = mailsec_operator::api::condition::find(&t.status.as_ref()?.conditions, type_)?;
     Some((c.is_true(), c.reason.clone()))
 }
+
+/// Creates a namespace.
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+}
+
+/// A filtering Deployment of `tenant` (and `product`, when given) with `replicas`, as a user or a
+/// GitOps tool would apply it.
+pub fn deployment_manifest(
+    ns: &str,
+    name: &str,
+    tenant: &str,
+    product: Option<&str>,
+    replicas: i32,
+) -> serde_json::Value {
+    let mut labels = serde_json::json!({"app": name, "mailsec.io/tenant": tenant});
+    if let Some(p) = product {
+        labels["mailsec.io/product"] = serde_json::json!(p);
+    }
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "filter", "image": "registry.example/mail-filter:1.0"}]}
+            }
+        }
+    })
+}
+
+/// Applies a manifest the way `kubectl apply` (client-side) does, as another field manager.
+pub fn kubectl_apply(manifest: &serde_json::Value) {
+    let out = super::kubectl_stdin(&["apply", "-f", "-"], &manifest.to_string());
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        super::describe(&out)
+    );
+}
+
+/// `spec.replicas` and the remembered-replicas annotation of a Deployment.
+pub async fn deployment_state(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> (Option<i32>, Option<String>, Option<String>) {
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
+    let d = api
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get deployment {ns}/{name}: {e}"));
+    let annotation = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("mailsec.io/suspended-replicas").cloned());
+    let phase = d
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("mailsec.io/phase").cloned());
+    (d.spec.and_then(|s| s.replicas), annotation, phase)
+}
+
+/// Waits until the Deployment has `replicas`; returns its state then.
+pub async fn wait_replicas(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    timeout: Duration,
+) -> (Option<i32>, Option<String>, Option<String>) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let state = deployment_state(client, ns, name).await;
+        if state.0 == Some(replicas) {
+            return state;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "deployment {ns}/{name}: timed out waiting for {replicas} replicas; last seen {state:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,116 @@
+//! Scaling the tenant's filtering workloads (Deployments, StatefulSets): server-side apply of the
+//! few fields the operator owns — `spec.replicas`, the phase label and the remembered-replicas
+//! annotation — under its own field manager. Nothing is ever deleted.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Map, Value, json};
+
+use super::FIELD_MANAGER;
+use crate::engine::workloads::{
+    PHASE_LABEL, SUSPENDED_REPLICAS_ANNOTATION, TENANT_LABEL, Workload, WorkloadState,
+};
+
+/// Reads what the engine needs to know about a Deployment.
+pub fn deployment_facts(d: &Deployment) -> Workload {
+    facts(
+        "Deployment",
+        d.namespace(),
+        d.name_any(),
+        d.labels(),
+        d.annotations(),
+        d.spec.as_ref().and_then(|s| s.replicas),
+    )
+}
+
+/// Reads what the engine needs to know about a StatefulSet.
+pub fn statefulset_facts(s: &StatefulSet) -> Workload {
+    facts(
+        "StatefulSet",
+        s.namespace(),
+        s.name_any(),
+        s.labels(),
+        s.annotations(),
+        s.spec.as_ref().and_then(|s| s.replicas),
+    )
+}
+
+fn facts(
+    kind: &str,
+    namespace: Option<String>,
+    name: String,
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
+    replicas: Option<i32>,
+) -> Workload {
+    Workload {
+        kind: kind.to_string(),
+        namespace: namespace.unwrap_or_default(),
+        name,
+        product: labels.get(crate::engine::workloads::PRODUCT_LABEL).cloned(),
+        replicas,
+        remembered: annotations
+            .get(SUSPENDED_REPLICAS_ANNOTATION)
+            .and_then(|v| v.trim().parse().ok()),
+        phase_label: labels.get(PHASE_LABEL).cloned(),
+    }
+}
+
+/// The tenant a workload is labelled for.
+pub fn tenant_of(labels: &std::collections::BTreeMap<String, String>) -> Option<&str> {
+    labels.get(TENANT_LABEL).map(String::as_str)
+}
+
+/// Applies `state` to the workload. The whole set of fields the operator owns is sent each time,
+/// so a field left out (the annotation after a restore) is removed by server-side apply.
+pub async fn apply(
+    client: &Client,
+    w: &Workload,
+    state: &WorkloadState,
+) -> Result<(), kube::Error> {
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), json!(w.name));
+    metadata.insert("namespace".into(), json!(w.namespace));
+    metadata.insert("labels".into(), json!({ PHASE_LABEL: state.phase }));
+    if let Some(n) = state.remembered {
+        metadata.insert(
+            "annotations".into(),
+            json!({ SUSPENDED_REPLICAS_ANNOTATION: n.to_string() }),
+        );
+    }
+    let mut body =
+        json!({ "apiVersion": "apps/v1", "kind": w.kind, "metadata": Value::Object(metadata) });
+    if let Some(r) = state.replicas {
+        body["spec"] = json!({ "replicas": r });
+    }
+    patch(client, w, &body).await
+}
+
+/// Hands a workload back when its `mailsec.io/tenant` label was removed: restores the remembered
+/// replica count and drops the operator's label and annotation. Returns the count restored.
+pub async fn release(client: &Client, w: &Workload) -> Result<Option<i32>, kube::Error> {
+    let Some(n) = w.remembered else {
+        return Ok(None);
+    };
+    let body = json!({
+        "apiVersion": "apps/v1",
+        "kind": w.kind,
+        "metadata": { "name": w.name, "namespace": w.namespace },
+        "spec": { "replicas": n },
+    });
+    patch(client, w, &body).await?;
+    Ok(Some(n))
+}
+
+async fn patch(client: &Client, w: &Workload, body: &Value) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if w.kind == "StatefulSet" {
+        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
+        api.patch(&w.name, &params, &Patch::Apply(body)).await?;
+    } else {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
+        api.patch(&w.name, &params, &Patch::Apply(body)).await?;
+    }
+    Ok(())
+}
