@@ -600,3 +600,31 @@ async fn bad_references_become_conditions() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_licence_applied_twice_is_flagged() {
+    operator();
+    let client = cluster().client().await;
+    let t = unique_name("dup");
+    create_tenant(&client, &t, &[ESG], 10).await;
+    let end = in_secs(86_400);
+    let (a, b) = (unique_name("dup-a"), unique_name("dup-b"));
+    let start = rfc3339(Utc::now() - TimeDelta::days(1));
+    for name in [&a, &b] {
+        create(
+            &client,
+            fixtures::subscription(name, &t, ESG, &start, &rfc3339(end), 50),
+        )
+        .await;
+    }
+    for (name, other) in [(&a, &b), (&b, &a)] {
+        let seen = common::eventually(WAIT, || {
+            let out = cluster().kubectl(&["get", "subscription", name, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Ready")].message}"#]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.starts_with("DuplicateSubscription").then_some(text)
+        });
+        let text = seen.unwrap_or_else(|| panic!("{name} is not flagged as a duplicate"));
+        assert!(text.contains(other.as_str()), "{text}");
+    }
+    wait_phase(&client, &t, TenantPhase::Active, WAIT).await;
+}

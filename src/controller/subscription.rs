@@ -13,7 +13,8 @@ use crate::api::date::format_instant;
 use crate::api::{Condition, Subscription, condition::find};
 use crate::effects::events::{Notice, publish};
 use crate::effects::status::apply_if_changed;
-use crate::engine::{SubscriptionChange, evaluate_subscription};
+use crate::engine::SubscriptionChange;
+use crate::engine::subscription::evaluate_subscription_among;
 
 pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = sub.name_any();
@@ -21,7 +22,9 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
     ctx.caches_ready().await;
     let now = ctx.now();
     let users = ctx.users_of([sub.as_ref()]);
-    let eval = evaluate_subscription(&sub, &users, &ctx.policy, now);
+    let siblings = ctx.subscriptions_of(&sub.spec.tenant_ref);
+    let siblings: Vec<&Subscription> = siblings.iter().map(|s| s.as_ref()).collect();
+    let eval = evaluate_subscription_among(&sub, &siblings, &users, &ctx.policy, now);
     apply_if_changed(&api, &name, sub.status.as_ref(), &eval.status).await?;
 
     // Announce after the status is written, so a retry never announces twice.

@@ -119,6 +119,39 @@ pub fn evaluate_subscription(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> SubscriptionEvaluation {
+    evaluate_subscription_among(sub, &[], users, policy, now)
+}
+
+/// The names of `others` that repeat `sub`: same owner, product and dates (one licence applied
+/// twice under two names).
+pub fn duplicates<'a>(sub: &Subscription, others: &[&'a Subscription]) -> Vec<&'a str> {
+    let key = |s: &Subscription| {
+        (
+            s.spec.tenant_ref.clone(),
+            s.spec.product.clone(),
+            s.spec.start_date.clone(),
+            s.spec.end_date.clone(),
+        )
+    };
+    let mine = key(sub);
+    let mut names: Vec<&str> = others
+        .iter()
+        .filter(|o| o.metadata.name != sub.metadata.name && key(o) == mine)
+        .filter_map(|o| o.metadata.name.as_deref())
+        .collect();
+    names.sort();
+    names
+}
+
+/// [`evaluate_subscription`], also checking `others` (any subscriptions; typically those of the
+/// same owner) for duplicates of this one.
+pub fn evaluate_subscription_among(
+    sub: &Subscription,
+    others: &[&Subscription],
+    users: &TenantUsers,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> SubscriptionEvaluation {
     let previous = sub.status.clone().unwrap_or_default();
     let generation = sub.metadata.generation;
     let spec = &sub.spec;
@@ -248,6 +281,14 @@ pub fn evaluate_subscription(
                         spec.product,
                         policy.catalogue.base,
                         policy.catalogue.add_ons.join(", ")
+                    ),
+                )
+            } else if let Some(first) = duplicates(sub, others).first() {
+                (
+                    false,
+                    "DuplicateSubscription",
+                    format!(
+                        "subscription {first} has the same tenant, product and dates: the same licence seems applied twice; delete one of them"
                     ),
                 )
             } else {

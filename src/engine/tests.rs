@@ -724,3 +724,33 @@ fn sharing_changes_are_reported_once() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_licence_applied_twice_is_flagged_on_both() {
+    let a = subscription("esg-a", "acme", ESG, "2026-01-01", "2026-12-31", 50);
+    let b = subscription("esg-b", "acme", ESG, "2026-01-01", "2026-12-31", 50);
+    let other = subscription("esg-next", "acme", ESG, "2027-01-01", "2027-12-31", 50);
+    let w = world(vec![tenant("acme", &[ESG], 10)], vec![a, b, other]);
+    let ev = evaluate_world(&w, &Policy::default(), at("2026-06-01"));
+    let ready: Vec<(String, String)> = ev
+        .subscriptions
+        .iter()
+        .map(|e| {
+            let c = crate::api::condition::find(&e.status.conditions, "Ready").expect("Ready");
+            (c.reason.clone(), c.message.clone())
+        })
+        .collect();
+    assert_eq!(ready[0].0, "DuplicateSubscription");
+    assert!(ready[0].1.contains("esg-b"), "{}", ready[0].1);
+    assert_eq!(ready[1].0, "DuplicateSubscription");
+    assert!(ready[1].1.contains("esg-a"));
+    assert_eq!(
+        ready[2].0, "Evaluated",
+        "a renewal with other dates is not a duplicate"
+    );
+    assert_eq!(
+        ev.tenants[0].status.phase,
+        Some(T::Active),
+        "coverage is unaffected"
+    );
+}

@@ -4,10 +4,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{
-    Policy, SubscriptionEvaluation, TenantEvaluation, TenantUsers, evaluate_subscription,
-    evaluate_tenant,
-};
+use super::subscription::evaluate_subscription_among;
+use super::{Policy, SubscriptionEvaluation, TenantEvaluation, TenantUsers, evaluate_tenant};
 use crate::api::{Subscription, Tenant};
 
 /// Every tenant and subscription known, as read from a cluster or from manifests.
@@ -70,7 +68,13 @@ pub fn evaluate_world(world: &World, policy: &Policy, now: DateTime<Utc>) -> Wor
     let subscriptions = world
         .subscriptions
         .iter()
-        .map(|s| evaluate_subscription(s, &users, policy, now))
+        .map(|s| {
+            let siblings = index
+                .get(s.spec.tenant_ref.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            evaluate_subscription_among(s, siblings, &users, policy, now)
+        })
         .collect();
     WorldEvaluation {
         tenants,
