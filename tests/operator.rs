@@ -141,6 +141,7 @@ async fn base_subscription_runs_out_on_time() {
         Some(mailsec_operator::api::SubscriptionPhase::Expired)
     );
 
+    expect_events(&client, "Tenant", &t, "Suspended", 1).await;
     let events = events_about(&client, "Tenant", &t).await;
     let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(
@@ -178,12 +179,7 @@ async fn renewal_during_grace_and_after_suspension_restores_at_once() {
         let tn = tenant(&client, &t).await;
         assert_eq!(tenant_condition(&tn, "ReadOnly").map(|c| c.0), Some(false));
         assert_eq!(tenant_condition(&tn, "Suspended").map(|c| c.0), Some(false));
-        assert_eq!(
-            count_events(&client, "Tenant", &t, "Renewed").await,
-            1,
-            "{label}: {:#?}",
-            events_about(&client, "Tenant", &t).await
-        );
+        expect_events(&client, "Tenant", &t, "Renewed", 1).await;
     }
 }
 
@@ -242,6 +238,7 @@ async fn add_on_lapse_only_restricts_the_add_on() {
         Some(TenantPhase::Warning)
     );
     assert_eq!(tenant_condition(&tn, "Suspended").map(|c| c.0), Some(false));
+    expect_events(&client, "Tenant", &t, "Suspended", 1).await;
     let events = events_about(&client, "Tenant", &t).await;
     let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(
@@ -304,11 +301,8 @@ async fn missing_subscription_freezes_then_suspends_the_service() {
         .and_then(|s| s.services.iter().find(|s| s.product == ETDR).cloned())
         .expect("ETDR status");
     assert_eq!(svc.missing_since, Some(since));
-    assert_eq!(
-        count_events(&client, "Tenant", &t, "SubscriptionMissing").await,
-        1
-    );
-    assert_eq!(count_events(&client, "Tenant", &t, "Suspended").await, 1);
+    expect_events(&client, "Tenant", &t, "SubscriptionMissing", 1).await;
+    expect_events(&client, "Tenant", &t, "Suspended", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,7 +330,7 @@ async fn trial_licence_warns() {
         tn.status.as_ref().and_then(|s| s.phase),
         Some(TenantPhase::Warning)
     );
-    assert_eq!(count_events(&client, "Tenant", &t, "TrialLicense").await, 1);
+    expect_events(&client, "Tenant", &t, "TrialLicense", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,18 +372,9 @@ async fn transfer_moves_coverage_and_is_announced_on_both_tenants() {
         ),
         (from.as_str(), to.as_str())
     );
-    assert_eq!(
-        count_events(&client, "Subscription", &s, "Transferred").await,
-        1
-    );
-    assert_eq!(
-        count_events(&client, "Tenant", &from, "SubscriptionTransferredOut").await,
-        1
-    );
-    assert_eq!(
-        count_events(&client, "Tenant", &to, "SubscriptionTransferredIn").await,
-        1
-    );
+    expect_events(&client, "Subscription", &s, "Transferred", 1).await;
+    expect_events(&client, "Tenant", &from, "SubscriptionTransferredOut", 1).await;
+    expect_events(&client, "Tenant", &to, "SubscriptionTransferredIn", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -411,17 +396,11 @@ async fn shared_subscription_over_its_seats_warns_both_tenants() {
             tenant_condition(tn, "Warning") == Some((true, "SeatLimitExceeded".into()))
         })
         .await;
-        assert_eq!(
-            count_events(&client, "Tenant", t, "SeatLimitExceeded").await,
-            1
-        );
+        expect_events(&client, "Tenant", t, "SeatLimitExceeded", 1).await;
     }
     let status = subscription(&client, &s).await.status.expect("status");
     assert_eq!(status.seats_used, Some(550));
-    assert_eq!(
-        count_events(&client, "Subscription", &s, "SeatLimitExceeded").await,
-        1
-    );
+    expect_events(&client, "Subscription", &s, "SeatLimitExceeded", 1).await;
 
     // Fewer users on the other tenant lifts the warning on both.
     let tenants: Api<Tenant> = Api::all(client.clone());
@@ -466,6 +445,7 @@ async fn extension_lifts_read_only_and_is_announced() {
     .await
     .expect("extend");
     wait_phase(&client, &t, TenantPhase::Active, WAIT).await;
+    expect_events(&client, "Subscription", &s, "Extended", 1).await;
     let events = events_about(&client, "Subscription", &s).await;
     assert!(
         events
@@ -473,11 +453,8 @@ async fn extension_lifts_read_only_and_is_announced() {
             .any(|(r, n)| r == "Extended" && n.contains("PO-4711")),
         "{events:#?}"
     );
-    assert_eq!(
-        count_events(&client, "Tenant", &t, "SubscriptionExtended").await,
-        1
-    );
-    assert_eq!(count_events(&client, "Tenant", &t, "Renewed").await, 1);
+    expect_events(&client, "Tenant", &t, "SubscriptionExtended", 1).await;
+    expect_events(&client, "Tenant", &t, "Renewed", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -518,10 +495,7 @@ async fn deletion_guard_holds_a_tenant_that_owns_a_licence_in_force() {
         msg.contains(&s) && msg.contains("tenantRef") && msg.contains("mailsec.io/force-delete"),
         "{msg}"
     );
-    assert_eq!(
-        count_events(&client, "Tenant", &t, "DeletionBlocked").await,
-        1
-    );
+    expect_events(&client, "Tenant", &t, "DeletionBlocked", 1).await;
 
     // Transferring the subscription lets the deletion finish; nothing else is deleted.
     let subs: Api<Subscription> = Api::all(client.clone());
@@ -595,10 +569,7 @@ async fn bad_references_become_conditions() {
         "{:#?}",
         subs.get(&s).await.ok().and_then(|s| s.status)
     );
-    assert_eq!(
-        count_events(&client, "Subscription", &s, "TenantNotFound").await,
-        1
-    );
+    expect_events(&client, "Subscription", &s, "TenantNotFound", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

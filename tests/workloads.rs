@@ -85,6 +85,7 @@ async fn suspension_scales_to_zero_and_renewal_restores_the_exact_count() {
     // The whole tenant is suspended (base lapsed): the add-on's workload stops too.
     let (_, remembered, _) = wait_replicas(&client, &ns, "isolation", 0, WAIT).await;
     assert_eq!(remembered.as_deref(), Some("2"));
+    expect_events(&client, "Tenant", &t, "WorkloadsSuspended", 1).await;
     let events = events_about(&client, "Tenant", &t).await;
     assert!(
         events.iter().any(|(r, n)| r == "WorkloadsSuspended"
@@ -110,12 +111,7 @@ async fn suspension_scales_to_zero_and_renewal_restores_the_exact_count() {
     );
     let (_, remembered, _) = wait_replicas(&client, &ns, "isolation", 2, WAIT).await;
     assert_eq!(remembered, None);
-    assert!(
-        events_about(&client, "Tenant", &t)
-            .await
-            .iter()
-            .any(|(r, _)| r == "WorkloadsRestored")
-    );
+    expect_events(&client, "Tenant", &t, "WorkloadsRestored", 1).await;
     assert_eq!(count_objects(&client, &ns).await.0, 2, "nothing deleted");
 }
 
@@ -207,12 +203,15 @@ async fn workload_created_during_suspension_is_suspended_and_reapplies_are_put_b
         .expect("ssa re-apply");
     let (_, remembered, _) = wait_replicas(&client, &ns, "filter", 0, WAIT).await;
     assert_eq!(remembered.as_deref(), Some("5"));
-    assert!(
+    let scaled_back = common::eventually_async(WAIT, || async {
         events_about(&client, "Tenant", &t)
             .await
             .iter()
             .any(|(r, _)| r == "WorkloadsScaledBack")
-    );
+            .then_some(())
+    })
+    .await;
+    assert!(scaled_back.is_some(), "a WorkloadsScaledBack Event");
 
     // Renewal restores the count remembered at the first suspension.
     create_subscription(

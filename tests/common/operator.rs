@@ -336,3 +336,25 @@ pub async fn wait_replicas(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until exactly `n` Events with `reason` exist about an object (Events are published just
+/// after the status write the test observes), then checks that no more arrive for a moment.
+pub async fn expect_events(client: &kube::Client, kind: &str, name: &str, reason: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = count_events(client, kind, name, reason).await;
+        if count == n {
+            break;
+        }
+        if count > n || tokio::time::Instant::now() > deadline {
+            panic!(
+                "{kind} {name}: {count} {reason} Events, expected {n}: {:#?}",
+                events_about(client, kind, name).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let count = count_events(client, kind, name, reason).await;
+    assert_eq!(count, n, "{kind} {name}: {reason} Events kept coming");
+}
