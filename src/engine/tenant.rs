@@ -263,12 +263,11 @@ pub fn evaluate_tenant(
                     });
                 }
                 // Good news only follows bad news: a service that comes back after its
-                // restriction was announced (not, say, a subscription applied a moment after
-                // its tenant).
+                // restriction was announced. A service covered for the first time (say, by a
+                // subscription applied a moment after its tenant, which was then seen
+                // missing) is not renewed: it had no end to move.
                 let improved = prev.is_some_and(|p| {
-                    p.phase > phase
-                        && (p.missing_since.is_some()
-                            || p.effective_end_at.is_some_and(|e| e < end))
+                    p.phase > phase && p.effective_end_at.is_some_and(|e| e < end)
                 }) && restriction_announced(&previous.milestones, product);
                 if improved {
                     reached.push(with_dates(milestone(
