@@ -122,6 +122,9 @@ pub async fn run<W, F>(
         };
         metrics.set_role(Role::Standby);
         let mut tick = tokio::time::interval(retry);
+        // The holder seen at the last check: a hand-over is a holder followed by none (a free
+        // Lease seen first is the manager's to take; rebuilding it then would only race it).
+        let mut seen_holder = false;
         let elected = loop {
             if *leading.borrow_and_update() {
                 break true;
@@ -131,12 +134,14 @@ pub async fn run<W, F>(
                     // The manager's task ended (it only does on an error): start another.
                     break false;
                 },
-                _ = tick.tick() => {
-                    if lease_released(&api, &config).await {
+                _ = tick.tick() => match lease_holder(&api, &config).await {
+                    Some(Some(_)) => seen_holder = true,
+                    Some(None) if seen_holder => {
                         tracing::debug!("leader election: the lease was released; competing for it now");
                         break false;
                     }
-                }
+                    _ => {}
+                },
                 _ = &mut shutdown => {
                     stop_manager(leading, handle).await;
                     return;
@@ -258,16 +263,19 @@ async fn stop_manager(
     }
 }
 
-/// True when the Lease exists and names no holder (its last holder released it).
-async fn lease_released(api: &Api<Lease>, config: &LeaderElection) -> bool {
+/// The Lease's holder (`Some(None)`: the Lease names none, e.g. it was released), or `None`
+/// when the Lease could not be read.
+async fn lease_holder(api: &Api<Lease>, config: &LeaderElection) -> Option<Option<String>> {
     match api.get(&config.lease_name).await {
-        Ok(lease) => lease
-            .spec
-            .and_then(|s| s.holder_identity)
-            .is_none_or(|h| h.is_empty()),
+        Ok(lease) => Some(
+            lease
+                .spec
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty()),
+        ),
         Err(err) => {
             tracing::debug!(error = %err, "leader election: could not read the lease");
-            false
+            None
         }
     }
 }
