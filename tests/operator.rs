@@ -466,7 +466,20 @@ async fn extension_lifts_read_only_and_is_announced() {
     .await
     .expect("extend");
     wait_phase(&client, &t, TenantPhase::Active, WAIT).await;
-    let events = events_about(&client, "Subscription", &s).await;
+    // Events are published right after the status is written: give them a moment.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let events = loop {
+        let events = events_about(&client, "Subscription", &s).await;
+        let done = events
+            .iter()
+            .any(|(r, n)| r == "Extended" && n.contains("PO-4711"))
+            && count_events(&client, "Tenant", &t, "SubscriptionExtended").await == 1
+            && count_events(&client, "Tenant", &t, "Renewed").await == 1;
+        if done || tokio::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         events
             .iter()
