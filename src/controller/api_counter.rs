@@ -168,8 +168,8 @@ impl ApiRequest {
             Method::DELETE => "delete",
             _ => "other",
         };
-        // `namespaces/NS` itself is the namespace object, not a scope.
-        if resource == "namespaces" && name.is_some() && rest.len() <= 3 && namespace.is_some() {
+        // `namespaces/NS[/status]` is the (cluster-scoped) namespace object, not a scope.
+        if resource == "namespaces" {
             namespace = None;
         }
         Self {
