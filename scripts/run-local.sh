@@ -48,9 +48,13 @@ spec:
   services: [{product: email-safeguard, settings: {spamThreshold: 5}}]
 YAML
 
-"$BIN" run --warning-period "$PERIOD" --grace-period "$PERIOD" --log-format text > "$ENVTEST_RUN_DIR/operator.log" 2>&1 &
+# /metrics, /healthz and /readyz on a free loopback port (METRICS_ADDR to choose one).
+METRICS_ADDR="${METRICS_ADDR:-127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+"$BIN" run --warning-period "$PERIOD" --grace-period "$PERIOD" --log-format text \
+  --metrics-addr "$METRICS_ADDR" > "$ENVTEST_RUN_DIR/operator.log" 2>&1 &
 operator_pid=$!
 echo "operator running (pid $operator_pid, log $ENVTEST_RUN_DIR/operator.log); warning and grace periods: $PERIOD"
+echo "metrics: curl -s http://$METRICS_ADDR/metrics | grep ^mailsec_   (health: /healthz, /readyz)"
 echo "demo subscription ends at $end"
 
 deadline=$((SECONDS + DEMO_SECONDS))

@@ -1,6 +1,8 @@
 # Sourced by scripts/test.sh and scripts/run-local.sh: installs what a fresh machine of this kind
 # lacks (it has the Rust toolchain, python3/pip, node/npm and apt) and finds envtest.
-# Sets ENVTEST_SH unless MAILSEC_TEST_KUBECONFIG names an existing cluster.
+# Sets ENVTEST_SH unless MAILSEC_TEST_KUBECONFIG names an existing cluster, and MAILSEC_PYTHON:
+# a Python with the real Helm engine (helm-python-sdk) and a Lua interpreter (lupa) for the
+# chart and GitOps tests.
 
 setup_log() { echo "setup: $*" >&2; }
 setup_die() { echo "setup: ERROR: $*" >&2; exit 1; }
@@ -45,3 +47,17 @@ repository, or set ENVTEST_SH, or MAILSEC_TEST_KUBECONFIG to use an existing clu
   # Unpack (or build) the API server binaries once, before anything starts a server.
   "$ENVTEST_SH" build
 fi
+
+# Python packages for the chart tests (real Helm v4 engine) and the Argo CD health-check tests
+# (Lua), in a virtualenv of their own; installed only when missing.
+MAILSEC_PYENV="${MAILSEC_PYENV:-$HOME/.cache/mailsec-operator/pyenv}"
+if ! "$MAILSEC_PYENV/bin/python" -c 'import helm_python, lupa' >/dev/null 2>&1; then
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    ((apt_updated)) || { as_root apt-get update -qq; apt_updated=1; }
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
+  setup_log "installing helm-python-sdk and lupa into $MAILSEC_PYENV"
+  python3 -m venv "$MAILSEC_PYENV"
+  "$MAILSEC_PYENV/bin/pip" install -q --disable-pip-version-check 'helm-python-sdk>=0.2.2,<0.3' 'lupa>=2,<3'
+fi
+export MAILSEC_PYTHON="$MAILSEC_PYENV/bin/python"

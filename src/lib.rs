@@ -10,4 +10,6 @@ pub mod effects;
 pub mod engine;
 pub mod fixtures;
 pub mod manifests;
+pub mod metrics;
+pub mod server;
 pub mod telemetry;

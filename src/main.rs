@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mailsec_operator::cli::{Cli, Command, evaluate, run};
+use mailsec_operator::cli::{Cli, Command, evaluate, report, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,11 +20,19 @@ fn main() -> ExitCode {
                 Err(e) => fail(2, e),
             }
         }
+        Command::Report(args) => {
+            let runtime = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(1, e),
+            };
+            let stdout = std::io::stdout();
+            match runtime.block_on(report::run(&args, chrono::Utc::now(), &mut stdout.lock())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.exit_code(), e),
+            }
+        }
         Command::Run(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(1, e),
             };
@@ -34,6 +42,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn fail(code: u8, err: impl std::fmt::Display) -> ExitCode {

@@ -22,6 +22,8 @@ fn start_operator() -> Child {
             "3s",
             "--log-format",
             "text",
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .env("KUBECONFIG", cluster().kubeconfig())
         .env("RUST_LOG", "warn")

@@ -1,6 +1,7 @@
-//! The command line: `run` (the operator), `evaluate`, `crd`.
+//! The command line: `run` (the operator), `evaluate`, `report`, `crd`.
 
 pub mod evaluate;
+pub mod report;
 pub mod run;
 
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ pub enum Command {
     /// Print Tenants and Subscriptions from manifests with the status the operator would set at
     /// a given instant ("what happens to my tenants on date X").
     Evaluate(EvaluateArgs),
+    /// The service subscriptions report: every subscription with its tenant, product, plan,
+    /// start and end dates, effective end, status, days left, seats and sharing, at an instant.
+    /// From the cluster (kubeconfig), or from manifests with -f.
+    Report(ReportArgs),
     /// Print the CustomResourceDefinitions (YAML) generated from the API types.
     Crd,
 }
@@ -152,6 +157,32 @@ pub struct EvaluateArgs {
     pub output: OutputFormat,
     #[command(flatten)]
     pub policy: PolicyArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The instant of the report: RFC 3339 time or YYYY-MM-DD (00:00 UTC). Default: now.
+    #[arg(long, value_parser = evaluate::parse_at)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Manifest files or directories (recursively: *.yaml, *.yml, *.json); `-` for standard
+    /// input. Without it, Tenants and Subscriptions are read from the cluster (kubeconfig).
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
+    pub output: ReportFormat,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// Aligned columns for a terminal.
+    Table,
+    /// RFC 4180 CSV with a header row (for spreadsheets).
+    Csv,
+    /// `{"at": ..., "subscriptions": [...]}` with instants as well as the dates as written.
+    Json,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

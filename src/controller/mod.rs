@@ -4,6 +4,7 @@
 pub mod api_counter;
 pub mod context;
 pub mod feed;
+pub mod leader;
 pub mod subscription;
 pub mod tenant;
 
@@ -26,6 +27,7 @@ use crate::api::{Subscription, Tenant};
 use crate::effects::events::{Notice, publish};
 use crate::effects::{settings as settings_map, workloads};
 use crate::engine::Policy;
+use crate::metrics::Metrics;
 use context::{Context, WorkloadStores};
 use feed::{feed, trigger};
 
@@ -75,10 +77,54 @@ fn error_policy<K: kube::Resource<DynamicType = ()>>(
     Action::requeue(wait)
 }
 
+/// A reconcile function that also records its result and duration in `metrics`.
+fn timed<K, F, Fut>(
+    controller: &'static str,
+    metrics: &Arc<Metrics>,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, Error>>
+where
+    K: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let metrics = metrics.clone();
+    move |obj, ctx| {
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = reconcile(obj, ctx).await;
+            metrics.reconciled(controller, result.is_ok(), started.elapsed());
+            result
+        })
+    }
+}
+
 /// Runs both controllers until `shutdown` resolves.
 pub async fn run(
     client: Client,
     settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    run_observed(client, settings, Arc::new(Metrics::default()), shutdown).await
+}
+
+/// [`run`], reporting to `metrics`: the caches (read at scrape time and for readiness) and each
+/// reconcile's result and duration. The caches are detached again when the controllers stop.
+pub async fn run_observed(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    run_controllers(client, settings, &metrics, shutdown).await;
+    metrics.detach_caches();
+}
+
+async fn run_controllers(
+    client: Client,
+    settings: Settings,
+    metrics: &Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let tenants_api: Api<Tenant> = Api::all(client.clone());
@@ -122,6 +168,11 @@ pub async fn run(
         controller: "mailsec-operator".into(),
         instance: settings.instance.clone(),
     };
+    metrics.attach_caches(
+        tenants.store.clone(),
+        subs.store.clone(),
+        settings.policy.clone(),
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.policy.clone(),
@@ -212,7 +263,11 @@ pub async fn run(
             by_tenant_label(c.labels())
         })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(tenant::reconcile, error_policy, ctx.clone())
+        .run(
+            timed("tenant", metrics, tenant::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| {
             let ctx = ctx.clone();
             async move {
@@ -242,7 +297,11 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stopped(stop_rx))
-        .run(subscription::reconcile, error_policy, ctx.clone())
+        .run(
+            timed("subscription", metrics, subscription::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| {
             let ctx = ctx.clone();
             async move {

@@ -262,10 +262,11 @@ pub fn evaluate_tenant(
                         message: format!("{product}: only trial subscription {sub} is in force (ends {h_end}); buy a paid subscription"),
                     });
                 }
+                // A service that comes back because its coverage now ends later. A service
+                // covered for the first time (say, by a subscription applied a moment after its
+                // tenant, which was then seen missing) is not renewed: it had no end to move.
                 let improved = prev.is_some_and(|p| {
-                    p.phase > phase
-                        && (p.missing_since.is_some()
-                            || p.effective_end_at.is_some_and(|e| e < end))
+                    p.phase > phase && p.effective_end_at.is_some_and(|e| e < end)
                 });
                 if improved {
                     reached.push(with_dates(milestone(

@@ -1,0 +1,336 @@
+//! `mailsec-operator report`: the "service subscriptions" report — every subscription with its
+//! tenant, product, plan, start and end dates, effective end (extensions included), status, days
+//! left, seats and sharing, at an instant (now, or a future date with `--at`). From manifests
+//! (`-f`, like `evaluate`) or from the cluster of the current kubeconfig.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{ReportArgs, ReportFormat};
+use crate::api::Subscription;
+use crate::api::date::format_instant;
+use crate::engine::{Policy, SubscriptionEvaluation, World, evaluate_world};
+use crate::manifests::{ManifestError, read_paths};
+
+/// Why `report` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Settings(#[from] super::SettingsError),
+    #[error("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
+    Config(#[from] kube::config::InferConfigError),
+    #[error("could not read Tenants and Subscriptions from the cluster: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("could not write the report: {0}")]
+    Output(String),
+}
+
+impl ReportError {
+    /// Exit code: 2 for bad input (manifests, settings), 1 for the cluster or the output.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Manifest(_) | Self::Settings(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportRow {
+    pub subscription: String,
+    /// The owner (`spec.tenantRef`).
+    pub tenant: String,
+    pub product: String,
+    pub plan: String,
+    /// `spec.startDate` as written.
+    pub start_date: String,
+    /// `spec.endDate` as written.
+    pub end_date: String,
+    /// The later of `endDate` and `extension.until`, as written.
+    pub effective_end: String,
+    /// The instant service ends (a bare date ends at the end of that day, UTC).
+    pub effective_end_at: Option<String>,
+    /// The instant the grace period ends (suspension).
+    pub grace_ends_at: Option<String>,
+    /// The subscription's phase at the report instant.
+    pub status: String,
+    /// Whole days from the report instant to the effective end; negative once it has passed.
+    pub days_left: Option<i64>,
+    pub seats_used: i64,
+    pub seats_licensed: i64,
+    pub shared_with: Vec<String>,
+    /// Problems: conditions the operator would report (tenant not found, seats exceeded, ...).
+    pub notes: Vec<String>,
+}
+
+/// Runs `report`, writing to `out`; `now` is used when `--at` is absent.
+pub async fn run(
+    args: &ReportArgs,
+    now: DateTime<Utc>,
+    out: &mut dyn Write,
+) -> Result<(), ReportError> {
+    let policy = args.policy.policy()?;
+    let world = if args.files.is_empty() {
+        from_cluster().await?
+    } else {
+        read_paths(&args.files)?.world
+    };
+    let at = args.at.unwrap_or(now);
+    let text = render(&rows(&world, &policy, at), at, args.output)?;
+    out.write_all(text.as_bytes())
+        .map_err(|e| ReportError::Output(e.to_string()))
+}
+
+/// Every Tenant and Subscription of the cluster of the current kubeconfig.
+pub async fn from_cluster() -> Result<World, ReportError> {
+    let client = kube::Client::try_from(kube::Config::infer().await?)?;
+    let params = kube::api::ListParams::default();
+    let tenants = kube::Api::all(client.clone()).list(&params).await?.items;
+    let subscriptions = kube::Api::all(client).list(&params).await?.items;
+    Ok(World {
+        tenants,
+        subscriptions,
+    })
+}
+
+/// The report's rows at `at`, sorted by tenant, product, start and name.
+pub fn rows(world: &World, policy: &Policy, at: DateTime<Utc>) -> Vec<ReportRow> {
+    let eval = evaluate_world(world, policy, at);
+    let mut rows: Vec<ReportRow> = world
+        .subscriptions
+        .iter()
+        .zip(&eval.subscriptions)
+        .map(|(s, e)| row(s, e, at))
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.tenant, &a.product, &a.effective_end_at, &a.subscription).cmp(&(
+            &b.tenant,
+            &b.product,
+            &b.effective_end_at,
+            &b.subscription,
+        ))
+    });
+    rows
+}
+
+fn row(s: &Subscription, e: &SubscriptionEvaluation, at: DateTime<Utc>) -> ReportRow {
+    let spec = &s.spec;
+    let timeline = e.timeline.as_ref();
+    let effective_end = match (&spec.extension, timeline) {
+        (Some(ext), Some(t)) if ext.until.end_instant().ok() == Some(t.effective_end_at) => {
+            ext.until.as_str().to_string()
+        }
+        _ => spec.end_date.as_str().to_string(),
+    };
+    let days_left = timeline.map(|t| (t.effective_end_at - at).num_seconds().div_euclid(86_400));
+    let notes = e
+        .status
+        .conditions
+        .iter()
+        .filter(|c| {
+            (c.type_ == "Ready" && !c.is_true()) || (c.type_ == "SeatLimitExceeded" && c.is_true())
+        })
+        .map(|c| c.reason.clone())
+        .collect();
+    ReportRow {
+        subscription: s.metadata.name.clone().unwrap_or_default(),
+        tenant: spec.tenant_ref.clone(),
+        product: spec.product.clone(),
+        plan: format!("{:?}", spec.plan),
+        start_date: spec.start_date.as_str().to_string(),
+        end_date: spec.end_date.as_str().to_string(),
+        effective_end,
+        effective_end_at: timeline.map(|t| format_instant(t.effective_end_at)),
+        grace_ends_at: timeline.map(|t| format_instant(t.grace_ends_at)),
+        status: e
+            .status
+            .phase
+            .map(|p| format!("{p:?}"))
+            .unwrap_or_else(|| "Unknown".into()),
+        days_left,
+        seats_used: e.seats_used,
+        seats_licensed: spec.seats,
+        shared_with: spec.shared_with.iter().map(|t| t.0.clone()).collect(),
+        notes,
+    }
+}
+
+/// The CSV columns, in order.
+pub const CSV_HEADER: [&str; 13] = [
+    "subscription",
+    "tenant",
+    "product",
+    "plan",
+    "start_date",
+    "end_date",
+    "effective_end",
+    "status",
+    "days_left",
+    "seats_used",
+    "seats_licensed",
+    "shared_with",
+    "notes",
+];
+
+/// Renders the rows in `format`.
+pub fn render(
+    rows: &[ReportRow],
+    at: DateTime<Utc>,
+    format: ReportFormat,
+) -> Result<String, ReportError> {
+    let output = |e: &dyn std::fmt::Display| ReportError::Output(e.to_string());
+    match format {
+        ReportFormat::Json => {
+            let doc = serde_json::json!({ "at": format_instant(at), "subscriptions": rows });
+            serde_json::to_string_pretty(&doc)
+                .map(|s| s + "\n")
+                .map_err(|e| output(&e))
+        }
+        ReportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(CSV_HEADER).map_err(|e| output(&e))?;
+            for r in rows {
+                w.write_record(cells(r, ", ")).map_err(|e| output(&e))?;
+            }
+            let bytes = w.into_inner().map_err(|e| output(&e))?;
+            String::from_utf8(bytes).map_err(|e| output(&e))
+        }
+        ReportFormat::Table => {
+            let header = [
+                "SUBSCRIPTION",
+                "TENANT",
+                "PRODUCT",
+                "PLAN",
+                "START",
+                "END",
+                "EFFECTIVE END",
+                "STATUS",
+                "DAYS LEFT",
+                "SEATS",
+                "SHARED WITH",
+                "NOTES",
+            ]
+            .map(String::from);
+            let mut table: Vec<Vec<String>> = vec![header.to_vec()];
+            for r in rows {
+                let c = cells(r, ",");
+                let dash = |s: &str| {
+                    if s.is_empty() {
+                        "-".into()
+                    } else {
+                        s.to_string()
+                    }
+                };
+                table.push(vec![
+                    c[0].clone(),
+                    c[1].clone(),
+                    c[2].clone(),
+                    c[3].clone(),
+                    c[4].clone(),
+                    c[5].clone(),
+                    c[6].clone(),
+                    c[7].clone(),
+                    dash(&c[8]),
+                    format!("{}/{}", c[9], c[10]),
+                    dash(&c[11]),
+                    dash(&c[12]),
+                ]);
+            }
+            let widths: Vec<usize> = (0..table[0].len())
+                .map(|i| {
+                    table
+                        .iter()
+                        .map(|r| r[i].chars().count())
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let mut out = format!("# service subscriptions at {}\n", format_instant(at));
+            for r in table {
+                let line: Vec<String> = r
+                    .iter()
+                    .enumerate()
+                    .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+                    .collect();
+                out.push_str(line.join("  ").trim_end());
+                out.push('\n');
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// A row's cells in [`CSV_HEADER`] order; lists joined with `sep`.
+fn cells(r: &ReportRow, sep: &str) -> [String; 13] {
+    [
+        r.subscription.clone(),
+        r.tenant.clone(),
+        r.product.clone(),
+        r.plan.clone(),
+        r.start_date.clone(),
+        r.end_date.clone(),
+        r.effective_end.clone(),
+        r.status.clone(),
+        r.days_left.map(|d| d.to_string()).unwrap_or_default(),
+        r.seats_used.to_string(),
+        r.seats_licensed.to_string(),
+        r.shared_with.join(sep),
+        r.notes.join(sep),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn extension_and_days_left() {
+        let mut sub = fixtures::subscription(
+            "s",
+            "acme",
+            "email-safeguard",
+            "2026-01-01",
+            "2026-12-10",
+            10,
+        );
+        sub.spec.extension = Some(crate::api::Extension {
+            until: crate::api::LicenseDate::new("2027-01-31"),
+            reason: Some("PO, pending".into()),
+        });
+        sub.spec.shared_with = vec![
+            crate::api::TenantName("b".into()),
+            crate::api::TenantName("c".into()),
+        ];
+        let world = World {
+            tenants: vec![fixtures::tenant("acme", &["email-safeguard"], 7)],
+            subscriptions: vec![sub],
+        };
+        let at = crate::cli::evaluate::parse_at("2026-12-15").expect("date");
+        let rows = rows(&world, &Policy::default(), at);
+        let r = &rows[0];
+        assert_eq!(r.effective_end, "2027-01-31");
+        // 2027-01-31 ends at 2027-02-01T00:00Z: 48 days after 2026-12-15T00:00Z.
+        assert_eq!(r.days_left, Some(48));
+        assert_eq!(r.status, "Active");
+        assert_eq!(r.notes, ["SharedTenantNotFound"]);
+        let csv = render(&rows, at, ReportFormat::Csv).expect("csv");
+        assert!(
+            csv.ends_with(
+                "s,acme,email-safeguard,Paid,2026-01-01,2026-12-10,2027-01-31,Active,48,7,10,\"b, c\",SharedTenantNotFound\n"
+            ),
+            "{csv}"
+        );
+        let past = crate::cli::evaluate::parse_at("2027-02-01T12:00:00Z").expect("date");
+        assert_eq!(
+            super::rows(&world, &Policy::default(), past)[0].days_left,
+            Some(-1)
+        );
+    }
+}
