@@ -321,6 +321,8 @@ fn rendered_chart_applies_to_the_api_server() {
             format!("RoleBinding/{full}-leader-election"),
             format!("Service/{full}-metrics"),
             format!("ServiceAccount/{full}"),
+            format!("ValidatingAdmissionPolicy/{full}-read-only-settings"),
+            format!("ValidatingAdmissionPolicyBinding/{full}-read-only-settings"),
         ]
     );
     // Read back: the namespaced objects are in the release namespace.
@@ -456,4 +458,39 @@ fn helm_install_upgrade_and_uninstall_keep_the_crds_and_the_data() {
     assert!(out.status.success(), "data kept: {}", describe(&out));
     let _ = kubectl(&["delete", "tenant", &tenant, "--wait=false"]);
     let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+#[test]
+fn chart_ships_the_read_only_admission_policy_of_deploy() {
+    let deploy = std::fs::read_to_string(repo_dir().join("deploy/read-only-policy.yaml"))
+        .expect("deploy/read-only-policy.yaml");
+    let template = std::fs::read_to_string(chart_dir().join("templates/read-only-policy.yaml"))
+        .expect("template");
+    // The chart's copy names the policy after the release; everything else is the same text.
+    let release_named = deploy
+        .replace(
+            "  name: mailsec-read-only-settings\n",
+            "  name: {{ include \"mailsec-operator.fullname\" . }}-read-only-settings\n",
+        )
+        .replace(
+            "  policyName: mailsec-read-only-settings\n",
+            "  policyName: {{ include \"mailsec-operator.fullname\" . }}-read-only-settings\n",
+        );
+    assert_eq!(
+        template,
+        format!("{{{{- if .Values.readOnlyPolicy.enabled }}}}\n{release_named}{{{{- end }}}}\n"),
+        "charts/mailsec-operator/templates/read-only-policy.yaml must be deploy/read-only-policy.yaml named after the release and wrapped in the readOnlyPolicy.enabled condition"
+    );
+    let objs = defaults("mailsec-system");
+    assert_eq!(find(&objs, "ValidatingAdmissionPolicy").len(), 1);
+    assert_eq!(find(&objs, "ValidatingAdmissionPolicyBinding").len(), 1);
+    let off = objects(
+        &render(
+            &json!({"readOnlyPolicy": {"enabled": false}}),
+            "mailsec-operator",
+            "mailsec-system",
+        )
+        .expect("render"),
+    );
+    assert!(find(&off, "ValidatingAdmissionPolicy").is_empty());
 }

@@ -164,6 +164,78 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
     });
     assert!(gone.is_some(), "tenant {b} deleted once forced");
 
+    // Workloads and settings: a suspended tenant's Deployment and StatefulSet scaled down, its
+    // settings ConfigMap written, a Deployment whose label is removed handed back (a get, then
+    // a patch), then a renewal restoring the StatefulSet.
+    let wns = unique_name("rbac-wl");
+    create_namespace(&client, &wns).await;
+    let c = unique_name("rbac-c");
+    create_subscription(
+        &client,
+        &unique_name("rbac-c-old"),
+        &c,
+        ESG,
+        in_secs(-3_600),
+        50,
+    )
+    .await;
+    let mut tc = mailsec_operator::fixtures::tenant(&c, &[ESG], 5);
+    tc.metadata.generation = None;
+    tc.spec.workload_namespaces = vec![wns.as_str().into()];
+    tenants
+        .create(&Default::default(), &tc)
+        .await
+        .expect("create c");
+    kubectl_apply(&deployment_manifest(&wns, "filter", &c, None, 2));
+    kubectl_apply(&deployment_manifest(&wns, "filter2", &c, None, 3));
+    let mut sts = deployment_manifest(&wns, "archive", &c, None, 1);
+    sts["kind"] = json!("StatefulSet");
+    sts["spec"]["serviceName"] = json!("archive");
+    kubectl_apply(&sts);
+    let replicas = |kind: &str, name: &str| {
+        let out = kubectl(&[
+            "get",
+            kind,
+            name,
+            "-n",
+            &wns,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_replicas(&client, &wns, "filter", 0, WAIT).await;
+    wait_replicas(&client, &wns, "filter2", 0, WAIT).await;
+    let down = common::eventually(WAIT, || {
+        (replicas("statefulset", "archive") == "0").then_some(())
+    });
+    assert!(down.is_some(), "the StatefulSet is scaled down");
+    for kind in ["deployment", "statefulset"] {
+        let name = if kind == "deployment" {
+            "filter"
+        } else {
+            "archive"
+        };
+        let out = kubectl(&["label", kind, name, "-n", &wns, "mailsec.io/tenant-"]);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    wait_replicas(&client, &wns, "filter", 2, WAIT).await;
+    let back = common::eventually(WAIT, || {
+        (replicas("statefulset", "archive") == "1").then_some(())
+    });
+    assert!(back.is_some(), "the unlabelled StatefulSet is handed back");
+    create_subscription(
+        &client,
+        &unique_name("rbac-c-new"),
+        &c,
+        ESG,
+        in_secs(86_400),
+        50,
+    )
+    .await;
+    wait_phase(&client, &c, TenantPhase::Active, WAIT).await;
+    wait_replicas(&client, &wns, "filter2", 3, WAIT).await;
+
     // Wait for an Event series (a patch of an Event), then a lease renewal, then stop: the
     // shutdown releases the Lease.
     let events_patched = common::eventually(WAIT, || {
