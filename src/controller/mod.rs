@@ -49,9 +49,11 @@ pub enum Error {
 
 /// Requeue so the next reconcile runs right after `next` (or after [`MAX_REQUEUE`]).
 pub fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
+    // The controller's debounce delays every scheduled reconcile by DEBOUNCE: ask that much
+    // earlier, so the reconcile runs just after the instant (never before: see AFTER_TRANSITION).
     let wait = next
         .and_then(|t| (t - now).to_std().ok())
-        .map(|d| (d + AFTER_TRANSITION).min(MAX_REQUEUE))
+        .map(|d| (d + AFTER_TRANSITION).saturating_sub(DEBOUNCE).min(MAX_REQUEUE))
         .unwrap_or(MAX_REQUEUE);
     Action::requeue(wait)
 }
