@@ -370,3 +370,31 @@ async fn settings_are_projected_and_frozen_while_read_only() {
         "one ConfigMap, nothing deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_workload_namespace_is_a_condition_not_a_stuck_tenant() {
+    operator();
+    let client = cluster().client().await;
+    let t = unique_name("nons");
+    create_subscription(
+        &client,
+        &unique_name("nons-esg"),
+        &t,
+        ESG,
+        in_secs(86_400),
+        50,
+    )
+    .await;
+    let mut tn = mailsec_operator::fixtures::tenant(&t, &[ESG], 10);
+    tn.metadata.generation = None;
+    tn.spec.workload_namespaces = vec![unique_name("absent").as_str().into()];
+    Api::<Tenant>::all(client.clone())
+        .create(&Default::default(), &tn)
+        .await
+        .expect("create");
+    wait_tenant(&client, &t, WAIT, "ProjectionFailed", |tn| {
+        tn.status.as_ref().and_then(|s| s.phase) == Some(TenantPhase::Active)
+            && tenant_condition(tn, "SettingsApplied") == Some((false, "ProjectionFailed".into()))
+    })
+    .await;
+}

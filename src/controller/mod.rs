@@ -53,7 +53,11 @@ pub fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
     // earlier, so the reconcile runs just after the instant (never before: see AFTER_TRANSITION).
     let wait = next
         .and_then(|t| (t - now).to_std().ok())
-        .map(|d| (d + AFTER_TRANSITION).saturating_sub(DEBOUNCE).min(MAX_REQUEUE))
+        .map(|d| {
+            (d + AFTER_TRANSITION)
+                .saturating_sub(DEBOUNCE)
+                .min(MAX_REQUEUE)
+        })
         .unwrap_or(MAX_REQUEUE);
     Action::requeue(wait)
 }

@@ -39,7 +39,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         add_finalizer(&api, &tenant).await?;
     }
 
-    project_settings(&tenant, &mut eval.status, &ctx, now).await?;
+    let projection = project_settings(&tenant, &mut eval.status, &ctx, now).await;
     apply_if_changed(&api, &name, tenant.status.as_ref(), &eval.status).await?;
     let regarding = tenant.object_ref(&());
     for m in std::mem::take(&mut eval.milestones) {
@@ -47,7 +47,13 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     }
     scale_workloads(&tenant, &eval.status, &ctx).await?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
-    Ok(requeue_at(eval.next_transition, now))
+    Ok(match projection {
+        ProjectionOutcome::Done => requeue_at(eval.next_transition, now),
+        ProjectionOutcome::Retry => {
+            let retry = now + chrono::TimeDelta::from_std(PROJECTION_RETRY).unwrap_or_default();
+            requeue_at(eval.next_transition.into_iter().chain([retry]).min(), now)
+        }
+    })
 }
 
 async fn add_finalizer(api: &Api<Tenant>, tenant: &Tenant) -> Result<(), Error> {
@@ -180,10 +186,10 @@ async fn project_settings(
     status: &mut TenantStatus,
     ctx: &Context,
     now: DateTime<Utc>,
-) -> Result<(), Error> {
+) -> ProjectionOutcome {
     let namespaces = &tenant.spec.workload_namespaces;
     if namespaces.is_empty() {
-        return Ok(());
+        return ProjectionOutcome::Done;
     }
     let name = settings_map::configmap_name(&tenant.name_any());
     let current: Vec<_> = namespaces
@@ -200,12 +206,39 @@ async fn project_settings(
         .next()
         .map(|cm| settings_map::read(cm));
     let plan = settings::plan(tenant, status, applied.as_ref());
-    settings::record(status, tenant, &plan, tenant.status.as_ref(), now);
     let data = settings_map::render(&plan.data);
+    // A namespace that does not exist (yet) must not keep the status from being written: the
+    // failure becomes the SettingsApplied condition, and the projection is retried.
+    let mut failures = Vec::new();
     for (ns, cm) in namespaces.iter().zip(&current) {
-        settings_map::apply(&ctx.client, tenant, ns, &data, cm.as_deref()).await?;
+        if let Err(err) = settings_map::apply(&ctx.client, tenant, ns, &data, cm.as_deref()).await {
+            failures.push(format!("namespace {}: {}", ns.0, short_error(&err)));
+        }
     }
-    Ok(())
+    settings::record(status, tenant, &plan, tenant.status.as_ref(), now);
+    if failures.is_empty() {
+        ProjectionOutcome::Done
+    } else {
+        settings::record_failures(status, tenant, &failures, tenant.status.as_ref(), now);
+        ProjectionOutcome::Retry
+    }
+}
+
+/// Whether the settings reached every workload namespace.
+enum ProjectionOutcome {
+    Done,
+    Retry,
+}
+
+/// How soon a failed settings projection is tried again.
+const PROJECTION_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn short_error(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(e) if e.code == 404 => "not found".to_string(),
+        kube::Error::Api(e) => e.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Scales the tenant's workloads to what its status says, and announces what changed.

@@ -111,6 +111,34 @@ pub fn record(
     status.conditions.extend(condition);
 }
 
+/// Records that the settings could not be written everywhere (e.g. a workload namespace that
+/// does not exist): `SettingsApplied=False` with reason `ProjectionFailed`, and the applied
+/// generation left as it was.
+pub fn record_failures(
+    status: &mut TenantStatus,
+    tenant: &Tenant,
+    failures: &[String],
+    previous: Option<&TenantStatus>,
+    now: DateTime<Utc>,
+) {
+    let prev_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let mut set = ConditionSet::new(prev_conditions, tenant.metadata.generation, now);
+    status.settings_applied_generation = previous.and_then(|p| p.settings_applied_generation);
+    set.set(
+        "SettingsApplied",
+        false,
+        "ProjectionFailed",
+        format!(
+            "The settings ConfigMap could not be written: {}; retried every minute",
+            failures.join("; ")
+        ),
+    );
+    status.conditions.retain(|c| c.type_ != "SettingsApplied");
+    status.conditions.extend(set.finish());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,7 +184,10 @@ pub async fn wait_phase(
 /// Asserts that a transition due at `due` was seen at `seen`, not before and within a second.
 pub fn assert_on_time(what: &str, due: DateTime<Utc>, seen: DateTime<Utc>) {
     let late = seen - due;
-    eprintln!("{what}: observed {} ms after it was due", late.num_milliseconds());
+    eprintln!(
+        "{what}: observed {} ms after it was due",
+        late.num_milliseconds()
+    );
     assert!(
         late >= TimeDelta::zero(),
         "{what}: seen {late} BEFORE it was due at {due}"
