@@ -724,21 +724,3 @@ fn sharing_changes_are_reported_once() {
             .is_empty()
     );
 }
-
-#[test]
-fn a_subscription_applied_after_its_tenant_is_not_a_renewal() {
-    let policy = Policy::default();
-    let now = at("2026-06-01T10:00:00Z");
-    let mut t = tenant("acme", &[ESG], 10);
-    t.status = Some(eval_first(&world(vec![t.clone()], vec![]), &policy, now).status);
-    let sub = subscription("s", "acme", ESG, "2026-01-01", "2026-12-31", 50);
-    let te = eval_first(&world(vec![t], vec![sub]), &policy, now + sec(1));
-    assert_eq!(te.status.phase, Some(T::Active));
-    assert!(
-        te.milestones
-            .iter()
-            .all(|m| m.kind != MilestoneKind::Renewed),
-        "{:?}",
-        te.milestones
-    );
-}
