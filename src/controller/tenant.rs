@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::context::Context;
 use super::{Error, requeue_at};
-use crate::api::{ConditionStatus, Subscription, SubscriptionPhase, Tenant};
+use crate::api::{ConditionStatus, Subscription, SubscriptionPhase, Tenant, TenantStatus};
 use crate::effects::events::{Notice, milestone_notice, publish};
 use crate::effects::status::apply_if_changed;
 use crate::engine::{TenantEvaluation, evaluate_tenant};
@@ -37,13 +37,23 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         add_finalizer(&api, &tenant).await?;
     }
 
-    apply_if_changed(&api, &name, tenant.status.as_ref(), &eval.status).await?;
+    apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), &eval.status).await?;
     let regarding = tenant.object_ref(&());
     for m in std::mem::take(&mut eval.milestones) {
         publish(&ctx.recorder, &regarding, &milestone_notice(&m)).await;
     }
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
     Ok(requeue_at(eval.next_transition, now))
+}
+
+/// The part of the stored status this controller writes: everything but `notifications`, which
+/// the notifier owns (its own field manager). Comparing the whole status would see a difference
+/// after every delivery and write forever; applying it would take the outbox over.
+pub fn owned_status(tenant: &Tenant) -> Option<TenantStatus> {
+    tenant.status.clone().map(|mut s| {
+        s.notifications.clear();
+        s
+    })
 }
 
 async fn add_finalizer(api: &Api<Tenant>, tenant: &Tenant) -> Result<(), Error> {
@@ -148,7 +158,7 @@ async fn guard_deletion(
             ready.last_transition_time = prev.last_transition_time;
         }
     }
-    apply_if_changed(api, &name, tenant.status.as_ref(), &eval.status).await?;
+    apply_if_changed(api, &name, owned_status(tenant).as_ref(), &eval.status).await?;
     if !announced {
         publish(
             &ctx.recorder,

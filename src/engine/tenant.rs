@@ -48,6 +48,22 @@ impl MilestoneKind {
         }
     }
 
+    /// Every kind, in the order above.
+    pub const ALL: [MilestoneKind; 7] = [
+        Self::ExpiringSoon,
+        Self::ReadOnly,
+        Self::Suspended,
+        Self::SubscriptionMissing,
+        Self::Renewed,
+        Self::TrialLicense,
+        Self::SeatLimitExceeded,
+    ];
+
+    /// The kind named `name` (as written in `status.milestones[].kind`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// Milestones that restrict or warn, as opposed to good news.
     pub fn is_warning(self) -> bool {
         !matches!(self, Self::Renewed)
@@ -503,6 +519,9 @@ pub fn evaluate_tenant(
         product: Some(m.product.clone()),
         due_at: m.due_at,
         announced_at,
+        subscription: m.subscription.clone(),
+        effective_end_at: m.effective_end_at,
+        suspends_at: m.suspends_at,
     }));
 
     let next_transition = next.into_iter().filter(|t| *t > now).min();
@@ -512,6 +531,7 @@ pub fn evaluate_tenant(
         next_transition_at: next_transition,
         conditions: conditions.finish(),
         milestones: records,
+        notifications: Vec::new(),
         observed_generation: generation,
     };
     TenantEvaluation {
