@@ -4,6 +4,7 @@
 pub mod api_counter;
 pub mod context;
 pub mod feed;
+pub mod notifier;
 pub mod subscription;
 pub mod tenant;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -57,6 +58,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Name of this instance in Events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// The notifier (e-mail and webhook deliveries of milestones); None: off.
+    pub notifier: Option<crate::notify::NotifierConfig>,
 }
 
 fn error_policy<K: kube::Resource<DynamicType = ()>>(
@@ -78,8 +81,14 @@ pub async fn run(
 ) {
     let tenants_api: Api<Tenant> = Api::all(client.clone());
     let subs_api: Api<Subscription> = Api::all(client.clone());
-    // Tenants feed: the tenant controller, its co-tenant trigger, the subscription controller.
-    let tenants = feed(tenants_api, watcher::Config::default().any_semantic(), 3);
+    // Tenants feed: the tenant controller, its co-tenant trigger, the subscription controller,
+    // and the notifier when it runs.
+    let consumers = if settings.notifier.is_some() { 4 } else { 3 };
+    let tenants = feed(
+        tenants_api,
+        watcher::Config::default().any_semantic(),
+        consumers,
+    );
     // Subscriptions feed: the subscription controller, the tenant controller.
     let subs = feed(subs_api, watcher::Config::default().any_semantic(), 2);
 
@@ -107,6 +116,7 @@ pub async fn run(
     let (Some(s_main), Some(s_for_tenants)) = (sub_outlets.next(), sub_outlets.next()) else {
         return;
     };
+    let t_notify = tenant_outlets.next();
 
     // A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
     // one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
@@ -178,7 +188,7 @@ pub async fn run(
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(stopped(stop_rx))
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(subscription::reconcile, error_policy, ctx.clone())
         .for_each(|result| {
             let ctx = ctx.clone();
@@ -190,10 +200,40 @@ pub async fn run(
             }
         });
 
+    // The notifier: its own controller over the same Tenant cache (no second watch), with its
+    // own queue, so slow mail servers never hold up the lifecycle.
+    let notifier_controller = match (settings.notifier.clone(), t_notify) {
+        (Some(config), Some(outlet)) => {
+            let n = Arc::new(notifier::Notifier {
+                ctx: ctx.clone(),
+                config,
+            });
+            Controller::for_stream(trigger(outlet), tenants.store.clone())
+                .with_config(
+                    ControllerConfig::default()
+                        .concurrency(settings.concurrency)
+                        .debounce(DEBOUNCE),
+                )
+                .graceful_shutdown_on(stopped(stop_rx.clone()))
+                .run(notifier::reconcile, notifier::error_policy, n.clone())
+                .for_each(move |result| {
+                    let n = n.clone();
+                    async move {
+                        match result {
+                            Ok((obj, _)) => n.ctx.succeeded(&format!("Notifier/{}", obj.name)),
+                            Err(err) => tracing::debug!(error = %err, "notifier"),
+                        }
+                    }
+                })
+                .boxed()
+        }
+        _ => futures::future::ready(()).boxed(),
+    };
+
     let feeds = futures::future::join(tenants.driver, subs.driver);
     tokio::select! {
         _ = feeds => tracing::error!("watches ended unexpectedly"),
-        _ = futures::future::join(tenant_controller, subscription_controller) => {},
+        _ = futures::future::join3(tenant_controller, subscription_controller, notifier_controller) => {},
         _ = async {
             shutdown.await;
             tracing::info!("shutting down: finishing reconciles in flight");
