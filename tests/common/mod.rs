@@ -463,3 +463,4 @@ fn start_envtest(
     Ok((kubeconfig, env))
 }
 pub mod operator;
+pub mod sinks;
