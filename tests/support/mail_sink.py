@@ -19,6 +19,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 
 from aiosmtpd.controller import Controller
 
@@ -65,6 +67,19 @@ class Sink:
         return "250 Message accepted for delivery"
 
 
+def exit_with_parent():
+    """Exit when the test process that started us is gone (it may never stop us itself)."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
@@ -72,6 +87,7 @@ def main():
     p.add_argument("--hold-first", type=int, default=0)
     p.add_argument("--hold-secs", type=float, default=30.0)
     a = p.parse_args()
+    exit_with_parent()
     os.makedirs(a.dir, exist_ok=True)
     controller = Controller(
         Sink(a.dir, a.hold_first, a.hold_secs), hostname="127.0.0.1", port=a.port

@@ -14,8 +14,22 @@ import hmac
 import json
 import os
 import sys
+import time
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def exit_with_parent():
+    """Exit when the test process that started us is gone (it may never stop us itself)."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def main():
@@ -25,6 +39,7 @@ def main():
     p.add_argument("--secret", required=True)
     p.add_argument("--fail-first", type=int, default=0)
     a = p.parse_args()
+    exit_with_parent()
     os.makedirs(a.dir, exist_ok=True)
     lock = threading.Lock()
     state = {"n": 0, "fail": a.fail_first}
