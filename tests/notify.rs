@@ -46,6 +46,18 @@ struct Harness {
 }
 
 impl Harness {
+    /// Starts the SMTP server again if a failed test left it stopped.
+    fn ensure_up(&self) {
+        let mut mail = self.mail.lock().unwrap_or_else(|p| p.into_inner());
+        if !mail.running() {
+            *mail = Sink::mail(
+                self.smtp_port,
+                &self.base.join(format!("mail-{}", unique_name("up"))),
+                &[],
+            );
+        }
+    }
+
     /// Everything the SMTP server received (in every directory it wrote to), in order.
     fn mails(&self) -> Vec<Value> {
         dirs(&self.base, "mail")
@@ -193,15 +205,13 @@ fn rcpt(mail: &Value) -> String {
     mail["rcpt_tos"][0].as_str().unwrap_or_default().to_string()
 }
 
-/// Runs a tenant through ExpiringSoon, ReadOnly, Suspended and back (Renewed): returns the end
-/// instant E and the renewal's end.
+/// Runs a tenant whose subscription ends at `end` through ExpiringSoon, ReadOnly, Suspended and
+/// back (Renewed): returns `end` and the renewal's end.
 async fn run_out_and_renew(
     client: &kube::Client,
     tenant: &str,
-    end_in: i64,
+    end: DateTime<Utc>,
 ) -> (DateTime<Utc>, DateTime<Utc>) {
-    let end = in_secs(end_in);
-    create_subscription(client, &format!("{tenant}-esg"), tenant, ESG, end, 50).await;
     wait_phase(client, tenant, TenantPhase::Suspended, WAIT).await;
     let renewed_end = in_secs(86_400 * 365);
     create_subscription(
@@ -221,6 +231,7 @@ async fn run_out_and_renew(
 async fn each_milestone_is_mailed_once_to_each_admin_in_english_and_japanese() {
     let _turn = SERIAL.lock().await;
     let h = harness();
+    h.ensure_up();
     let client = cluster().client().await;
     let en = unique_name("notify-en");
     let ja = unique_name("notify-ja");
@@ -232,12 +243,18 @@ async fn each_milestone_is_mailed_once_to_each_admin_in_english_and_japanese() {
         ("joho@globex.example.jp", Some("情報システム部")),
         ("kanri@globex.example.jp", None),
     ];
+    // Subscriptions first, so that no tenant is ever seen without one (which would be a
+    // SubscriptionMissing milestone, and its coverage a Renewed one).
+    let end = in_secs(5);
+    for t in [&en, &ja] {
+        create_subscription(&client, &format!("{t}-esg"), t, ESG, end, 50).await;
+    }
     create_tenant_with(&client, &en, "Globex Corp", Locale::En, &en_admins).await;
     create_tenant_with(&client, &ja, "グローバル株式会社", Locale::Ja, &ja_admins).await;
     let before = h.stats.snapshot();
     let (en_run, ja_run) = tokio::join!(
-        run_out_and_renew(&client, &en, 5),
-        run_out_and_renew(&client, &ja, 5)
+        run_out_and_renew(&client, &en, end),
+        run_out_and_renew(&client, &ja, end)
     );
     let kinds = ["ExpiringSoon", "ReadOnly", "Suspended", "Renewed"];
 
@@ -518,12 +535,13 @@ async fn each_milestone_is_mailed_once_to_each_admin_in_english_and_japanese() {
 async fn an_smtp_outage_ends_in_delivery_once_and_a_failing_webhook_is_retried() {
     let _turn = SERIAL.lock().await;
     let h = harness();
+    h.ensure_up();
     let client = cluster().client().await;
     // The SMTP server goes down; the webhook answers 503 to its next 2 calls (fewer than the 3
     // attempts after which an entry is marked Failed).
-    h.mail.lock().expect("mail sink").stop();
+    h.mail.lock().unwrap_or_else(|p| p.into_inner()).stop();
     {
-        let mut hook = h.hook.lock().expect("hook sink");
+        let mut hook = h.hook.lock().unwrap_or_else(|p| p.into_inner());
         hook.stop();
         *hook = Sink::webhook(
             h.hook_port,
@@ -534,10 +552,10 @@ async fn an_smtp_outage_ends_in_delivery_once_and_a_failing_webhook_is_retried()
     }
     let t = unique_name("outage");
     let admins = [("one@initech.example", None), ("two@initech.example", None)];
-    create_tenant_with(&client, &t, "Initech", Locale::En, &admins).await;
     let before = h.stats.snapshot();
     let end = in_secs(4);
     create_subscription(&client, &format!("{t}-esg"), &t, ESG, end, 50).await;
+    create_tenant_with(&client, &t, "Initech", Locale::En, &admins).await;
     wait_phase(&client, &t, TenantPhase::Suspended, WAIT).await;
 
     // While the server is down, the e-mails of all three milestones are tried, fail, and are
@@ -605,7 +623,7 @@ async fn an_smtp_outage_ends_in_delivery_once_and_a_failing_webhook_is_retried()
         &h.base.join(format!("mail-{}", unique_name("back"))),
         &[],
     );
-    *h.mail.lock().expect("mail sink") = back;
+    *h.mail.lock().unwrap_or_else(|p| p.into_inner()) = back;
     wait_count("e-mails after the outage", 6, || mails_of(h, &t).len()).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mails = mails_of(h, &t);
@@ -649,4 +667,60 @@ async fn an_smtp_outage_ends_in_delivery_once_and_a_failing_webhook_is_retried()
 
 async fn tenant_status(client: &kube::Client, name: &str) -> mailsec_operator::api::TenantStatus {
     tenant(client, name).await.status.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn milestones_missed_while_the_operator_was_down_are_mailed_once_marked_late() {
+    let _turn = SERIAL.lock().await;
+    let h = harness();
+    h.ensure_up();
+    let client = cluster().client().await;
+    let t = unique_name("notify-late");
+    let admin = "late@umbrella.example";
+    // A subscription that ran out two hours ago, seen for the first time now (as after an
+    // operator outage): all three milestones are announced at once, late.
+    let end = in_secs(-7200);
+    create_subscription(&client, &format!("{t}-esg"), &t, ESG, end, 50).await;
+    create_tenant_with(&client, &t, "Umbrella", Locale::En, &[(admin, None)]).await;
+    wait_phase(&client, &t, TenantPhase::Suspended, WAIT).await;
+    wait_count("late e-mails", 3, || mails_of(h, &t).len()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mails = mails_of(h, &t);
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    let kinds: BTreeSet<String> = mails.iter().map(kind_of).collect();
+    assert_eq!(
+        kinds,
+        ["ExpiringSoon", "ReadOnly", "Suspended"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    for m in &mails {
+        let body = field(m, "body").replace("\r\n", "\n");
+        assert!(
+            body.contains("This notice is late: it was due on"),
+            "{body}"
+        );
+    }
+    let status = tenant_status(&client, &t).await;
+    let email_entries: Vec<_> = status
+        .notifications
+        .iter()
+        .filter(|e| e.channel == NotificationChannel::Email)
+        .collect();
+    assert_eq!(email_entries.len(), 3);
+    assert!(
+        email_entries
+            .iter()
+            .all(|e| e.late && e.state == NotificationState::Delivered),
+        "{email_entries:#?}"
+    );
+    let late_calls = hooks_of(h, &t);
+    assert!(
+        late_calls
+            .iter()
+            .filter(|r| r["status"] == 200)
+            .all(|r| r["body"]["milestone"]["late"] == true),
+        "{late_calls:#?}"
+    );
 }

@@ -104,6 +104,11 @@ impl Sink {
         }
     }
 
+    /// True until [`Sink::stop`].
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// What it received, in order.
     pub fn received(&self) -> Vec<serde_json::Value> {
         read_records(&self.dir)
