@@ -724,3 +724,94 @@ async fn milestones_missed_while_the_operator_was_down_are_mailed_once_marked_la
         "{late_calls:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_is_confirmed_once_to_the_admins_of_both_tenants() {
+    let _turn = SERIAL.lock().await;
+    let h = harness();
+    h.ensure_up();
+    let client = cluster().client().await;
+    let from = unique_name("xfer-from");
+    let to = unique_name("xfer-to");
+    // Each tenant keeps its own base subscription; an extra one moves from `from` to `to`.
+    let far = in_secs(86_400 * 60);
+    create_subscription(&client, &format!("{from}-own"), &from, ESG, far, 50).await;
+    create_subscription(&client, &format!("{to}-own"), &to, ESG, far, 50).await;
+    let moving = format!("{from}-extra");
+    create_subscription(&client, &moving, &from, ESG, far, 50).await;
+    create_tenant_with(
+        &client,
+        &from,
+        "From Corp",
+        Locale::En,
+        &[("a@from.example", None)],
+    )
+    .await;
+    create_tenant_with(
+        &client,
+        &to,
+        "移行先株式会社",
+        Locale::Ja,
+        &[("b@to.example", None)],
+    )
+    .await;
+    wait_phase(&client, &from, TenantPhase::Active, WAIT).await;
+    wait_phase(&client, &to, TenantPhase::Active, WAIT).await;
+
+    let subs: Api<mailsec_operator::api::Subscription> = Api::all(client.clone());
+    subs.patch(
+        &moving,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"tenantRef": to}})),
+    )
+    .await
+    .expect("transfer");
+
+    wait_count("transfer e-mails", 2, || {
+        mails_of(h, &from).len() + mails_of(h, &to).len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = mails_of(h, &from);
+    let inn = mails_of(h, &to);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(inn.len(), 1, "{inn:#?}");
+    assert_eq!(kind_of(&out[0]), "TransferredOut");
+    assert_eq!(
+        field(&out[0], "subject"),
+        format!("Subscription {moving} (Email Safeguard) was transferred away from From Corp")
+    );
+    assert!(
+        field(&out[0], "body").contains(&format!(
+            "was transferred from tenant From Corp ({from}) to tenant {to} on"
+        )),
+        "{:#?}",
+        out[0]
+    );
+    assert_eq!(kind_of(&inn[0]), "TransferredIn");
+    assert_eq!(
+        field(&inn[0], "subject"),
+        format!("移行先株式会社: サブスクリプション {moving} (Email Safeguard) が転送されました")
+    );
+    assert!(
+        field(&inn[0], "body").contains(&format!(
+            "テナント {from} からテナント「移行先株式会社」({to}) へ転送されました"
+        )),
+        "{:#?}",
+        inn[0]
+    );
+    // The Events stay those of the Subscription controller (no second Event per transfer).
+    assert_eq!(
+        count_events(&client, "Tenant", &to, "SubscriptionTransferredIn").await,
+        1
+    );
+    assert_eq!(
+        count_events(&client, "Tenant", &to, "TransferredIn").await,
+        0
+    );
+    let hooks: Vec<String> = hooks_of(h, &to)
+        .iter()
+        .map(|r| field(r, "kind").to_string())
+        .collect();
+    assert_eq!(hooks, ["TransferredIn"]);
+}

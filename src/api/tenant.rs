@@ -253,7 +253,8 @@ pub struct ServiceStatus {
 pub struct MilestoneRecord {
     /// Stable id: kind, product and the instant it is about, e.g. `ReadOnly/email-safeguard/2027-01-01T00:00:00Z`.
     pub id: String,
-    /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`, `SeatLimitExceeded`.
+    /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`,
+    /// `SeatLimitExceeded`, `TransferredIn`, `TransferredOut`.
     pub kind: String,
     /// The product it is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,6 +270,9 @@ pub struct MilestoneRecord {
     /// The subscription it is about (the one to renew), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
+    /// For a transfer: the other tenant (where the subscription came from, or went to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// The end of coverage the milestone is about.
     #[serde(
         default,

@@ -70,11 +70,12 @@ pub struct NotifyArgs {
     )]
     pub webhook_secret_file: Option<PathBuf>,
     /// Milestones that are notified, comma-separated, from: ExpiringSoon, ReadOnly, Suspended,
-    /// SubscriptionMissing, Renewed, TrialLicense, SeatLimitExceeded.
+    /// SubscriptionMissing, Renewed, TrialLicense, SeatLimitExceeded, TransferredIn,
+    /// TransferredOut.
     #[arg(
         long,
         env = "MAILSEC_NOTIFY_MILESTONES",
-        default_value = "ExpiringSoon,ReadOnly,Suspended,Renewed",
+        default_value = "ExpiringSoon,ReadOnly,Suspended,Renewed,TransferredIn,TransferredOut",
         help_heading = "Notifications"
     )]
     pub notify_milestones: String,

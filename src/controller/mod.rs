@@ -139,6 +139,11 @@ pub async fn run(
             if let Some(status) = &sub.status {
                 names.extend(status.tenant.iter().cloned());
                 names.extend(status.shared_with.iter().cloned());
+                // Both parties of the latest transfer (its confirmation milestones).
+                if let Some(t) = status.transfers.last() {
+                    names.push(t.from.clone());
+                    names.push(t.to.clone());
+                }
             }
             names.sort();
             names.dedup();

@@ -117,6 +117,7 @@ impl Notifier {
                 .suspends_at
                 .or_else(|| service.and_then(|s| s.suspends_at)),
             late: outbox::is_late(m, policy.late_after),
+            peer: m.peer.clone(),
             product,
         })
     }

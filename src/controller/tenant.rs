@@ -40,6 +40,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), &eval.status).await?;
     let regarding = tenant.object_ref(&());
     for m in std::mem::take(&mut eval.milestones) {
+        if m.kind.is_transfer() {
+            continue; // announced on both tenants by the Subscription controller
+        }
         publish(&ctx.recorder, &regarding, &milestone_notice(&m)).await;
     }
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");

@@ -26,11 +26,13 @@ pub use outbox::Retry;
 pub const FIELD_MANAGER: &str = "mailsec-operator-notifier";
 
 /// The milestone kinds notified unless configured otherwise.
-pub const DEFAULT_KINDS: [MilestoneKind; 4] = [
+pub const DEFAULT_KINDS: [MilestoneKind; 6] = [
     MilestoneKind::ExpiringSoon,
     MilestoneKind::ReadOnly,
     MilestoneKind::Suspended,
     MilestoneKind::Renewed,
+    MilestoneKind::TransferredIn,
+    MilestoneKind::TransferredOut,
 ];
 
 /// Why a notification setting was refused, or a delivery failed.
@@ -218,7 +220,9 @@ mod tests {
 
     #[test]
     fn milestone_lists() {
-        let kinds = parse_kinds("ExpiringSoon, ReadOnly,Suspended,Renewed").unwrap();
+        let kinds =
+            parse_kinds("ExpiringSoon, ReadOnly,Suspended,Renewed,TransferredIn,TransferredOut")
+                .unwrap();
         assert_eq!(kinds, DEFAULT_KINDS.into_iter().collect());
         assert!(parse_kinds("").unwrap().is_empty());
         let err = parse_kinds("ExpiringSoon,Expired").unwrap_err().to_string();

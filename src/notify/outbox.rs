@@ -336,6 +336,7 @@ mod tests {
             due_at: t(due),
             announced_at: t(announced),
             subscription: Some("s".into()),
+            peer: None,
             effective_end_at: None,
             suspends_at: None,
         }

@@ -33,6 +33,8 @@ pub struct Facts {
     pub suspends_at: Option<DateTime<Utc>>,
     /// Announced late (the operator was not running when it was due).
     pub late: bool,
+    /// For a transfer: the other tenant.
+    pub peer: Option<String>,
 }
 
 /// The next thing that happens unless the administrator acts.
@@ -80,9 +82,11 @@ pub fn next_step(f: &Facts) -> Option<NextStep> {
             f.suspends_at.map(NextStep::Suspended)
         }
         MilestoneKind::TrialLicense => f.effective_end_at.map(NextStep::TrialEnds),
-        MilestoneKind::Suspended | MilestoneKind::Renewed | MilestoneKind::SeatLimitExceeded => {
-            None
-        }
+        MilestoneKind::Suspended
+        | MilestoneKind::Renewed
+        | MilestoneKind::SeatLimitExceeded
+        | MilestoneKind::TransferredIn
+        | MilestoneKind::TransferredOut => None,
     }
 }
 
@@ -121,6 +125,7 @@ pub fn render(locale: Locale, f: &Facts, name: Option<&str>) -> Text {
 
 /// The strings every template uses.
 struct Parts {
+    peer: String,
     display: String,
     tenant: String,
     product: String,
@@ -140,6 +145,7 @@ fn parts(locale: Locale, f: &Facts) -> Parts {
             .unwrap_or_else(|| unknown.to_string())
     };
     Parts {
+        peer: f.peer.clone().unwrap_or_else(|| unknown.to_string()),
         display: f.display_name.clone(),
         tenant: f.tenant.clone(),
         product: product_name(&f.product),
@@ -156,6 +162,7 @@ fn parts(locale: Locale, f: &Facts) -> Parts {
 fn english(f: &Facts, name: Option<&str>) -> Text {
     let p = parts(Locale::En, f);
     let Parts {
+        peer,
         display,
         tenant,
         product,
@@ -253,6 +260,28 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
                 .to_string(),
             format!("Buy more seats for subscription {sub} or reduce its users."),
         ),
+        MilestoneKind::TransferredIn => (
+            format!("Subscription {sub} ({product}) was transferred to {display}"),
+            format!(
+                "Subscription {sub} for {product} was transferred from tenant {peer} to tenant \
+                 {display} ({tenant}) on {due}. It now covers {display}, until {end}."
+            ),
+            "Nothing. If you did not expect this transfer, contact your reseller or support."
+                .to_string(),
+            "No action needed.".to_string(),
+        ),
+        MilestoneKind::TransferredOut => (
+            format!("Subscription {sub} ({product}) was transferred away from {display}"),
+            format!(
+                "Subscription {sub} for {product} was transferred from tenant {display} \
+                 ({tenant}) to tenant {peer} on {due}. It no longer covers {display}."
+            ),
+            format!(
+                "If {display} still uses {product}, make sure another subscription covers it; \
+                 a tenant that is no longer used can be deleted."
+            ),
+            format!("If {display} still uses {product}, make sure another subscription covers it."),
+        ),
     };
     let mut body = String::new();
     body.push_str(&match name {
@@ -283,6 +312,7 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
 fn japanese(f: &Facts, name: Option<&str>) -> Text {
     let p = parts(Locale::Ja, f);
     let Parts {
+        peer,
         display,
         tenant,
         product,
@@ -377,6 +407,29 @@ fn japanese(f: &Facts, name: Option<&str>) -> Text {
                 .to_string(),
             format!("サブスクリプション {sub} のライセンス数を追加するか、ユーザー数を減らしてください。"),
         ),
+        MilestoneKind::TransferredIn => (
+            format!("{display}: サブスクリプション {sub} ({product}) が転送されました"),
+            format!(
+                "サブスクリプション {sub} ({product}) は {due} にテナント {peer} から\
+                 テナント「{display}」({tenant}) へ転送されました。\
+                 今後はこのテナントで {end} まで有効です。"
+            ),
+            "ありません。心当たりのない転送の場合は、購入元の販売代理店またはサポートセンターにお問い合わせください。"
+                .to_string(),
+            "対応は不要です。".to_string(),
+        ),
+        MilestoneKind::TransferredOut => (
+            format!("{display}: サブスクリプション {sub} ({product}) が他のテナントへ転送されました"),
+            format!(
+                "サブスクリプション {sub} ({product}) は {due} にテナント「{display}」({tenant}) から\
+                 テナント {peer} へ転送されました。このテナントでは無効になりました。"
+            ),
+            format!(
+                "このテナントで引き続き {product} を利用する場合は、別のサブスクリプションを用意してください。\
+                 利用していないテナントであれば削除できます。"
+            ),
+            format!("このテナントで {product} を引き続き利用する場合は、別のサブスクリプションを用意してください。"),
+        ),
     };
     let mut body = String::new();
     body.push_str(&match name {
@@ -437,6 +490,7 @@ mod tests {
             effective_end_at: Some(end),
             suspends_at: Some(susp),
             late: false,
+            peer: Some("globex-old".into()),
         }
     }
 
@@ -600,6 +654,49 @@ mod tests {
                     "必要な対応: ライセンス数を追加購入",
                 ],
             ),
+            (
+                TransferredIn,
+                Locale::En,
+                &["globex-esg-2026", "was transferred to Globex Japan"],
+                &[
+                    "from tenant globex-old to tenant Globex Japan (globex) on 2026-12-15 00:00 UTC",
+                    "until 2027-01-01 00:00 UTC",
+                    "What to do: Nothing.",
+                ],
+            ),
+            (
+                TransferredIn,
+                Locale::Ja,
+                &["globex-esg-2026", "転送されました", "Globex Japan"],
+                &[
+                    "テナント globex-old からテナント「Globex Japan」(globex) へ転送されました",
+                    "2027年1月1日 00:00 (UTC) まで有効",
+                    "必要な対応: ありません。",
+                ],
+            ),
+            (
+                TransferredOut,
+                Locale::En,
+                &["globex-esg-2026", "was transferred away from Globex Japan"],
+                &[
+                    "from tenant Globex Japan (globex) to tenant globex-old on 2026-12-15 00:00 UTC",
+                    "no longer covers",
+                    "What to do: If Globex Japan still uses Email Safeguard",
+                ],
+            ),
+            (
+                TransferredOut,
+                Locale::Ja,
+                &[
+                    "globex-esg-2026",
+                    "他のテナントへ転送されました",
+                    "Globex Japan",
+                ],
+                &[
+                    "テナント「Globex Japan」(globex) からテナント globex-old へ転送されました",
+                    "必要な対応: このテナントで引き続き Email Safeguard を利用する場合",
+                ],
+            ),
         ];
         // Every kind is covered in both languages.
         for kind in MilestoneKind::ALL {
@@ -676,6 +773,8 @@ mod tests {
             (Suspended, None),
             (Renewed, None),
             (SeatLimitExceeded, None),
+            (TransferredIn, None),
+            (TransferredOut, None),
         ];
         for (kind, want) in cases {
             assert_eq!(next_step(&facts(kind, true)), want, "{kind:?}");
