@@ -517,6 +517,28 @@ async fn each_milestone_is_mailed_once_to_each_admin_in_english_and_japanese() {
             "{controller}"
         );
     }
+    // How long after its milestone was due each e-mail reached the server.
+    let mut delays: Vec<f64> = Vec::new();
+    for tenant in [&en, &ja] {
+        let status = tenant_status(&client, tenant).await;
+        for m in mails_of(h, tenant) {
+            let due = status
+                .milestones
+                .iter()
+                .find(|r| r.id == field(&m, "milestone"))
+                .map(|r| r.due_at.timestamp_millis() as f64 / 1000.0);
+            if let (Some(due), Some(at)) = (due, m["received_at"].as_f64()) {
+                delays.push(at - due);
+            }
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    eprintln!(
+        "e-mail delivery after the milestone was due: median {:.3} s, max {:.3} s over {} mails",
+        delays.get(delays.len() / 2).copied().unwrap_or_default(),
+        delays.last().copied().unwrap_or_default(),
+        delays.len()
+    );
     let after = h.stats.snapshot();
     assert!(
         after.emails_delivered - before.emails_delivered >= 16,
@@ -814,4 +836,55 @@ async fn a_transfer_is_confirmed_once_to_the_admins_of_both_tenants() {
         .map(|r| field(r, "kind").to_string())
         .collect();
     assert_eq!(hooks, ["TransferredIn"]);
+}
+
+/// The claim before a send carries the resourceVersion the notifier read: a write on a stale
+/// read is refused, so two notifiers (a leader hand-over) can not both claim one attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_on_a_stale_read_is_refused() {
+    use kube::ResourceExt;
+    use mailsec_operator::api::NotificationRecord;
+    use mailsec_operator::effects::notifications::apply_outbox;
+    let client = cluster().client().await;
+    let t = unique_name("claim");
+    create_tenant_with(
+        &client,
+        &t,
+        "Claim",
+        Locale::En,
+        &[("c@claim.example", None)],
+    )
+    .await;
+    let api: Api<Tenant> = Api::all(client.clone());
+    let read = api.get(&t).await.expect("read");
+    let stale = read.resource_version().expect("resourceVersion");
+    api.patch(
+        &t,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            serde_json::json!({"metadata": {"annotations": {"touched": "yes"}}}),
+        ),
+    )
+    .await
+    .expect("someone else writes");
+    let entry = NotificationRecord {
+        id: "ReadOnly/email-safeguard/x/Email/c@claim.example".into(),
+        milestone: "ReadOnly/email-safeguard/x".into(),
+        channel: NotificationChannel::Email,
+        recipient: "c@claim.example".into(),
+        state: NotificationState::Pending,
+        attempts: 1,
+        last_error: None,
+        last_attempt_at: Some(Utc::now()),
+        next_attempt_at: None,
+        delivered_at: None,
+        late: false,
+        delivery_id: None,
+    };
+    match apply_outbox(&api, &t, std::slice::from_ref(&entry), Some(&stale)).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409, "{e:?}"),
+        other => panic!("a claim on a stale read must be refused: {other:?}"),
+    }
+    let now = api.get(&t).await.expect("read").status.unwrap_or_default();
+    assert!(now.notifications.is_empty(), "nothing was written");
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A real SMTP server for the notification tests (aiosmtpd), on loopback.
 
-Every message it accepts is written to DIR as N.eml (the raw message) and N.json (envelope and
-decoded headers and text), N counting from 1, before the server answers 250. Prints "ready"
+Every message it accepts is written to DIR as N.eml (the raw message) and N.json (envelope,
+decoded headers and text, and received_at in Unix seconds), N counting from 1, before the server answers 250. Prints "ready"
 once it listens; runs until killed.
 
   mail_sink.py --port 2525 --dir /tmp/mails [--hold-first 1 --hold-secs 30]
@@ -40,6 +40,7 @@ class Sink:
         body = msg.get_body(preferencelist=("plain",))
         record = {
             "n": n,
+            "received_at": time.time(),
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "message_id": str(msg.get("Message-ID", "")),
