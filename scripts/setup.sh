@@ -1,5 +1,6 @@
 # Sourced by scripts/test.sh and scripts/run-local.sh: installs what a fresh machine of this kind
-# lacks (it has the Rust toolchain, python3/pip, node/npm and apt) and finds envtest.
+# lacks (it has the Rust toolchain, python3/pip, node/npm and apt: system tools, kubectl, aiosmtpd
+# for the notification tests) and finds envtest.
 # Sets ENVTEST_SH unless MAILSEC_TEST_KUBECONFIG names an existing cluster, and MAILSEC_PYTHON:
 # a Python with the real Helm engine (helm-python-sdk) and a Lua interpreter (lupa) for the
 # chart and GitOps tests.
@@ -37,6 +38,19 @@ if ! command -v kubectl >/dev/null 2>&1; then
   else
     setup_die "kubectl is missing and no apt source offers it: install kubectl >= 1.24"
   fi
+fi
+
+# aiosmtpd (PyPI): the real SMTP server the notification tests deliver to.
+if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    ((apt_updated)) || { as_root apt-get update -qq; apt_updated=1; }
+    setup_log "installing python3-pip"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
+  fi
+  setup_log "installing aiosmtpd (pip)"
+  python3 -m pip install --quiet aiosmtpd 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages aiosmtpd \
+    || setup_die "could not install aiosmtpd with pip"
 fi
 
 if [[ -z "${MAILSEC_TEST_KUBECONFIG:-}" ]]; then

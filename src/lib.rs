@@ -1,7 +1,8 @@
 //! mailsec-operator: the licensing lifecycle of a multi-tenant email-security service on Kubernetes.
 //!
 //! Layers, in the direction data flows:
-//! [`api`] types → pure [`engine`] → [`controller`]s → [`effects`] (status, events) → [`cli`].
+//! [`api`] types → pure [`engine`] → [`controller`]s → [`effects`] (status, events, outbox) →
+//! [`cli`]; [`notify`] holds the notification texts, the outbox planning and the channels.
 
 pub mod api;
 pub mod cli;
@@ -12,4 +13,5 @@ pub mod fixtures;
 pub mod manifests;
 pub mod metrics;
 pub mod server;
+pub mod notify;
 pub mod telemetry;

@@ -16,8 +16,8 @@ pub use subscription::{
     Transfer,
 };
 pub use tenant::{
-    Admin, Locale, MilestoneRecord, ServicePhase, ServiceSpec, ServiceStatus, Tenant, TenantPhase,
-    TenantSpec, TenantStatus,
+    Admin, Locale, MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState,
+    ServicePhase, ServiceSpec, ServiceStatus, Tenant, TenantPhase, TenantSpec, TenantStatus,
 };
 
 /// The API group of both resources.

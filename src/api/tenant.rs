@@ -178,6 +178,14 @@ pub struct TenantStatus {
     /// `observedGeneration` while changed settings are held back because a service is read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings_applied_generation: Option<i64>,
+    /// The notifier's outbox: one entry per milestone, channel and recipient, recorded before
+    /// each delivery attempt and after it, so that every notification is delivered once, also
+    /// across operator restarts and mail or webhook outages. Written only by the notifier
+    /// (field manager `mailsec-operator-notifier`); delivered entries are kept while their
+    /// milestone is recorded and recent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    pub notifications: Vec<NotificationRecord>,
     /// The `.metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -249,7 +257,8 @@ pub struct ServiceStatus {
 pub struct MilestoneRecord {
     /// Stable id: kind, product and the instant it is about, e.g. `ReadOnly/email-safeguard/2027-01-01T00:00:00Z`.
     pub id: String,
-    /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`, `SeatLimitExceeded`.
+    /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`,
+    /// `SeatLimitExceeded`, `TransferredIn`, `TransferredOut`.
     pub kind: String,
     /// The product it is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +271,116 @@ pub struct MilestoneRecord {
     #[serde(with = "super::date::rfc3339")]
     #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub announced_at: DateTime<Utc>,
+    /// The subscription it is about (the one to renew), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
+    /// For a transfer: the other tenant (where the subscription came from, or went to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The end of coverage the milestone is about.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
+    pub effective_end_at: Option<DateTime<Utc>>,
+    /// When the service is (or was) suspended unless renewed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
+    pub suspends_at: Option<DateTime<Utc>>,
+}
+
+/// One notification of a milestone to one recipient over one channel (an outbox entry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRecord {
+    /// `<milestone id>/<channel>/<recipient>`, e.g.
+    /// `ReadOnly/email-safeguard/2027-01-01T00:00:00Z/Email/admin@example.com`.
+    pub id: String,
+    /// The milestone delivered (`status.milestones[].id`).
+    pub milestone: String,
+    /// `Email` or `Webhook`.
+    pub channel: NotificationChannel,
+    /// The administrator's e-mail address, or `webhook`.
+    pub recipient: String,
+    /// `Pending` (not delivered yet, retried), `Delivered`, or `Failed` (still retried, at the
+    /// longest retry interval; the error is in `lastError`).
+    pub state: NotificationState,
+    /// Delivery attempts started so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the last attempt started.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due (absent once delivered).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the recipient's server accepted it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::date::rfc3339::option"
+    )]
+    #[schemars(schema_with = "crate::api::date::instant_schema")]
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The milestone was announced late (the operator was not running when it was due).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
+    /// The `Message-ID` of the e-mail, or the `X-Mailsec-Delivery` id of the webhook call: the
+    /// same on every attempt, so receivers can drop a repeated delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+}
+
+/// How a notification is delivered.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum NotificationChannel {
+    /// E-mail to an administrator over SMTP.
+    Email,
+    /// An HTTP POST to the operator's webhook.
+    Webhook,
+}
+
+impl NotificationChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "Email",
+            Self::Webhook => "Webhook",
+        }
+    }
+}
+
+/// Where a notification is in its delivery.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum NotificationState {
+    /// Not delivered yet; retried with backoff.
+    Pending,
+    /// Accepted by the mail server or webhook.
+    Delivered,
+    /// Still not delivered after many attempts; retried at the longest interval until it is.
+    Failed,
 }
 
 /// An object whose contents the API server stores as written (no pruning at any depth).

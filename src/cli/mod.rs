@@ -23,7 +23,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator: reconcile Tenants and Subscriptions in the cluster of the current
     /// kubeconfig (or in-cluster service account).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Print Tenants and Subscriptions from manifests with the status the operator would set at
     /// a given instant ("what happens to my tenants on date X").
     Evaluate(EvaluateArgs),

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,10 @@ use crate::controller::leader::{self, LeaderElection, MIN_LEASE_DURATION};
 use crate::controller::{self, Settings};
 use crate::metrics::{Metrics, Role};
 use crate::server::{BindError, Server};
+use crate::engine::parse_period;
+use crate::notify::smtp::SmtpServer;
+use crate::notify::webhook::Webhook;
+use crate::notify::{EmailChannel, NotifierConfig, NotifyError, Retry, parse_kinds};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Args, Debug)]
@@ -46,6 +51,159 @@ pub struct RunArgs {
     /// Where to serve /metrics, /healthz and /readyz (port 0: any free port, logged at start).
     #[arg(long, env = "MAILSEC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// The notifier: milestone e-mails and webhook calls. Off unless `--smtp-url` or
+/// `--webhook-url` is given.
+#[derive(Args, Debug, Clone)]
+pub struct NotifyArgs {
+    /// SMTP server for milestone e-mails: smtp://host:25 (plain), smtp://host:587?tls=starttls
+    /// (STARTTLS required), smtp://host?tls=opportunistic, smtps://host:465 (TLS).
+    #[arg(long, env = "MAILSEC_SMTP_URL", help_heading = "Notifications")]
+    pub smtp_url: Option<String>,
+    /// Sender of the e-mails, e.g. "Licensing <licensing@example.com>"; its domain also names
+    /// the Message-IDs. Required with --smtp-url.
+    #[arg(long, env = "MAILSEC_SMTP_FROM", help_heading = "Notifications")]
+    pub smtp_from: Option<String>,
+    /// Reply-To of the e-mails, e.g. your support desk.
+    #[arg(long, env = "MAILSEC_SMTP_REPLY_TO", help_heading = "Notifications")]
+    pub smtp_reply_to: Option<String>,
+    /// A directory holding the files `username` and `password` (a kubernetes.io/basic-auth
+    /// Secret mounted as a volume). Or set MAILSEC_SMTP_USERNAME and MAILSEC_SMTP_PASSWORD.
+    #[arg(
+        long,
+        env = "MAILSEC_SMTP_CREDENTIALS_FILE",
+        help_heading = "Notifications"
+    )]
+    pub smtp_credentials_file: Option<PathBuf>,
+    /// Give up on an SMTP conversation after this long (it is retried later).
+    #[arg(long, env = "MAILSEC_SMTP_TIMEOUT", default_value = "30s", value_parser = parse_period, help_heading = "Notifications")]
+    pub smtp_timeout: chrono::TimeDelta,
+    /// Webhook called (HTTP POST, signed JSON) for every notified milestone.
+    #[arg(long, env = "MAILSEC_WEBHOOK_URL", help_heading = "Notifications")]
+    pub webhook_url: Option<String>,
+    /// A file holding the webhook's HMAC-SHA256 secret (e.g. a mounted Secret key). Or set
+    /// MAILSEC_WEBHOOK_SECRET. Required with --webhook-url.
+    #[arg(
+        long,
+        env = "MAILSEC_WEBHOOK_SECRET_FILE",
+        help_heading = "Notifications"
+    )]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Milestones that are notified, comma-separated, from: ExpiringSoon, ReadOnly, Suspended,
+    /// SubscriptionMissing, Renewed, TrialLicense, SeatLimitExceeded, TransferredIn,
+    /// TransferredOut.
+    #[arg(
+        long,
+        env = "MAILSEC_NOTIFY_MILESTONES",
+        default_value = "ExpiringSoon,ReadOnly,Suspended,Renewed,TransferredIn,TransferredOut",
+        help_heading = "Notifications"
+    )]
+    pub notify_milestones: String,
+    /// Run without the notifier even when --smtp-url or --webhook-url is set.
+    #[arg(long, env = "MAILSEC_NO_NOTIFY", help_heading = "Notifications")]
+    pub no_notify: bool,
+    /// Wait after the first failed delivery attempt; doubled after each further one.
+    #[arg(long, env = "MAILSEC_NOTIFY_RETRY_BASE", default_value = "10s", value_parser = parse_period, help_heading = "Notifications")]
+    pub notify_retry_base: chrono::TimeDelta,
+    /// The longest wait between attempts; failed notifications keep being retried at it.
+    #[arg(long, env = "MAILSEC_NOTIFY_RETRY_CAP", default_value = "10m", value_parser = parse_period, help_heading = "Notifications")]
+    pub notify_retry_cap: chrono::TimeDelta,
+    /// Mark a notification Failed (Warning Event NotificationFailed) after this many attempts.
+    #[arg(
+        long,
+        env = "MAILSEC_NOTIFY_FAILED_AFTER",
+        default_value_t = 8,
+        help_heading = "Notifications"
+    )]
+    pub notify_failed_after: u32,
+    /// Milestones announced longer ago than this are not notified (e.g. history, when the
+    /// notifier is first switched on); delivered records are kept this long.
+    #[arg(long, env = "MAILSEC_NOTIFY_MAX_AGE", default_value = "7d", value_parser = parse_period, help_heading = "Notifications")]
+    pub notify_max_age: chrono::TimeDelta,
+}
+
+fn read_secret(path: &Path) -> Result<String, NotifyError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|e| NotifyError::Config(format!("{}: {e}", path.display())))
+}
+
+impl NotifyArgs {
+    /// The notifier these settings describe; None when it is off.
+    pub fn config(&self) -> Result<Option<NotifierConfig>, NotifyError> {
+        if self.no_notify || (self.smtp_url.is_none() && self.webhook_url.is_none()) {
+            return Ok(None);
+        }
+        let email = match &self.smtp_url {
+            None => None,
+            Some(url) => {
+                let (host, port, tls) = crate::notify::smtp::parse_url(url)?;
+                let from = self.smtp_from.as_deref().ok_or_else(|| {
+                    NotifyError::Config("--smtp-url needs --smtp-from (the sender address)".into())
+                })?;
+                let credentials = match &self.smtp_credentials_file {
+                    Some(dir) => Some((
+                        read_secret(&dir.join("username"))?,
+                        read_secret(&dir.join("password"))?,
+                    )),
+                    None => match (
+                        std::env::var("MAILSEC_SMTP_USERNAME").ok(),
+                        std::env::var("MAILSEC_SMTP_PASSWORD").ok(),
+                    ) {
+                        (Some(u), Some(p)) => Some((u, p)),
+                        (None, None) => None,
+                        _ => {
+                            return Err(NotifyError::Config(
+                                "set both MAILSEC_SMTP_USERNAME and MAILSEC_SMTP_PASSWORD, or neither".into(),
+                            ));
+                        }
+                    },
+                };
+                let server = SmtpServer {
+                    host,
+                    port,
+                    tls,
+                    credentials,
+                    timeout: self.smtp_timeout.to_std().unwrap_or_default(),
+                };
+                Some(EmailChannel::new(
+                    &server,
+                    from,
+                    self.smtp_reply_to.as_deref(),
+                )?)
+            }
+        };
+        let webhook = match &self.webhook_url {
+            None => None,
+            Some(url) => {
+                let secret = match &self.webhook_secret_file {
+                    Some(path) => read_secret(path)?,
+                    None => std::env::var("MAILSEC_WEBHOOK_SECRET").map_err(|_| {
+                        NotifyError::Config(
+                            "--webhook-url needs a signing secret: --webhook-secret-file or MAILSEC_WEBHOOK_SECRET".into(),
+                        )
+                    })?,
+                };
+                Some(Webhook::new(
+                    url,
+                    secret.into_bytes(),
+                    std::time::Duration::from_secs(10),
+                )?)
+            }
+        };
+        let mut config = NotifierConfig::new(email, webhook);
+        config.kinds = parse_kinds(&self.notify_milestones)?;
+        config.retry = Retry {
+            base: self.notify_retry_base,
+            cap: self.notify_retry_cap.max(self.notify_retry_base),
+            failed_after: self.notify_failed_after.max(1),
+        };
+        config.max_age = self.notify_max_age;
+        Ok(Some(config))
+    }
 }
 
 /// Parses `--lease-duration`: a period like `15s`, whole seconds, at least 2 s.
@@ -73,9 +231,10 @@ pub struct Operator {
 }
 
 impl RunArgs {
-    /// Resolves the policy and the leader-election settings.
-    pub fn operator(&self) -> Result<Operator, SettingsError> {
+    /// Resolves the policy, the notifier and the leader-election settings.
+    pub fn operator(&self) -> Result<Operator, RunError> {
         let policy = self.policy.policy()?;
+        let notifier = self.notify.config()?;
         let leader_election = self.leader_election.then(|| LeaderElection {
             lease_name: self.lease_name.clone(),
             lease_namespace: self
@@ -91,6 +250,7 @@ impl RunArgs {
                 policy,
                 concurrency: self.concurrency,
                 instance: self.instance.clone(),
+                notifier,
             },
             metrics_addr: self.metrics_addr,
             leader_election,
@@ -109,12 +269,26 @@ pub enum RunError {
     Client(#[from] kube::Error),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error("notifications: {0}")]
+    Notify(#[from] NotifyError),
 }
 
 /// Starts the operator and runs until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     telemetry::init(args.log_format);
     let operator = args.operator()?;
+    match &operator.settings.notifier {
+        Some(n) => tracing::info!(
+            email = ?n.email.as_ref().map(|e| e.from.to_string()),
+            webhook = n.webhook.is_some(),
+            milestones = ?n.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            "notifier on"
+        ),
+        None if args.notify.no_notify => tracing::info!("notifier off (--no-notify)"),
+        None => tracing::info!(
+            "notifier off: no --smtp-url or --webhook-url; milestones are only Events and status.milestones"
+        ),
+    }
     let config = kube::Config::infer().await?;
     let counters = Arc::new(ApiCounters::default());
     let client = ClientBuilder::try_from(config)?

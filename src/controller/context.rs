@@ -70,13 +70,14 @@ impl Context {
         Utc::now()
     }
 
-    /// Subscriptions owned by or shared with `tenant`, from the cache.
+    /// Subscriptions owned by or shared with `tenant`, or transferred to or from it, from the
+    /// cache.
     pub fn subscriptions_of(&self, tenant: &str) -> Vec<Arc<Subscription>> {
         let mut subs: Vec<Arc<Subscription>> = self
             .subscriptions
             .state()
             .into_iter()
-            .filter(|s| s.concerns(tenant))
+            .filter(|s| s.concerns(tenant) || s.transferred_with(tenant))
             .collect();
         subs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         subs

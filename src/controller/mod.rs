@@ -5,6 +5,7 @@ pub mod api_counter;
 pub mod context;
 pub mod feed;
 pub mod leader;
+pub mod notifier;
 pub mod subscription;
 pub mod tenant;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -70,6 +71,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Name of this instance in Events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// The notifier (e-mail and webhook deliveries of milestones); None: off.
+    pub notifier: Option<crate::notify::NotifierConfig>,
 }
 
 fn error_policy<K: kube::Resource<DynamicType = ()>>(
@@ -135,11 +138,13 @@ async fn run_controllers(
 ) {
     let tenants_api: Api<Tenant> = Api::all(client.clone());
     let subs_api: Api<Subscription> = Api::all(client.clone());
-    // Tenants feed: the tenant controller, its co-tenant trigger, the subscription controller.
+    // Tenants feed: the tenant controller, its co-tenant trigger, the subscription controller,
+    // and the notifier when it runs.
+    let consumers = if settings.notifier.is_some() { 4 } else { 3 };
     let tenants = feed(
         tenants_api,
         watcher::Config::default().any_semantic(),
-        3,
+        consumers,
         false,
     );
     // Subscriptions feed: the subscription controller, the tenant controller.
@@ -217,6 +222,7 @@ async fn run_controllers(
     ) else {
         return;
     };
+    let t_notify = tenant_outlets.next();
 
     // A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
     // one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
@@ -239,6 +245,11 @@ async fn run_controllers(
             if let Some(status) = &sub.status {
                 names.extend(status.tenant.iter().cloned());
                 names.extend(status.shared_with.iter().cloned());
+                // Both parties of the latest transfer (its confirmation milestones).
+                if let Some(t) = status.transfers.last() {
+                    names.push(t.from.clone());
+                    names.push(t.to.clone());
+                }
             }
             names.sort();
             names.dedup();
@@ -302,7 +313,7 @@ async fn run_controllers(
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(stopped(stop_rx))
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
             timed("subscription", metrics, subscription::reconcile),
             error_policy,
@@ -318,6 +329,36 @@ async fn run_controllers(
             }
         });
 
+    // The notifier: its own controller over the same Tenant cache (no second watch), with its
+    // own queue, so slow mail servers never hold up the lifecycle.
+    let notifier_controller = match (settings.notifier.clone(), t_notify) {
+        (Some(config), Some(outlet)) => {
+            let n = Arc::new(notifier::Notifier {
+                ctx: ctx.clone(),
+                config,
+            });
+            Controller::for_stream(trigger(outlet), tenants.store.clone())
+                .with_config(
+                    ControllerConfig::default()
+                        .concurrency(settings.concurrency)
+                        .debounce(DEBOUNCE),
+                )
+                .graceful_shutdown_on(stopped(stop_rx.clone()))
+                .run(notifier::reconcile, notifier::error_policy, n.clone())
+                .for_each(move |result| {
+                    let n = n.clone();
+                    async move {
+                        match result {
+                            Ok((obj, _)) => n.ctx.succeeded(&format!("Notifier/{}", obj.name)),
+                            Err(err) => tracing::debug!(error = %err, "notifier"),
+                        }
+                    }
+                })
+                .boxed()
+        }
+        _ => futures::future::ready(()).boxed(),
+    };
+
     let orphans = release_orphans(ctx.clone(), deployments.departures, statefulsets.departures);
     let feeds = futures::future::join5(
         tenants.driver,
@@ -329,7 +370,7 @@ async fn run_controllers(
     tokio::select! {
         _ = feeds => tracing::error!("watches ended unexpectedly"),
         _ = orphans => tracing::error!("workload release loop ended unexpectedly"),
-        _ = futures::future::join(tenant_controller, subscription_controller) => {},
+        _ = futures::future::join3(tenant_controller, subscription_controller, notifier_controller) => {},
         _ = async {
             shutdown.await;
             tracing::info!("shutting down: finishing reconciles in flight");

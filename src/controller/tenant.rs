@@ -40,9 +40,12 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     }
 
     let projection = project_settings(&tenant, &mut eval.status, &ctx, now).await;
-    apply_if_changed(&api, &name, tenant.status.as_ref(), &eval.status).await?;
+    apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), &eval.status).await?;
     let regarding = tenant.object_ref(&());
     for m in std::mem::take(&mut eval.milestones) {
+        if m.kind.is_transfer() {
+            continue; // announced on both tenants by the Subscription controller
+        }
         publish(&ctx.recorder, &regarding, &milestone_notice(&m)).await;
     }
     scale_workloads(&tenant, &eval.status, &ctx).await?;
@@ -53,6 +56,16 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
             let retry = now + chrono::TimeDelta::from_std(PROJECTION_RETRY).unwrap_or_default();
             requeue_at(eval.next_transition.into_iter().chain([retry]).min(), now)
         }
+    })
+}
+
+/// The part of the stored status this controller writes: everything but `notifications`, which
+/// the notifier owns (its own field manager). Comparing the whole status would see a difference
+/// after every delivery and write forever; applying it would take the outbox over.
+pub fn owned_status(tenant: &Tenant) -> Option<TenantStatus> {
+    tenant.status.clone().map(|mut s| {
+        s.notifications.clear();
+        s
     })
 }
 
@@ -158,7 +171,7 @@ async fn guard_deletion(
             ready.last_transition_time = prev.last_transition_time;
         }
     }
-    apply_if_changed(api, &name, tenant.status.as_ref(), &eval.status).await?;
+    apply_if_changed(api, &name, owned_status(tenant).as_ref(), &eval.status).await?;
     if !announced {
         publish(
             &ctx.recorder,

@@ -57,7 +57,7 @@ pub fn milestone_notice(m: &Milestone) -> Notice {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

@@ -1,10 +1,12 @@
-//! Effects of the engine's answers on the cluster: status writes, Events, workload scaling and the
-//! settings ConfigMaps. Only the controllers call these.
+//! Effects of the engine's answers on the cluster: status writes, Events, workload scaling, the
+//! settings ConfigMaps and the notifier's outbox. Only the controllers call these.
 
 pub mod events;
+pub mod notifications;
 pub mod settings;
 pub mod status;
 pub mod workloads;
 
-/// The field manager of every write the operator makes.
+/// The field manager of every write the operator makes, except the notifier's
+/// (`crate::notify::FIELD_MANAGER`), which owns only `status.notifications`.
 pub const FIELD_MANAGER: &str = "mailsec-operator";

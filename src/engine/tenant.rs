@@ -33,6 +33,10 @@ pub enum MilestoneKind {
     TrialLicense,
     /// A subscription covering the tenant has more users than seats.
     SeatLimitExceeded,
+    /// A subscription was transferred to this tenant.
+    TransferredIn,
+    /// A subscription was transferred from this tenant to another.
+    TransferredOut,
 }
 
 impl MilestoneKind {
@@ -45,12 +49,41 @@ impl MilestoneKind {
             Self::Renewed => "Renewed",
             Self::TrialLicense => "TrialLicense",
             Self::SeatLimitExceeded => "SeatLimitExceeded",
+            Self::TransferredIn => "TransferredIn",
+            Self::TransferredOut => "TransferredOut",
         }
+    }
+
+    /// Every kind, in the order above.
+    pub const ALL: [MilestoneKind; 9] = [
+        Self::ExpiringSoon,
+        Self::ReadOnly,
+        Self::Suspended,
+        Self::SubscriptionMissing,
+        Self::Renewed,
+        Self::TrialLicense,
+        Self::SeatLimitExceeded,
+        Self::TransferredIn,
+        Self::TransferredOut,
+    ];
+
+    /// The kind named `name` (as written in `status.milestones[].kind`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// Milestones that restrict or warn, as opposed to good news.
     pub fn is_warning(self) -> bool {
-        !matches!(self, Self::Renewed)
+        !matches!(
+            self,
+            Self::Renewed | Self::TransferredIn | Self::TransferredOut
+        )
+    }
+
+    /// Transfers: the Subscription controller already publishes their Events on both tenants
+    /// (`SubscriptionTransferredIn/Out`); they are milestones for the record and notifications.
+    pub fn is_transfer(self) -> bool {
+        matches!(self, Self::TransferredIn | Self::TransferredOut)
     }
 }
 
@@ -70,6 +103,8 @@ pub struct Milestone {
     /// The end of coverage and the suspension instant the milestone is about, for messages.
     pub effective_end_at: Option<DateTime<Utc>>,
     pub suspends_at: Option<DateTime<Utc>>,
+    /// For a transfer: the other tenant.
+    pub peer: Option<String>,
     /// What happened and what to do, in English (Events).
     pub message: String,
 }
@@ -170,6 +205,7 @@ pub fn evaluate_tenant(
             late: now - due_at > policy.late_after,
             effective_end_at: None,
             suspends_at: None,
+            peer: None,
             message,
         };
 
@@ -390,6 +426,7 @@ pub fn evaluate_tenant(
                 late: false,
                 effective_end_at: eval.timeline.map(|t| t.effective_end_at),
                 suspends_at: None,
+                peer: None,
                 message: message.clone(),
             });
             causes.push(Cause {
@@ -397,6 +434,63 @@ pub fn evaluate_tenant(
                 base: false,
                 reason: "SeatLimitExceeded",
                 message,
+            });
+        }
+    }
+
+    // Transfers, from what the Subscription controller recorded in `status.transfers`: the
+    // latest one to this tenant (if it still owns the subscription) and the latest one from it
+    // (if it does not). Only recent ones (within `late_after`): the history that a first run of
+    // this version finds is not announced again.
+    for sub in subscriptions.iter().copied() {
+        let Some(sub_status) = &sub.status else {
+            continue;
+        };
+        let sub_name = sub.metadata.name.as_deref().unwrap_or_default();
+        let owner = sub.spec.tenant_ref.as_str();
+        let recent = |t: &&crate::api::Transfer| t.at <= now && now - t.at <= policy.late_after;
+        let inbound = (owner == name)
+            .then(|| sub_status.transfers.iter().rev().find(|t| t.to == name))
+            .flatten()
+            .filter(recent);
+        let outbound = (owner != name)
+            .then(|| sub_status.transfers.iter().rev().find(|t| t.from == name))
+            .flatten()
+            .filter(recent);
+        let product = sub.spec.product.as_str();
+        for (kind, transfer) in [
+            (MilestoneKind::TransferredIn, inbound),
+            (MilestoneKind::TransferredOut, outbound),
+        ] {
+            let Some(t) = transfer else { continue };
+            let (peer, covers) = if kind == MilestoneKind::TransferredIn {
+                (&t.from, "it now covers this tenant")
+            } else {
+                (&t.to, "it no longer covers this tenant")
+            };
+            reached.push(Milestone {
+                id: format!(
+                    "{}/{}/{}",
+                    kind.as_str(),
+                    sub_name,
+                    crate::api::date::format_instant(t.at)
+                ),
+                kind,
+                product: product.to_string(),
+                base: product == base_product,
+                subscription: Some(sub_name.to_string()),
+                due_at: t.at,
+                late: false,
+                effective_end_at: subs
+                    .get(sub_name)
+                    .and_then(|e| e.timeline)
+                    .map(|tl| tl.effective_end_at),
+                suspends_at: None,
+                peer: Some(peer.clone()),
+                message: format!(
+                    "Subscription {sub_name} ({product}) was transferred from tenant {} to tenant {}: {covers}",
+                    t.from, t.to
+                ),
             });
         }
     }
@@ -501,6 +595,10 @@ pub fn evaluate_tenant(
         product: Some(m.product.clone()),
         due_at: m.due_at,
         announced_at,
+        subscription: m.subscription.clone(),
+        peer: m.peer.clone(),
+        effective_end_at: m.effective_end_at,
+        suspends_at: m.suspends_at,
     }));
 
     let next_transition = next.into_iter().filter(|t| *t > now).min();
@@ -512,6 +610,7 @@ pub fn evaluate_tenant(
         milestones: records,
         // Owned by the settings projection (see `engine::settings`); carried over here.
         settings_applied_generation: previous.settings_applied_generation,
+        notifications: Vec::new(),
         observed_generation: generation,
     };
     TenantEvaluation {

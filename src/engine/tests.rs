@@ -541,6 +541,78 @@ fn transfer_moves_coverage_and_is_recorded() {
 }
 
 #[test]
+fn transfers_are_confirmed_to_both_tenants_once_and_only_when_recent() {
+    let policy = Policy::default();
+    let moved = at("2026-06-01T08:00:00Z");
+    let mut sub = subscription("s", "new-owner", ESG, "2026-01-01", "2026-12-31", 10);
+    sub.status = Some(crate::api::SubscriptionStatus {
+        tenant: Some("new-owner".into()),
+        transfers: vec![crate::api::Transfer {
+            from: "old-owner".into(),
+            to: "new-owner".into(),
+            at: moved,
+        }],
+        ..Default::default()
+    });
+    let tenants = vec![
+        tenant("old-owner", &[ESG], 1),
+        tenant("new-owner", &[ESG], 1),
+    ];
+    let transfers = |e: &TenantEvaluation| -> Vec<(MilestoneKind, Option<String>, Option<String>)> {
+        e.milestones
+            .iter()
+            .filter(|m| m.kind.is_transfer())
+            .map(|m| (m.kind, m.peer.clone(), m.subscription.clone()))
+            .collect()
+    };
+    let ev = evaluate_world(
+        &world(tenants.clone(), vec![sub.clone()]),
+        &policy,
+        moved + sec(2),
+    );
+    assert_eq!(
+        transfers(&ev.tenants[0]),
+        [(
+            MilestoneKind::TransferredOut,
+            Some("new-owner".into()),
+            Some("s".into())
+        )]
+    );
+    assert_eq!(
+        transfers(&ev.tenants[1]),
+        [(
+            MilestoneKind::TransferredIn,
+            Some("old-owner".into()),
+            Some("s".into())
+        )]
+    );
+    let record = ev.tenants[1]
+        .status
+        .milestones
+        .iter()
+        .find(|r| r.kind == "TransferredIn")
+        .expect("recorded");
+    assert_eq!(record.peer.as_deref(), Some("old-owner"));
+    assert_eq!(record.due_at, moved);
+
+    // Recorded: not announced again.
+    let mut again = tenants.clone();
+    for (t, e) in again.iter_mut().zip(&ev.tenants) {
+        t.status = Some(e.status.clone());
+    }
+    let ev2 = evaluate_world(&world(again, vec![sub.clone()]), &policy, moved + sec(60));
+    assert!(ev2.tenants.iter().all(|e| transfers(e).is_empty()));
+
+    // A transfer from long ago (history found by a first run) is not announced.
+    let old = evaluate_world(
+        &world(tenants, vec![sub]),
+        &policy,
+        moved + TimeDelta::hours(2),
+    );
+    assert!(old.tenants.iter().all(|e| transfers(e).is_empty()));
+}
+
+#[test]
 fn transfer_history_is_bounded() {
     let mut sub = subscription("s", "t0", ESG, "2026-01-01", "2026-12-31", 10);
     let users: TenantUsers = (0..20).map(|i| (format!("t{i}"), 1)).collect();

@@ -463,6 +463,7 @@ fn start_envtest(
     Ok((kubeconfig, env))
 }
 pub mod operator;
+pub mod sinks;
 pub mod tools;
 
 /// Async version of [`eventually`]: retries `f` every 100 ms until `Some` or `timeout`.

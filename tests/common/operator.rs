@@ -12,6 +12,7 @@ use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
 use mailsec_operator::controller::{self, Settings};
 use mailsec_operator::engine::Policy;
 use mailsec_operator::fixtures;
+use mailsec_operator::notify::NotifierConfig;
 
 use super::cluster;
 
@@ -50,6 +51,14 @@ pub async fn counting_client() -> (kube::Client, Arc<ApiCounters>) {
 /// An operator running in this test process on its own thread and runtime, until `stop` is
 /// dropped or sent to. Returns its request counters.
 pub fn start_in_process(stop: tokio::sync::oneshot::Receiver<()>) -> Arc<ApiCounters> {
+    start_with_notifier(stop, None)
+}
+
+/// The same, with a notifier.
+pub fn start_with_notifier(
+    stop: tokio::sync::oneshot::Receiver<()>,
+    notifier: Option<NotifierConfig>,
+) -> Arc<ApiCounters> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -68,6 +77,7 @@ pub fn start_in_process(stop: tokio::sync::oneshot::Receiver<()>) -> Arc<ApiCoun
                 policy: policy(),
                 concurrency: 16,
                 instance: Some("tests".into()),
+                notifier,
             };
             controller::run(client, settings, async move {
                 let _ = stop.await;

@@ -1,0 +1,783 @@
+//! What the notifications say: subject, body and a one-line hint, in English and Japanese.
+//!
+//! Every template lives here. Each names the tenant (display name and name), the product, the
+//! subscription, the date of the next step and what the administrator must do. Instants are
+//! written in UTC with the zone spelled out, so nobody has to guess.
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+use crate::api::Locale;
+use crate::engine::MilestoneKind;
+
+/// What a notification is about: one milestone of one tenant, with the dates it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    pub kind: MilestoneKind,
+    /// `status.milestones[].id`.
+    pub milestone_id: String,
+    /// The tenant's `metadata.name`.
+    pub tenant: String,
+    /// `spec.displayName`, or the name when there is none.
+    pub display_name: String,
+    /// Product id, e.g. `email-safeguard`.
+    pub product: String,
+    /// The product is the base service: its lapse concerns the whole tenant.
+    pub base: bool,
+    /// The subscription to renew, when there is one.
+    pub subscription: Option<String>,
+    /// When the milestone was due.
+    pub due_at: DateTime<Utc>,
+    /// The end of coverage the milestone is about.
+    pub effective_end_at: Option<DateTime<Utc>>,
+    /// When the service is (or was) suspended unless renewed.
+    pub suspends_at: Option<DateTime<Utc>>,
+    /// Announced late (the operator was not running when it was due).
+    pub late: bool,
+    /// For a transfer: the other tenant.
+    pub peer: Option<String>,
+}
+
+/// The next thing that happens unless the administrator acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// Settings freeze (read-only) at this instant.
+    ReadOnly(DateTime<Utc>),
+    /// The service (or add-on) is suspended at this instant.
+    Suspended(DateTime<Utc>),
+    /// The trial licence ends at this instant.
+    TrialEnds(DateTime<Utc>),
+}
+
+impl NextStep {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::ReadOnly(_) => "ReadOnly",
+            Self::Suspended(_) => "Suspended",
+            Self::TrialEnds(_) => "TrialEnds",
+        }
+    }
+
+    pub fn at(self) -> DateTime<Utc> {
+        match self {
+            Self::ReadOnly(t) | Self::Suspended(t) | Self::TrialEnds(t) => t,
+        }
+    }
+}
+
+/// A rendered notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Text {
+    pub subject: String,
+    /// Plain text, lines separated by `\n`.
+    pub body: String,
+    /// What to do, in one sentence (also sent in the webhook body).
+    pub hint: String,
+}
+
+/// The next step of a milestone, from its dates.
+pub fn next_step(f: &Facts) -> Option<NextStep> {
+    match f.kind {
+        MilestoneKind::ExpiringSoon => f.effective_end_at.map(NextStep::ReadOnly),
+        MilestoneKind::ReadOnly | MilestoneKind::SubscriptionMissing => {
+            f.suspends_at.map(NextStep::Suspended)
+        }
+        MilestoneKind::TrialLicense => f.effective_end_at.map(NextStep::TrialEnds),
+        MilestoneKind::Suspended
+        | MilestoneKind::Renewed
+        | MilestoneKind::SeatLimitExceeded
+        | MilestoneKind::TransferredIn
+        | MilestoneKind::TransferredOut => None,
+    }
+}
+
+/// The product's name as sold, for the known catalogue; the id otherwise.
+pub fn product_name(id: &str) -> String {
+    match id {
+        "email-safeguard" => "Email Safeguard".into(),
+        "email-threat-detection-response" => "Email Threat Detection and Response".into(),
+        "email-threat-isolation" => "Email Threat Isolation".into(),
+        other => other.into(),
+    }
+}
+
+/// An instant as people read it: `2027-01-01 00:00 UTC` / `2027年1月1日 00:00 (UTC)`.
+pub fn format_date(locale: Locale, t: DateTime<Utc>) -> String {
+    match locale {
+        Locale::En => t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        Locale::Ja => format!(
+            "{}年{}月{}日 {:02}:{:02} (UTC)",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+    }
+}
+
+/// Renders the notification of `f` in `locale`, greeting `name` when it is known.
+pub fn render(locale: Locale, f: &Facts, name: Option<&str>) -> Text {
+    match locale {
+        Locale::En => english(f, name),
+        Locale::Ja => japanese(f, name),
+    }
+}
+
+/// The strings every template uses.
+struct Parts {
+    peer: String,
+    display: String,
+    tenant: String,
+    product: String,
+    sub: String,
+    due: String,
+    end: String,
+    susp: String,
+}
+
+fn parts(locale: Locale, f: &Facts) -> Parts {
+    let unknown = match locale {
+        Locale::En => "(unknown)",
+        Locale::Ja => "(不明)",
+    };
+    let date = |t: Option<DateTime<Utc>>| {
+        t.map(|t| format_date(locale, t))
+            .unwrap_or_else(|| unknown.to_string())
+    };
+    Parts {
+        peer: f.peer.clone().unwrap_or_else(|| unknown.to_string()),
+        display: f.display_name.clone(),
+        tenant: f.tenant.clone(),
+        product: product_name(&f.product),
+        sub: f.subscription.clone().unwrap_or_else(|| match locale {
+            Locale::En => "(none)".into(),
+            Locale::Ja => "(なし)".into(),
+        }),
+        due: format_date(locale, f.due_at),
+        end: date(f.effective_end_at),
+        susp: date(f.suspends_at),
+    }
+}
+
+fn english(f: &Facts, name: Option<&str>) -> Text {
+    let p = parts(Locale::En, f);
+    let Parts {
+        peer,
+        display,
+        tenant,
+        product,
+        sub,
+        due,
+        end,
+        susp,
+    } = &p;
+    // What is restricted: the whole tenant for the base service, else only the add-on.
+    let (scope, scope_cap) = if f.base {
+        (
+            format!("the service of tenant {display}"),
+            format!("The service of tenant {display}"),
+        )
+    } else {
+        (
+            format!("the add-on {product}"),
+            format!("The add-on {product}"),
+        )
+    };
+    let frozen = "mail is still filtered, but settings can not be changed";
+    let (subject, what, todo, hint) = match f.kind {
+        MilestoneKind::ExpiringSoon => (
+            format!("[Action required] {product} for {display} ends on {end}"),
+            format!(
+                "Subscription {sub} for {product} of tenant {display} ({tenant}) ends on {end}.\n\
+                 From then on {scope} is read-only for a grace period ({frozen}). \
+                 On {susp} {scope} is suspended."
+            ),
+            format!(
+                "Renew subscription {sub} before {end} (ask your reseller or sales representative)."
+            ),
+            format!("Renew subscription {sub} before {end} to avoid read-only mode."),
+        ),
+        MilestoneKind::ReadOnly => (
+            format!("[Action required] {product} for {display} is read-only since {end}"),
+            format!(
+                "Subscription {sub} for {product} of tenant {display} ({tenant}) ended on {end}.\n\
+                 {scope_cap} is read-only for the grace period: {frozen}. \
+                 On {susp} {scope} will be suspended."
+            ),
+            format!(
+                "Renew subscription {sub} before {susp}. If the renewal takes longer, \
+                 ask your reseller for a temporary extension."
+            ),
+            format!("Renew subscription {sub} before {susp} to avoid suspension."),
+        ),
+        MilestoneKind::Suspended => (
+            format!("[Action required] {product} for {display} is suspended"),
+            format!(
+                "The grace period after subscription {sub} for {product} of tenant {display} \
+                 ({tenant}) ended on {susp}: {scope} is suspended and no longer filters mail.\n\
+                 No data and no settings are lost."
+            ),
+            format!("Renew subscription {sub} (or buy a new one) to restore the service."),
+            format!("Renew or buy a subscription for {product} to restore the service."),
+        ),
+        MilestoneKind::SubscriptionMissing => (
+            format!("[Action required] {product} for {display} has no subscription"),
+            format!(
+                "Tenant {display} ({tenant}) uses {product} but holds no subscription for it \
+                 (since {due}).\n{scope_cap} is read-only ({frozen}). \
+                 On {susp} {scope} will be suspended."
+            ),
+            format!(
+                "Buy a subscription for {product}, or transfer one to tenant {tenant}, before {susp}."
+            ),
+            format!("Get a subscription for {product} before {susp} to avoid suspension."),
+        ),
+        MilestoneKind::Renewed => (
+            format!("{product} for {display} is active again"),
+            format!(
+                "{product} of tenant {display} ({tenant}) is covered again by subscription {sub}, \
+                 until {end}. Settings can be changed again and the service runs as usual."
+            ),
+            "Nothing.".to_string(),
+            "No action needed.".to_string(),
+        ),
+        MilestoneKind::TrialLicense => (
+            format!("{product} for {display} runs on a trial licence until {end}"),
+            format!(
+                "{product} of tenant {display} ({tenant}) is covered only by the trial \
+                 subscription {sub}, which ends on {end}."
+            ),
+            format!("Buy a paid subscription for {product} before {end} to keep the service."),
+            format!("Buy a paid subscription before {end}."),
+        ),
+        MilestoneKind::SeatLimitExceeded => (
+            format!("[Action required] Subscription {sub} of {display} exceeds its seats"),
+            format!(
+                "Subscription {sub} ({product}), which covers tenant {display} ({tenant}), \
+                 is used by more users than it licenses."
+            ),
+            "Buy more seats, or reduce the users (spec.users) of the tenants that share it."
+                .to_string(),
+            format!("Buy more seats for subscription {sub} or reduce its users."),
+        ),
+        MilestoneKind::TransferredIn => (
+            format!("Subscription {sub} ({product}) was transferred to {display}"),
+            format!(
+                "Subscription {sub} for {product} was transferred from tenant {peer} to tenant \
+                 {display} ({tenant}) on {due}. It now covers {display}, until {end}."
+            ),
+            "Nothing. If you did not expect this transfer, contact your reseller or support."
+                .to_string(),
+            "No action needed.".to_string(),
+        ),
+        MilestoneKind::TransferredOut => (
+            format!("Subscription {sub} ({product}) was transferred away from {display}"),
+            format!(
+                "Subscription {sub} for {product} was transferred from tenant {display} \
+                 ({tenant}) to tenant {peer} on {due}. It no longer covers {display}."
+            ),
+            format!(
+                "If {display} still uses {product}, make sure another subscription covers it; \
+                 a tenant that is no longer used can be deleted."
+            ),
+            format!("If {display} still uses {product}, make sure another subscription covers it."),
+        ),
+    };
+    let mut body = String::new();
+    body.push_str(&match name {
+        Some(n) => format!("Hello {n},\n\n"),
+        None => "Hello,\n\n".to_string(),
+    });
+    body.push_str(&what);
+    body.push_str("\n\nWhat to do: ");
+    body.push_str(&todo);
+    body.push('\n');
+    if f.late {
+        body.push_str(&format!(
+            "\n(This notice is late: it was due on {due}, while the licensing operator was not running.)\n"
+        ));
+    }
+    body.push_str(&format!(
+        "\n-- \nSent automatically by the mailsec licensing operator for tenant {tenant}.\n\
+         Milestone: {}\n",
+        f.milestone_id
+    ));
+    Text {
+        subject,
+        body,
+        hint,
+    }
+}
+
+fn japanese(f: &Facts, name: Option<&str>) -> Text {
+    let p = parts(Locale::Ja, f);
+    let Parts {
+        peer,
+        display,
+        tenant,
+        product,
+        sub,
+        due,
+        end,
+        susp,
+    } = &p;
+    let scope = if f.base {
+        "テナントのサービス".to_string()
+    } else {
+        format!("アドオン {product} ")
+    };
+    let frozen = "メールのフィルタリングは継続しますが、設定は変更できません";
+    let (subject, what, todo, hint) = match f.kind {
+        MilestoneKind::ExpiringSoon => (
+            format!("【要対応】{display}: {product} のサブスクリプションは {end} に有効期限を迎えます"),
+            format!(
+                "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} は \
+                 {end} に有効期限を迎えます。\n\
+                 有効期限後は猶予期間として{scope}が読み取り専用になります ({frozen})。\
+                 {susp} に{scope}が停止されます。"
+            ),
+            format!(
+                "{end} までにサブスクリプション {sub} を更新してください \
+                 (購入元の販売代理店または担当営業にお問い合わせください)。"
+            ),
+            format!("読み取り専用を避けるため、{end} までにサブスクリプション {sub} を更新してください。"),
+        ),
+        MilestoneKind::ReadOnly => (
+            format!("【要対応】{display}: {product} は {end} から読み取り専用です"),
+            format!(
+                "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} は \
+                 {end} に有効期限が切れました。\n\
+                 猶予期間中のため{scope}は読み取り専用です ({frozen})。\
+                 {susp} に{scope}が停止されます。"
+            ),
+            format!(
+                "{susp} までにサブスクリプション {sub} を更新してください。\
+                 更新手続きに時間がかかる場合は、購入元の販売代理店に一時的なサービスの延長を申請してください。"
+            ),
+            format!("サービス停止を避けるため、{susp} までにサブスクリプション {sub} を更新してください。"),
+        ),
+        MilestoneKind::Suspended => (
+            format!("【要対応】{display}: {product} は停止されました"),
+            format!(
+                "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} の\
+                 猶予期間が {susp} に終了し、{scope}は停止されました。\n\
+                 データや設定が失われることはありません。"
+            ),
+            format!("サブスクリプション {sub} を更新 (または新たに購入) すると、サービスが再開されます。"),
+            format!("{product} のサブスクリプションを更新または購入すると、サービスが再開されます。"),
+        ),
+        MilestoneKind::SubscriptionMissing => (
+            format!("【要対応】{display}: {product} のサブスクリプションがありません"),
+            format!(
+                "テナント「{display}」({tenant}) は {product} を利用していますが、\
+                 有効なサブスクリプションがありません ({due} 以降)。\n\
+                 {scope}は読み取り専用です ({frozen})。{susp} に{scope}が停止されます。"
+            ),
+            format!(
+                "{susp} までに {product} のサブスクリプションを購入するか、\
+                 テナント {tenant} へサブスクリプションを転送してください。"
+            ),
+            format!("サービス停止を避けるため、{susp} までに {product} のサブスクリプションを用意してください。"),
+        ),
+        MilestoneKind::Renewed => (
+            format!("{display}: {product} は再び有効になりました"),
+            format!(
+                "テナント「{display}」({tenant}) の {product} は、サブスクリプション {sub} により \
+                 {end} まで有効になりました。設定の変更も再び可能で、サービスは通常どおり動作します。"
+            ),
+            "ありません。".to_string(),
+            "対応は不要です。".to_string(),
+        ),
+        MilestoneKind::TrialLicense => (
+            format!("{display}: {product} は {end} まで試用版ライセンスで利用中です"),
+            format!(
+                "テナント「{display}」({tenant}) の {product} は、試用版のサブスクリプション {sub} \
+                 のみで有効になっています ({end} まで)。"
+            ),
+            format!("サービスを継続するには、{end} までに {product} の有償サブスクリプションを購入してください。"),
+            format!("{end} までに有償サブスクリプションを購入してください。"),
+        ),
+        MilestoneKind::SeatLimitExceeded => (
+            format!("【要対応】{display}: サブスクリプション {sub} のライセンス数を超えています"),
+            format!(
+                "テナント「{display}」({tenant}) が利用するサブスクリプション {sub} ({product}) の\
+                 利用ユーザー数がライセンス数を超えています。"
+            ),
+            "ライセンス数を追加購入するか、このサブスクリプションを共有するテナントのユーザー数 (spec.users) を減らしてください。"
+                .to_string(),
+            format!("サブスクリプション {sub} のライセンス数を追加するか、ユーザー数を減らしてください。"),
+        ),
+        MilestoneKind::TransferredIn => (
+            format!("{display}: サブスクリプション {sub} ({product}) が転送されました"),
+            format!(
+                "サブスクリプション {sub} ({product}) は {due} にテナント {peer} から\
+                 テナント「{display}」({tenant}) へ転送されました。\
+                 今後はこのテナントで {end} まで有効です。"
+            ),
+            "ありません。心当たりのない転送の場合は、購入元の販売代理店またはサポートセンターにお問い合わせください。"
+                .to_string(),
+            "対応は不要です。".to_string(),
+        ),
+        MilestoneKind::TransferredOut => (
+            format!("{display}: サブスクリプション {sub} ({product}) が他のテナントへ転送されました"),
+            format!(
+                "サブスクリプション {sub} ({product}) は {due} にテナント「{display}」({tenant}) から\
+                 テナント {peer} へ転送されました。このテナントでは無効になりました。"
+            ),
+            format!(
+                "このテナントで引き続き {product} を利用する場合は、別のサブスクリプションを用意してください。\
+                 利用していないテナントであれば削除できます。"
+            ),
+            format!("このテナントで {product} を引き続き利用する場合は、別のサブスクリプションを用意してください。"),
+        ),
+    };
+    let mut body = String::new();
+    body.push_str(&match name {
+        Some(n) => format!("{n} 様\n\n"),
+        None => "ご担当者様\n\n".to_string(),
+    });
+    body.push_str(&what);
+    body.push_str("\n\n必要な対応: ");
+    body.push_str(&todo);
+    body.push('\n');
+    if f.late {
+        body.push_str(&format!(
+            "\n(この通知は遅れて送信されています。本来の通知日時: {due})\n"
+        ));
+    }
+    body.push_str(&format!(
+        "\n-- \nこのメールはテナント {tenant} のため mailsec ライセンス管理オペレーターが自動送信しています。\n\
+         マイルストーン: {}\n",
+        f.milestone_id
+    ));
+    Text {
+        subject,
+        body,
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
+    }
+
+    fn facts(kind: MilestoneKind, base: bool) -> Facts {
+        let end = at(2027, 1, 1);
+        let susp = at(2027, 1, 31);
+        Facts {
+            kind,
+            milestone_id: format!("{}/email-safeguard/x", kind.as_str()),
+            tenant: "globex".into(),
+            display_name: "Globex Japan".into(),
+            product: if base {
+                "email-safeguard".into()
+            } else {
+                "email-threat-isolation".into()
+            },
+            base,
+            subscription: Some("globex-esg-2026".into()),
+            due_at: match kind {
+                MilestoneKind::ExpiringSoon => at(2026, 12, 2),
+                MilestoneKind::ReadOnly => end,
+                MilestoneKind::Suspended => susp,
+                _ => at(2026, 12, 15),
+            },
+            effective_end_at: Some(end),
+            suspends_at: Some(susp),
+            late: false,
+            peer: Some("globex-old".into()),
+        }
+    }
+
+    /// Every kind in both languages: (kind, locale, subject must contain, body must contain).
+    #[test]
+    fn every_kind_in_both_languages_names_tenant_product_subscription_date_and_action() {
+        use MilestoneKind::*;
+        let cases: &[(MilestoneKind, Locale, &[&str], &[&str])] = &[
+            (
+                ExpiringSoon,
+                Locale::En,
+                &[
+                    "[Action required]",
+                    "Email Safeguard",
+                    "Globex Japan",
+                    "2027-01-01 00:00 UTC",
+                ],
+                &[
+                    "globex-esg-2026",
+                    "(globex)",
+                    "ends on 2027-01-01 00:00 UTC",
+                    "read-only",
+                    "2027-01-31 00:00 UTC",
+                    "What to do: Renew subscription globex-esg-2026 before 2027-01-01 00:00 UTC",
+                ],
+            ),
+            (
+                ExpiringSoon,
+                Locale::Ja,
+                &[
+                    "【要対応】",
+                    "Email Safeguard",
+                    "Globex Japan",
+                    "2027年1月1日 00:00 (UTC)",
+                ],
+                &[
+                    "テナント「Globex Japan」(globex)",
+                    "globex-esg-2026",
+                    "読み取り専用",
+                    "2027年1月31日 00:00 (UTC) にテナントのサービスが停止",
+                    "必要な対応: 2027年1月1日 00:00 (UTC) までにサブスクリプション globex-esg-2026 を更新",
+                ],
+            ),
+            (
+                ReadOnly,
+                Locale::En,
+                &[
+                    "[Action required]",
+                    "read-only since 2027-01-01 00:00 UTC",
+                    "Globex Japan",
+                ],
+                &[
+                    "ended on 2027-01-01 00:00 UTC",
+                    "settings can not be changed",
+                    "What to do: Renew subscription globex-esg-2026 before 2027-01-31 00:00 UTC",
+                ],
+            ),
+            (
+                ReadOnly,
+                Locale::Ja,
+                &["【要対応】", "読み取り専用", "Globex Japan"],
+                &[
+                    "有効期限が切れました",
+                    "globex-esg-2026",
+                    "必要な対応: 2027年1月31日 00:00 (UTC) までにサブスクリプション globex-esg-2026 を更新",
+                    "延長",
+                ],
+            ),
+            (
+                Suspended,
+                Locale::En,
+                &["[Action required]", "is suspended", "Globex Japan"],
+                &[
+                    "ended on 2027-01-31 00:00 UTC",
+                    "No data and no settings are lost",
+                    "What to do: Renew subscription globex-esg-2026",
+                ],
+            ),
+            (
+                Suspended,
+                Locale::Ja,
+                &["【要対応】", "停止されました", "Globex Japan"],
+                &[
+                    "2027年1月31日 00:00 (UTC) に終了",
+                    "データや設定が失われることはありません",
+                    "必要な対応: サブスクリプション globex-esg-2026 を更新",
+                ],
+            ),
+            (
+                SubscriptionMissing,
+                Locale::En,
+                &["has no subscription", "Email Safeguard", "Globex Japan"],
+                &[
+                    "holds no subscription",
+                    "since 2026-12-15 00:00 UTC",
+                    "What to do: Buy a subscription for Email Safeguard, or transfer one to tenant globex, before 2027-01-31 00:00 UTC",
+                ],
+            ),
+            (
+                SubscriptionMissing,
+                Locale::Ja,
+                &["サブスクリプションがありません", "Globex Japan"],
+                &[
+                    "有効なサブスクリプションがありません",
+                    "必要な対応: 2027年1月31日 00:00 (UTC) までに Email Safeguard のサブスクリプションを購入",
+                ],
+            ),
+            (
+                Renewed,
+                Locale::En,
+                &["is active again", "Email Safeguard", "Globex Japan"],
+                &[
+                    "covered again by subscription globex-esg-2026",
+                    "until 2027-01-01 00:00 UTC",
+                    "What to do: Nothing.",
+                ],
+            ),
+            (
+                Renewed,
+                Locale::Ja,
+                &["再び有効", "Globex Japan"],
+                &[
+                    "サブスクリプション globex-esg-2026 により 2027年1月1日 00:00 (UTC) まで有効",
+                    "必要な対応: ありません。",
+                ],
+            ),
+            (
+                TrialLicense,
+                Locale::En,
+                &["trial licence until 2027-01-01 00:00 UTC", "Globex Japan"],
+                &[
+                    "trial subscription globex-esg-2026",
+                    "What to do: Buy a paid subscription for Email Safeguard before 2027-01-01 00:00 UTC",
+                ],
+            ),
+            (
+                TrialLicense,
+                Locale::Ja,
+                &["試用版ライセンス", "Globex Japan"],
+                &[
+                    "試用版のサブスクリプション globex-esg-2026",
+                    "必要な対応: サービスを継続するには、2027年1月1日 00:00 (UTC) までに",
+                ],
+            ),
+            (
+                SeatLimitExceeded,
+                Locale::En,
+                &["globex-esg-2026", "exceeds its seats", "Globex Japan"],
+                &["more users than it licenses", "What to do: Buy more seats"],
+            ),
+            (
+                SeatLimitExceeded,
+                Locale::Ja,
+                &[
+                    "globex-esg-2026",
+                    "ライセンス数を超えています",
+                    "Globex Japan",
+                ],
+                &[
+                    "利用ユーザー数がライセンス数を超えています",
+                    "必要な対応: ライセンス数を追加購入",
+                ],
+            ),
+            (
+                TransferredIn,
+                Locale::En,
+                &["globex-esg-2026", "was transferred to Globex Japan"],
+                &[
+                    "from tenant globex-old to tenant Globex Japan (globex) on 2026-12-15 00:00 UTC",
+                    "until 2027-01-01 00:00 UTC",
+                    "What to do: Nothing.",
+                ],
+            ),
+            (
+                TransferredIn,
+                Locale::Ja,
+                &["globex-esg-2026", "転送されました", "Globex Japan"],
+                &[
+                    "テナント globex-old からテナント「Globex Japan」(globex) へ転送されました",
+                    "2027年1月1日 00:00 (UTC) まで有効",
+                    "必要な対応: ありません。",
+                ],
+            ),
+            (
+                TransferredOut,
+                Locale::En,
+                &["globex-esg-2026", "was transferred away from Globex Japan"],
+                &[
+                    "from tenant Globex Japan (globex) to tenant globex-old on 2026-12-15 00:00 UTC",
+                    "no longer covers",
+                    "What to do: If Globex Japan still uses Email Safeguard",
+                ],
+            ),
+            (
+                TransferredOut,
+                Locale::Ja,
+                &[
+                    "globex-esg-2026",
+                    "他のテナントへ転送されました",
+                    "Globex Japan",
+                ],
+                &[
+                    "テナント「Globex Japan」(globex) からテナント globex-old へ転送されました",
+                    "必要な対応: このテナントで引き続き Email Safeguard を利用する場合",
+                ],
+            ),
+        ];
+        // Every kind is covered in both languages.
+        for kind in MilestoneKind::ALL {
+            for locale in [Locale::En, Locale::Ja] {
+                assert!(
+                    cases.iter().any(|c| c.0 == kind && c.1 == locale),
+                    "no case for {kind:?} in {locale:?}"
+                );
+            }
+        }
+        for (kind, locale, subject_has, body_has) in cases {
+            let text = render(*locale, &facts(*kind, true), Some("情報システム部"));
+            for s in *subject_has {
+                assert!(
+                    text.subject.contains(s),
+                    "{kind:?} {locale:?}: subject {:?} lacks {s:?}",
+                    text.subject
+                );
+            }
+            for s in *body_has {
+                assert!(
+                    text.body.contains(s),
+                    "{kind:?} {locale:?}: body lacks {s:?}:\n{}",
+                    text.body
+                );
+            }
+            assert!(
+                text.body.contains("情報システム部"),
+                "{kind:?} {locale:?}: greets the admin"
+            );
+            assert!(
+                text.body
+                    .contains(&format!("{}/email-safeguard/x", kind.as_str()))
+            );
+            assert!(!text.hint.is_empty());
+            assert!(!text.subject.contains('\n'), "one-line subject");
+            assert!(!text.body.contains("(unknown)") && !text.body.contains("(不明)"));
+        }
+    }
+
+    #[test]
+    fn add_ons_name_only_the_add_on_and_late_notices_say_so() {
+        let mut f = facts(MilestoneKind::ReadOnly, false);
+        f.late = true;
+        let en = render(Locale::En, &f, None);
+        assert!(en.body.starts_with("Hello,\n"));
+        assert!(
+            en.body
+                .contains("The add-on Email Threat Isolation is read-only")
+        );
+        assert!(
+            en.body
+                .contains("This notice is late: it was due on 2027-01-01 00:00 UTC")
+        );
+        let ja = render(Locale::Ja, &f, None);
+        assert!(ja.body.starts_with("ご担当者様\n"));
+        assert!(
+            ja.body
+                .contains("アドオン Email Threat Isolation は読み取り専用")
+        );
+        assert!(ja.body.contains("この通知は遅れて送信されています"));
+    }
+
+    #[test]
+    fn next_steps() {
+        use MilestoneKind::*;
+        let end = at(2027, 1, 1);
+        let susp = at(2027, 1, 31);
+        let cases = [
+            (ExpiringSoon, Some(NextStep::ReadOnly(end))),
+            (ReadOnly, Some(NextStep::Suspended(susp))),
+            (SubscriptionMissing, Some(NextStep::Suspended(susp))),
+            (TrialLicense, Some(NextStep::TrialEnds(end))),
+            (Suspended, None),
+            (Renewed, None),
+            (SeatLimitExceeded, None),
+            (TransferredIn, None),
+            (TransferredOut, None),
+        ];
+        for (kind, want) in cases {
+            assert_eq!(next_step(&facts(kind, true)), want, "{kind:?}");
+        }
+    }
+}

@@ -1,0 +1,890 @@
+//! Notifications end to end: the operator (in this process, W = G = 3 s) with its notifier, a
+//! real SMTP server (aiosmtpd) and a webhook receiver on loopback, counting what arrives on the
+//! receiving side.
+//!
+//! The tests of this file share one operator and its two sinks, and take turns (`SERIAL`): the
+//! outage test stops and restarts the sinks.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::operator::*;
+use common::sinks::{Sink, field, free_port, read_records};
+use common::{cluster, unique_name};
+use kube::api::{Api, PostParams};
+use mailsec_operator::api::{
+    Admin, Locale, NotificationChannel, NotificationState, Tenant, TenantPhase,
+};
+use mailsec_operator::fixtures;
+use mailsec_operator::notify::outbox::{Recipient, delivery_id};
+use mailsec_operator::notify::smtp::{SmtpServer, SmtpTls};
+use mailsec_operator::notify::text::format_date;
+use mailsec_operator::notify::webhook::Webhook;
+use mailsec_operator::notify::{EmailChannel, NotifierConfig, NotifierStats, Retry};
+use serde_json::Value;
+
+const ESG: &str = "email-safeguard";
+const SECRET: &str = "webhook-test-secret";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The tests of this file take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Harness {
+    smtp_port: u16,
+    hook_port: u16,
+    base: PathBuf,
+    mail: Mutex<Sink>,
+    hook: Mutex<Sink>,
+    stats: std::sync::Arc<NotifierStats>,
+    writes: std::sync::Arc<mailsec_operator::controller::api_counter::ApiCounters>,
+}
+
+impl Harness {
+    /// Starts the SMTP server again if a failed test left it stopped.
+    fn ensure_up(&self) {
+        let mut mail = self.mail.lock().unwrap_or_else(|p| p.into_inner());
+        if !mail.running() {
+            *mail = Sink::mail(
+                self.smtp_port,
+                &self.base.join(format!("mail-{}", unique_name("up"))),
+                &[],
+            );
+        }
+    }
+
+    /// Everything the SMTP server received (in every directory it wrote to), in order.
+    fn mails(&self) -> Vec<Value> {
+        dirs(&self.base, "mail")
+    }
+
+    fn hooks(&self) -> Vec<Value> {
+        dirs(&self.base, "hook")
+    }
+}
+
+fn dirs(base: &std::path::Path, prefix: &str) -> Vec<Value> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(base)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.iter().flat_map(|d| read_records(d)).collect()
+}
+
+/// The shared operator, with e-mail and webhook, fast retries (0.5 s doubling to 2 s, Failed
+/// after 3 attempts).
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        cluster();
+        let base = tempfile::tempdir().expect("tempdir").keep();
+        let smtp_port = free_port();
+        let hook_port = free_port();
+        let mail = Sink::mail(smtp_port, &base.join("mail-0"), &[]);
+        let hook = Sink::webhook(hook_port, &base.join("hook-0"), SECRET, &[]);
+        let server = SmtpServer {
+            host: "127.0.0.1".into(),
+            port: smtp_port,
+            tls: SmtpTls::None,
+            credentials: None,
+            timeout: Duration::from_secs(5),
+        };
+        let email = EmailChannel::new(
+            &server,
+            "Licensing <licensing@ops.example>",
+            Some("support@ops.example"),
+        )
+        .expect("e-mail channel");
+        let webhook = Webhook::new(
+            &format!("http://127.0.0.1:{hook_port}/hooks/mailsec"),
+            SECRET.as_bytes().to_vec(),
+            Duration::from_secs(5),
+        )
+        .expect("webhook");
+        let mut config = NotifierConfig::new(Some(email), Some(webhook));
+        config.retry = Retry {
+            base: TimeDelta::milliseconds(500),
+            cap: TimeDelta::seconds(2),
+            failed_after: 3,
+        };
+        let stats = config.stats.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::mem::forget(tx); // never stopped: it dies with the test process
+        let writes = start_with_notifier(rx, Some(config));
+        Harness {
+            smtp_port,
+            hook_port,
+            base,
+            mail: Mutex::new(mail),
+            hook: Mutex::new(hook),
+            stats,
+            writes,
+        }
+    })
+}
+
+async fn create_tenant_with(
+    client: &kube::Client,
+    name: &str,
+    display: &str,
+    locale: Locale,
+    admins: &[(&str, Option<&str>)],
+) {
+    let api: Api<Tenant> = Api::all(client.clone());
+    let mut t = fixtures::tenant(name, &[ESG], 10);
+    t.metadata.generation = None;
+    t.spec.display_name = Some(display.into());
+    t.spec.locale = locale;
+    t.spec.admins = admins
+        .iter()
+        .map(|(email, n)| Admin {
+            email: email.to_string(),
+            name: n.map(str::to_string),
+        })
+        .collect();
+    api.create(&PostParams::default(), &t)
+        .await
+        .unwrap_or_else(|e| panic!("create tenant {name}: {e}"));
+}
+
+/// Records about `tenant`.
+fn mails_of(h: &Harness, tenant: &str) -> Vec<Value> {
+    h.mails()
+        .into_iter()
+        .filter(|m| field(m, "tenant") == tenant)
+        .collect()
+}
+
+fn hooks_of(h: &Harness, tenant: &str) -> Vec<Value> {
+    h.hooks()
+        .into_iter()
+        .filter(|r| r["body"]["tenant"]["name"] == tenant)
+        .collect()
+}
+
+/// Waits until `count(tenant)` reaches `n`.
+async fn wait_count(what: &str, n: usize, count: impl Fn() -> usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let c = count();
+        if c >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {n} {what}, have {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The milestone kind of a mail (from its X-Mailsec-Milestone header).
+fn kind_of(mail: &Value) -> String {
+    field(mail, "milestone")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn rcpt(mail: &Value) -> String {
+    mail["rcpt_tos"][0].as_str().unwrap_or_default().to_string()
+}
+
+/// Runs a tenant whose subscription ends at `end` through ExpiringSoon, ReadOnly, Suspended and
+/// back (Renewed): returns `end` and the renewal's end.
+async fn run_out_and_renew(
+    client: &kube::Client,
+    tenant: &str,
+    end: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    wait_phase(client, tenant, TenantPhase::Suspended, WAIT).await;
+    let renewed_end = in_secs(86_400 * 365);
+    create_subscription(
+        client,
+        &format!("{tenant}-esg-renewal"),
+        tenant,
+        ESG,
+        renewed_end,
+        50,
+    )
+    .await;
+    wait_phase(client, tenant, TenantPhase::Active, WAIT).await;
+    (end, renewed_end)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_milestone_is_mailed_once_to_each_admin_in_english_and_japanese() {
+    let _turn = SERIAL.lock().await;
+    let h = harness();
+    h.ensure_up();
+    let client = cluster().client().await;
+    let en = unique_name("notify-en");
+    let ja = unique_name("notify-ja");
+    let en_admins = [
+        ("alice@globex.example", Some("Alice")),
+        ("bob@globex.example", None),
+    ];
+    let ja_admins = [
+        ("joho@globex.example.jp", Some("情報システム部")),
+        ("kanri@globex.example.jp", None),
+    ];
+    // Subscriptions first, so that no tenant is ever seen without one (which would be a
+    // SubscriptionMissing milestone, and its coverage a Renewed one).
+    let end = in_secs(5);
+    for t in [&en, &ja] {
+        create_subscription(&client, &format!("{t}-esg"), t, ESG, end, 50).await;
+    }
+    create_tenant_with(&client, &en, "Globex Corp", Locale::En, &en_admins).await;
+    create_tenant_with(&client, &ja, "グローバル株式会社", Locale::Ja, &ja_admins).await;
+    let before = h.stats.snapshot();
+    let (en_run, ja_run) = tokio::join!(
+        run_out_and_renew(&client, &en, end),
+        run_out_and_renew(&client, &ja, end)
+    );
+    let kinds = ["ExpiringSoon", "ReadOnly", "Suspended", "Renewed"];
+
+    // 4 milestones x 2 admins per tenant by e-mail, 4 webhook calls per tenant.
+    wait_count("e-mails", 16, || {
+        mails_of(h, &en).len() + mails_of(h, &ja).len()
+    })
+    .await;
+    wait_count("webhook calls", 8, || {
+        hooks_of(h, &en).len() + hooks_of(h, &ja).len()
+    })
+    .await;
+    // Nothing more comes later: no repeats.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes_before = h.writes.writes();
+
+    for (tenant, admins, locale, (end, renewed_end)) in [
+        (&en, &en_admins, Locale::En, en_run),
+        (&ja, &ja_admins, Locale::Ja, ja_run),
+    ] {
+        let mails = mails_of(h, tenant);
+        assert_eq!(mails.len(), 8, "{tenant}: exactly 8 e-mails: {mails:#?}");
+        let tn = tenant_status(&client, tenant).await;
+        let suspend = end + TimeDelta::seconds(PERIOD_SECS);
+        // Exactly once per (milestone, admin).
+        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for m in &mails {
+            *seen.entry((kind_of(m), rcpt(m))).or_default() += 1;
+        }
+        for kind in kinds {
+            for (admin, _) in admins.iter() {
+                assert_eq!(
+                    seen.get(&(kind.to_string(), admin.to_string())),
+                    Some(&1),
+                    "{tenant}: {kind} to {admin} exactly once: {seen:?}"
+                );
+            }
+        }
+        // Each Message-ID is the stable one, derived from tenant, milestone and recipient, and
+        // is the one the outbox recorded.
+        let ids: BTreeSet<&str> = mails.iter().map(|m| field(m, "message_id")).collect();
+        assert_eq!(ids.len(), 8, "{tenant}: one Message-ID per message");
+        for m in &mails {
+            let want = delivery_id(
+                tenant,
+                field(m, "milestone"),
+                &Recipient::email(&rcpt(m)),
+                "ops.example",
+            );
+            assert_eq!(field(m, "message_id"), want, "{tenant}: {m:#?}");
+            let entry = tn
+                .notifications
+                .iter()
+                .find(|e| e.milestone == field(m, "milestone") && e.recipient == rcpt(m))
+                .unwrap_or_else(|| panic!("{tenant}: no outbox entry for {m:#?}"));
+            assert_eq!(entry.delivery_id.as_deref(), Some(want.as_str()));
+            assert_eq!(field(m, "from"), "Licensing <licensing@ops.example>");
+            assert_eq!(field(m, "reply_to"), "support@ops.example");
+            assert_eq!(field(m, "auto_submitted"), "auto-generated");
+            assert_eq!(field(m, "content_type"), "text/plain");
+            assert_eq!(field(m, "charset"), "utf-8");
+        }
+        // The outbox: every entry delivered once, on the first attempt.
+        assert_eq!(
+            tn.notifications.len(),
+            12,
+            "{tenant}: 4 milestones x (2 admins + webhook)"
+        );
+        for e in &tn.notifications {
+            assert_eq!(e.state, NotificationState::Delivered, "{e:#?}");
+            assert!(
+                e.attempts >= 1 && e.delivered_at.is_some() && e.last_error.is_none(),
+                "{e:#?}"
+            );
+            assert!(!e.late, "{e:#?}");
+        }
+
+        // What the mails say.
+        let mail = |kind: &str, admin: &str| -> (String, String) {
+            let m = mails
+                .iter()
+                .find(|m| kind_of(m) == kind && rcpt(m) == admin)
+                .unwrap_or_else(|| panic!("{kind} to {admin}"));
+            (
+                field(m, "subject").to_string(),
+                field(m, "body").replace("\r\n", "\n"),
+            )
+        };
+        let sub = format!("{tenant}-esg");
+        let (d_end, d_susp, d_renewed) = (
+            format_date(locale, end),
+            format_date(locale, suspend),
+            format_date(locale, renewed_end),
+        );
+        let (first, second) = (admins[0].0, admins[1].0);
+        match locale {
+            Locale::En => {
+                assert!(d_end.ends_with(" UTC"), "{d_end}");
+                let (s, b) = mail("ExpiringSoon", first);
+                assert_eq!(
+                    s,
+                    format!("[Action required] Email Safeguard for Globex Corp ends on {d_end}")
+                );
+                assert!(b.starts_with("Hello Alice,\n"), "{b}");
+                assert!(b.contains(&format!("Subscription {sub} for Email Safeguard of tenant Globex Corp ({tenant}) ends on {d_end}.")), "{b}");
+                assert!(
+                    b.contains(&format!(
+                        "What to do: Renew subscription {sub} before {d_end}"
+                    )),
+                    "{b}"
+                );
+                let (s, b) = mail("ReadOnly", second);
+                assert_eq!(
+                    s,
+                    format!(
+                        "[Action required] Email Safeguard for Globex Corp is read-only since {d_end}"
+                    )
+                );
+                assert!(b.starts_with("Hello,\n"), "{b}");
+                assert!(
+                    b.contains(&format!(
+                        "What to do: Renew subscription {sub} before {d_susp}."
+                    )),
+                    "{b}"
+                );
+                let (s, b) = mail("Suspended", first);
+                assert_eq!(
+                    s,
+                    "[Action required] Email Safeguard for Globex Corp is suspended"
+                );
+                assert!(
+                    b.contains(&format!("ended on {d_susp}"))
+                        && b.contains("No data and no settings are lost"),
+                    "{b}"
+                );
+                let (s, b) = mail("Renewed", second);
+                assert_eq!(s, "Email Safeguard for Globex Corp is active again");
+                assert!(
+                    b.contains(&format!(
+                        "covered again by subscription {tenant}-esg-renewal, until {d_renewed}"
+                    )),
+                    "{b}"
+                );
+            }
+            Locale::Ja => {
+                assert!(d_end.ends_with(" (UTC)") && d_end.contains('年'), "{d_end}");
+                let (s, b) = mail("ExpiringSoon", first);
+                assert_eq!(
+                    s,
+                    format!(
+                        "【要対応】グローバル株式会社: Email Safeguard のサブスクリプションは {d_end} に有効期限を迎えます"
+                    )
+                );
+                assert!(b.starts_with("情報システム部 様\n"), "{b}");
+                assert!(b.contains(&format!("テナント「グローバル株式会社」({tenant}) の Email Safeguard のサブスクリプション {sub} は {d_end} に有効期限を迎えます。")), "{b}");
+                assert!(
+                    b.contains(&format!(
+                        "必要な対応: {d_end} までにサブスクリプション {sub} を更新してください"
+                    )),
+                    "{b}"
+                );
+                let (s, b) = mail("ReadOnly", second);
+                assert_eq!(
+                    s,
+                    format!(
+                        "【要対応】グローバル株式会社: Email Safeguard は {d_end} から読み取り専用です"
+                    )
+                );
+                assert!(b.starts_with("ご担当者様\n"), "{b}");
+                assert!(
+                    b.contains(&format!(
+                        "必要な対応: {d_susp} までにサブスクリプション {sub} を更新してください。"
+                    )),
+                    "{b}"
+                );
+                let (s, b) = mail("Suspended", first);
+                assert_eq!(
+                    s,
+                    "【要対応】グローバル株式会社: Email Safeguard は停止されました"
+                );
+                assert!(b.contains("データや設定が失われることはありません"), "{b}");
+                let (s, b) = mail("Renewed", second);
+                assert_eq!(
+                    s,
+                    "グローバル株式会社: Email Safeguard は再び有効になりました"
+                );
+                assert!(
+                    b.contains(&format!(
+                        "サブスクリプション {tenant}-esg-renewal により {d_renewed} まで有効"
+                    )),
+                    "{b}"
+                );
+            }
+        }
+
+        // The webhook: one signed call per milestone, verified by the receiver.
+        let hooks = hooks_of(h, tenant);
+        assert_eq!(hooks.len(), 4, "{tenant}: {hooks:#?}");
+        for r in &hooks {
+            assert_eq!(r["signature_ok"], true, "signature verifies: {r:#?}");
+            assert!(field(r, "signature").starts_with("sha256="), "{r:#?}");
+            assert_eq!(r["status"], 200);
+            assert_eq!(field(r, "content_type"), "application/json");
+            let body = &r["body"];
+            assert_eq!(
+                field(r, "delivery"),
+                body["deliveryId"].as_str().unwrap_or_default()
+            );
+            assert_eq!(body["kind"], "MilestoneNotification");
+            assert_eq!(
+                body["tenant"]["locale"],
+                if locale == Locale::Ja { "ja" } else { "en" }
+            );
+            assert_eq!(body["milestone"]["product"], ESG);
+            assert_eq!(body["admins"].as_array().map(Vec::len), Some(2));
+            assert!(!field(body, "hint").is_empty() && !field(body, "subject").is_empty());
+        }
+        let kinds_called: BTreeSet<&str> = hooks.iter().map(|r| field(r, "kind")).collect();
+        assert_eq!(kinds_called, kinds.into_iter().collect());
+        let expiring = hooks
+            .iter()
+            .find(|r| field(r, "kind") == "ExpiringSoon")
+            .expect("ExpiringSoon call");
+        assert_eq!(expiring["body"]["nextStep"]["kind"], "ReadOnly");
+        assert_eq!(
+            expiring["body"]["nextStep"]["at"]
+                .as_str()
+                .and_then(|s| s.parse::<DateTime<Utc>>().ok()),
+            Some(end)
+        );
+        assert_eq!(expiring["body"]["milestone"]["subscription"], sub.as_str());
+
+        // Two writers of one status, each owning its fields.
+        let t: Tenant = Api::all(client.clone()).get(tenant).await.expect("tenant");
+        let managers: BTreeMap<String, String> = t
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.subresource.as_deref() == Some("status"))
+            .map(|m| {
+                (
+                    m.manager.unwrap_or_default(),
+                    m.fields_v1.map(|f| f.0.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let notifier = managers
+            .get("mailsec-operator-notifier")
+            .expect("notifier manager");
+        let controller = managers
+            .get("mailsec-operator")
+            .expect("controller manager");
+        assert!(
+            notifier.contains("f:notifications") && !notifier.contains("f:milestones"),
+            "{notifier}"
+        );
+        assert!(
+            controller.contains("f:milestones") && !controller.contains("f:notifications"),
+            "{controller}"
+        );
+    }
+    // How long after its milestone was due each e-mail reached the server.
+    let mut delays: Vec<f64> = Vec::new();
+    for tenant in [&en, &ja] {
+        let status = tenant_status(&client, tenant).await;
+        for m in mails_of(h, tenant) {
+            let due = status
+                .milestones
+                .iter()
+                .find(|r| r.id == field(&m, "milestone"))
+                .map(|r| r.due_at.timestamp_millis() as f64 / 1000.0);
+            if let (Some(due), Some(at)) = (due, m["received_at"].as_f64()) {
+                delays.push(at - due);
+            }
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    eprintln!(
+        "e-mail delivery after the milestone was due: median {:.3} s, max {:.3} s over {} mails",
+        delays.get(delays.len() / 2).copied().unwrap_or_default(),
+        delays.last().copied().unwrap_or_default(),
+        delays.len()
+    );
+    let after = h.stats.snapshot();
+    assert!(
+        after.emails_delivered - before.emails_delivered >= 16,
+        "{after:?}"
+    );
+    assert!(
+        after.webhooks_delivered - before.webhooks_delivered >= 8,
+        "{after:?}"
+    );
+    // Converged: nobody writes any more (the two writers do not fight over the status).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.writes.writes() - writes_before, 0, "writes at rest");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_smtp_outage_ends_in_delivery_once_and_a_failing_webhook_is_retried() {
+    let _turn = SERIAL.lock().await;
+    let h = harness();
+    h.ensure_up();
+    let client = cluster().client().await;
+    // The SMTP server goes down; the webhook answers 503 to its next 2 calls (fewer than the 3
+    // attempts after which an entry is marked Failed).
+    h.mail.lock().unwrap_or_else(|p| p.into_inner()).stop();
+    {
+        let mut hook = h.hook.lock().unwrap_or_else(|p| p.into_inner());
+        hook.stop();
+        *hook = Sink::webhook(
+            h.hook_port,
+            &h.base.join(format!("hook-{}", unique_name("x"))),
+            SECRET,
+            &["--fail-first", "2"],
+        );
+    }
+    let t = unique_name("outage");
+    let admins = [("one@initech.example", None), ("two@initech.example", None)];
+    let before = h.stats.snapshot();
+    let end = in_secs(4);
+    create_subscription(&client, &format!("{t}-esg"), &t, ESG, end, 50).await;
+    create_tenant_with(&client, &t, "Initech", Locale::En, &admins).await;
+    wait_phase(&client, &t, TenantPhase::Suspended, WAIT).await;
+
+    // While the server is down, the e-mails of all three milestones are tried, fail, and are
+    // marked Failed (after 3 attempts) with the error, each announced once by an Event.
+    let failed = wait_tenant(&client, &t, WAIT, "6 failed e-mails", |tn| {
+        tn.status.as_ref().is_some_and(|s| {
+            s.notifications
+                .iter()
+                .filter(|e| e.channel == NotificationChannel::Email)
+                .filter(|e| e.state == NotificationState::Failed)
+                .count()
+                == 6
+        })
+    })
+    .await;
+    let tn = tenant_status(&client, &t).await;
+    for e in tn
+        .notifications
+        .iter()
+        .filter(|e| e.channel == NotificationChannel::Email)
+    {
+        assert!(e.attempts >= 3, "{e:#?}");
+        let err = e.last_error.as_deref().unwrap_or_default();
+        assert!(err.contains("SMTP"), "{e:#?}");
+        assert!(
+            e.next_attempt_at
+                .is_some_and(|n| n > failed - TimeDelta::seconds(3)),
+            "still retried: {e:#?}"
+        );
+    }
+    assert!(mails_of(h, &t).is_empty());
+    // Stay down a little longer: Failed entries keep being retried (at the 2 s cap).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = events_about(&client, "Tenant", &t).await;
+    let failures: Vec<&String> = events
+        .iter()
+        .filter(|(r, _)| r == "NotificationFailed")
+        .map(|(_, n)| n)
+        .collect();
+    assert_eq!(
+        failures.len(),
+        6,
+        "one NotificationFailed per entry: {failures:#?}"
+    );
+    assert!(
+        failures.iter().all(|n| n.contains("(Email)")),
+        "{failures:#?}"
+    );
+    for (admin, _) in admins {
+        for kind in ["ExpiringSoon", "ReadOnly", "Suspended"] {
+            assert_eq!(
+                failures
+                    .iter()
+                    .filter(|n| n.contains(admin) && n.contains(&format!("{kind}/")))
+                    .count(),
+                1,
+                "{kind} to {admin}: {failures:#?}"
+            );
+        }
+    }
+
+    // The server comes back on the same port: everything is delivered, once.
+    let back = Sink::mail(
+        h.smtp_port,
+        &h.base.join(format!("mail-{}", unique_name("back"))),
+        &[],
+    );
+    *h.mail.lock().unwrap_or_else(|p| p.into_inner()) = back;
+    wait_count("e-mails after the outage", 6, || mails_of(h, &t).len()).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mails = mails_of(h, &t);
+    assert_eq!(mails.len(), 6, "delivered once each, none lost: {mails:#?}");
+    let distinct: BTreeSet<(String, String)> =
+        mails.iter().map(|m| (kind_of(m), rcpt(m))).collect();
+    assert_eq!(distinct.len(), 6);
+    let tn = tenant_status(&client, &t).await;
+    for e in &tn.notifications {
+        assert_eq!(e.state, NotificationState::Delivered, "{e:#?}");
+        assert_eq!(e.last_error, None);
+    }
+    // No more NotificationFailed Events than before.
+    assert_eq!(
+        count_events(&client, "Tenant", &t, "NotificationFailed").await,
+        6
+    );
+
+    // The webhook: 503 twice, then delivered; each delivery id answered 200 once.
+    let hooks = hooks_of(h, &t);
+    let ok: Vec<&Value> = hooks.iter().filter(|r| r["status"] == 200).collect();
+    assert_eq!(ok.len(), 3, "{hooks:#?}");
+    let ok_ids: BTreeSet<&str> = ok.iter().map(|r| field(r, "delivery")).collect();
+    assert_eq!(ok_ids.len(), 3, "one success per milestone: {hooks:#?}");
+    let refused: Vec<&Value> = hooks.iter().filter(|r| r["status"] == 503).collect();
+    assert_eq!(refused.len(), 2, "{hooks:#?}");
+    for r in &refused {
+        assert!(
+            ok_ids.contains(field(r, "delivery")),
+            "a refused call was retried until it succeeded: {r:#?}"
+        );
+        assert_eq!(r["signature_ok"], true);
+    }
+    let after = h.stats.snapshot();
+    assert!(after.marked_failed - before.marked_failed >= 6, "{after:?}");
+    assert!(
+        after.attempts_failed - before.attempts_failed >= 6 * 3 + 2,
+        "{after:?}"
+    );
+}
+
+async fn tenant_status(client: &kube::Client, name: &str) -> mailsec_operator::api::TenantStatus {
+    tenant(client, name).await.status.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn milestones_missed_while_the_operator_was_down_are_mailed_once_marked_late() {
+    let _turn = SERIAL.lock().await;
+    let h = harness();
+    h.ensure_up();
+    let client = cluster().client().await;
+    let t = unique_name("notify-late");
+    let admin = "late@umbrella.example";
+    // A subscription that ran out two hours ago, seen for the first time now (as after an
+    // operator outage): all three milestones are announced at once, late.
+    let end = in_secs(-7200);
+    create_subscription(&client, &format!("{t}-esg"), &t, ESG, end, 50).await;
+    create_tenant_with(&client, &t, "Umbrella", Locale::En, &[(admin, None)]).await;
+    wait_phase(&client, &t, TenantPhase::Suspended, WAIT).await;
+    wait_count("late e-mails", 3, || mails_of(h, &t).len()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mails = mails_of(h, &t);
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    let kinds: BTreeSet<String> = mails.iter().map(kind_of).collect();
+    assert_eq!(
+        kinds,
+        ["ExpiringSoon", "ReadOnly", "Suspended"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    for m in &mails {
+        let body = field(m, "body").replace("\r\n", "\n");
+        assert!(
+            body.contains("This notice is late: it was due on"),
+            "{body}"
+        );
+    }
+    let status = tenant_status(&client, &t).await;
+    let email_entries: Vec<_> = status
+        .notifications
+        .iter()
+        .filter(|e| e.channel == NotificationChannel::Email)
+        .collect();
+    assert_eq!(email_entries.len(), 3);
+    assert!(
+        email_entries
+            .iter()
+            .all(|e| e.late && e.state == NotificationState::Delivered),
+        "{email_entries:#?}"
+    );
+    let late_calls = hooks_of(h, &t);
+    assert!(
+        late_calls
+            .iter()
+            .filter(|r| r["status"] == 200)
+            .all(|r| r["body"]["milestone"]["late"] == true),
+        "{late_calls:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_is_confirmed_once_to_the_admins_of_both_tenants() {
+    let _turn = SERIAL.lock().await;
+    let h = harness();
+    h.ensure_up();
+    let client = cluster().client().await;
+    let from = unique_name("xfer-from");
+    let to = unique_name("xfer-to");
+    // Each tenant keeps its own base subscription; an extra one moves from `from` to `to`.
+    let far = in_secs(86_400 * 60);
+    create_subscription(&client, &format!("{from}-own"), &from, ESG, far, 50).await;
+    create_subscription(&client, &format!("{to}-own"), &to, ESG, far, 50).await;
+    let moving = format!("{from}-extra");
+    create_subscription(&client, &moving, &from, ESG, far, 50).await;
+    create_tenant_with(
+        &client,
+        &from,
+        "From Corp",
+        Locale::En,
+        &[("a@from.example", None)],
+    )
+    .await;
+    create_tenant_with(
+        &client,
+        &to,
+        "移行先株式会社",
+        Locale::Ja,
+        &[("b@to.example", None)],
+    )
+    .await;
+    wait_phase(&client, &from, TenantPhase::Active, WAIT).await;
+    wait_phase(&client, &to, TenantPhase::Active, WAIT).await;
+
+    let subs: Api<mailsec_operator::api::Subscription> = Api::all(client.clone());
+    subs.patch(
+        &moving,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"tenantRef": to}})),
+    )
+    .await
+    .expect("transfer");
+
+    wait_count("transfer e-mails", 2, || {
+        mails_of(h, &from).len() + mails_of(h, &to).len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = mails_of(h, &from);
+    let inn = mails_of(h, &to);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(inn.len(), 1, "{inn:#?}");
+    assert_eq!(kind_of(&out[0]), "TransferredOut");
+    assert_eq!(
+        field(&out[0], "subject"),
+        format!("Subscription {moving} (Email Safeguard) was transferred away from From Corp")
+    );
+    assert!(
+        field(&out[0], "body").contains(&format!(
+            "was transferred from tenant From Corp ({from}) to tenant {to} on"
+        )),
+        "{:#?}",
+        out[0]
+    );
+    assert_eq!(kind_of(&inn[0]), "TransferredIn");
+    assert_eq!(
+        field(&inn[0], "subject"),
+        format!("移行先株式会社: サブスクリプション {moving} (Email Safeguard) が転送されました")
+    );
+    assert!(
+        field(&inn[0], "body").contains(&format!(
+            "テナント {from} からテナント「移行先株式会社」({to}) へ転送されました"
+        )),
+        "{:#?}",
+        inn[0]
+    );
+    // The Events stay those of the Subscription controller (no second Event per transfer).
+    assert_eq!(
+        count_events(&client, "Tenant", &to, "SubscriptionTransferredIn").await,
+        1
+    );
+    assert_eq!(
+        count_events(&client, "Tenant", &to, "TransferredIn").await,
+        0
+    );
+    let hooks: Vec<String> = hooks_of(h, &to)
+        .iter()
+        .map(|r| field(r, "kind").to_string())
+        .collect();
+    assert_eq!(hooks, ["TransferredIn"]);
+}
+
+/// The claim before a send carries the resourceVersion the notifier read: a write on a stale
+/// read is refused, so two notifiers (a leader hand-over) can not both claim one attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_on_a_stale_read_is_refused() {
+    use kube::ResourceExt;
+    use mailsec_operator::api::NotificationRecord;
+    use mailsec_operator::effects::notifications::apply_outbox;
+    let client = cluster().client().await;
+    let t = unique_name("claim");
+    create_tenant_with(
+        &client,
+        &t,
+        "Claim",
+        Locale::En,
+        &[("c@claim.example", None)],
+    )
+    .await;
+    let api: Api<Tenant> = Api::all(client.clone());
+    let read = api.get(&t).await.expect("read");
+    let stale = read.resource_version().expect("resourceVersion");
+    api.patch(
+        &t,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            serde_json::json!({"metadata": {"annotations": {"touched": "yes"}}}),
+        ),
+    )
+    .await
+    .expect("someone else writes");
+    let entry = NotificationRecord {
+        id: "ReadOnly/email-safeguard/x/Email/c@claim.example".into(),
+        milestone: "ReadOnly/email-safeguard/x".into(),
+        channel: NotificationChannel::Email,
+        recipient: "c@claim.example".into(),
+        state: NotificationState::Pending,
+        attempts: 1,
+        last_error: None,
+        last_attempt_at: Some(Utc::now()),
+        next_attempt_at: None,
+        delivered_at: None,
+        late: false,
+        delivery_id: None,
+    };
+    match apply_outbox(&api, &t, std::slice::from_ref(&entry), Some(&stale)).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409, "{e:?}"),
+        other => panic!("a claim on a stale read must be refused: {other:?}"),
+    }
+    let now = api.get(&t).await.expect("read").status.unwrap_or_default();
+    assert!(now.notifications.is_empty(), "nothing was written");
+}
