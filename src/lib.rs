@@ -12,6 +12,6 @@ pub mod engine;
 pub mod fixtures;
 pub mod manifests;
 pub mod metrics;
-pub mod server;
 pub mod notify;
+pub mod server;
 pub mod telemetry;

@@ -494,3 +494,60 @@ fn chart_ships_the_read_only_admission_policy_of_deploy() {
     );
     assert!(find(&off, "ValidatingAdmissionPolicy").is_empty());
 }
+
+#[test]
+fn notifications_are_configured_from_values_with_mounted_secrets() {
+    let values = json!({"notifications": {
+        "smtp": {"url": "smtp://mail.example:587?tls=starttls", "from": "Licensing <licensing@example.com>", "credentialsSecret": "smtp-auth"},
+        "webhook": {"url": "https://hooks.example/mailsec", "secretName": "webhook-key"},
+        "milestones": ["ExpiringSoon", "Suspended"],
+    }});
+    let objs = objects(&render(&values, "mailsec-operator", "mailsec-system").expect("render"));
+    let deployment = find(&objs, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in [
+        "--smtp-url=smtp://mail.example:587?tls=starttls",
+        "--smtp-from=Licensing <licensing@example.com>",
+        "--smtp-credentials-file=/etc/mailsec/smtp",
+        "--webhook-url=https://hooks.example/mailsec",
+        "--webhook-secret-file=/etc/mailsec/webhook/secret",
+        "--notify-milestones=ExpiringSoon,Suspended",
+    ] {
+        assert!(args.contains(&want), "{want} missing from {args:?}");
+    }
+    let volumes: Vec<&str> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert_eq!(volumes, ["smtp-auth", "webhook-key"]);
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert!(mounts.iter().all(|m| m["readOnly"] == true));
+
+    // Off by default: no notifier flags, no volumes (the root filesystem stays read-only).
+    let defaults = defaults("mailsec-system");
+    let pod = &find(&defaults, "Deployment")[0]["spec"]["template"]["spec"];
+    assert!(pod["volumes"].is_null(), "{pod}");
+    let args = pod["containers"][0]["args"].to_string();
+    assert!(
+        !args.contains("--smtp-url") && !args.contains("--webhook-url"),
+        "{args}"
+    );
+
+    // A webhook without its signing secret is refused at render time.
+    let err = render(
+        &json!({"notifications": {"webhook": {"url": "https://hooks.example/x"}}}),
+        "mailsec-operator",
+        "mailsec-system",
+    );
+    assert!(err.is_err(), "rendered without a webhook secret");
+}

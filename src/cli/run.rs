@@ -13,12 +13,12 @@ use super::{PolicyArgs, SettingsError};
 use crate::controller::api_counter::{ApiCounters, CountingLayer};
 use crate::controller::leader::{self, LeaderElection, MIN_LEASE_DURATION};
 use crate::controller::{self, Settings};
-use crate::metrics::{Metrics, Role};
-use crate::server::{BindError, Server};
 use crate::engine::parse_period;
+use crate::metrics::{Metrics, Role};
 use crate::notify::smtp::SmtpServer;
 use crate::notify::webhook::Webhook;
 use crate::notify::{EmailChannel, NotifierConfig, NotifyError, Retry, parse_kinds};
+use crate::server::{BindError, Server};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Args, Debug)]

@@ -336,6 +336,7 @@ async fn run_controllers(
             let n = Arc::new(notifier::Notifier {
                 ctx: ctx.clone(),
                 config,
+                metrics: metrics.clone(),
             });
             Controller::for_stream(trigger(outlet), tenants.store.clone())
                 .with_config(

@@ -35,6 +35,8 @@ use crate::notify::{NotifierConfig, NotifierStats, NotifyError};
 pub struct Notifier {
     pub ctx: Arc<Context>,
     pub config: NotifierConfig,
+    /// `mailsec_notifications_total{channel,result}`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Instants recorded in the outbox: whole milliseconds.
@@ -321,10 +323,14 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
         match &outcome {
             Ok(()) => {
                 stats.delivered(entry.channel, entry.late);
+                n.metrics
+                    .notification(&entry.channel.as_str().to_lowercase(), "delivered");
                 tracing::info!(tenant = %name, notification = %id, delivery_id = ?entry.delivery_id, attempts = entry.attempts, late = entry.late, "notification delivered");
             }
             Err(e) => {
                 NotifierStats::add(&stats.attempts_failed);
+                n.metrics
+                    .notification(&entry.channel.as_str().to_lowercase(), "failed");
                 tracing::warn!(tenant = %name, notification = %id, attempts = entry.attempts, error = %e, "notification attempt failed");
             }
         }
