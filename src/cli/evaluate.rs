@@ -157,18 +157,5 @@ fn table(manifests: &Manifests, eval: &WorldEvaluation, at: DateTime<Utc>) -> St
             ),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = format!("# evaluated at {}\n", format_instant(at));
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::render_columns(&format!("evaluated at {}", format_instant(at)), &rows)
 }

@@ -242,26 +242,10 @@ pub fn render(
                     dash(&c[12]),
                 ]);
             }
-            let widths: Vec<usize> = (0..table[0].len())
-                .map(|i| {
-                    table
-                        .iter()
-                        .map(|r| r[i].chars().count())
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let mut out = format!("# service subscriptions at {}\n", format_instant(at));
-            for r in table {
-                let line: Vec<String> = r
-                    .iter()
-                    .enumerate()
-                    .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
-                    .collect();
-                out.push_str(line.join("  ").trim_end());
-                out.push('\n');
-            }
-            Ok(out)
+            Ok(super::render_columns(
+                &format!("service subscriptions at {}", format_instant(at)),
+                &table,
+            ))
         }
     }
 }
