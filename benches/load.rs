@@ -304,6 +304,14 @@ fn vm_field(pid: u32, field: &str) -> Option<u64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // On SIGINT/SIGTERM, return (so the API server is stopped by `Envtest`'s Drop).
+    tokio::select! {
+        result = harness() => result,
+        _ = mailsec_operator::cli::run::shutdown_signal() => anyhow::bail!("interrupted"),
+    }
+}
+
+async fn harness() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.bench {
         eprintln!("load: a benchmark; run it with `cargo bench --bench load [-- --tenants N]`");
@@ -554,15 +562,16 @@ async fn main() -> anyhow::Result<()> {
         match exe {
             None => log("the operator binary is missing: memory skipped"),
             Some(exe) => {
-                let mut child = Command::new(exe)
+                let mut child = tokio::process::Command::new(exe)
                     .args(["run", "--metrics-addr", "127.0.0.1:0", "--concurrency"])
                     .arg(args.concurrency.to_string())
                     .env("KUBECONFIG", &env.kubeconfig)
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
+                    .kill_on_drop(true)
                     .spawn()?;
-                let pid = child.id();
+                let pid = child.id().unwrap_or_default();
                 let t0 = Instant::now();
                 let (mut last, mut stable_since) = (0, Instant::now());
                 while t0.elapsed() < Duration::from_secs(180) {
@@ -577,8 +586,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 let rss = vm_field(pid, "VmRSS:").unwrap_or(0);
-                let _ = child.kill();
-                let _ = child.wait();
+                let _ = child.kill().await;
                 memory = Some((last, rss, t0.elapsed()));
             }
         }
@@ -634,15 +642,16 @@ async fn memory_only(
     objects: usize,
     concurrency: u16,
 ) -> anyhow::Result<()> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
         .args(["run", "--metrics-addr", "127.0.0.1:0", "--concurrency"])
         .arg(concurrency.to_string())
         .env("KUBECONFIG", &env.kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .kill_on_drop(true)
         .spawn()?;
-    let pid = child.id();
+    let pid = child.id().unwrap_or_default();
     let t0 = Instant::now();
     let watch = converged(client, objects, Duration::from_secs(900));
     tokio::pin!(watch);
@@ -661,8 +670,7 @@ async fn memory_only(
     }
     let hwm = vm_field(pid, "VmHWM:").unwrap_or(0);
     let rss = vm_field(pid, "VmRSS:").unwrap_or(0);
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.kill().await;
     println!(
         "\n== memory: mailsec-operator run (release) cold start on {objects} objects: converged in {:.1} s; VmHWM {:.1} MiB, VmRSS {:.1} MiB (target <= 150 MiB) ==",
         converged_after.unwrap_or_default().as_secs_f64(),
