@@ -525,7 +525,9 @@ async fn harness() -> anyhow::Result<()> {
         let Some(Ok(t)) = ev else { continue };
         let by_end = t.status.as_ref().is_some_and(|s| {
             s.phase == Some(TenantPhase::ReadOnly)
-                && s.services.first().is_some_and(|b| b.missing_since.is_none())
+                && s.services
+                    .first()
+                    .is_some_and(|b| b.missing_since.is_none())
         });
         if by_end {
             seen.entry(t.name_any()).or_insert_with(Utc::now);
@@ -623,7 +625,10 @@ async fn harness() -> anyhow::Result<()> {
         percentile(&lat, 99.0),
         lat.last().copied().unwrap_or(f64::NAN)
     );
-    println!("operator requests (whole run, watches aside): {}", op_requests.join(", "));
+    println!(
+        "operator requests (whole run, watches aside): {}",
+        op_requests.join(", ")
+    );
     if let Some((hwm, rss, took)) = memory {
         println!(
             "memory: release binary on {total} objects: VmHWM {:.1} MiB, VmRSS {:.1} MiB after {:.0} s (target <= 150 MiB)",
