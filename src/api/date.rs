@@ -36,10 +36,15 @@ impl LicenseDate {
 
     fn parse(&self) -> Result<Parsed, DateError> {
         let text = self.0.trim();
-        if text.len() == 10
-            && let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        {
-            return Ok(Parsed::Date(date));
+        if text.len() == 10 {
+            // The common case, read without chrono's format interpreter; anything else (or an
+            // impossible calendar date) goes the general way below, with the same result.
+            if let Some(date) = bare_date(text.as_bytes()) {
+                return Ok(Parsed::Date(date));
+            }
+            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                return Ok(Parsed::Date(date));
+            }
         }
         DateTime::parse_from_rfc3339(text)
             .map(|t| Parsed::Instant(t.with_timezone(&Utc)))
@@ -64,6 +69,20 @@ impl LicenseDate {
             Parsed::Instant(t) => t,
         })
     }
+}
+
+/// `YYYY-MM-DD` with ASCII digits, as `NaiveDate::parse_from_str(_, "%Y-%m-%d")` reads it.
+fn bare_date(b: &[u8]) -> Option<NaiveDate> {
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r)?.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let year = i32::try_from(digits(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, digits(5..7)?, digits(8..10)?)
 }
 
 enum Parsed {
@@ -111,7 +130,40 @@ pub fn instant_schema(_: &mut SchemaGenerator) -> Schema {
 /// fraction only when there is one, so that every status value reads back exactly as written
 /// (otherwise the operator would see a difference, and write, on every reconcile).
 pub fn format_instant(t: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    // Whole seconds within years 0000..=9999 (what the engine writes): the same text as chrono's
+    // `AutoSi`, without its format machinery.
+    if t.nanosecond() == 0 && (0..=9999).contains(&t.year()) {
+        let mut out = String::with_capacity(20);
+        push_date(&mut out, t.date_naive());
+        out.push('T');
+        push_digits(&mut out, t.hour(), 2);
+        out.push(':');
+        push_digits(&mut out, t.minute(), 2);
+        out.push(':');
+        push_digits(&mut out, t.second(), 2);
+        out.push('Z');
+        return out;
+    }
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// Appends `YYYY-MM-DD` (a year within 0..=9999, as chrono's `%Y-%m-%d` writes it).
+pub fn push_date(out: &mut String, date: NaiveDate) {
+    use chrono::Datelike;
+    push_digits(out, date.year().unsigned_abs(), 4);
+    out.push('-');
+    push_digits(out, date.month(), 2);
+    out.push('-');
+    push_digits(out, date.day(), 2);
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for i in (0..width).rev() {
+        let digit = (n / 10u32.pow(i)) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// Serde helpers for `DateTime<Utc>` fields written with [`format_instant`].
@@ -195,4 +247,48 @@ mod tests {
             assert!(err.to_string().contains("YYYY-MM-DD"), "{bad}: {err}");
         }
     }
+}
+
+#[cfg(test)]
+mod fast_format_tests {
+    use super::*;
+
+    #[test]
+    fn fast_paths_write_what_chrono_writes() {
+        // Every day boundary and some odd seconds over several centuries, and the year ends.
+        let mut t = FIRST;
+        while t < 253_402_300_799 {
+            let at = DateTime::from_timestamp(t, 0).unwrap();
+            assert_eq!(
+                format_instant(at),
+                at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            );
+            let mut date = String::new();
+            push_date(&mut date, at.date_naive());
+            assert_eq!(date, at.format("%Y-%m-%d").to_string());
+            let text = at.format("%Y-%m-%d").to_string();
+            assert_eq!(
+                bare_date(text.as_bytes()),
+                NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok()
+            );
+            t += 86_400 * 37 + 3_607;
+        }
+        // Anything the fast path does not read goes to chrono (`parse`), so it may only ever
+        // agree with chrono or decline.
+        for text in [
+            "2026-02-30",
+            "2026-13-01",
+            "20260-1-01",
+            "2026-1-001",
+            "+026-01-01",
+        ] {
+            let fast = bare_date(text.as_bytes());
+            assert!(
+                fast.is_none() || fast == NaiveDate::parse_from_str(text, "%Y-%m-%d").ok(),
+                "{text}"
+            );
+        }
+    }
+
+    const FIRST: i64 = -62_167_219_200;
 }

@@ -1,14 +1,15 @@
 //! What every reconcile shares: the client, the caches, the policy, the event recorder, and the
 //! per-object error backoff.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::Client;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -22,6 +23,8 @@ pub struct Context {
     pub policy: Policy,
     pub tenants: Store<Tenant>,
     pub subscriptions: Store<Subscription>,
+    /// Tenant name → the subscriptions that name it, maintained from the subscriptions' watch.
+    pub subscription_index: SubscriptionIndex,
     pub recorder: Recorder,
     pub workloads: WorkloadStores,
     failures: Mutex<HashMap<String, u32>>,
@@ -41,6 +44,7 @@ impl Context {
         policy: Policy,
         tenants: Store<Tenant>,
         subscriptions: Store<Subscription>,
+        subscription_index: SubscriptionIndex,
         workloads: WorkloadStores,
         recorder: Recorder,
     ) -> Self {
@@ -49,6 +53,7 @@ impl Context {
             policy,
             tenants,
             subscriptions,
+            subscription_index,
             recorder,
             workloads,
             failures: Mutex::new(HashMap::new()),
@@ -71,16 +76,12 @@ impl Context {
     }
 
     /// Subscriptions owned by or shared with `tenant`, or transferred to or from it, from the
-    /// cache.
+    /// cache, by name.
     pub fn subscriptions_of(&self, tenant: &str) -> Vec<Arc<Subscription>> {
-        let mut subs: Vec<Arc<Subscription>> = self
-            .subscriptions
-            .state()
-            .into_iter()
-            .filter(|s| s.concerns(tenant) || s.transferred_with(tenant))
-            .collect();
-        subs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        subs
+        self.subscription_index
+            .subscriptions(&self.subscriptions, tenant, |s| {
+                s.concerns(tenant) || s.transferred_with(tenant)
+            })
     }
 
     /// `spec.users` of the tenants these subscriptions name (which also tells which exist).
@@ -116,5 +117,121 @@ impl Context {
     pub fn succeeded(&self, key: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(key);
+    }
+}
+
+/// Which subscriptions name a tenant (as owner or sharer, in spec or in last status), kept from the
+/// subscriptions' watch events, so that finding a tenant's subscriptions does not scan the whole
+/// cache (that made a cold start O(tenants × subscriptions)).
+///
+/// The index names every subscription whose cached version names the tenant (in spec, or in
+/// status as the last seen owner or sharer); readers check the cached object for what they need.
+#[derive(Clone, Default)]
+pub struct SubscriptionIndex {
+    inner: Arc<RwLock<IndexState>>,
+}
+
+#[derive(Default)]
+struct IndexState {
+    by_tenant: HashMap<String, BTreeSet<String>>,
+    /// The tenants each subscription was indexed under.
+    of_subscription: HashMap<String, Vec<String>>,
+    /// Objects seen during a re-list; the index is rebuilt from them when it completes.
+    relist: Option<Vec<(String, Vec<String>)>>,
+}
+
+fn named_tenants(sub: &Subscription) -> Vec<String> {
+    let mut names: Vec<String> = sub.tenants().map(str::to_string).collect();
+    if let Some(status) = &sub.status {
+        names.extend(status.tenant.iter().cloned());
+        names.extend(status.shared_with.iter().cloned());
+        // The parties of recorded transfers get their transfer confirmations.
+        names.extend(
+            status
+                .transfers
+                .iter()
+                .flat_map(|t| [t.from.clone(), t.to.clone()]),
+        );
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+impl IndexState {
+    fn insert(&mut self, sub: String, tenants: Vec<String>) {
+        self.remove(&sub);
+        for t in &tenants {
+            self.by_tenant
+                .entry(t.clone())
+                .or_default()
+                .insert(sub.clone());
+        }
+        self.of_subscription.insert(sub, tenants);
+    }
+
+    fn remove(&mut self, sub: &str) {
+        for t in self.of_subscription.remove(sub).unwrap_or_default() {
+            if let Some(set) = self.by_tenant.get_mut(&t) {
+                set.remove(sub);
+                if set.is_empty() {
+                    self.by_tenant.remove(&t);
+                }
+            }
+        }
+    }
+}
+
+impl SubscriptionIndex {
+    /// Updates the index with one watch event (see `feed::feed_indexed`).
+    pub fn observe(&self, event: &watcher::Event<Subscription>) {
+        let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let key = |s: &Subscription| s.metadata.name.clone().unwrap_or_default();
+        match event {
+            watcher::Event::Init => state.relist = Some(Vec::new()),
+            watcher::Event::InitApply(s) => {
+                let entry = (key(s), named_tenants(s));
+                match state.relist.as_mut() {
+                    Some(list) => list.push(entry),
+                    None => state.insert(entry.0, entry.1),
+                }
+            }
+            watcher::Event::InitDone => {
+                // The cache now holds exactly the re-listed objects: so does the index.
+                let list = state.relist.take().unwrap_or_default();
+                state.by_tenant.clear();
+                state.of_subscription.clear();
+                for (sub, tenants) in list {
+                    state.insert(sub, tenants);
+                }
+            }
+            watcher::Event::Apply(s) => state.insert(key(s), named_tenants(s)),
+            watcher::Event::Delete(s) => state.remove(&key(s)),
+        }
+    }
+
+    /// Names of the subscriptions indexed under `tenant`.
+    pub fn names(&self, tenant: &str) -> Vec<String> {
+        let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        state
+            .by_tenant
+            .get(tenant)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The cached subscriptions indexed under `tenant` that satisfy `keep`, sorted by name.
+    pub fn subscriptions(
+        &self,
+        store: &Store<Subscription>,
+        tenant: &str,
+        keep: impl Fn(&Subscription) -> bool,
+    ) -> Vec<Arc<Subscription>> {
+        // BTreeSet order: already sorted by name.
+        self.names(tenant)
+            .into_iter()
+            .filter_map(|n| store.get(&ObjectRef::new(&n)))
+            .filter(|s| keep(s))
+            .collect()
     }
 }

@@ -41,6 +41,31 @@ pub fn feed<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    feed_indexed(
+        api,
+        config,
+        consumers,
+        track_departures,
+        |_: &watcher::Event<K>| {},
+    )
+}
+
+/// [`feed`], calling `index` with every watch event once the cache holds it and before any
+/// consumer hears of it, so that an index maintained there is never behind the cache for a
+/// reconcile the event triggers.
+///
+/// `metadata.managedFields` is dropped before objects enter the cache: nothing reads it, and it
+/// is often the largest part of an object (every field manager lists every field it owns).
+pub fn feed_indexed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    consumers: usize,
+    track_departures: bool,
+    mut index: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> Feed<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (store, writer) = reflector::store();
     let (senders, outlets): (Vec<_>, Vec<_>) =
         (0..consumers).map(|_| mpsc::channel::<K>(BUFFER)).unzip();
@@ -51,16 +76,36 @@ where
         (None, None)
     };
     let kind = K::kind(&()).to_string();
+    let cache = store.clone();
     let driver = async move {
         let mut senders = senders;
         let mut departed_tx = departed_tx;
-        let events = reflector::reflector(writer, watcher(api, config).default_backoff());
+        let events = reflector::reflector(
+            writer,
+            watcher(api, config)
+                .default_backoff()
+                .modify(|obj: &mut K| obj.meta_mut().managed_fields = None),
+        );
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
+            if let Ok(event) = &event {
+                index(event);
+            }
             let (obj, departed) = match event {
-                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => (obj, false),
+                Ok(watcher::Event::Apply(obj)) => (obj, false),
                 Ok(watcher::Event::Delete(obj)) => (obj, true),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                // The objects of a (re-)list enter the cache together, when the list is
+                // complete: only then are they announced, all of them, so that no reconcile
+                // looks for an object the cache does not hold yet (and drops it).
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+                Ok(watcher::Event::InitDone) => {
+                    for obj in cache.state() {
+                        for tx in &mut senders {
+                            let _ = tx.send(obj.as_ref().clone()).await;
+                        }
+                    }
+                    continue;
+                }
                 Err(err) => {
                     tracing::warn!(kind = %kind, error = %err, "watch failed; retrying with backoff");
                     continue;

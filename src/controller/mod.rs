@@ -148,12 +148,17 @@ async fn run_controllers(
         false,
     );
     // Subscriptions feed: the subscription controller, the tenant controller.
-    let subs = feed(
-        subs_api,
-        watcher::Config::default().any_semantic(),
-        2,
-        false,
-    );
+    let subscription_index = context::SubscriptionIndex::default();
+    let subs = {
+        let index = subscription_index.clone();
+        feed::feed_indexed(
+            subs_api,
+            watcher::Config::default().any_semantic(),
+            2,
+            false,
+            move |event: &watcher::Event<Subscription>| index.observe(event),
+        )
+    };
     // Workloads labelled for a tenant, and the operator's settings ConfigMaps: the tenant controller.
     // Workloads that leave the watch (label removed) are handed back by `release_orphans`.
     let labelled = || {
@@ -189,6 +194,7 @@ async fn run_controllers(
         settings.policy.clone(),
         tenants.store.clone(),
         subs.store.clone(),
+        subscription_index.clone(),
         WorkloadStores {
             deployments: deployments.store.clone(),
             statefulsets: statefulsets.store.clone(),
@@ -235,7 +241,7 @@ async fn run_controllers(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let sub_store = subs.store.clone();
+    let (sub_store, sub_index) = (subs.store.clone(), subscription_index.clone());
     let tenant_controller = Controller::for_stream(trigger(t_main), tenants.store.clone())
         .with_config(config.clone())
         // A subscription concerns its owner, the tenants it is shared with, and the owner and
@@ -258,10 +264,9 @@ async fn run_controllers(
         // A tenant's users count against subscriptions it shares with others: re-evaluate them.
         .watches_stream(trigger(t_cotenants), move |t: Tenant| {
             let name = t.name_any();
-            let mut names: Vec<String> = sub_store
-                .state()
+            let mut names: Vec<String> = sub_index
+                .subscriptions(&sub_store, &name, |s| s.concerns(&name))
                 .iter()
-                .filter(|s| s.concerns(&name))
                 .flat_map(|s| s.tenants().map(str::to_string).collect::<Vec<_>>())
                 .filter(|n| *n != name)
                 .collect();
@@ -301,15 +306,14 @@ async fn run_controllers(
         // A tenant's existence and users decide its subscriptions' seat counts and references.
         .watches_stream(trigger(t_for_subs), move |t: Tenant| {
             let name = t.name_any();
-            subs_store_for_map
-                .state()
-                .iter()
-                .filter(|s| {
+            subscription_index
+                .subscriptions(&subs_store_for_map, &name, |s| {
                     s.concerns(&name)
                         || s.status
                             .as_ref()
                             .is_some_and(|st| st.tenant.as_deref() == Some(name.as_str()))
                 })
+                .iter()
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         })

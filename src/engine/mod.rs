@@ -69,7 +69,14 @@ pub(crate) fn whole_seconds(now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// A date as people read it in messages: `2026-12-31` for midnight UTC, else RFC 3339.
 pub(crate) fn human(t: DateTime<Utc>) -> String {
+    use chrono::Datelike;
     if t.timestamp() % 86_400 == 0 {
+        if (0..=9999).contains(&t.year()) {
+            // What `%Y-%m-%d` writes for these years, without a format interpreter.
+            let mut out = String::with_capacity(10);
+            crate::api::date::push_date(&mut out, t.date_naive());
+            return out;
+        }
         t.format("%Y-%m-%d").to_string()
     } else {
         crate::api::date::format_instant(t)

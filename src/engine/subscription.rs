@@ -125,14 +125,17 @@ pub fn evaluate_subscription(
 /// The names of `others` that repeat `sub`: same owner, product and dates (one licence applied
 /// twice under two names).
 pub fn duplicates<'a>(sub: &Subscription, others: &[&'a Subscription]) -> Vec<&'a str> {
-    let key = |s: &Subscription| {
+    fn key(s: &Subscription) -> (&str, &str, &str, &str) {
         (
-            s.spec.tenant_ref.clone(),
-            s.spec.product.clone(),
-            s.spec.start_date.clone(),
-            s.spec.end_date.clone(),
+            s.spec.tenant_ref.as_str(),
+            s.spec.product.as_str(),
+            s.spec.start_date.as_str(),
+            s.spec.end_date.as_str(),
         )
-    };
+    }
+    if others.is_empty() {
+        return Vec::new();
+    }
     let mine = key(sub);
     let mut names: Vec<&str> = others
         .iter()
@@ -152,7 +155,14 @@ pub fn evaluate_subscription_among(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> SubscriptionEvaluation {
-    let previous = sub.status.clone().unwrap_or_default();
+    let no_status;
+    let previous: &SubscriptionStatus = match &sub.status {
+        Some(status) => status,
+        None => {
+            no_status = SubscriptionStatus::default();
+            &no_status
+        }
+    };
     let generation = sub.metadata.generation;
     let spec = &sub.spec;
     let mut conditions = ConditionSet::new(&previous.conditions, generation, now);

@@ -1,6 +1,6 @@
 //! One tenant: its services, phase, conditions and milestones.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
@@ -143,7 +143,19 @@ pub fn evaluate_tenant(
     now: DateTime<Utc>,
 ) -> TenantEvaluation {
     let name = tenant.metadata.name.as_deref().unwrap_or_default();
-    let previous = tenant.status.clone().unwrap_or_default();
+    let no_status;
+    let previous: &TenantStatus = match &tenant.status {
+        Some(status) => status,
+        None => {
+            no_status = TenantStatus::default();
+            &no_status
+        }
+    };
+    // Milestones already recorded: their messages are never read, so they are not written.
+    // (A few dozen at most: a sorted vector is cheaper than a tree.)
+    let mut recorded: Vec<&str> = previous.milestones.iter().map(|r| r.id.as_str()).collect();
+    recorded.sort_unstable();
+    let recorded = |id: &str| recorded.binary_search(&id).is_ok();
     let generation = tenant.metadata.generation;
     let base_product = policy.catalogue.base.as_str();
 
@@ -190,23 +202,31 @@ pub fn evaluate_tenant(
                          due_at: DateTime<Utc>,
                          key: DateTime<Utc>,
                          subscription: Option<&str>,
-                         message: String| Milestone {
-            id: format!(
+                         message: &dyn Fn() -> String| {
+            let id = format!(
                 "{}/{}/{}",
                 kind.as_str(),
                 product,
                 crate::api::date::format_instant(key)
-            ),
-            kind,
-            product: product.to_string(),
-            base,
-            subscription: subscription.map(str::to_string),
-            due_at,
-            late: now - due_at > policy.late_after,
-            effective_end_at: None,
-            suspends_at: None,
-            peer: None,
-            message,
+            );
+            let message = if recorded(&id) {
+                String::new()
+            } else {
+                message()
+            };
+            Milestone {
+                id,
+                kind,
+                product: product.to_string(),
+                base,
+                subscription: subscription.map(str::to_string),
+                due_at,
+                late: now - due_at > policy.late_after,
+                effective_end_at: None,
+                suspends_at: None,
+                peer: None,
+                message,
+            }
         };
 
         let status = match coverage(&licences, now) {
@@ -237,7 +257,7 @@ pub fn evaluate_tenant(
                         warn_at,
                         warn_at,
                         Some(sub),
-                        format!("Subscription {sub} for {product} ends {h_end}: renew it before then to avoid read-only mode"),
+                        &|| format!("Subscription {sub} for {product} ends {h_end}: renew it before then to avoid read-only mode"),
                     )));
                 }
                 if now >= end {
@@ -246,7 +266,7 @@ pub fn evaluate_tenant(
                         end,
                         end,
                         Some(sub),
-                        format!("Subscription {sub} for {product} ended {h_end}: {} read-only; renew it before {h_susp} to avoid suspension", if base { "the tenant's settings are" } else { "this add-on's settings are" }),
+                        &|| format!("Subscription {sub} for {product} ended {h_end}: {} read-only; renew it before {h_susp} to avoid suspension", if base { "the tenant's settings are" } else { "this add-on's settings are" }),
                     )));
                 }
                 if now >= suspend_at {
@@ -255,7 +275,7 @@ pub fn evaluate_tenant(
                         suspend_at,
                         suspend_at,
                         Some(sub),
-                        format!("Subscription {sub} for {product} ended {h_end} and the grace period ended {h_susp}: {} suspended; renew it to restore service", if base { "the service is" } else { "this add-on is" }),
+                        &|| format!("Subscription {sub} for {product} ended {h_end} and the grace period ended {h_susp}: {} suspended; renew it to restore service", if base { "the service is" } else { "this add-on is" }),
                     )));
                 }
                 match phase {
@@ -280,16 +300,26 @@ pub fn evaluate_tenant(
                     }),
                 }
                 if cov.plan_in_force == Some(Plan::Trial) {
+                    let id = format!("TrialLicense/{product}/{sub}");
+                    let message = if recorded(&id) {
+                        String::new()
+                    } else {
+                        format!(
+                            "{product} is covered only by a trial licence ({sub}, ends {h_end}): buy a paid subscription to keep the service"
+                        )
+                    };
                     reached.push(Milestone {
-                        id: format!("TrialLicense/{product}/{sub}"),
+                        id,
+                        kind: MilestoneKind::TrialLicense,
+                        product: product.to_string(),
+                        base,
+                        subscription: Some(sub.to_string()),
+                        due_at: whole_seconds(now),
                         late: false,
-                        ..with_dates(milestone(
-                            MilestoneKind::TrialLicense,
-                            whole_seconds(now),
-                            end,
-                            Some(sub),
-                            format!("{product} is covered only by a trial licence ({sub}, ends {h_end}): buy a paid subscription to keep the service"),
-                        ))
+                        effective_end_at: Some(end),
+                        suspends_at: Some(suspend_at),
+                        peer: None,
+                        message,
                     });
                     causes.push(Cause {
                         severity: 1,
@@ -310,7 +340,11 @@ pub fn evaluate_tenant(
                         whole_seconds(now),
                         end,
                         Some(sub),
-                        format!("{product} is covered again by subscription {sub} until {h_end}"),
+                        &|| {
+                            format!(
+                                "{product} is covered again by subscription {sub} until {h_end}"
+                            )
+                        },
                     )));
                 }
                 ServiceStatus {
@@ -343,14 +377,16 @@ pub fn evaluate_tenant(
                     since,
                     since,
                     None,
-                    format!(
-                        "{product} has no subscription: {} read-only; apply a Subscription for it before {h_susp} to avoid suspension",
-                        if base {
-                            "the tenant's settings are"
-                        } else {
-                            "this add-on's settings are"
-                        }
-                    ),
+                    &|| {
+                        format!(
+                            "{product} has no subscription: {} read-only; apply a Subscription for it before {h_susp} to avoid suspension",
+                            if base {
+                                "the tenant's settings are"
+                            } else {
+                                "this add-on's settings are"
+                            }
+                        )
+                    },
                 );
                 m.suspends_at = Some(suspend_at);
                 reached.push(m);
@@ -360,14 +396,16 @@ pub fn evaluate_tenant(
                         suspend_at,
                         suspend_at,
                         None,
-                        format!(
-                            "{product} has had no subscription since {h_since}: {} suspended since {h_susp}; apply a Subscription to restore it",
-                            if base {
-                                "the service is"
-                            } else {
-                                "this add-on is"
-                            }
-                        ),
+                        &|| {
+                            format!(
+                                "{product} has had no subscription since {h_since}: {} suspended since {h_susp}; apply a Subscription to restore it",
+                                if base {
+                                    "the service is"
+                                } else {
+                                    "this add-on is"
+                                }
+                            )
+                        },
                     );
                     m.suspends_at = Some(suspend_at);
                     reached.push(m);
@@ -568,26 +606,30 @@ pub fn evaluate_tenant(
     // Milestones: announce those reached and not recorded; keep records of those still reached,
     // plus a bounded history so a milestone that comes back after a change is not repeated at once.
     reached.sort_by(|a, b| a.due_at.cmp(&b.due_at).then(a.kind.cmp(&b.kind)));
-    let recorded: BTreeSet<&str> = previous.milestones.iter().map(|r| r.id.as_str()).collect();
-    let fresh: Vec<Milestone> = reached
+    let mut current: Vec<&str> = reached.iter().map(|m| m.id.as_str()).collect();
+    current.sort_unstable();
+    let current = |id: &str| current.binary_search(&id).is_ok();
+    let stale = previous
+        .milestones
         .iter()
-        .filter(|m| !recorded.contains(m.id.as_str()))
-        .cloned()
-        .collect();
-    let current: BTreeSet<&str> = reached.iter().map(|m| m.id.as_str()).collect();
-    let mut records = previous.milestones.clone();
-    let stale = records
-        .iter()
-        .filter(|r| !current.contains(r.id.as_str()))
+        .filter(|r| !current(&r.id))
         .count();
     let mut to_drop = stale.saturating_sub(MILESTONE_HISTORY);
-    records.retain(|r| {
-        if to_drop > 0 && !current.contains(r.id.as_str()) {
-            to_drop -= 1;
-            return false;
-        }
-        true
-    });
+    let mut records: Vec<MilestoneRecord> = Vec::with_capacity(previous.milestones.len() + 2);
+    records.extend(
+        previous
+            .milestones
+            .iter()
+            .filter(|r| {
+                if to_drop > 0 && !current(&r.id) {
+                    to_drop -= 1;
+                    return false;
+                }
+                true
+            })
+            .cloned(),
+    );
+    let fresh: Vec<Milestone> = reached.into_iter().filter(|m| !recorded(&m.id)).collect();
     let announced_at = whole_seconds(now);
     records.extend(fresh.iter().map(|m| MilestoneRecord {
         id: m.id.clone(),
