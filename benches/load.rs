@@ -652,9 +652,16 @@ async fn memory_only(
         .args(["run", "--metrics-addr", "127.0.0.1:0", "--concurrency"])
         .arg(concurrency.to_string())
         .env("KUBECONFIG", &env.kubeconfig)
-        .env("RUST_LOG", "warn")
+        // LOAD_OPERATOR_LOG=<file> keeps the operator's log (RUST_LOG as set, else warn).
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("LOAD_OPERATOR_LOG") {
+            Some(path) => Stdio::from(std::fs::File::create(path)?),
+            None => Stdio::null(),
+        })
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().unwrap_or_default();

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::FutureExt;
 use kube::runtime::reflector::Store;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -37,6 +36,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::{Subscription, Tenant, TenantPhase};
 use crate::controller::api_counter::ApiCounters;
+use crate::controller::feed::AllSynced;
 use crate::engine::Policy;
 use crate::engine::subscription::Timeline;
 
@@ -58,6 +58,7 @@ pub enum Role {
 struct Caches {
     tenants: Store<Tenant>,
     subscriptions: Store<Subscription>,
+    synced: AllSynced,
     policy: Policy,
 }
 
@@ -189,6 +190,7 @@ impl Metrics {
         &self,
         tenants: Store<Tenant>,
         subscriptions: Store<Subscription>,
+        synced: AllSynced,
         policy: Policy,
     ) {
         *self
@@ -198,6 +200,7 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner()) = Some(Caches {
             tenants,
             subscriptions,
+            synced,
             policy,
         });
     }
@@ -211,13 +214,10 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// True once both caches hold a full list.
+    /// True once every cache holds a full list.
     pub fn caches_synced(&self) -> bool {
         let caches = self.shared.caches.read().unwrap_or_else(|p| p.into_inner());
-        caches.as_ref().is_some_and(|c| {
-            c.tenants.wait_until_ready().now_or_never().is_some()
-                && c.subscriptions.wait_until_ready().now_or_never().is_some()
-        })
+        caches.as_ref().is_some_and(|c| c.synced.is_synced())
     }
 
     /// `/readyz`: the leader (or single instance) is ready once its caches are synced; a
@@ -385,7 +385,13 @@ mod tests {
         sw.apply_watcher_event(&watcher::Event::Init);
         sw.apply_watcher_event(&watcher::Event::InitApply(sub));
         sw.apply_watcher_event(&watcher::Event::InitDone);
-        metrics.attach_caches(tenants, subs, Policy::default());
+        let (synced_tx, synced) = crate::controller::feed::Synced::pair();
+        metrics.attach_caches(tenants, subs, AllSynced::new([synced]), Policy::default());
+        assert!(
+            metrics.readiness().is_err(),
+            "not ready before the list is in"
+        );
+        synced_tx.send_replace(true);
         assert_eq!(metrics.readiness(), Ok("leading: caches synced"));
         metrics.reconciled("tenant", true, Duration::from_millis(3));
 

@@ -14,6 +14,7 @@ use kube::runtime::watcher;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 
+use super::feed::AllSynced;
 use crate::api::{Subscription, Tenant};
 use crate::engine::{Policy, TenantUsers};
 
@@ -27,6 +28,8 @@ pub struct Context {
     pub subscription_index: SubscriptionIndex,
     pub recorder: Recorder,
     pub workloads: WorkloadStores,
+    /// Whether every cache above holds a full list.
+    pub synced: AllSynced,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -46,6 +49,7 @@ impl Context {
         subscriptions: Store<Subscription>,
         subscription_index: SubscriptionIndex,
         workloads: WorkloadStores,
+        synced: AllSynced,
         recorder: Recorder,
     ) -> Self {
         Self {
@@ -56,18 +60,16 @@ impl Context {
             subscription_index,
             recorder,
             workloads,
+            synced,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
     /// Waits until every cache holds a full list: evaluating a tenant before the subscriptions
     /// are known would see them all missing.
+    /// (Not `Store::wait_until_ready`: see [`super::feed::Synced`].)
     pub async fn caches_ready(&self) {
-        let _ = self.tenants.wait_until_ready().await;
-        let _ = self.subscriptions.wait_until_ready().await;
-        let _ = self.workloads.deployments.wait_until_ready().await;
-        let _ = self.workloads.statefulsets.wait_until_ready().await;
-        let _ = self.workloads.configmaps.wait_until_ready().await;
+        self.synced.wait().await;
     }
 
     /// The controllers' clock. The engine itself never reads it.

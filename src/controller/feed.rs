@@ -13,9 +13,58 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 /// Buffered changes per consumer before the watch waits for it.
 const BUFFER: usize = 1024;
+
+/// Whether a feed's cache holds a full list yet; any number of tasks may wait on it.
+///
+/// Why not `Store::wait_until_ready`: it polls one shared oneshot receiver, which keeps only the
+/// waker of the *last* task that polled it. With several reconciles waiting at once (a cold start
+/// where one cache fills long after another: 16 tenant reconciles waiting for 20,000
+/// subscriptions), all but one were never woken, and the tenant controller stalled for good.
+#[derive(Clone, Debug)]
+pub struct Synced(watch::Receiver<bool>);
+
+impl Synced {
+    /// A gate and the sender that opens it (`send_replace(true)`).
+    pub fn pair() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// True once the first full list is in the cache (it stays true through re-lists).
+    pub fn is_synced(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until [`Synced::is_synced`]; also returns if the feed has stopped (shutdown).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|synced| *synced).await;
+    }
+}
+
+/// Several feeds' [`Synced`] together: synced when every one is.
+#[derive(Clone, Debug, Default)]
+pub struct AllSynced(Vec<Synced>);
+
+impl AllSynced {
+    pub fn new(feeds: impl IntoIterator<Item = Synced>) -> Self {
+        Self(feeds.into_iter().collect())
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.0.iter().all(Synced::is_synced)
+    }
+
+    pub async fn wait(&self) {
+        for feed in &self.0 {
+            feed.wait().await;
+        }
+    }
+}
 
 /// A shared watch: its cache, the streams of changed objects for each consumer, optionally the
 /// stream of objects that left the watch (deleted, or no longer matching its label selector),
@@ -27,6 +76,8 @@ where
     pub store: Store<K>,
     pub outlets: Vec<mpsc::Receiver<K>>,
     pub departures: Option<mpsc::Receiver<K>>,
+    /// Set once the cache holds the first full list.
+    pub synced: Synced,
     pub driver: futures::future::BoxFuture<'static, ()>,
 }
 
@@ -75,6 +126,7 @@ where
     } else {
         (None, None)
     };
+    let (synced_tx, synced) = Synced::pair();
     let kind = K::kind(&()).to_string();
     let cache = store.clone();
     let driver = async move {
@@ -99,6 +151,7 @@ where
                 // looks for an object the cache does not hold yet (and drops it).
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
                 Ok(watcher::Event::InitDone) => {
+                    synced_tx.send_replace(true);
                     for obj in cache.state() {
                         for tx in &mut senders {
                             let _ = tx.send(obj.as_ref().clone()).await;
@@ -124,6 +177,7 @@ where
         store,
         outlets,
         departures,
+        synced,
         driver: Box::pin(driver),
     }
 }
@@ -136,4 +190,51 @@ where
     K: Send + 'static,
 {
     outlet.map(Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Every one of many tasks waiting at once is released when the cache fills (with
+    /// `Store::wait_until_ready` only the last one to poll was: see [`Synced`]).
+    #[tokio::test]
+    async fn every_concurrent_waiter_is_released() {
+        let (tenants_tx, tenants) = Synced::pair();
+        let (subs_tx, subs) = Synced::pair();
+        let all = AllSynced::new([tenants, subs]);
+        assert!(!all.is_synced());
+        let waiters: Vec<_> = (0..32)
+            .map(|_| {
+                let all = all.clone();
+                tokio::spawn(async move { all.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        tenants_tx.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!all.is_synced(), "one cache is still listing");
+        subs_tx.send_replace(true);
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("every waiter is released")
+                .expect("the waiter did not panic");
+        }
+        assert!(all.is_synced());
+    }
+
+    /// A feed that stopped (shutdown) releases its waiters instead of holding them forever.
+    #[tokio::test]
+    async fn a_stopped_feed_releases_its_waiters() {
+        let (tx, synced) = Synced::pair();
+        let waiter = tokio::spawn(async move { synced.wait().await });
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("released")
+            .expect("no panic");
+    }
 }

@@ -184,9 +184,17 @@ async fn run_controllers(
         controller: "mailsec-operator".into(),
         instance: settings.instance.clone(),
     };
+    let synced = feed::AllSynced::new([
+        tenants.synced.clone(),
+        subs.synced.clone(),
+        deployments.synced.clone(),
+        statefulsets.synced.clone(),
+        configmaps.synced.clone(),
+    ]);
     metrics.attach_caches(
         tenants.store.clone(),
         subs.store.clone(),
+        synced.clone(),
         settings.policy.clone(),
     );
     let ctx = Arc::new(Context::new(
@@ -200,6 +208,7 @@ async fn run_controllers(
             statefulsets: statefulsets.store.clone(),
             configmaps: configmaps.store.clone(),
         },
+        synced,
         Recorder::new(client.clone(), reporter),
     ));
     let by_tenant_label = |labels: &std::collections::BTreeMap<String, String>| {
