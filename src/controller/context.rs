@@ -41,17 +41,24 @@ pub struct WorkloadStores {
     pub configmaps: Store<ConfigMap>,
 }
 
+/// The caches the controllers read, as [`Context::new`] takes them.
+pub struct Caches {
+    pub tenants: Store<Tenant>,
+    pub subscriptions: Store<Subscription>,
+    pub subscription_index: SubscriptionIndex,
+    pub workloads: WorkloadStores,
+    pub synced: AllSynced,
+}
+
 impl Context {
-    pub fn new(
-        client: Client,
-        policy: Policy,
-        tenants: Store<Tenant>,
-        subscriptions: Store<Subscription>,
-        subscription_index: SubscriptionIndex,
-        workloads: WorkloadStores,
-        synced: AllSynced,
-        recorder: Recorder,
-    ) -> Self {
+    pub fn new(client: Client, policy: Policy, caches: Caches, recorder: Recorder) -> Self {
+        let Caches {
+            tenants,
+            subscriptions,
+            subscription_index,
+            workloads,
+            synced,
+        } = caches;
         Self {
             client,
             policy,

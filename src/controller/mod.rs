@@ -29,7 +29,7 @@ use crate::effects::events::{Notice, publish};
 use crate::effects::{settings as settings_map, workloads};
 use crate::engine::Policy;
 use crate::metrics::Metrics;
-use context::{Context, WorkloadStores};
+use context::{Caches, Context, WorkloadStores};
 use feed::{feed, trigger};
 
 /// Re-evaluate at least this often even when nothing is scheduled (clock drift, missed events).
@@ -200,15 +200,17 @@ async fn run_controllers(
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.policy.clone(),
-        tenants.store.clone(),
-        subs.store.clone(),
-        subscription_index.clone(),
-        WorkloadStores {
-            deployments: deployments.store.clone(),
-            statefulsets: statefulsets.store.clone(),
-            configmaps: configmaps.store.clone(),
+        Caches {
+            tenants: tenants.store.clone(),
+            subscriptions: subs.store.clone(),
+            subscription_index: subscription_index.clone(),
+            workloads: WorkloadStores {
+                deployments: deployments.store.clone(),
+                statefulsets: statefulsets.store.clone(),
+                configmaps: configmaps.store.clone(),
+            },
+            synced,
         },
-        synced,
         Recorder::new(client.clone(), reporter),
     ));
     let by_tenant_label = |labels: &std::collections::BTreeMap<String, String>| {
