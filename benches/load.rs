@@ -741,7 +741,17 @@ async fn memory_only(
     objects: usize,
     concurrency: u16,
 ) -> anyhow::Result<()> {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
+    // LOAD_OPERATOR_WRAPPER=heaptrack (or another profiler) runs the operator under it.
+    let exe = env!("CARGO_BIN_EXE_mailsec-operator");
+    let mut command = match std::env::var("LOAD_OPERATOR_WRAPPER") {
+        Ok(wrapper) if !wrapper.is_empty() => {
+            let mut c = tokio::process::Command::new(wrapper);
+            c.arg(exe);
+            c
+        }
+        _ => tokio::process::Command::new(exe),
+    };
+    let mut child = command
         .args(["run", "--metrics-addr", "127.0.0.1:0", "--concurrency"])
         .arg(concurrency.to_string())
         .env("KUBECONFIG", &env.kubeconfig)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::Client;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
@@ -26,7 +26,11 @@ pub struct Context {
     pub subscriptions: Store<Subscription>,
     /// Tenant name → the subscriptions that name it, maintained from the subscriptions' watch.
     pub subscription_index: SubscriptionIndex,
+    /// Repeatable notices (folded into Event series).
     pub recorder: Recorder,
+    /// Who publishes Events; once-only announcements use it without the Recorder's cache
+    /// (see [`crate::effects::events::announce`]).
+    pub reporter: Reporter,
     pub workloads: WorkloadStores,
     /// Whether every cache above holds a full list.
     pub synced: AllSynced,
@@ -51,7 +55,7 @@ pub struct Caches {
 }
 
 impl Context {
-    pub fn new(client: Client, policy: Policy, caches: Caches, recorder: Recorder) -> Self {
+    pub fn new(client: Client, policy: Policy, caches: Caches, reporter: Reporter) -> Self {
         let Caches {
             tenants,
             subscriptions,
@@ -60,12 +64,13 @@ impl Context {
             synced,
         } = caches;
         Self {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
             policy,
             tenants,
             subscriptions,
             subscription_index,
-            recorder,
+            reporter,
             workloads,
             synced,
             failures: Mutex::new(HashMap::new()),

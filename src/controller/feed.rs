@@ -5,6 +5,7 @@
 //! same kind could disagree for a moment, and a reconcile would then act on stale data).
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
@@ -74,7 +75,8 @@ where
     K::DynamicType: std::hash::Hash + Eq,
 {
     pub store: Store<K>,
-    pub outlets: Vec<mpsc::Receiver<K>>,
+    /// Changed objects for each consumer, shared (`Arc`) so that buffered changes cost one copy.
+    pub outlets: Vec<mpsc::Receiver<Arc<K>>>,
     pub departures: Option<mpsc::Receiver<K>>,
     /// Set once the cache holds the first full list.
     pub synced: Synced,
@@ -118,8 +120,9 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let (senders, outlets): (Vec<_>, Vec<_>) =
-        (0..consumers).map(|_| mpsc::channel::<K>(BUFFER)).unzip();
+    let (senders, outlets): (Vec<_>, Vec<_>) = (0..consumers)
+        .map(|_| mpsc::channel::<Arc<K>>(BUFFER))
+        .unzip();
     let (departed_tx, departures) = if track_departures {
         let (tx, rx) = mpsc::channel::<K>(BUFFER);
         (Some(tx), Some(rx))
@@ -154,7 +157,7 @@ where
                     synced_tx.send_replace(true);
                     for obj in cache.state() {
                         for tx in &mut senders {
-                            let _ = tx.send(obj.as_ref().clone()).await;
+                            let _ = tx.send(obj.clone()).await;
                         }
                     }
                     continue;
@@ -167,6 +170,7 @@ where
             if departed && let Some(tx) = departed_tx.as_mut() {
                 let _ = tx.send(obj.clone()).await;
             }
+            let obj = Arc::new(obj);
             for tx in &mut senders {
                 // A consumer that has stopped (shutdown) is simply skipped.
                 let _ = tx.send(obj.clone()).await;
@@ -184,12 +188,12 @@ where
 
 /// A consumer stream in the shape kube-runtime's controllers take.
 pub fn trigger<K>(
-    outlet: mpsc::Receiver<K>,
+    outlet: mpsc::Receiver<Arc<K>>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Send + 'static,
+    K: Clone + Send + Sync + 'static,
 {
-    outlet.map(Ok)
+    outlet.map(|obj| Ok(Arc::unwrap_or_clone(obj)))
 }
 
 #[cfg(test)]

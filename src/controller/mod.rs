@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -211,7 +211,7 @@ async fn run_controllers(
             },
             synced,
         },
-        Recorder::new(client.clone(), reporter),
+        reporter,
     ));
     let by_tenant_label = |labels: &std::collections::BTreeMap<String, String>| {
         workloads::tenant_of(labels)

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::context::Context;
 use super::{Error, requeue_at};
 use crate::api::{ConditionStatus, Subscription, SubscriptionPhase, Tenant, TenantStatus};
-use crate::effects::events::{Notice, milestone_notice, publish};
+use crate::effects::events::{Notice, announce, milestone_notice, publish};
 use crate::effects::status::apply_if_changed;
 use crate::effects::{settings as settings_map, workloads};
 use crate::engine::workloads::{Workload, desired_state};
@@ -46,7 +46,13 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         if m.kind.is_transfer() {
             continue; // announced on both tenants by the Subscription controller
         }
-        publish(&ctx.recorder, &regarding, &milestone_notice(&m)).await;
+        announce(
+            &ctx.client,
+            &ctx.reporter,
+            &regarding,
+            &milestone_notice(&m),
+        )
+        .await;
     }
     scale_workloads(&tenant, &eval.status, &ctx).await?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");

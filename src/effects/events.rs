@@ -1,7 +1,8 @@
-//! Kubernetes Events for milestones and changes (`events.k8s.io/v1`, through one Recorder).
+//! Kubernetes Events for milestones and changes (`events.k8s.io/v1`): repeatable notices
+//! through the one shared Recorder, once-only milestone announcements through [`announce`].
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::engine::Milestone;
 
@@ -68,10 +69,36 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-/// Publishes `notice` about `regarding`. Events are best-effort: a failure is logged, not retried
+/// Publishes `notice` about `regarding` through the shared Recorder, which folds repeats of the
+/// same notice into one Event series. Events are best-effort: a failure is logged, not retried
 /// (the status already records what was announced; notifications have their own outbox).
 pub async fn publish(recorder: &Recorder, regarding: &ObjectReference, notice: &Notice) {
-    let event = Event {
+    if let Err(err) = recorder.publish(&event_of(notice), regarding).await {
+        tracing::warn!(reason = %notice.reason, object = ?regarding.name, error = %err, "could not publish event");
+    }
+}
+
+/// Publishes a notice that is announced once by design (a milestone: recorded in status before
+/// it is published, so it never repeats). Not through the shared Recorder: its series cache
+/// keeps every Event it published for six minutes, in a hash table that never shrinks; on a
+/// cold start of 4,000 tenants that table was 35 of the operator's 79 MiB of heap, for Events
+/// that never join a series. A Recorder of its own, dropped at once, builds the same Event.
+pub async fn announce(
+    client: &kube::Client,
+    reporter: &Reporter,
+    regarding: &ObjectReference,
+    notice: &Notice,
+) {
+    publish(
+        &Recorder::new(client.clone(), reporter.clone()),
+        regarding,
+        notice,
+    )
+    .await
+}
+
+fn event_of(notice: &Notice) -> Event {
+    Event {
         type_: if notice.warning {
             EventType::Warning
         } else {
@@ -81,8 +108,5 @@ pub async fn publish(recorder: &Recorder, regarding: &ObjectReference, notice: &
         note: Some(truncate(&notice.note, 1024)),
         action: notice.action.clone(),
         secondary: None,
-    };
-    if let Err(err) = recorder.publish(&event, regarding).await {
-        tracing::warn!(reason = %notice.reason, object = ?regarding.name, error = %err, "could not publish event");
     }
 }
