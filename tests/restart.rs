@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::operator::*;
@@ -11,33 +10,6 @@ use common::{cluster, unique_name};
 use mailsec_operator::api::TenantPhase;
 
 const ESG: &str = "email-safeguard";
-
-fn start_operator() -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
-        .args([
-            "run",
-            "--warning-period",
-            "3s",
-            "--grace-period",
-            "3s",
-            "--log-format",
-            "text",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", cluster().kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the operator binary")
-}
-
-fn kill(mut child: Child) {
-    // SIGKILL: no graceful shutdown, exactly like a crashed or evicted pod.
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_events() {
@@ -60,20 +32,20 @@ async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_
         tenants.push(t);
     }
 
-    let mut operator = start_operator();
+    let mut operator = OperatorProcess::spawn(&[]);
     // Kill and restart at several moments across the 12 s the lifecycle takes.
     for pause_ms in [900, 1700, 600, 2300, 1300, 400, 2100] {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-        kill(operator);
+        operator.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        operator = start_operator();
+        operator = OperatorProcess::spawn(&[]);
     }
     for t in &tenants {
         wait_phase(&client, t, TenantPhase::Suspended, Duration::from_secs(30)).await;
     }
     // Let the last operator settle, then compare.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    kill(operator);
+    operator.kill();
 
     for t in &tenants {
         let tn = tenant(&client, t).await;
