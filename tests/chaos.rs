@@ -318,6 +318,8 @@ struct Findings {
     mails: usize,
     distinct_notifications: usize,
     resends: usize,
+    /// The most copies (same Message-ID) one notification was mailed in.
+    most_copies: usize,
 }
 
 fn check(plans: &[Plan], renewed: &BTreeSet<String>, snap: &Snapshot) -> Findings {
@@ -521,6 +523,7 @@ fn check(plans: &[Plan], renewed: &BTreeSet<String>, snap: &Snapshot) -> Finding
     f.mails = snap.mails.len();
     f.distinct_notifications = mails.len();
     f.resends = snap.mails.len() - mails.len();
+    f.most_copies = mails.values().map(Vec::len).max().unwrap_or(0);
     f
 }
 
@@ -730,13 +733,15 @@ async fn operator_killed_and_api_server_restarted_under_load_converges_exactly()
 
     let summary = format!(
         "chaos summary: {n} tenants ({} renewed), {kills} operator kills, {} API-server restarts, \
-         {} mails for {} notifications (0 lost, 0 duplicated, {} re-sent with the same Message-ID), \
+         {} mails for {} notifications (0 lost, 0 duplicated, {} re-sent with the same Message-ID, \
+         at most {} copies of one), \
          {} milestone Events lost (best effort), chaos {:.1} s, settled in {:.1} s, total {:.1} s, seed {seed}",
         renewed.len(),
         downtimes.len(),
         f.mails,
         f.distinct_notifications,
         f.resends,
+        f.most_copies,
         f.lost_events,
         chaos.as_secs_f64(),
         settled.as_secs_f64(),
