@@ -73,3 +73,53 @@ async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_
         );
     }
 }
+
+/// SIGTERM stops the operator also when its API server is unreachable: reconciles that wait
+/// for caches that can never fill do not hold the shutdown for ever (it waits at most 10 s).
+#[test]
+fn sigterm_stops_the_operator_while_the_api_server_is_unreachable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: gone\n  context: {{cluster: gone, user: u}}\ncurrent-context: gone\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
+        .args(["run", "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the operator binary");
+    // Running, retrying its lists.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().expect("try_wait").is_none(), "still running");
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let asked = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if asked.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.expect("the operator did not stop within 30 s of SIGTERM");
+    assert!(status.success(), "{status}");
+    eprintln!("stopped {:?} after SIGTERM", asked.elapsed());
+}
