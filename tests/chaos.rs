@@ -234,26 +234,16 @@ async fn snapshot(client: &kube::Client, ns: &str, sink: &Sink) -> Snapshot {
     );
     let deployments_api = Api::<Deployment>::namespaced(client.clone(), ns);
     let events_api = Api::<Event>::namespaced(client.clone(), "default");
-    let tenants = retry("list tenants", t, || {
-        tenants_api.list(&lp)
-    })
-    .await
-    .items;
-    let subscriptions = retry("list subscriptions", t, || {
-        subs_api.list(&lp)
-    })
-    .await
-    .items;
-    let deployments = retry("list deployments", t, || {
-        deployments_api.list(&lp)
-    })
-    .await
-    .items;
-    let events = retry("list events", t, || {
-        events_api.list(&lp)
-    })
-    .await
-    .items;
+    let tenants = retry("list tenants", t, || tenants_api.list(&lp))
+        .await
+        .items;
+    let subscriptions = retry("list subscriptions", t, || subs_api.list(&lp))
+        .await
+        .items;
+    let deployments = retry("list deployments", t, || deployments_api.list(&lp))
+        .await
+        .items;
+    let events = retry("list events", t, || events_api.list(&lp)).await.items;
     let mut counts = BTreeMap::new();
     for e in events {
         let Some(r) = e.regarding.as_ref() else {
@@ -366,8 +356,10 @@ fn check(plans: &[Plan], renewed: &BTreeSet<String>, snap: &Snapshot) -> Finding
         if e.next_transition
             .is_some_and(|n| n - snap.at < TimeDelta::seconds(2))
         {
-            f.unsettled
-                .push(format!("{name}: next transition at {:?}", e.next_transition));
+            f.unsettled.push(format!(
+                "{name}: next transition at {:?}",
+                e.next_transition
+            ));
             continue;
         }
         let want_phase = if is_renewed {
@@ -469,9 +461,7 @@ fn check(plans: &[Plan], renewed: &BTreeSet<String>, snap: &Snapshot) -> Finding
                     Some(n) if n.state == NotificationState::Pending => f
                         .unsettled
                         .push(format!("{name}: {} to {admin} pending: {n:?}", m.id)),
-                    Some(n) => f
-                        .fatal
-                        .push(format!("{name}: {} to {admin}: {n:?}", m.id)),
+                    Some(n) => f.fatal.push(format!("{name}: {} to {admin}: {n:?}", m.id)),
                     None => f
                         .unsettled
                         .push(format!("{name}: {} to {admin} not in the outbox", m.id)),
@@ -605,8 +595,8 @@ async fn operator_killed_and_api_server_restarted_under_load_converges_exactly()
     let spread = window.as_secs_f64() - 10.0;
     for (i, p) in plans.iter_mut().enumerate() {
         let offset = 4.0 + spread.max(1.0) * i as f64 / n as f64;
-        p.end = DateTime::from_timestamp(t0.timestamp() + offset.round() as i64, 0)
-            .expect("instant");
+        p.end =
+            DateTime::from_timestamp(t0.timestamp() + offset.round() as i64, 0).expect("instant");
     }
     futures::stream::iter(plans.iter())
         .map(|p| {
@@ -705,7 +695,12 @@ async fn operator_killed_and_api_server_restarted_under_load_converges_exactly()
                 f.problems.len(),
                 f.unsettled.len(),
                 f.problems.join("\n"),
-                f.unsettled.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+                f.unsettled
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 log_tail(&log, 40)
             );
         }
@@ -729,7 +724,11 @@ async fn operator_killed_and_api_server_restarted_under_load_converges_exactly()
     }
     leftover.kill();
     let planned_renewals = plans.iter().filter(|p| p.renewal.is_some()).count();
-    assert_eq!(renewed.len(), planned_renewals, "every planned renewal done");
+    assert_eq!(
+        renewed.len(),
+        planned_renewals,
+        "every planned renewal done"
+    );
 
     let summary = format!(
         "chaos summary: {n} tenants ({} renewed), {kills} operator kills, {} API-server restarts, \
@@ -750,6 +749,9 @@ async fn operator_killed_and_api_server_restarted_under_load_converges_exactly()
     eprintln!("{summary}");
     drop(sink);
     if std::env::var("CHAOS_KEEP").as_deref() == Ok("1") {
-        eprintln!("chaos: mails and operator log kept in {}", dir.keep().display());
+        eprintln!(
+            "chaos: mails and operator log kept in {}",
+            dir.keep().display()
+        );
     }
 }

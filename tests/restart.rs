@@ -93,7 +93,13 @@ fn sigterm_stops_the_operator_while_the_api_server_is_unreachable() {
     )
     .expect("write kubeconfig");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--log-format", "text"])
+        .args([
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "error")
         .stdin(std::process::Stdio::null())
@@ -103,7 +109,10 @@ fn sigterm_stops_the_operator_while_the_api_server_is_unreachable() {
         .expect("start the operator binary");
     // Running, retrying its lists.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(child.try_wait().expect("try_wait").is_none(), "still running");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
     let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

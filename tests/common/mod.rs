@@ -46,8 +46,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kube::CustomResourceExt;
@@ -258,7 +258,10 @@ impl Cluster {
         drop(lock);
 
         // Ready when /readyz says `ok` (as envtest.sh start checks it).
-        let url = self.env.get("ENVTEST_APISERVER_URL").ok_or("no ENVTEST_APISERVER_URL")?;
+        let url = self
+            .env
+            .get("ENVTEST_APISERVER_URL")
+            .ok_or("no ENVTEST_APISERVER_URL")?;
         let token = self.env.get("ENVTEST_TOKEN").ok_or("no ENVTEST_TOKEN")?;
         let ca = run.join("pki/ca.crt");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -281,7 +284,11 @@ impl Cluster {
                 let tail: Vec<&str> = text.lines().rev().take(30).collect();
                 return Err(format!(
                     "the respawned API server (PID {new_pid}) {}; last lines of {}:\n{}",
-                    if exited.load(Ordering::SeqCst) { "exited" } else { "was not ready in 60 s" },
+                    if exited.load(Ordering::SeqCst) {
+                        "exited"
+                    } else {
+                        "was not ready in 60 s"
+                    },
                     log_path.display(),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 ));
