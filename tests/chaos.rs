@@ -31,7 +31,7 @@
 //!    when the API server was down) is sent again with the same Message-ID: such re-sends are
 //!    counted and printed, not failed.
 //!
-//! Sizes: the CI size (the default) is 48 tenants, 50 kills, 3 API-server restarts, about 60 s on
+//! Sizes: the CI size (the default) is 48 tenants, 50 kills, 3 API-server restarts, about 50 s on
 //! a 2-core machine. The documented full size is
 //! `CHAOS_TENANTS=200 CHAOS_KILLS=60 cargo test --test chaos -- --nocapture`. `CHAOS_SEED=N`
 //! repeats the random choices of a run (the seed is printed); `RUST_LOG` changes the level of
