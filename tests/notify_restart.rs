@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::operator::*;
@@ -19,39 +18,12 @@ use serde_json::Value;
 
 const ESG: &str = "email-safeguard";
 
-fn start_operator(smtp_port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
-        .args([
-            "run",
-            "--warning-period",
-            "3s",
-            "--grace-period",
-            "3s",
-            "--log-format",
-            "text",
-            "--smtp-url",
-            &format!("smtp://127.0.0.1:{smtp_port}"),
-            "--smtp-from",
-            "licensing@ops.example",
-            "--smtp-timeout",
-            "120s",
-            "--notify-retry-base",
-            "1s",
-            "--notify-retry-cap",
-            "2s",
-        ])
-        .env("KUBECONFIG", cluster().kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the operator binary")
-}
-
-fn kill(mut child: Child) {
-    // SIGKILL: no graceful shutdown, exactly like a crashed or evicted pod.
-    let _ = child.kill();
-    let _ = child.wait();
+/// The operator with its notifier mailing through the SMTP server on `smtp_port`; a long SMTP
+/// timeout, so that the held message keeps it waiting until it is killed.
+fn start_operator(smtp_port: u16) -> OperatorProcess {
+    let mut args = smtp_args(smtp_port);
+    args.extend(["--smtp-timeout".to_string(), "120s".to_string()]);
+    OperatorProcess::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn rcpt(mail: &Value) -> String {
@@ -119,7 +91,7 @@ async fn killed_while_sending_the_operator_sends_nothing_twice_except_the_unreco
         },
     )
     .await;
-    kill(operator);
+    operator.kill();
 
     // What the outbox says now: the held message claimed (attempt 1 recorded before sending)
     // but its outcome not recorded.
@@ -139,7 +111,7 @@ async fn killed_while_sending_the_operator_sends_nothing_twice_except_the_unreco
     let mut kills = 1;
     for pause_ms in [1500, 2200, 1300] {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-        kill(operator);
+        operator.kill();
         kills += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
         operator = start_operator(port);
@@ -163,7 +135,7 @@ async fn killed_while_sending_the_operator_sends_nothing_twice_except_the_unreco
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    kill(operator);
+    operator.kill();
 
     let mails = sink.received();
     let status = tenant(&client, &t).await.status.unwrap_or_default();

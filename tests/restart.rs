@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::operator::*;
@@ -11,33 +10,6 @@ use common::{cluster, unique_name};
 use mailsec_operator::api::TenantPhase;
 
 const ESG: &str = "email-safeguard";
-
-fn start_operator() -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
-        .args([
-            "run",
-            "--warning-period",
-            "3s",
-            "--grace-period",
-            "3s",
-            "--log-format",
-            "text",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", cluster().kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the operator binary")
-}
-
-fn kill(mut child: Child) {
-    // SIGKILL: no graceful shutdown, exactly like a crashed or evicted pod.
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_events() {
@@ -60,20 +32,20 @@ async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_
         tenants.push(t);
     }
 
-    let mut operator = start_operator();
+    let mut operator = OperatorProcess::spawn(&[]);
     // Kill and restart at several moments across the 12 s the lifecycle takes.
     for pause_ms in [900, 1700, 600, 2300, 1300, 400, 2100] {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-        kill(operator);
+        operator.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        operator = start_operator();
+        operator = OperatorProcess::spawn(&[]);
     }
     for t in &tenants {
         wait_phase(&client, t, TenantPhase::Suspended, Duration::from_secs(30)).await;
     }
     // Let the last operator settle, then compare.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    kill(operator);
+    operator.kill();
 
     for t in &tenants {
         let tn = tenant(&client, t).await;
@@ -100,4 +72,63 @@ async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_
             "{t}: every milestone recorded once, in order"
         );
     }
+}
+
+/// SIGTERM stops the operator also when its API server is unreachable: reconciles that wait
+/// for caches that can never fill do not hold the shutdown for ever (it waits at most 10 s).
+#[test]
+fn sigterm_stops_the_operator_while_the_api_server_is_unreachable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: gone\n  context: {{cluster: gone, user: u}}\ncurrent-context: gone\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailsec-operator"))
+        .args([
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the operator binary");
+    // Running, retrying its lists.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let asked = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if asked.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.expect("the operator did not stop within 30 s of SIGTERM");
+    assert!(status.success(), "{status}");
+    eprintln!("stopped {:?} after SIGTERM", asked.elapsed());
 }

@@ -38,6 +38,11 @@ pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Wake this long after a transition instant, so the engine sees it as reached.
 const AFTER_TRANSITION: Duration = Duration::from_millis(5);
+/// How long a shutdown waits for the reconciles in flight. A reconcile can wait without end (for
+/// caches that can not fill while the API server is unreachable): the process must stop anyway.
+/// What is cut short is redone by the next instance (a notification claimed but not recorded is
+/// sent again with the same id).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why a reconcile failed; it is retried with per-object backoff.
 #[derive(Debug, thiserror::Error)]
@@ -391,8 +396,9 @@ async fn run_controllers(
             shutdown.await;
             tracing::info!("shutting down: finishing reconciles in flight");
             let _ = stop_tx.send(true);
-            // Give the controllers their graceful shutdown, then return.
-            std::future::pending::<()>().await;
+            // Give the controllers their graceful shutdown, then return, but not after the grace.
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still in flight after the shutdown grace: stopping anyway");
         } => {},
     }
 }

@@ -31,6 +31,19 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     let refs: Vec<&Subscription> = subs.iter().map(|s| s.as_ref()).collect();
     let users = ctx.users_of(refs.iter().copied());
     let mut eval = evaluate_tenant(&tenant, &refs, &users, &ctx.policy, now);
+    // A milestone is announced (Event) when the status does not record it yet. The cached tenant
+    // can be older than this controller's own last status write: a reconcile triggered by a
+    // workload or subscription change may run before the watch brings that write back, and
+    // would announce the same milestones a second time. So check new milestones against the
+    // stored tenant (one read, only when there are some).
+    let mut tenant = tenant;
+    if !eval.milestones.is_empty() {
+        let stored = api.get(&name).await?;
+        if stored.resource_version() != tenant.resource_version() {
+            tenant = Arc::new(stored);
+            eval = evaluate_tenant(&tenant, &refs, &users, &ctx.policy, now);
+        }
+    }
 
     if tenant.meta().deletion_timestamp.is_some() {
         return guard_deletion(&api, &tenant, &refs, eval, &ctx, now).await;

@@ -31,6 +31,13 @@
 //!   server is still starting is cleaned up once the start has finished.
 //!
 //! Set `ENVTEST_KEEP_RUN_DIR=1` to keep the run dir (logs, kubeconfig) after the server is stopped.
+//!
+//! # Restarting the API server
+//!
+//! [`Cluster::restart_apiserver`] kills the kube-apiserver (SIGKILL, like a crashed control
+//! plane) and starts it again with the same command line, environment and port; etcd stays up,
+//! so every object survives. The respawned server's PID goes to the run dir's
+//! `kube-apiserver.pid`, where `envtest.sh stop` (and so every clean-up path above) finds it.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -39,8 +46,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kube::CustomResourceExt;
@@ -128,6 +135,166 @@ impl Cluster {
         .await
         .unwrap_or_else(|e| panic!("load kubeconfig {}: {e}", self.kubeconfig.display()));
         kube::Client::try_from(config).expect("build a kube client from the kubeconfig")
+    }
+
+    /// Restarts the API server this harness started: kills the kube-apiserver process with
+    /// SIGKILL, waits until it is gone, leaves the port closed for `down`, then starts the same
+    /// program again with the command line, environment and working directory it had (read from
+    /// `/proc/<pid>/`), so on the same port with the same certificates and the same etcd, and
+    /// waits (up to 60 s) until `/readyz` answers `ok`. Returns how long the server answered
+    /// nothing (kill to ready).
+    ///
+    /// Clients keep working afterwards: the kubeconfig, the CA and the token do not change.
+    /// The new process is a child of the test process in its own session (as `envtest.sh start`
+    /// makes it with `setsid`); a thread reaps it when it exits, so that `envtest.sh stop`, which
+    /// polls the PID with `kill -0`, never waits for a zombie. Its PID is written to
+    /// `kube-apiserver.pid`, so the normal clean-up (`Drop`, `atexit`, the watchdog) stops it.
+    /// Holds the harness' lock file meanwhile, so a clean-up never runs half-way through.
+    pub fn restart_apiserver(&self, down: Duration) -> Result<Duration, String> {
+        use std::os::unix::process::CommandExt;
+        if self.is_external() {
+            return Err(format!(
+                "{EXTERNAL_KUBECONFIG_ENV} is set: the harness did not start this API server"
+            ));
+        }
+        let run = self.guard.run_dir();
+        let lock = std::fs::File::open(self.guard.lock_file())
+            .or_else(|_| std::fs::File::create(self.guard.lock_file()))
+            .map_err(|e| format!("open the lock file: {e}"))?;
+        // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(format!("flock: {}", std::io::Error::last_os_error()));
+        }
+        if self.guard.stopped.load(Ordering::SeqCst) {
+            return Err("the server was stopped".into());
+        }
+
+        let pid_file = run.join("kube-apiserver.pid");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .map_err(|e| format!("read {}: {e}", pid_file.display()))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{}: {e}", pid_file.display()))?;
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let nul_list = |name: &str| -> Result<Vec<std::ffi::OsString>, String> {
+            use std::os::unix::ffi::OsStringExt;
+            let bytes = std::fs::read(proc_dir.join(name))
+                .map_err(|e| format!("read /proc/{pid}/{name}: {e}"))?;
+            Ok(bytes
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| std::ffi::OsString::from_vec(part.to_vec()))
+                .collect())
+        };
+        let argv = nul_list("cmdline")?;
+        let environ = nul_list("environ")?;
+        let cwd = std::fs::read_link(proc_dir.join("cwd"))
+            .map_err(|e| format!("read /proc/{pid}/cwd: {e}"))?;
+        let program = argv.first().ok_or("empty command line")?;
+        if !program.to_string_lossy().contains("kube-apiserver") {
+            return Err(format!(
+                "PID {pid} from {} is not the API server: {argv:?}",
+                pid_file.display()
+            ));
+        }
+
+        // Kill, and wait until the process is gone: it is reaped by init (the first server,
+        // started by envtest.sh) or by the waiting thread below (a server started here), after
+        // which kill(pid, 0) fails with ESRCH. Only then is the port free again.
+        let killed_at = Instant::now();
+        // SAFETY: kill(2) on the API server's PID, which this harness started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let gone = |pid: i32| unsafe { libc::kill(pid, 0) } != 0;
+        while !gone(pid) {
+            if killed_at.elapsed() > Duration::from_secs(10) {
+                return Err(format!("the API server (PID {pid}) did not die"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(down);
+
+        let log_path = run.join("kube-apiserver.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .envs(environ.iter().map(|kv| {
+                let kv = kv.to_string_lossy().into_owned();
+                let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+                (k.to_string(), v.to_string())
+            }))
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| format!("dup the log: {e}"))?)
+            .stderr(log);
+        // SAFETY: setsid(2) is async-signal-safe; it only makes the child a session leader
+        // (as `setsid` in envtest.sh does), so signals to the test's terminal do not reach it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("respawn {}: {e}", program.to_string_lossy()))?;
+        let new_pid = child.id();
+        let tmp = run.join("kube-apiserver.pid.tmp");
+        std::fs::write(&tmp, format!("{new_pid}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &pid_file))
+            .map_err(|e| format!("write {}: {e}", pid_file.display()))?;
+        let exited = Arc::new(AtomicBool::new(false));
+        {
+            let exited = exited.clone();
+            std::thread::spawn(move || {
+                let _ = child.wait();
+                exited.store(true, Ordering::SeqCst);
+            });
+        }
+        drop(lock);
+
+        // Ready when /readyz says `ok` (as envtest.sh start checks it).
+        let url = self
+            .env
+            .get("ENVTEST_APISERVER_URL")
+            .ok_or("no ENVTEST_APISERVER_URL")?;
+        let token = self.env.get("ENVTEST_TOKEN").ok_or("no ENVTEST_TOKEN")?;
+        let ca = run.join("pki/ca.crt");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "5", "--cacert"])
+                .arg(&ca)
+                .arg("-H")
+                .arg(format!("Authorization: Bearer {token}"))
+                .arg(format!("{url}/readyz"))
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .map_err(|e| format!("run curl: {e}"))?;
+            if out.status.success() && out.stdout == b"ok" {
+                return Ok(killed_at.elapsed());
+            }
+            if exited.load(Ordering::SeqCst) || Instant::now() > deadline {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                return Err(format!(
+                    "the respawned API server (PID {new_pid}) {}; last lines of {}:\n{}",
+                    if exited.load(Ordering::SeqCst) {
+                        "exited"
+                    } else {
+                        "was not ready in 60 s"
+                    },
+                    log_path.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Installs `crds/` with server-side apply and waits until every CRD is `Established`.

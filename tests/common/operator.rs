@@ -1,5 +1,6 @@
 //! Running the operator against the test cluster, and reading what it did.
 
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +88,96 @@ pub fn start_with_notifier(
     });
     rx.recv_timeout(Duration::from_secs(30))
         .expect("the operator started")
+}
+
+/// The operator binary, `run` against the test cluster with compressed periods ([`PERIOD_SECS`])
+/// and text logs, then `extra`; its metrics on any free loopback port unless `extra` names
+/// `--metrics-addr`. With `RUST_LOG` set its log goes to the test's stderr at that level;
+/// otherwise it logs warnings only, to nowhere (callers may redirect `stderr` to a file).
+pub fn operator_command(extra: &[&str]) -> Command {
+    let period = format!("{PERIOD_SECS}s");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailsec-operator"));
+    cmd.args([
+        "run",
+        "--warning-period",
+        &period,
+        "--grace-period",
+        &period,
+        "--log-format",
+        "text",
+    ]);
+    if !extra.contains(&"--metrics-addr") {
+        cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+    }
+    cmd.args(extra)
+        .env("KUBECONFIG", cluster().kubeconfig())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
+    }
+    cmd
+}
+
+/// The arguments that make the operator mail through the SMTP server on `port` of loopback,
+/// retrying failed deliveries after 1 s, then every 2 s.
+pub fn smtp_args(port: u16) -> Vec<String> {
+    [
+        "--smtp-url",
+        &format!("smtp://127.0.0.1:{port}"),
+        "--smtp-from",
+        "licensing@ops.example",
+        "--notify-retry-base",
+        "1s",
+        "--notify-retry-cap",
+        "2s",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// A running operator process. Dropping it kills (SIGKILL) and reaps it, so no operator
+/// outlives a failed test.
+pub struct OperatorProcess(Option<Child>);
+
+impl OperatorProcess {
+    /// Starts `mailsec-operator run` ([`operator_command`] with `extra`).
+    pub fn spawn(extra: &[&str]) -> Self {
+        Self::spawn_command(operator_command(extra))
+    }
+
+    /// Starts a command made with [`operator_command`] (and changed, e.g. its stderr).
+    pub fn spawn_command(mut cmd: Command) -> Self {
+        Self(Some(cmd.spawn().expect("start the operator binary")))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// The exit status, if the process has exited by itself.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGKILL, then reap: no graceful shutdown, exactly like a crashed or evicted pod. Returns
+    /// the exit status when the process had already exited by itself.
+    pub fn kill(mut self) -> Option<ExitStatus> {
+        let mut child = self.0.take()?;
+        let before = child.try_wait().ok().flatten();
+        let _ = child.kill();
+        let _ = child.wait();
+        before
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// An instant `secs` seconds from now, on a whole second (so RFC 3339 text reads it exactly).

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{cluster, describe, repo_dir};
+use super::{describe, repo_dir};
 
 /// The chart directory.
 pub fn chart_dir() -> PathBuf {
@@ -146,28 +146,13 @@ pub fn sample(scrape: &str, series: &str) -> Option<f64> {
 /// when `RUST_LOG` is set.
 pub fn spawn_operator(instance: &str, port: u16, extra: &[&str]) -> Child {
     let addr = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailsec-operator"));
-    cmd.args([
-        "run",
-        "--warning-period",
-        "3s",
-        "--grace-period",
-        "3s",
-        "--log-format",
-        "text",
-        "--metrics-addr",
-        &addr,
-    ])
-    .args(extra)
-    .env("KUBECONFIG", cluster().kubeconfig())
-    .env("POD_NAME", instance)
-    .env_remove("POD_NAMESPACE")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
-    }
-    cmd.spawn().expect("start the operator binary")
+    let mut args = vec!["--metrics-addr", addr.as_str()];
+    args.extend_from_slice(extra);
+    super::operator::operator_command(&args)
+        .env("POD_NAME", instance)
+        .env_remove("POD_NAMESPACE")
+        .spawn()
+        .expect("start the operator binary")
 }
 
 /// Sends `signal` to a child process.
