@@ -1,7 +1,7 @@
 //! What every reconcile shares: the client, the caches, the policy, the event recorder, and the
 //! per-object error backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct Context {
     /// Whether every cache above holds a full list.
     pub synced: AllSynced,
     failures: Mutex<HashMap<String, u32>>,
+    /// Tenants whose status this process has written (its cache may lag behind those writes).
+    written: Mutex<HashSet<String>>,
 }
 
 /// Caches of the workloads labelled `mailsec.io/tenant`, and of the operator's settings ConfigMaps.
@@ -74,6 +76,7 @@ impl Context {
             workloads,
             synced,
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashSet::new()),
         }
     }
 
@@ -125,6 +128,21 @@ impl Context {
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Notes that this process wrote the status of `tenant`.
+    pub fn status_written(&self, tenant: &str) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if !written.contains(tenant) {
+            written.insert(tenant.to_string());
+        }
+    }
+
+    /// Whether this process has written the status of `tenant` (so its cached copy may be older
+    /// than that write).
+    pub fn wrote_status_of(&self, tenant: &str) -> bool {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.contains(tenant)
     }
 
     /// Forgets the failures of an object after a successful reconcile.

@@ -35,9 +35,11 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     // can be older than this controller's own last status write: a reconcile triggered by a
     // workload or subscription change may run before the watch brings that write back, and
     // would announce the same milestones a second time. So check new milestones against the
-    // stored tenant (one read, only when there are some).
+    // stored tenant: one read, only when there are some and this process has written this
+    // tenant's status before (a cache filled by a list after start-up already holds the writes
+    // of earlier processes, so a cold start reads nothing).
     let mut tenant = tenant;
-    if !eval.milestones.is_empty() {
+    if !eval.milestones.is_empty() && ctx.wrote_status_of(&name) {
         let stored = api.get(&name).await?;
         if stored.resource_version() != tenant.resource_version() {
             tenant = Arc::new(stored);
@@ -53,7 +55,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     }
 
     let projection = project_settings(&tenant, &mut eval.status, &ctx, now).await;
-    apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), &eval.status).await?;
+    if apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), &eval.status).await? {
+        ctx.status_written(&name);
+    }
     let regarding = tenant.object_ref(&());
     for m in std::mem::take(&mut eval.milestones) {
         if m.kind.is_transfer() {
