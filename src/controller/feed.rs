@@ -107,8 +107,8 @@ where
 /// consumer hears of it, so that an index maintained there is never behind the cache for a
 /// reconcile the event triggers.
 ///
-/// `metadata.managedFields` is dropped before objects enter the cache: nothing reads it, and it
-/// is often the largest part of an object (every field manager lists every field it owns).
+/// `metadata.managedFields` and the last-applied annotation are dropped before objects enter the
+/// cache (see [`slim`]).
 pub fn feed_indexed<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -139,7 +139,7 @@ where
             writer,
             watcher(api, config)
                 .default_backoff()
-                .modify(|obj: &mut K| obj.meta_mut().managed_fields = None),
+                .modify(|obj: &mut K| slim(obj.meta_mut())),
         );
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
@@ -186,6 +186,20 @@ where
     }
 }
 
+/// Set by a client-side `kubectl apply` (and Argo CD's default sync): a full JSON copy of the
+/// applied manifest, as large as the object's spec again. Nothing in the operator reads it.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no controller reads from an object before it enters a cache: `managedFields`
+/// (every field manager lists every field it owns: often the largest part of an object) and
+/// the last-applied annotation.
+fn slim(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// A consumer stream in the shape kube-runtime's controllers take.
 pub fn trigger<K>(
     outlet: mpsc::Receiver<Arc<K>>,
@@ -228,6 +242,25 @@ mod tests {
                 .expect("the waiter did not panic");
         }
         assert!(all.is_synced());
+    }
+
+    #[test]
+    fn slim_keeps_every_annotation_but_the_last_applied_copy() {
+        let mut meta = kube::api::ObjectMeta {
+            annotations: Some(
+                [
+                    (LAST_APPLIED.to_string(), "{\"big\": true}".to_string()),
+                    ("mailsec.io/suspended-replicas".to_string(), "3".to_string()),
+                ]
+                .into(),
+            ),
+            managed_fields: Some(vec![Default::default()]),
+            ..Default::default()
+        };
+        slim(&mut meta);
+        assert_eq!(meta.managed_fields, None);
+        let kept: Vec<_> = meta.annotations.unwrap_or_default().into_keys().collect();
+        assert_eq!(kept, ["mailsec.io/suspended-replicas"]);
     }
 
     /// A feed that stopped (shutdown) releases its waiters instead of holding them forever.

@@ -50,27 +50,40 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     if tenant.meta().deletion_timestamp.is_some() {
         return guard_deletion(&api, &tenant, &refs, eval, &ctx, now).await;
     }
-    if !tenant.finalizers().iter().any(|f| f == FINALIZER) {
-        add_finalizer(&api, &tenant).await?;
-    }
-
-    let projection = project_settings(&tenant, &mut eval.status, &ctx, now).await;
-    if apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), &eval.status).await? {
+    // The deletion guard and the status are independent requests (metadata and the status
+    // subresource): sent together, a new tenant costs one round trip, not two.
+    let guard = async {
+        if tenant.finalizers().iter().any(|f| f == FINALIZER) {
+            Ok(())
+        } else {
+            add_finalizer(&api, &tenant).await
+        }
+    };
+    let status = &mut eval.status;
+    let write_status = async {
+        let projection = project_settings(&tenant, status, &ctx, now).await;
+        let written = apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), status).await?;
+        Ok::<_, Error>((projection, written))
+    };
+    let ((), (projection, written)) = tokio::try_join!(guard, write_status)?;
+    if written {
         ctx.status_written(&name);
     }
+    // Announced only once the status records them, so a retry never announces twice; all at
+    // once (in order of creation), since a cold start may find several due.
     let regarding = tenant.object_ref(&());
-    for m in std::mem::take(&mut eval.milestones) {
-        if m.kind.is_transfer() {
-            continue; // announced on both tenants by the Subscription controller
-        }
-        announce(
-            &ctx.client,
-            &ctx.reporter,
-            &regarding,
-            &milestone_notice(&m),
-        )
-        .await;
-    }
+    let notices: Vec<_> = std::mem::take(&mut eval.milestones)
+        .iter()
+        // Transfers are announced on both tenants by the Subscription controller.
+        .filter(|m| !m.kind.is_transfer())
+        .map(milestone_notice)
+        .collect();
+    futures::future::join_all(
+        notices
+            .iter()
+            .map(|notice| announce(&ctx.client, &ctx.reporter, &regarding, notice)),
+    )
+    .await;
     scale_workloads(&tenant, &eval.status, &ctx).await?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
     Ok(match projection {
