@@ -126,17 +126,28 @@ async fn one_leader_writes_a_standby_takes_over_on_kill_and_at_once_on_sigterm()
             .is_some_and(|p| p >= TenantPhase::Warning)
     })
     .await;
-    // Its Events come from the leader alone.
+    // Its Events come from the leader alone. They are published just after the status write
+    // the wait above saw, so give them a moment.
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let reporters: Vec<Option<String>> = events
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(t1.as_str()))
-        .map(|e| e.reporting_instance)
-        .collect();
+    let reporters: Vec<Option<String>> = common::eventually_async(Duration::from_secs(10), || {
+        let (events, t1) = (events.clone(), t1.clone());
+        async move {
+            let found: Vec<Option<String>> = events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(t1.as_str())
+                })
+                .map(|e| e.reporting_instance)
+                .collect();
+            (!found.is_empty()).then_some(found)
+        }
+    })
+    .await
+    .unwrap_or_default();
     assert!(!reporters.is_empty(), "the tenant's ExpiringSoon Event");
     assert!(
         reporters
