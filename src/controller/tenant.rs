@@ -69,21 +69,21 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     if written {
         ctx.status_written(&name);
     }
-    // Announced only once the status records them, so a retry never announces twice; all at
-    // once (in order of creation), since a cold start may find several due.
+    // Announced only once the status records them, so a retry never announces twice; one after
+    // the other, so their Events are in the order the milestones were due.
     let regarding = tenant.object_ref(&());
-    let notices: Vec<_> = std::mem::take(&mut eval.milestones)
-        .iter()
-        // Transfers are announced on both tenants by the Subscription controller.
-        .filter(|m| !m.kind.is_transfer())
-        .map(milestone_notice)
-        .collect();
-    futures::future::join_all(
-        notices
-            .iter()
-            .map(|notice| announce(&ctx.client, &ctx.reporter, &regarding, notice)),
-    )
-    .await;
+    for m in std::mem::take(&mut eval.milestones) {
+        if m.kind.is_transfer() {
+            continue; // announced on both tenants by the Subscription controller
+        }
+        announce(
+            &ctx.client,
+            &ctx.reporter,
+            &regarding,
+            &milestone_notice(&m),
+        )
+        .await;
+    }
     scale_workloads(&tenant, &eval.status, &ctx).await?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
     Ok(match projection {
