@@ -69,7 +69,7 @@ fn inputs() -> (Tenant, Vec<Subscription>, TenantUsers) {
     // A tenant as the controller sees it: with the status of its previous evaluation.
     let refs: Vec<&Subscription> = subs.iter().collect();
     t.status =
-        Some(evaluate_tenant(&t, &refs, &users, &Policy::default(), at("2026-06-01")).status);
+        Some(evaluate_tenant(&t, &refs, &[], &users, &Policy::default(), at("2026-06-01")).status);
     (t, subs, users)
 }
 
@@ -97,6 +97,7 @@ fn engine(c: &mut Criterion) {
                 black_box(evaluate_tenant(
                     black_box(&t),
                     black_box(&refs),
+                    &[],
                     black_box(&users),
                     &policy,
                     black_box(now),

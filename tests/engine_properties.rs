@@ -9,14 +9,19 @@
 //! 4. Adding a paid subscription within its seats, or extending one, never makes any phase worse.
 //!    "Adding" means buying one that has not ended yet: a licence that ended long ago reveals
 //!    that coverage ended then, which can legitimately be worse than "missing since now".
+//! 5. Possible duplicates: symmetric (both tenants flag each other, agree on the tenant in use
+//!    and the moves), exactly the pairs that share an address (compared case-insensitively) and
+//!    are not linked by a shared subscription or the annotation; never a change of phase.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use proptest::prelude::*;
 
 use mailsec_operator::api::date::LICENSE_DATE_PATTERN;
 use mailsec_operator::api::{
-    LicenseDate, Plan, ServicePhase, Subscription, SubscriptionPhase, TenantPhase, TenantStatus,
+    Admin, ConditionStatus, LicenseDate, Plan, PossibleDuplicate, ServicePhase, Subscription,
+    SubscriptionPhase, TenantPhase, TenantStatus,
 };
+use mailsec_operator::engine::duplicates::NOT_DUPLICATE_ANNOTATION;
 use mailsec_operator::engine::{Policy, World, evaluate_world};
 use mailsec_operator::fixtures::{extended, shared, subscription, tenant};
 
@@ -145,6 +150,8 @@ impl SubGen {
 
 #[derive(Clone, Debug)]
 struct WorldGen {
+    /// Each tenant's administrator addresses, from [`ADDRESSES`].
+    admins: Vec<Vec<usize>>,
     services: Vec<Vec<usize>>,
     users: Vec<i64>,
     subs: Vec<SubGen>,
@@ -152,8 +159,21 @@ struct WorldGen {
     grace_secs: i64,
 }
 
+/// A small pool, so that tenants often share an address; the same address in other cases.
+const ADDRESSES: [&str; 5] = [
+    "admin@acme.example",
+    "ADMIN@Acme.Example",
+    "it@acme.example",
+    "ops@other.example",
+    "solo@t.example",
+];
+
 fn world_gen() -> impl Strategy<Value = WorldGen> {
     (
+        proptest::collection::vec(
+            proptest::collection::vec(0..ADDRESSES.len(), 1..3),
+            TENANTS.len(),
+        ),
         proptest::collection::vec(
             proptest::collection::vec(0..PRODUCTS.len(), 0..4),
             TENANTS.len(),
@@ -164,7 +184,8 @@ fn world_gen() -> impl Strategy<Value = WorldGen> {
         0i64..(60 * 86_400),
     )
         .prop_map(
-            |(services, users, subs, warning_secs, grace_secs)| WorldGen {
+            |(admins, services, users, subs, warning_secs, grace_secs)| WorldGen {
+                admins,
                 services,
                 users,
                 subs,
@@ -184,7 +205,15 @@ impl WorldGen {
                     self.services[i].iter().map(|p| PRODUCTS[*p]).collect();
                 products.sort();
                 products.dedup();
-                tenant(name, &products, self.users[i])
+                let mut t = tenant(name, &products, self.users[i]);
+                t.spec.admins = self.admins[i]
+                    .iter()
+                    .map(|a| Admin {
+                        email: ADDRESSES[*a].to_string(),
+                        name: None,
+                    })
+                    .collect();
+                t
             })
             .collect();
         World {
@@ -214,6 +243,7 @@ type ServiceSnapshot = (String, ServicePhase, Option<Plan>);
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Snapshot {
     tenants: Vec<(Option<TenantPhase>, Vec<ServiceSnapshot>)>,
+    duplicates: Vec<Vec<PossibleDuplicate>>,
     subscriptions: Vec<(Option<SubscriptionPhase>, bool)>,
 }
 
@@ -233,6 +263,11 @@ fn snapshot(world: &World, policy: &Policy, now: DateTime<Utc>) -> Snapshot {
                         .collect(),
                 )
             })
+            .collect(),
+        duplicates: ev
+            .tenants
+            .iter()
+            .map(|t| t.status.possible_duplicates.clone())
             .collect(),
         subscriptions: ev
             .subscriptions
@@ -364,6 +399,89 @@ proptest! {
                     prop_assert!(a.1 <= b.1, "{} {}: {:?} became {:?}", t, a.0, b.1, a.1);
                 }
             }
+        }
+    }
+}
+
+fn duplicate_condition(status: &TenantStatus) -> Option<(ConditionStatus, String)> {
+    mailsec_operator::api::condition::find(&status.conditions, "PossibleDuplicate")
+        .map(|c| (c.status, c.reason.clone()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn possible_duplicates_are_symmetric_exact_and_never_change_a_phase(
+        input in world_gen(),
+        now_secs in (-YEAR)..(2 * YEAR),
+        annotate in proptest::option::of((0..TENANTS.len(), 0..TENANTS.len())),
+    ) {
+        let policy = input.policy();
+        let now = at_offset(now_secs);
+        let mut world = input.world();
+        if let Some((on, names)) = annotate {
+            world.tenants[on].metadata.annotations.get_or_insert_default()
+                .insert(NOT_DUPLICATE_ANNOTATION.into(), format!("x, {}", TENANTS[names]));
+        }
+        let ev = evaluate_world(&world, &policy, now);
+        let lower = |i: usize| -> std::collections::BTreeSet<String> {
+            world.tenants[i].spec.admins.iter().map(|a| a.email.to_lowercase()).collect()
+        };
+        let annotated = |i: usize, j: usize| {
+            world.tenants[i].metadata.annotations.as_ref()
+                .and_then(|a| a.get(NOT_DUPLICATE_ANNOTATION))
+                .is_some_and(|v| v.split(',').any(|n| n.trim() == TENANTS[j]))
+        };
+        for (i, name_i) in TENANTS.iter().enumerate() {
+            let flagged = &ev.tenants[i].status.possible_duplicates;
+            for (j, name_j) in TENANTS.iter().enumerate() {
+                if i == j { continue; }
+                let shares = !lower(i).is_disjoint(&lower(j));
+                let linked = annotated(i, j) || annotated(j, i)
+                    || world.subscriptions.iter().any(|s| s.concerns(name_i) && s.concerns(name_j));
+                let i_flags_j = flagged.iter().find(|d| d.tenant == *name_j);
+                let j_flags_i = ev.tenants[j].status.possible_duplicates.iter().find(|d| d.tenant == *name_i);
+                prop_assert_eq!(i_flags_j.is_some(), shares && !linked, "{} flags {}: shares {}, linked {}", name_i, name_j, shares, linked);
+                prop_assert_eq!(i_flags_j.is_some(), j_flags_i.is_some(), "symmetric");
+                if let (Some(a), Some(b)) = (i_flags_j, j_flags_i) {
+                    prop_assert_eq!(&a.tenant_in_use, &b.tenant_in_use);
+                    prop_assert_eq!(&a.subscriptions_to_move, &b.subscriptions_to_move);
+                    prop_assert_eq!(&a.shared_admins, &b.shared_admins);
+                }
+            }
+            let expected = if flagged.is_empty() {
+                (ConditionStatus::False, "NoDuplicate".to_string())
+            } else {
+                (ConditionStatus::True, "SharesAdmins".to_string())
+            };
+            prop_assert_eq!(duplicate_condition(&ev.tenants[i].status), Some(expected));
+        }
+
+        // The same world with every address distinct and upper-case: no finding, same phases.
+        let mut apart = world.clone();
+        for (i, t) in apart.tenants.iter_mut().enumerate() {
+            for (k, a) in t.spec.admins.iter_mut().enumerate() {
+                a.email = format!("ADMIN{k}@T{i}.EXAMPLE");
+            }
+        }
+        let ev_apart = evaluate_world(&apart, &policy, now);
+        for (a, b) in ev.tenants.iter().zip(&ev_apart.tenants) {
+            prop_assert!(b.status.possible_duplicates.is_empty());
+            prop_assert_eq!(a.status.phase, b.status.phase);
+            prop_assert_eq!(&a.status.services, &b.status.services);
+        }
+
+        // Upper-casing every address changes nothing at all.
+        let mut shouting = world.clone();
+        for t in &mut shouting.tenants {
+            for a in &mut t.spec.admins {
+                a.email = a.email.to_uppercase();
+            }
+        }
+        let ev_shouting = evaluate_world(&shouting, &policy, now);
+        for (a, b) in ev.tenants.iter().zip(&ev_shouting.tenants) {
+            prop_assert_eq!(&a.status, &b.status);
         }
     }
 }

@@ -17,7 +17,8 @@ pub use subscription::{
 };
 pub use tenant::{
     Admin, Locale, MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState,
-    ServicePhase, ServiceSpec, ServiceStatus, Tenant, TenantPhase, TenantSpec, TenantStatus,
+    PossibleDuplicate, ServicePhase, ServiceSpec, ServiceStatus, Tenant, TenantPhase, TenantSpec,
+    TenantStatus,
 };
 
 /// The API group of both resources.

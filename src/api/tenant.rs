@@ -165,7 +165,7 @@ pub struct TenantStatus {
     )]
     #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub next_transition_at: Option<DateTime<Utc>>,
-    /// `Ready`, `Warning`, `ReadOnly`, `Suspended` (and `Reconciling`/`Stalled` when they apply).
+    /// `Ready`, `Warning`, `ReadOnly`, `Suspended`, `PossibleDuplicate` (and `Reconciling`/`Stalled` when they apply).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -186,6 +186,13 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub notifications: Vec<NotificationRecord>,
+    /// Other tenants that list one of this tenant's administrator addresses and are not linked
+    /// to it on purpose (by a subscription shared between them, or the annotation
+    /// `mailsec.io/not-duplicate-of`): possibly a second tenant left by a late renewal. See the
+    /// `PossibleDuplicate` condition for what to do. At most 8, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["tenant"], "maxItems" = 8))]
+    pub possible_duplicates: Vec<PossibleDuplicate>,
     /// The `.metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -258,7 +265,7 @@ pub struct MilestoneRecord {
     /// Stable id: kind, product and the instant it is about, e.g. `ReadOnly/email-safeguard/2027-01-01T00:00:00Z`.
     pub id: String,
     /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`,
-    /// `SeatLimitExceeded`, `TransferredIn`, `TransferredOut`.
+    /// `SeatLimitExceeded`, `TransferredIn`, `TransferredOut`, `PossibleDuplicate`.
     pub kind: String,
     /// The product it is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -274,9 +281,14 @@ pub struct MilestoneRecord {
     /// The subscription it is about (the one to renew), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
-    /// For a transfer: the other tenant (where the subscription came from, or went to).
+    /// For a transfer: the other tenant (where the subscription came from, or went to); for a
+    /// possible duplicate: the other tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// Announced by an Event only, not notified: a possible duplicate is notified to the
+    /// administrators of the tenant in use, not to those of the other one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub event_only: bool,
     /// The end of coverage the milestone is about.
     #[serde(
         default,
@@ -293,6 +305,28 @@ pub struct MilestoneRecord {
     )]
     #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub suspends_at: Option<DateTime<Utc>>,
+}
+
+/// Another tenant that is possibly the same customer's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PossibleDuplicate {
+    /// The other tenant's name.
+    #[schemars(length(max = 63))]
+    pub tenant: String,
+    /// Administrator addresses both tenants list (lower-case; at most 4 are named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 4), inner(length(max = 254)))]
+    pub shared_admins: Vec<String>,
+    /// The tenant the hint assumes is the one in use: the one with users and settings (else the
+    /// older one, else the first by name).
+    #[schemars(length(max = 63))]
+    pub tenant_in_use: String,
+    /// Subscriptions of the other (unused) tenant, not ended, that would cover the tenant in use
+    /// longer than it is covered now: move them with `spec.tenantRef`. At most 8 are named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 8), inner(length(max = 253)))]
+    pub subscriptions_to_move: Vec<String>,
 }
 
 /// One notification of a milestone to one recipient over one channel (an outbox entry).

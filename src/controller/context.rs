@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::feed::AllSynced;
 use crate::api::{Subscription, Tenant};
+use crate::engine::duplicates::MAX_TENANTS_PER_ADDRESS;
 use crate::engine::{Policy, TenantUsers};
 
 /// The shared state of the controllers.
@@ -26,6 +27,8 @@ pub struct Context {
     pub subscriptions: Store<Subscription>,
     /// Tenant name → the subscriptions that name it, maintained from the subscriptions' watch.
     pub subscription_index: SubscriptionIndex,
+    /// Administrator address → the tenants that list it, maintained from the tenants' watch.
+    pub admin_index: AdminIndex,
     /// Repeatable notices (folded into Event series).
     pub recorder: Recorder,
     /// Who publishes Events; once-only announcements use it without the Recorder's cache
@@ -52,6 +55,7 @@ pub struct Caches {
     pub tenants: Store<Tenant>,
     pub subscriptions: Store<Subscription>,
     pub subscription_index: SubscriptionIndex,
+    pub admin_index: AdminIndex,
     pub workloads: WorkloadStores,
     pub synced: AllSynced,
 }
@@ -62,6 +66,7 @@ impl Context {
             tenants,
             subscriptions,
             subscription_index,
+            admin_index,
             workloads,
             synced,
         } = caches;
@@ -72,6 +77,7 @@ impl Context {
             tenants,
             subscriptions,
             subscription_index,
+            admin_index,
             reporter,
             workloads,
             synced,
@@ -99,6 +105,22 @@ impl Context {
             .subscriptions(&self.subscriptions, tenant, |s| {
                 s.concerns(tenant) || s.transferred_with(tenant)
             })
+    }
+
+    /// The other tenants that share an administrator address with `tenant`, from the cache, each
+    /// with the subscriptions that concern it (for the possible-duplicate check).
+    pub fn neighbours_of(&self, tenant: &Tenant) -> Vec<(Arc<Tenant>, Vec<Arc<Subscription>>)> {
+        self.admin_index
+            .neighbours_of(tenant)
+            .into_iter()
+            .filter_map(|n| {
+                let t = self.tenant(&n)?;
+                let subs = self
+                    .subscription_index
+                    .subscriptions(&self.subscriptions, &n, |s| s.concerns(&n));
+                Some((t, subs))
+            })
+            .collect()
     }
 
     /// `spec.users` of the tenants these subscriptions name (which also tells which exist).
@@ -152,22 +174,58 @@ impl Context {
     }
 }
 
-/// Which subscriptions name a tenant (as owner or sharer, in spec or in last status), kept from the
-/// subscriptions' watch events, so that finding a tenant's subscriptions does not scan the whole
-/// cache (that made a cold start O(tenants × subscriptions)).
+/// An index from keys to the names of the cached objects that carry them, kept from the
+/// objects' watch events (see `feed::feed_indexed`), so that a reconcile finds related objects
+/// without scanning a whole cache.
 ///
-/// The index names every subscription whose cached version names the tenant (in spec, or in
-/// status as the last seen owner or sharer); readers check the cached object for what they need.
-#[derive(Clone, Default)]
-pub struct SubscriptionIndex {
+/// - [`SubscriptionIndex`]: tenant name → the subscriptions that name it (as owner or sharer, in
+///   spec or in last status, or as a party to a recorded transfer); scanning the subscription
+///   cache for every tenant made a cold start O(tenants × subscriptions).
+/// - [`AdminIndex`]: lower-case administrator address → the tenants that list it (possible
+///   duplicates).
+///
+/// An object is listed under every key its cached version has; readers check the cached object
+/// for what they need.
+pub struct NameIndex<K> {
     inner: Arc<RwLock<IndexState>>,
+    keys: fn(&K) -> Vec<String>,
+}
+
+impl<K> Clone for NameIndex<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            keys: self.keys,
+        }
+    }
+}
+
+/// Tenant name → subscriptions that name it.
+pub type SubscriptionIndex = NameIndex<Subscription>;
+/// Lower-case administrator address → tenants that list it.
+pub type AdminIndex = NameIndex<Tenant>;
+
+impl Default for SubscriptionIndex {
+    fn default() -> Self {
+        Self::new(named_tenants)
+    }
+}
+
+impl Default for AdminIndex {
+    fn default() -> Self {
+        Self::new(|t| {
+            crate::engine::duplicates::admin_addresses(t)
+                .into_iter()
+                .collect()
+        })
+    }
 }
 
 #[derive(Default)]
 struct IndexState {
-    by_tenant: HashMap<String, BTreeSet<String>>,
-    /// The tenants each subscription was indexed under.
-    of_subscription: HashMap<String, Vec<String>>,
+    by_key: HashMap<String, BTreeSet<String>>,
+    /// The keys each object was indexed under.
+    of_object: HashMap<String, Vec<String>>,
     /// Objects seen during a re-list; the index is rebuilt from them when it completes.
     relist: Option<Vec<(String, Vec<String>)>>,
 }
@@ -191,38 +249,45 @@ fn named_tenants(sub: &Subscription) -> Vec<String> {
 }
 
 impl IndexState {
-    fn insert(&mut self, sub: String, tenants: Vec<String>) {
-        self.remove(&sub);
-        for t in &tenants {
-            self.by_tenant
-                .entry(t.clone())
+    fn insert(&mut self, object: String, keys: Vec<String>) {
+        self.remove(&object);
+        for k in &keys {
+            self.by_key
+                .entry(k.clone())
                 .or_default()
-                .insert(sub.clone());
+                .insert(object.clone());
         }
-        self.of_subscription.insert(sub, tenants);
+        self.of_object.insert(object, keys);
     }
 
-    fn remove(&mut self, sub: &str) {
-        for t in self.of_subscription.remove(sub).unwrap_or_default() {
-            if let Some(set) = self.by_tenant.get_mut(&t) {
-                set.remove(sub);
+    fn remove(&mut self, object: &str) {
+        for k in self.of_object.remove(object).unwrap_or_default() {
+            if let Some(set) = self.by_key.get_mut(&k) {
+                set.remove(object);
                 if set.is_empty() {
-                    self.by_tenant.remove(&t);
+                    self.by_key.remove(&k);
                 }
             }
         }
     }
 }
 
-impl SubscriptionIndex {
-    /// Updates the index with one watch event (see `feed::feed_indexed`).
-    pub fn observe(&self, event: &watcher::Event<Subscription>) {
+impl<K: kube::Resource> NameIndex<K> {
+    fn new(keys: fn(&K) -> Vec<String>) -> Self {
+        Self {
+            inner: Arc::default(),
+            keys,
+        }
+    }
+
+    /// Updates the index with one watch event.
+    pub fn observe(&self, event: &watcher::Event<K>) {
         let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let key = |s: &Subscription| s.metadata.name.clone().unwrap_or_default();
+        let name = |o: &K| o.meta().name.clone().unwrap_or_default();
         match event {
             watcher::Event::Init => state.relist = Some(Vec::new()),
-            watcher::Event::InitApply(s) => {
-                let entry = (key(s), named_tenants(s));
+            watcher::Event::InitApply(o) => {
+                let entry = (name(o), (self.keys)(o));
                 match state.relist.as_mut() {
                     Some(list) => list.push(entry),
                     None => state.insert(entry.0, entry.1),
@@ -231,27 +296,44 @@ impl SubscriptionIndex {
             watcher::Event::InitDone => {
                 // The cache now holds exactly the re-listed objects: so does the index.
                 let list = state.relist.take().unwrap_or_default();
-                state.by_tenant.clear();
-                state.of_subscription.clear();
-                for (sub, tenants) in list {
-                    state.insert(sub, tenants);
+                state.by_key.clear();
+                state.of_object.clear();
+                for (object, keys) in list {
+                    state.insert(object, keys);
                 }
             }
-            watcher::Event::Apply(s) => state.insert(key(s), named_tenants(s)),
-            watcher::Event::Delete(s) => state.remove(&key(s)),
+            watcher::Event::Apply(o) => state.insert(name(o), (self.keys)(o)),
+            watcher::Event::Delete(o) => state.remove(&name(o)),
         }
     }
 
-    /// Names of the subscriptions indexed under `tenant`.
-    pub fn names(&self, tenant: &str) -> Vec<String> {
+    /// Names of the objects indexed under `key`, sorted.
+    pub fn names(&self, key: &str) -> Vec<String> {
         let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
         state
-            .by_tenant
-            .get(tenant)
+            .by_key
+            .get(key)
             .map(|set| set.iter().cloned().collect())
             .unwrap_or_default()
     }
+}
 
+impl<K> NameIndex<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    /// The cached objects indexed under `key` that satisfy `keep`, sorted by name.
+    pub fn objects(&self, store: &Store<K>, key: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        // BTreeSet order: already sorted by name.
+        self.names(key)
+            .into_iter()
+            .filter_map(|n| store.get(&ObjectRef::new(&n)))
+            .filter(|o| keep(o))
+            .collect()
+    }
+}
+
+impl SubscriptionIndex {
     /// The cached subscriptions indexed under `tenant` that satisfy `keep`, sorted by name.
     pub fn subscriptions(
         &self,
@@ -259,11 +341,27 @@ impl SubscriptionIndex {
         tenant: &str,
         keep: impl Fn(&Subscription) -> bool,
     ) -> Vec<Arc<Subscription>> {
-        // BTreeSet order: already sorted by name.
-        self.names(tenant)
-            .into_iter()
-            .filter_map(|n| store.get(&ObjectRef::new(&n)))
-            .filter(|s| keep(s))
-            .collect()
+        self.objects(store, tenant, keep)
+    }
+}
+
+impl AdminIndex {
+    /// The names of the other tenants that list one of `tenant`'s administrator addresses,
+    /// sorted. Addresses listed by more than [`MAX_TENANTS_PER_ADDRESS`] tenants are not
+    /// compared (the engine's rule, which keeps this bounded).
+    pub fn neighbours_of(&self, tenant: &Tenant) -> Vec<String> {
+        let own = tenant.metadata.name.as_deref().unwrap_or_default();
+        let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for address in (self.keys)(tenant) {
+            let Some(set) = state.by_key.get(&address) else {
+                continue;
+            };
+            if set.len() > MAX_TENANTS_PER_ADDRESS {
+                continue;
+            }
+            names.extend(set.iter().map(String::as_str).filter(|n| *n != own));
+        }
+        names.into_iter().map(str::to_string).collect()
     }
 }

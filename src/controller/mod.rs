@@ -146,12 +146,17 @@ async fn run_controllers(
     // Tenants feed: the tenant controller, its co-tenant trigger, the subscription controller,
     // and the notifier when it runs.
     let consumers = if settings.notifier.is_some() { 4 } else { 3 };
-    let tenants = feed(
-        tenants_api,
-        watcher::Config::default().any_semantic(),
-        consumers,
-        false,
-    );
+    let admin_index = context::AdminIndex::default();
+    let tenants = {
+        let index = admin_index.clone();
+        feed::feed_indexed(
+            tenants_api,
+            watcher::Config::default().any_semantic(),
+            consumers,
+            false,
+            move |event: &watcher::Event<Tenant>| index.observe(event),
+        )
+    };
     // Subscriptions feed: the subscription controller, the tenant controller.
     let subscription_index = context::SubscriptionIndex::default();
     let subs = {
@@ -209,6 +214,7 @@ async fn run_controllers(
             tenants: tenants.store.clone(),
             subscriptions: subs.store.clone(),
             subscription_index: subscription_index.clone(),
+            admin_index: admin_index.clone(),
             workloads: WorkloadStores {
                 deployments: deployments.store.clone(),
                 statefulsets: statefulsets.store.clone(),
@@ -258,11 +264,14 @@ async fn run_controllers(
     };
 
     let (sub_store, sub_index) = (subs.store.clone(), subscription_index.clone());
+    let (tenant_store, admins) = (tenants.store.clone(), admin_index.clone());
+    let admins_for_subs = admin_index.clone();
     let tenant_controller = Controller::for_stream(trigger(t_main), tenants.store.clone())
         .with_config(config.clone())
         // A subscription concerns its owner, the tenants it is shared with, and the owner and
-        // sharers it was last seen with (after a transfer or un-sharing).
-        .watches_stream(trigger(s_for_tenants), |sub: Subscription| {
+        // sharers it was last seen with (after a transfer or un-sharing); and, through the
+        // possible-duplicate hints that name it, the tenants that share administrators with them.
+        .watches_stream(trigger(s_for_tenants), move |sub: Subscription| {
             let mut names: Vec<String> = sub.tenants().map(str::to_string).collect();
             if let Some(status) = &sub.status {
                 names.extend(status.tenant.iter().cloned());
@@ -273,11 +282,20 @@ async fn run_controllers(
                     names.push(t.to.clone());
                 }
             }
+            let paired: Vec<String> = names
+                .iter()
+                .filter_map(|n| tenant_store.get(&ObjectRef::new(n)))
+                .flat_map(|t| admins_for_subs.neighbours_of(&t))
+                .collect();
+            names.extend(paired);
             names.sort();
             names.dedup();
             names.into_iter().map(|n| ObjectRef::<Tenant>::new(&n))
         })
         // A tenant's users count against subscriptions it shares with others: re-evaluate them.
+        // Its administrators, users and settings decide whether it and the tenants it shares an
+        // address with are possible duplicates: re-evaluate those it pairs with now (the index
+        // is already up to date) and those it was paired with before (its last status).
         .watches_stream(trigger(t_cotenants), move |t: Tenant| {
             let name = t.name_any();
             let mut names: Vec<String> = sub_index
@@ -286,6 +304,12 @@ async fn run_controllers(
                 .flat_map(|s| s.tenants().map(str::to_string).collect::<Vec<_>>())
                 .filter(|n| *n != name)
                 .collect();
+            names.extend(admins.neighbours_of(&t));
+            names.extend(
+                t.status
+                    .iter()
+                    .flat_map(|s| s.possible_duplicates.iter().map(|d| d.tenant.clone())),
+            );
             names.sort();
             names.dedup();
             names.into_iter().map(|n| ObjectRef::<Tenant>::new(&n))

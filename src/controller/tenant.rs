@@ -15,7 +15,7 @@ use crate::effects::events::{Notice, announce, milestone_notice, publish};
 use crate::effects::status::apply_if_changed;
 use crate::effects::{settings as settings_map, workloads};
 use crate::engine::workloads::{Workload, desired_state};
-use crate::engine::{TenantEvaluation, evaluate_tenant, settings};
+use crate::engine::{Neighbour, TenantEvaluation, evaluate_tenant, settings};
 
 /// Held on every Tenant so that deleting one that still owns a licence in force is stopped.
 pub const FINALIZER: &str = "mailsec.io/licence-guard";
@@ -30,7 +30,20 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     let subs = ctx.subscriptions_of(&name);
     let refs: Vec<&Subscription> = subs.iter().map(|s| s.as_ref()).collect();
     let users = ctx.users_of(refs.iter().copied());
-    let mut eval = evaluate_tenant(&tenant, &refs, &users, &ctx.policy, now);
+    let gathered = ctx.neighbours_of(&tenant);
+    let neighbour_subs: Vec<Vec<&Subscription>> = gathered
+        .iter()
+        .map(|(_, subs)| subs.iter().map(|s| s.as_ref()).collect())
+        .collect();
+    let neighbours: Vec<Neighbour<'_>> = gathered
+        .iter()
+        .zip(&neighbour_subs)
+        .map(|((t, _), subs)| Neighbour {
+            tenant: t,
+            subscriptions: subs,
+        })
+        .collect();
+    let mut eval = evaluate_tenant(&tenant, &refs, &neighbours, &users, &ctx.policy, now);
     // A milestone is announced (Event) when the status does not record it yet. The cached tenant
     // can be older than this controller's own last status write: a reconcile triggered by a
     // workload or subscription change may run before the watch brings that write back, and
@@ -43,7 +56,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         let stored = api.get(&name).await?;
         if stored.resource_version() != tenant.resource_version() {
             tenant = Arc::new(stored);
-            eval = evaluate_tenant(&tenant, &refs, &users, &ctx.policy, now);
+            eval = evaluate_tenant(&tenant, &refs, &neighbours, &users, &ctx.policy, now);
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod conditions;
 pub mod coverage;
+pub mod duplicates;
 pub mod policy;
 pub mod settings;
 pub mod subscription;
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub use duplicates::Neighbour;
 pub use policy::{Catalogue, Policy, parse_period};
 pub use subscription::{SubscriptionChange, SubscriptionEvaluation, evaluate_subscription};
 pub use tenant::{Milestone, MilestoneKind, TenantEvaluation, evaluate_tenant};

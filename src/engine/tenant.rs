@@ -6,11 +6,12 @@ use chrono::{DateTime, Utc};
 
 use super::conditions::ConditionSet;
 use super::coverage::{Licence, coverage};
+use super::duplicates::{self, Neighbour};
 use super::subscription::{SubscriptionEvaluation, evaluate_subscription};
 use super::{Policy, TenantUsers, earlier, human, later, next_after, whole_seconds};
 use crate::api::{
-    MilestoneRecord, Plan, ServicePhase, ServiceStatus, Subscription, Tenant, TenantPhase,
-    TenantStatus,
+    MilestoneRecord, Plan, PossibleDuplicate, ServicePhase, ServiceStatus, Subscription, Tenant,
+    TenantPhase, TenantStatus,
 };
 
 /// Milestone records kept in status beyond those that are still reached.
@@ -37,6 +38,9 @@ pub enum MilestoneKind {
     TransferredIn,
     /// A subscription was transferred from this tenant to another.
     TransferredOut,
+    /// Another tenant shares an administrator address with this one (a late renewal can leave
+    /// a second tenant holding the contract): see [`super::duplicates`].
+    PossibleDuplicate,
 }
 
 impl MilestoneKind {
@@ -51,11 +55,12 @@ impl MilestoneKind {
             Self::SeatLimitExceeded => "SeatLimitExceeded",
             Self::TransferredIn => "TransferredIn",
             Self::TransferredOut => "TransferredOut",
+            Self::PossibleDuplicate => "PossibleDuplicate",
         }
     }
 
     /// Every kind, in the order above.
-    pub const ALL: [MilestoneKind; 9] = [
+    pub const ALL: [MilestoneKind; 10] = [
         Self::ExpiringSoon,
         Self::ReadOnly,
         Self::Suspended,
@@ -65,6 +70,7 @@ impl MilestoneKind {
         Self::SeatLimitExceeded,
         Self::TransferredIn,
         Self::TransferredOut,
+        Self::PossibleDuplicate,
     ];
 
     /// The kind named `name` (as written in `status.milestones[].kind`).
@@ -103,8 +109,11 @@ pub struct Milestone {
     /// The end of coverage and the suspension instant the milestone is about, for messages.
     pub effective_end_at: Option<DateTime<Utc>>,
     pub suspends_at: Option<DateTime<Utc>>,
-    /// For a transfer: the other tenant.
+    /// For a transfer or a possible duplicate: the other tenant.
     pub peer: Option<String>,
+    /// Announced by an Event only, never notified (a possible duplicate is notified to the
+    /// administrators of the tenant in use only).
+    pub event_only: bool,
     /// What happened and what to do, in English (Events).
     pub message: String,
 }
@@ -133,11 +142,13 @@ struct Cause {
 /// Evaluates a tenant at `now`.
 ///
 /// `subscriptions` may contain any subscriptions: only those owned by or shared with the tenant
-/// count. `users` holds `spec.users` of every known tenant (for seat counting and to tell which
-/// tenants exist).
+/// count. `neighbours` are the other tenants that share an administrator address with it, for
+/// the possible-duplicate check (any others are ignored). `users` holds `spec.users` of every
+/// known tenant (for seat counting and to tell which tenants exist).
 pub fn evaluate_tenant(
     tenant: &Tenant,
     subscriptions: &[&Subscription],
+    neighbours: &[Neighbour<'_>],
     users: &TenantUsers,
     policy: &Policy,
     now: DateTime<Utc>,
@@ -225,6 +236,7 @@ pub fn evaluate_tenant(
                 effective_end_at: None,
                 suspends_at: None,
                 peer: None,
+                event_only: false,
                 message,
             }
         };
@@ -319,6 +331,7 @@ pub fn evaluate_tenant(
                         effective_end_at: Some(end),
                         suspends_at: Some(suspend_at),
                         peer: None,
+                        event_only: false,
                         message,
                     });
                     causes.push(Cause {
@@ -465,6 +478,7 @@ pub fn evaluate_tenant(
                 effective_end_at: eval.timeline.map(|t| t.effective_end_at),
                 suspends_at: None,
                 peer: None,
+                event_only: false,
                 message: message.clone(),
             });
             causes.push(Cause {
@@ -525,12 +539,50 @@ pub fn evaluate_tenant(
                     .map(|tl| tl.effective_end_at),
                 suspends_at: None,
                 peer: Some(peer.clone()),
+                event_only: false,
                 message: format!(
                     "Subscription {sub_name} ({product}) was transferred from tenant {} to tenant {}: {covers}",
                     t.from, t.to
                 ),
             });
         }
+    }
+
+    // Possible duplicates: a condition and a milestone each, never a phase.
+    let found = duplicates::possible_duplicates(tenant, &concerning, neighbours, policy, now);
+    next.extend(duplicates::next_change(
+        tenant,
+        &concerning,
+        neighbours,
+        &found,
+        policy,
+        now,
+    ));
+    for d in &found {
+        let id = format!("{}/{}", MilestoneKind::PossibleDuplicate.as_str(), d.other);
+        let message = if recorded(&id) {
+            String::new()
+        } else {
+            d.message.clone()
+        };
+        reached.push(Milestone {
+            id,
+            kind: MilestoneKind::PossibleDuplicate,
+            product: d
+                .moves
+                .first()
+                .map_or(base_product, |m| m.product.as_str())
+                .to_string(),
+            base: d.moves.first().is_none_or(|m| m.product == base_product),
+            subscription: d.moves.first().map(|m| m.subscription.clone()),
+            due_at: whole_seconds(now),
+            late: false,
+            effective_end_at: d.moves.first().map(|m| m.effective_end_at),
+            suspends_at: None,
+            peer: Some(d.other.clone()),
+            event_only: d.in_use != name,
+            message,
+        });
     }
 
     let base_status = services.first();
@@ -603,6 +655,29 @@ pub fn evaluate_tenant(
         ),
     }
 
+    match found.len() {
+        0 => conditions.set(
+            "PossibleDuplicate",
+            false,
+            "NoDuplicate",
+            "No other tenant lists one of this tenant's administrator addresses (tenants linked by a shared subscription or the mailsec.io/not-duplicate-of annotation are not counted)",
+        ),
+        1 => conditions.set("PossibleDuplicate", true, "SharesAdmins", found[0].message.clone()),
+        n => {
+            let shown: Vec<&str> = found
+                .iter()
+                .take(duplicates::MAX_REPORTED)
+                .map(|d| d.message.as_str())
+                .collect();
+            let more = n.saturating_sub(duplicates::MAX_REPORTED);
+            let mut message = format!("{n} possible duplicates. {}", shown.join(" | "));
+            if more > 0 {
+                message.push_str(&format!(" | and {more} more (see status.possibleDuplicates)"));
+            }
+            conditions.set("PossibleDuplicate", true, "SharesAdmins", message)
+        }
+    }
+
     // Milestones: announce those reached and not recorded; keep records of those still reached,
     // plus a bounded history so a milestone that comes back after a change is not repeated at once.
     reached.sort_by(|a, b| a.due_at.cmp(&b.due_at).then(a.kind.cmp(&b.kind)));
@@ -639,6 +714,7 @@ pub fn evaluate_tenant(
         announced_at,
         subscription: m.subscription.clone(),
         peer: m.peer.clone(),
+        event_only: m.event_only,
         effective_end_at: m.effective_end_at,
         suspends_at: m.suspends_at,
     }));
@@ -653,6 +729,26 @@ pub fn evaluate_tenant(
         // Owned by the settings projection (see `engine::settings`); carried over here.
         settings_applied_generation: previous.settings_applied_generation,
         notifications: Vec::new(),
+        possible_duplicates: found
+            .iter()
+            .take(duplicates::MAX_REPORTED)
+            .map(|d| PossibleDuplicate {
+                tenant: d.other.clone(),
+                shared_admins: d
+                    .shared_admins
+                    .iter()
+                    .take(duplicates::MAX_ADDRESSES)
+                    .cloned()
+                    .collect(),
+                tenant_in_use: d.in_use.clone(),
+                subscriptions_to_move: d
+                    .moves
+                    .iter()
+                    .take(duplicates::MAX_MOVES)
+                    .map(|m| m.subscription.clone())
+                    .collect(),
+            })
+            .collect(),
         observed_generation: generation,
     };
     TenantEvaluation {

@@ -826,3 +826,117 @@ fn a_licence_applied_twice_is_flagged_on_both() {
         "coverage is unaffected"
     );
 }
+
+/// A late renewal: the contract lands on a second tenant with the same administrator. Both are
+/// flagged (condition, status list, a milestone each, notified only by the tenant in use), the
+/// phase is left alone; after the transfer the hint changes; sharing clears it.
+#[test]
+fn a_duplicate_tenant_left_by_a_late_renewal_is_pointed_at() {
+    let mut used = tenant("soylent", &[ESG], 80);
+    if let Some(s) = used.spec.services.first_mut() {
+        s.settings.insert("spamThreshold".into(), 5.into());
+    }
+    let mut unused = tenant("soylent-new", &[], 0);
+    unused.spec.admins = used.spec.admins.clone();
+    unused.spec.admins[0].email = unused.spec.admins[0].email.to_uppercase();
+    let old = subscription("esg-2025", "soylent", ESG, "2025-11-15", "2026-11-14", 100);
+    let renewal = subscription(
+        "esg-2026",
+        "soylent-new",
+        ESG,
+        "2026-11-15",
+        "2027-11-14",
+        100,
+    );
+    let policy = Policy::default();
+    let now = at("2026-11-29");
+    let w = world(
+        vec![used.clone(), unused.clone()],
+        vec![old.clone(), renewal.clone()],
+    );
+    let ev = evaluate_world(&w, &policy, now);
+    let (u, n) = (&ev.tenants[0], &ev.tenants[1]);
+    assert_eq!(
+        u.status.phase,
+        Some(T::ReadOnly),
+        "the duplicate never changes a phase"
+    );
+    for e in [u, n] {
+        assert_eq!(
+            condition(e, "PossibleDuplicate"),
+            (ConditionStatus::True, "SharesAdmins".into())
+        );
+        assert_eq!(condition(e, "Ready").0, ConditionStatus::True);
+        let d = &e.status.possible_duplicates;
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].tenant_in_use, "soylent");
+        assert_eq!(d[0].subscriptions_to_move, ["esg-2026"]);
+        assert_eq!(d[0].shared_admins, ["admin@soylent.example"]);
+    }
+    let dup = |e: &TenantEvaluation| {
+        e.milestones
+            .iter()
+            .find(|m| m.kind == MilestoneKind::PossibleDuplicate)
+            .cloned()
+            .expect("a PossibleDuplicate milestone")
+    };
+    let (mu, mn) = (dup(u), dup(n));
+    assert_eq!(mu.id, "PossibleDuplicate/soylent-new");
+    assert_eq!(mn.id, "PossibleDuplicate/soylent");
+    assert!(
+        !mu.event_only,
+        "notified to the admins of the tenant in use"
+    );
+    assert!(mn.event_only, "the other tenant only gets the Event");
+    assert_eq!(mu.subscription.as_deref(), Some("esg-2026"));
+    assert_eq!(mu.peer.as_deref(), Some("soylent-new"));
+    let msg = &crate::api::condition::find(&u.status.conditions, "PossibleDuplicate")
+        .expect("condition")
+        .message;
+    assert!(
+        msg.contains("move subscription esg-2026 to this tenant (spec.tenantRef: soylent), then delete tenant soylent-new once it owns nothing in force"),
+        "{msg}"
+    );
+    // The hint is good until the renewal ends; then nothing is worth moving.
+    assert_eq!(u.next_transition.map(|t| t <= at("2027-11-15")), Some(true));
+
+    // Announced once: evaluated again with its own status, nothing new.
+    let mut again = w.clone();
+    for (t, e) in again.tenants.iter_mut().zip(&ev.tenants) {
+        t.status = Some(e.status.clone());
+    }
+    let ev2 = evaluate_world(&again, &policy, now + sec(60));
+    assert!(ev2.tenants.iter().all(|e| e.milestones.is_empty()));
+
+    // The transfer: still a pair (same admin), now the hint is to delete the unused tenant.
+    let mut moved = again.clone();
+    moved.subscriptions[1].spec.tenant_ref = "soylent".into();
+    let ev3 = evaluate_world(&moved, &policy, now + sec(120));
+    assert_eq!(ev3.tenants[0].status.phase, Some(T::Active));
+    let d = &ev3.tenants[0].status.possible_duplicates;
+    assert!(d[0].subscriptions_to_move.is_empty());
+    let (_, reason) = condition(&ev3.tenants[0], "PossibleDuplicate");
+    assert_eq!(reason, "SharesAdmins");
+
+    // The unused tenant deleted: the flag clears.
+    let mut alone = moved.clone();
+    alone.tenants.truncate(1);
+    let ev4 = evaluate_world(&alone, &policy, now + sec(180));
+    assert_eq!(
+        condition(&ev4.tenants[0], "PossibleDuplicate"),
+        (ConditionStatus::False, "NoDuplicate".into())
+    );
+    assert!(ev4.tenants[0].status.possible_duplicates.is_empty());
+
+    // Shared on purpose (a merger): not a duplicate, however many admins they share.
+    let merged = world(
+        vec![used, unused],
+        vec![shared(old, &["soylent-new"]), renewal],
+    );
+    let ev5 = evaluate_world(&merged, &policy, now);
+    assert!(
+        ev5.tenants
+            .iter()
+            .all(|e| e.status.possible_duplicates.is_empty())
+    );
+}

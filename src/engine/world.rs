@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use super::duplicates::{self, Neighbour};
 use super::subscription::evaluate_subscription_among;
 use super::{Policy, SubscriptionEvaluation, TenantEvaluation, TenantUsers, evaluate_tenant};
 use crate::api::{Subscription, Tenant};
@@ -57,22 +58,55 @@ impl World {
     }
 }
 
+/// Tenants by lower-case administrator address: who might be whose duplicate.
+fn tenants_by_admin(tenants: &[Tenant]) -> BTreeMap<String, Vec<&Tenant>> {
+    let mut index: BTreeMap<String, Vec<&Tenant>> = BTreeMap::new();
+    for t in tenants {
+        for address in duplicates::admin_addresses(t) {
+            index.entry(address).or_default().push(t);
+        }
+    }
+    index
+}
+
 /// Evaluates every tenant and subscription of `world` at `now`.
 pub fn evaluate_world(world: &World, policy: &Policy, now: DateTime<Utc>) -> WorldEvaluation {
     let users = world.users();
     let index = world.subscriptions_by_tenant();
+    let by_admin = tenants_by_admin(&world.tenants);
+    let subs_of = |t: &Tenant| -> &[&Subscription] {
+        t.metadata
+            .name
+            .as_deref()
+            .and_then(|n| index.get(n))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
     let tenants = world
         .tenants
         .iter()
         .map(|t| {
-            let subs = t
-                .metadata
-                .name
-                .as_deref()
-                .and_then(|n| index.get(n))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            evaluate_tenant(t, subs, &users, policy, now)
+            let mut neighbours: Vec<Neighbour<'_>> = Vec::new();
+            for address in duplicates::admin_addresses(t) {
+                let listed = by_admin
+                    .get(&address)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                if listed.len() > duplicates::MAX_TENANTS_PER_ADDRESS {
+                    continue;
+                }
+                for other in listed {
+                    if !std::ptr::eq(*other, t)
+                        && !neighbours.iter().any(|n| std::ptr::eq(n.tenant, *other))
+                    {
+                        neighbours.push(Neighbour {
+                            tenant: other,
+                            subscriptions: subs_of(other),
+                        });
+                    }
+                }
+            }
+            evaluate_tenant(t, subs_of(t), &neighbours, &users, policy, now)
         })
         .collect();
     let subscriptions = world

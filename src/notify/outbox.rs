@@ -211,7 +211,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         let Some(kind) = MilestoneKind::parse(&m.kind) else {
             continue;
         };
-        if !input.kinds.contains(&kind) || m.announced_at < horizon {
+        if !input.kinds.contains(&kind) || m.event_only || m.announced_at < horizon {
             continue;
         }
         for r in input.recipients {
@@ -337,6 +337,7 @@ mod tests {
             announced_at: t(announced),
             subscription: Some("s".into()),
             peer: None,
+            event_only: false,
             effective_end_at: None,
             suspends_at: None,
         }
@@ -572,6 +573,33 @@ mod tests {
         ));
         assert!(late_plan.entries.iter().all(|e| e.late));
         assert!(fresh.entries.iter().all(|e| !e.late));
+    }
+
+    /// A possible duplicate is notified by the tenant in use only: the other tenant records it
+    /// `eventOnly`, and that record is never notified, even with the kind enabled.
+    #[test]
+    fn event_only_milestones_are_not_notified() {
+        let kinds: BTreeSet<MilestoneKind> = [MilestoneKind::PossibleDuplicate].into();
+        let recipients = admins();
+        let notified = milestone("PossibleDuplicate", 0, 0);
+        let mut quiet = notified.clone();
+        quiet.event_only = true;
+        let p = plan(&input(
+            std::slice::from_ref(&notified),
+            &[],
+            &recipients,
+            &kinds,
+            5,
+        ));
+        assert_eq!(p.entries.len(), 3);
+        let p = plan(&input(
+            std::slice::from_ref(&quiet),
+            &[],
+            &recipients,
+            &kinds,
+            5,
+        ));
+        assert_eq!(p, Plan::default());
     }
 
     #[test]

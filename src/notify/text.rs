@@ -86,7 +86,8 @@ pub fn next_step(f: &Facts) -> Option<NextStep> {
         | MilestoneKind::Renewed
         | MilestoneKind::SeatLimitExceeded
         | MilestoneKind::TransferredIn
-        | MilestoneKind::TransferredOut => None,
+        | MilestoneKind::TransferredOut
+        | MilestoneKind::PossibleDuplicate => None,
     }
 }
 
@@ -282,6 +283,40 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
             ),
             format!("If {display} still uses {product}, make sure another subscription covers it."),
         ),
+        MilestoneKind::PossibleDuplicate => {
+            let annotate = "If both tenants are used on purpose, ask your platform team to annotate \
+                            one of them mailsec.io/not-duplicate-of with the other's name.";
+            let risk = format!(
+                "Tenant {display} ({tenant}) and tenant {peer} list the same administrator address. \
+                 A renewal processed late can create a second tenant that holds the new contract, \
+                 while the tenant in use warns, becomes read-only and is suspended although the \
+                 licence was paid."
+            );
+            match &f.subscription {
+                Some(_) => (
+                    format!("[Action required] {display} may have a duplicate tenant: {peer}"),
+                    format!(
+                        "{risk}\nTenant {peer} holds subscription {sub} ({product}), valid until {end}, \
+                         which {display} is not covered by for as long."
+                    ),
+                    format!(
+                        "Move subscription {sub} to tenant {tenant} (spec.tenantRef: {tenant}), then \
+                         delete tenant {peer} once it owns nothing in force. {annotate}"
+                    ),
+                    format!(
+                        "Move subscription {sub} to tenant {tenant}, then delete tenant {peer}."
+                    ),
+                ),
+                None => (
+                    format!("{display} may have a duplicate tenant: {peer}"),
+                    risk,
+                    format!(
+                        "If tenant {peer} is not used, delete it once it owns nothing in force. {annotate}"
+                    ),
+                    format!("Check whether tenant {peer} duplicates {display}."),
+                ),
+            }
+        }
     };
     let mut body = String::new();
     body.push_str(&match name {
@@ -430,6 +465,39 @@ fn japanese(f: &Facts, name: Option<&str>) -> Text {
             ),
             format!("このテナントで {product} を引き続き利用する場合は、別のサブスクリプションを用意してください。"),
         ),
+        MilestoneKind::PossibleDuplicate => {
+            let annotate = "両方のテナントを意図して利用している場合は、どちらかのテナントに \
+                            mailsec.io/not-duplicate-of アノテーション (値はもう一方のテナント名) を\
+                            設定するようプラットフォーム管理者に依頼してください。";
+            let risk = format!(
+                "テナント「{display}」({tenant}) とテナント {peer} に同じ管理者のメールアドレスが\
+                 登録されています。更新手続きが遅れた場合、新しい契約が別の新しいテナントに登録され、\
+                 利用中のテナントは契約済みにもかかわらず警告、読み取り専用、停止へと進むことがあります。"
+            );
+            match &f.subscription {
+                Some(_) => (
+                    format!("【要対応】{display}: 重複したテナント {peer} がある可能性があります"),
+                    format!(
+                        "{risk}\nテナント {peer} は、このテナントでは同じ期間有効でない {product} の\
+                         サブスクリプション {sub} ({end} まで) を保有しています。"
+                    ),
+                    format!(
+                        "サブスクリプション {sub} をテナント {tenant} へ移行 (spec.tenantRef: {tenant}) し、\
+                         テナント {peer} が有効なサブスクリプションを保有しなくなった後で削除してください。{annotate}"
+                    ),
+                    format!("サブスクリプション {sub} をテナント {tenant} へ移行し、テナント {peer} を削除してください。"),
+                ),
+                None => (
+                    format!("{display}: 重複したテナント {peer} がある可能性があります"),
+                    risk,
+                    format!(
+                        "テナント {peer} を利用していない場合は、有効なサブスクリプションを保有しなくなった後で\
+                         削除してください。{annotate}"
+                    ),
+                    format!("テナント {peer} が重複したテナントでないか確認してください。"),
+                ),
+            }
+        }
     };
     let mut body = String::new();
     body.push_str(&match name {
@@ -695,6 +763,32 @@ mod tests {
                 &[
                     "テナント「Globex Japan」(globex) からテナント globex-old へ転送されました",
                     "必要な対応: このテナントで引き続き Email Safeguard を利用する場合",
+                ],
+            ),
+            (
+                PossibleDuplicate,
+                Locale::En,
+                &[
+                    "[Action required]",
+                    "Globex Japan",
+                    "duplicate tenant: globex-old",
+                ],
+                &[
+                    "Tenant Globex Japan (globex) and tenant globex-old list the same administrator address",
+                    "Tenant globex-old holds subscription globex-esg-2026 (Email Safeguard), valid until 2027-01-01 00:00 UTC",
+                    "What to do: Move subscription globex-esg-2026 to tenant globex (spec.tenantRef: globex), then delete tenant globex-old once it owns nothing in force",
+                    "mailsec.io/not-duplicate-of",
+                ],
+            ),
+            (
+                PossibleDuplicate,
+                Locale::Ja,
+                &["【要対応】", "Globex Japan", "重複したテナント globex-old"],
+                &[
+                    "テナント「Globex Japan」(globex) とテナント globex-old に同じ管理者のメールアドレス",
+                    "サブスクリプション globex-esg-2026 (2027年1月1日 00:00 (UTC) まで)",
+                    "必要な対応: サブスクリプション globex-esg-2026 をテナント globex へ移行 (spec.tenantRef: globex)",
+                    "mailsec.io/not-duplicate-of",
                 ],
             ),
         ];
