@@ -107,12 +107,21 @@ fn table(manifests: &Manifests, eval: &WorldEvaluation, at: DateTime<Utc>) -> St
         vec![["KIND", "NAME", "PHASE", "REASON", "NEXT CHANGE", "DETAILS"].map(String::from)];
     for (t, e) in manifests.world.tenants.iter().zip(&eval.tenants) {
         let warning = crate::api::condition::find(&e.status.conditions, "Warning");
-        let services: Vec<String> = e
+        let mut services: Vec<String> = e
             .status
             .services
             .iter()
             .map(|s| format!("{}={:?}", s.product, s.phase))
             .collect();
+        let duplicates: Vec<&str> = e
+            .status
+            .possible_duplicates
+            .iter()
+            .map(|d| d.tenant.as_str())
+            .collect();
+        if !duplicates.is_empty() {
+            services.push(format!("possible-duplicate-of={}", duplicates.join(",")));
+        }
         rows.push([
             "Tenant".into(),
             t.metadata.name.clone().unwrap_or_default(),

@@ -102,12 +102,36 @@ pub async fn from_cluster() -> Result<World, ReportError> {
 /// The report's rows at `at`, sorted by tenant, product, start and name.
 pub fn rows(world: &World, policy: &Policy, at: DateTime<Utc>) -> Vec<ReportRow> {
     let eval = evaluate_world(world, policy, at);
-    let mut rows: Vec<ReportRow> = world
-        .subscriptions
+    // Tenant → the tenants it is possibly a duplicate of, for the notes of its subscriptions.
+    let duplicates: std::collections::BTreeMap<&str, Vec<&str>> = world
+        .tenants
         .iter()
-        .zip(&eval.subscriptions)
-        .map(|(s, e)| row(s, e, at))
+        .zip(&eval.tenants)
+        .filter_map(|(t, e)| {
+            let others: Vec<&str> = e
+                .status
+                .possible_duplicates
+                .iter()
+                .map(|d| d.tenant.as_str())
+                .collect();
+            Some((t.metadata.name.as_deref()?, others)).filter(|(_, o)| !o.is_empty())
+        })
         .collect();
+    let mut rows: Vec<ReportRow> =
+        world
+            .subscriptions
+            .iter()
+            .zip(&eval.subscriptions)
+            .map(|(s, e)| {
+                let mut r = row(s, e, at);
+                if let Some(others) = duplicates.get(s.spec.tenant_ref.as_str()) {
+                    r.notes.extend(others.iter().map(|o| {
+                        format!("tenant {}: possible duplicate of {o}", s.spec.tenant_ref)
+                    }));
+                }
+                r
+            })
+            .collect();
     rows.sort_by(|a, b| {
         (&a.tenant, &a.product, &a.effective_end_at, &a.subscription).cmp(&(
             &b.tenant,

@@ -242,8 +242,7 @@ fn message(this: &str, d: &Duplicate) -> String {
         ));
     }
     m.push_str(&format!(
-        " If both tenants are used on purpose, annotate either one {NOT_DUPLICATE_ANNOTATION}={}.",
-        if this_in_use { other.as_str() } else { this }
+        " If both tenants are used on purpose, annotate this tenant {NOT_DUPLICATE_ANNOTATION}={other} (or tenant {other} with this tenant's name)."
     ));
     m
 }
@@ -457,14 +456,14 @@ mod tests {
             "Possible duplicate of tenant soylent-new: both list the administrator address admin@soylent.example. \
              Assuming this tenant is the one in use (users and settings decide): move subscription esg-2026 to this tenant \
              (spec.tenantRef: soylent), then delete tenant soylent-new once it owns nothing in force. \
-             If both tenants are used on purpose, annotate either one mailsec.io/not-duplicate-of=soylent-new."
+             If both tenants are used on purpose, annotate this tenant mailsec.io/not-duplicate-of=soylent-new (or tenant soylent-new with this tenant's name)."
         );
         assert_eq!(
             n.message,
             "Possible duplicate of tenant soylent: both list the administrator address admin@soylent.example. \
              Assuming tenant soylent is the one in use (users and settings decide): move subscription esg-2026 to tenant soylent \
              (spec.tenantRef: soylent), then delete this tenant once it owns nothing in force. \
-             If both tenants are used on purpose, annotate either one mailsec.io/not-duplicate-of=soylent-new."
+             If both tenants are used on purpose, annotate this tenant mailsec.io/not-duplicate-of=soylent (or tenant soylent with this tenant's name)."
         );
     }
 
