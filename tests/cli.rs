@@ -173,6 +173,28 @@ fn the_examples_on_2026_12_15() {
         assert_eq!(condition(t, "Suspended").0, suspended, "{name}");
         assert_eq!(condition(t, "Ready"), ("True", "Reconciled"), "{name}");
     }
+    // Possible duplicates: the late renewal's two tenants share an administrator; the merged
+    // tenants do too, but share a subscription on purpose.
+    for (name, flagged, other) in [
+        ("soylent", ("True", "SharesAdmins"), Some("soylent-new")),
+        ("soylent-new", ("True", "SharesAdmins"), Some("soylent")),
+        ("wayne", ("False", "NoDuplicate"), None),
+        ("stark", ("False", "NoDuplicate"), None),
+        ("acme", ("False", "NoDuplicate"), None),
+    ] {
+        let t = item(&list, "Tenant", name);
+        assert_eq!(condition(t, "PossibleDuplicate"), flagged, "{name}");
+        assert_eq!(
+            t["status"]["possibleDuplicates"][0]["tenant"].as_str(),
+            other,
+            "{name}"
+        );
+    }
+    let soylent = item(&list, "Tenant", "soylent");
+    assert_eq!(
+        soylent["status"]["possibleDuplicates"][0]["tenantInUse"],
+        "soylent"
+    );
     let hooli = item(&list, "Tenant", "hooli");
     assert_eq!(service_phase(hooli, "email-threat-isolation"), "ReadOnly");
     assert_eq!(service_phase(hooli, "email-safeguard"), "Active");

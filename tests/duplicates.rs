@@ -199,7 +199,7 @@ async fn a_late_renewal_on_a_second_tenant_is_pointed_at_until_it_is_repaired() 
     assert_eq!(status.possible_duplicates[0].tenant_in_use, used);
     assert_eq!(
         status.possible_duplicates[0].subscriptions_to_move,
-        [renewal.clone()]
+        std::slice::from_ref(&renewal)
     );
     // Never a phase: the tenant in use, covered for 20 more days, stays Active.
     assert_eq!(status.phase, Some(TenantPhase::Active));

@@ -112,6 +112,12 @@ fn csv_report_of_the_examples_has_the_seeds_columns() {
         ),
         ("550", "500", "stark", "SeatLimitExceeded")
     );
+    // The tenant that holds the renewal shares its administrator with another one: noted on its
+    // subscriptions (the merged tenants share theirs on purpose and are not).
+    assert_eq!(
+        row("soylent-esg-2026")[12],
+        "tenant soylent: possible duplicate of soylent-new"
+    );
     // Sorted by tenant, then product.
     let tenants: Vec<&str> = rows[1..].iter().map(|r| r[1].as_str()).collect();
     let mut sorted = tenants.clone();
