@@ -94,7 +94,7 @@ pub struct NotifyArgs {
     pub webhook_secret_file: Option<PathBuf>,
     /// Milestones that are notified, comma-separated, from: ExpiringSoon, ReadOnly, Suspended,
     /// SubscriptionMissing, Renewed, TrialLicense, SeatLimitExceeded, TransferredIn,
-    /// TransferredOut.
+    /// TransferredOut, PossibleDuplicate (to the admins of the tenant in use only).
     #[arg(
         long,
         env = "MAILSEC_NOTIFY_MILESTONES",
