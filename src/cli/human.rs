@@ -27,6 +27,17 @@ pub fn until(t: DateTime<Utc>) -> String {
     }
 }
 
+/// A deadline: the last moment before `t` (exclusive): "before the end of 30 Nov 2026 (UTC)"
+/// for midnight UTC, else "before 2026-12-31 15:30:00 UTC".
+pub fn before(t: DateTime<Utc>) -> String {
+    if at_midnight(t) {
+        let last_day = t - TimeDelta::days(1);
+        format!("before the end of {} (UTC)", last_day.format("%-d %b %Y"))
+    } else {
+        format!("before {}", instant(t))
+    }
+}
+
 /// When something starts at `t`: "at the start of 1 Jan 2027 (00:00 UTC)" for midnight UTC,
 /// else "at 2026-12-31 15:30:00 UTC".
 pub fn from(t: DateTime<Utc>) -> String {
@@ -89,6 +100,10 @@ mod tests {
         assert_eq!(
             until(t("2026-12-31T15:30:00Z")),
             "until 2026-12-31 15:30:00 UTC"
+        );
+        assert_eq!(
+            before(t("2026-12-01")),
+            "before the end of 30 Nov 2026 (UTC)"
         );
         assert_eq!(
             from(t("2027-01-01")),

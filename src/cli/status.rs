@@ -383,7 +383,7 @@ fn services_section(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> St
                 };
                 let days = human::days_left(now, end);
                 let left = if end > now {
-                    format!("{days} days left")
+                    format!("{days} day{} left", if days == 1 { "" } else { "s" })
                 } else {
                     format!("ended {}", human::relative(now, end))
                 };
@@ -471,7 +471,7 @@ fn tenant_actions(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> Vec<
                 let before = match s.phase {
                     ServicePhase::ExpiringSoon => s
                         .effective_end_at
-                        .map(|e| format!(" before it ends {}", human::from(e)))
+                        .map(|e| format!(" {}", human::before(e)))
                         .unwrap_or_default(),
                     ServicePhase::ReadOnly => s
                         .suspends_at
@@ -489,7 +489,7 @@ fn tenant_actions(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> Vec<
             Some(sub) if s.plan == Some(crate::api::Plan::Trial) => actions.push(format!(
                 "{product}: only the trial subscription {sub} covers it: apply a Paid Subscription for {product} with spec.tenantRef: {name}{}",
                 s.effective_end_at
-                    .map(|e| format!(" before it ends {}", human::from(e)))
+                    .map(|e| format!(" {}", human::before(e)))
                     .unwrap_or_default()
             )),
             Some(_) => {}
