@@ -888,3 +888,64 @@ pub fn render_subscription(
     out.push_str(&events_section(events, max_events, now));
     (out, verdict)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Policy, World, evaluate_world};
+    use crate::fixtures;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        crate::cli::evaluate::parse_at(s).expect("instant")
+    }
+
+    #[test]
+    fn a_tenant_without_status_is_unknown() {
+        let t = fixtures::tenant("acme", &["email-safeguard"], 5);
+        let (text, verdict) = render_tenant(&t, &[], &Ok(vec![]), 10, at("2026-12-15"));
+        assert_eq!((verdict, verdict.exit_code()), (Verdict::Unknown, 6));
+        assert!(text.contains("unknown: no status yet"), "{text}");
+        assert!(text.contains("is it running?"), "{text}");
+    }
+
+    #[test]
+    fn a_stale_status_says_so_and_the_status_is_as_stored() {
+        let sub = fixtures::subscription(
+            "acme-esg",
+            "acme",
+            "email-safeguard",
+            "2026-01-01",
+            "2026-12-31",
+            10,
+        );
+        let mut tenant = fixtures::tenant("acme", &["email-safeguard"], 5);
+        let world = World {
+            tenants: vec![tenant.clone()],
+            subscriptions: vec![sub.clone()],
+        };
+        // The operator last wrote the status on 15 Dec; nothing since.
+        let eval = evaluate_world(&world, &Policy::default(), at("2026-12-15"));
+        tenant.status = Some(eval.tenants[0].status.clone());
+        let events = Ok(vec![EventLine {
+            time: Some(at("2026-12-02")),
+            type_: "Warning".into(),
+            reason: "ExpiringSoon".into(),
+            message: "Subscription acme-esg ends soon".into(),
+            count: 1,
+        }]);
+        let (text, verdict) = render_tenant(&tenant, &[sub], &events, 10, at("2027-01-05"));
+        assert_eq!(verdict, Verdict::Warning, "{text}");
+        assert!(
+            text.contains("until the end of 31 Dec 2026 (UTC): ended 4 days ago"),
+            "{text}"
+        );
+        assert!(
+            text.contains("The status should have changed at the start of 1 Jan 2027 (00:00 UTC)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ExpiringSoon  1      Subscription acme-esg ends soon"),
+            "{text}"
+        );
+    }
+}
