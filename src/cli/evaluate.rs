@@ -77,7 +77,10 @@ pub fn render(
 }
 
 /// The original documents with `.status` replaced by the computed one: tenants, then subscriptions.
-fn with_status(manifests: &Manifests, eval: &WorldEvaluation) -> Result<Vec<Value>, EvaluateError> {
+pub(crate) fn with_status(
+    manifests: &Manifests,
+    eval: &WorldEvaluation,
+) -> Result<Vec<Value>, EvaluateError> {
     let mut items = Vec::new();
     for (doc, t) in manifests.tenant_documents.iter().zip(&eval.tenants) {
         let mut doc = doc.clone();

@@ -1,8 +1,17 @@
-//! The command line: `run` (the operator), `evaluate`, `report`, `crd`.
+//! The command line: `run` (the operator), `evaluate`, `report`, `crd`, and the cluster-side
+//! tools that the `kubectl mailsec` plugin also offers: `status`, `what-if`, `check`,
+//! `completion`, `version`. Both binaries parse the same [`Cli`] and run [`entry::main`].
 
+pub mod check;
+pub mod cluster;
+pub mod entry;
 pub mod evaluate;
+pub mod human;
 pub mod report;
 pub mod run;
+pub mod status;
+pub mod version;
+pub mod whatif;
 
 use std::path::PathBuf;
 
@@ -33,6 +42,30 @@ pub enum Command {
     Report(ReportArgs),
     /// Print the CustomResourceDefinitions (YAML) generated from the API types.
     Crd,
+    /// Status of one Tenant or Subscription: phase, conditions, each service with the
+    /// subscription covering it, days left, the next change and what it does, what to do,
+    /// undelivered notifications and recent Events. Exit code: 0 Active, 1 Warning
+    /// (ExpiringSoon), 3 ReadOnly (GracePeriod), 4 Suspended (Expired), 5 not found, 6 unknown
+    /// (no status yet, or the cluster could not be asked); 2 is a usage error.
+    Status(status::StatusArgs),
+    /// The Tenants and Subscriptions of the cluster, as stored, evaluated at another instant:
+    /// which phase each one will be in then.
+    WhatIf(whatif::WhatIfArgs),
+    /// Check the installation: CRDs established, the read-only admission policy installed and
+    /// bound, a leader holding the Lease and ready, versions. Exit code 1 when a check fails.
+    Check(check::CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(CompletionArgs),
+    /// Print the versions of this CLI, the Kubernetes API server and the operator.
+    Version(version::VersionArgs),
+}
+
+/// `completion SHELL`.
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// The licensing policy, shared by every subcommand that evaluates. Precedence: flag, then
@@ -171,22 +204,40 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
     pub output: ReportFormat,
+    /// Leave out the title and header lines (table, wide, csv).
+    #[arg(long)]
+    pub no_headers: bool,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
 }
 
+/// The output formats of the commands that list objects (`report`, `what-if`).
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportFormat {
     /// Aligned columns for a terminal.
     Table,
+    /// The table with more columns (exact instants).
+    Wide,
     /// RFC 4180 CSV with a header row (for spreadsheets).
     Csv,
-    /// `{"at": ..., "subscriptions": [...]}` with instants as well as the dates as written.
+    /// The data as JSON (`report`: `{"at": ..., "subscriptions": [...]}` with instants as well
+    /// as the dates as written; `what-if`: a `v1` `List` of the objects with the status then).
     Json,
+    /// The same as YAML.
+    Yaml,
+    /// `KIND.mailsec.io/NAME`, one a line (for `xargs kubectl ...`).
+    Name,
 }
 
 /// Renders rows as left-aligned columns separated by two spaces, under a `# title` line.
 pub fn render_columns<R: AsRef<[String]>>(title: &str, rows: &[R]) -> String {
+    format!("# {title}\n{}", columns(rows))
+}
+
+/// Renders rows as left-aligned columns separated by two spaces.
+pub fn columns<R: AsRef<[String]>>(rows: &[R]) -> String {
     let columns = rows.first().map(|r| r.as_ref().len()).unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|i| {
@@ -196,7 +247,7 @@ pub fn render_columns<R: AsRef<[String]>>(title: &str, rows: &[R]) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    let mut out = format!("# {title}\n");
+    let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
             .as_ref()

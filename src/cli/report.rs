@@ -21,8 +21,8 @@ pub enum ReportError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Settings(#[from] super::SettingsError),
-    #[error("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
-    Config(#[from] kube::config::InferConfigError),
+    #[error(transparent)]
+    Cluster(#[from] super::cluster::ClusterError),
     #[error("could not read Tenants and Subscriptions from the cluster: {0}")]
     Kube(#[from] kube::Error),
     #[error("could not write the report: {0}")]
@@ -77,22 +77,32 @@ pub async fn run(
 ) -> Result<(), ReportError> {
     let policy = args.policy.policy()?;
     let world = if args.files.is_empty() {
-        from_cluster().await?
+        from_cluster(&args.cluster).await?
     } else {
         read_paths(&args.files)?.world
     };
     let at = args.at.unwrap_or(now);
-    let text = render(&rows(&world, &policy, at), at, args.output)?;
+    let text = render_with(
+        &rows(&world, &policy, at),
+        at,
+        args.output,
+        !args.no_headers,
+    )?;
     out.write_all(text.as_bytes())
         .map_err(|e| ReportError::Output(e.to_string()))
 }
 
-/// Every Tenant and Subscription of the cluster of the current kubeconfig.
-pub async fn from_cluster() -> Result<World, ReportError> {
-    let client = kube::Client::try_from(kube::Config::infer().await?)?;
+/// Every Tenant and Subscription of the cluster the kubeconfig flags name.
+pub async fn from_cluster(cluster: &super::cluster::ClusterArgs) -> Result<World, ReportError> {
+    let client = cluster.client().await?;
+    Ok(world(&client).await?)
+}
+
+/// Every Tenant and Subscription of the cluster, as stored.
+pub async fn world(client: &kube::Client) -> Result<World, kube::Error> {
     let params = kube::api::ListParams::default();
     let tenants = kube::Api::all(client.clone()).list(&params).await?.items;
-    let subscriptions = kube::Api::all(client).list(&params).await?.items;
+    let subscriptions = kube::Api::all(client.clone()).list(&params).await?.items;
     Ok(World {
         tenants,
         subscriptions,
@@ -202,31 +212,47 @@ pub const CSV_HEADER: [&str; 13] = [
     "notes",
 ];
 
-/// Renders the rows in `format`.
+/// Renders the rows in `format`, with the title and header lines.
 pub fn render(
     rows: &[ReportRow],
     at: DateTime<Utc>,
     format: ReportFormat,
 ) -> Result<String, ReportError> {
+    render_with(rows, at, format, true)
+}
+
+/// Renders the rows in `format`; `headers: false` leaves out the title and header lines.
+pub fn render_with(
+    rows: &[ReportRow],
+    at: DateTime<Utc>,
+    format: ReportFormat,
+    headers: bool,
+) -> Result<String, ReportError> {
     let output = |e: &dyn std::fmt::Display| ReportError::Output(e.to_string());
+    let doc = || serde_json::json!({ "at": format_instant(at), "subscriptions": rows });
     match format {
-        ReportFormat::Json => {
-            let doc = serde_json::json!({ "at": format_instant(at), "subscriptions": rows });
-            serde_json::to_string_pretty(&doc)
-                .map(|s| s + "\n")
-                .map_err(|e| output(&e))
-        }
+        ReportFormat::Json => serde_json::to_string_pretty(&doc())
+            .map(|s| s + "\n")
+            .map_err(|e| output(&e)),
+        ReportFormat::Yaml => serde_yaml::to_string(&doc()).map_err(|e| output(&e)),
+        ReportFormat::Name => Ok(rows
+            .iter()
+            .map(|r| format!("subscription.mailsec.io/{}\n", r.subscription))
+            .collect()),
         ReportFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(CSV_HEADER).map_err(|e| output(&e))?;
+            if headers {
+                w.write_record(CSV_HEADER).map_err(|e| output(&e))?;
+            }
             for r in rows {
                 w.write_record(cells(r, ", ")).map_err(|e| output(&e))?;
             }
             let bytes = w.into_inner().map_err(|e| output(&e))?;
             String::from_utf8(bytes).map_err(|e| output(&e))
         }
-        ReportFormat::Table => {
-            let header = [
+        ReportFormat::Table | ReportFormat::Wide => {
+            let wide = format == ReportFormat::Wide;
+            let mut header = vec![
                 "SUBSCRIPTION",
                 "TENANT",
                 "PRODUCT",
@@ -239,9 +265,14 @@ pub fn render(
                 "SEATS",
                 "SHARED WITH",
                 "NOTES",
-            ]
-            .map(String::from);
-            let mut table: Vec<Vec<String>> = vec![header.to_vec()];
+            ];
+            if wide {
+                header.extend(["EFFECTIVE END AT", "GRACE ENDS AT"]);
+            }
+            let mut table: Vec<Vec<String>> = Vec::new();
+            if headers {
+                table.push(header.into_iter().map(String::from).collect());
+            }
             for r in rows {
                 let c = cells(r, ",");
                 let dash = |s: &str| {
@@ -251,7 +282,7 @@ pub fn render(
                         s.to_string()
                     }
                 };
-                table.push(vec![
+                let mut line = vec![
                     c[0].clone(),
                     c[1].clone(),
                     c[2].clone(),
@@ -264,12 +295,21 @@ pub fn render(
                     format!("{}/{}", c[9], c[10]),
                     dash(&c[11]),
                     dash(&c[12]),
-                ]);
+                ];
+                if wide {
+                    line.push(dash(r.effective_end_at.as_deref().unwrap_or_default()));
+                    line.push(dash(r.grace_ends_at.as_deref().unwrap_or_default()));
+                }
+                table.push(line);
             }
-            Ok(super::render_columns(
-                &format!("service subscriptions at {}", format_instant(at)),
-                &table,
-            ))
+            Ok(if headers {
+                super::render_columns(
+                    &format!("service subscriptions at {}", format_instant(at)),
+                    &table,
+                )
+            } else {
+                super::columns(&table)
+            })
         }
     }
 }
