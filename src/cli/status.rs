@@ -516,6 +516,27 @@ fn tenant_actions(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> Vec<
             ));
         }
     }
+    for d in &status.possible_duplicates {
+        let unused = if d.tenant_in_use == name {
+            &d.tenant
+        } else {
+            &name
+        };
+        let in_use = &d.tenant_in_use;
+        for sub in &d.subscriptions_to_move {
+            actions.push(format!(
+                "possible duplicate {}: move subscription {sub} to the tenant in use, {in_use} \
+                 (kubectl patch subscription {sub} --type=merge -p '{{\"spec\":{{\"tenantRef\":\"{in_use}\"}}}}')",
+                d.tenant
+            ));
+        }
+        actions.push(format!(
+            "possible duplicate {}: if tenant {unused} is not used, delete it once it owns nothing in force \
+             (kubectl delete tenant {unused}); if both are used on purpose: \
+             kubectl annotate tenant {name} mailsec.io/not-duplicate-of={}",
+            d.tenant, d.tenant
+        ));
+    }
     if matches!(
         status.phase,
         Some(TenantPhase::ReadOnly | TenantPhase::Suspended)
@@ -527,6 +548,36 @@ fn tenant_actions(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> Vec<
         );
     }
     actions
+}
+
+/// Other tenants that are possibly the same customer's (`status.possibleDuplicates`); nothing
+/// when there are none.
+fn duplicates_section(t: &Tenant) -> String {
+    let found = t
+        .status
+        .iter()
+        .flat_map(|s| s.possible_duplicates.iter())
+        .collect::<Vec<_>>();
+    if found.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![
+        ["TENANT", "SHARED ADMINS", "IN USE", "TO MOVE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for d in found {
+        rows.push(vec![
+            d.tenant.clone(),
+            d.shared_admins.join(","),
+            d.tenant_in_use.clone(),
+            dash(&d.subscriptions_to_move.join(",")),
+        ]);
+    }
+    format!(
+        "\nPossible duplicates (tenants that list the same administrator):\n{}",
+        indent(&super::columns(&rows))
+    )
 }
 
 fn concerns(sub: &Subscription, tenant: &str) -> bool {
@@ -642,6 +693,7 @@ pub fn render_tenant(
     ));
     out.push('\n');
     out.push_str(&services_section(t, subs, now));
+    out.push_str(&duplicates_section(t));
     out.push('\n');
     out.push_str(&actions_section(
         &tenant_actions(t, subs, now),
@@ -906,6 +958,59 @@ mod tests {
         assert_eq!((verdict, verdict.exit_code()), (Verdict::Unknown, 6));
         assert!(text.contains("unknown: no status yet"), "{text}");
         assert!(text.contains("is it running?"), "{text}");
+    }
+
+    /// The late renewal of examples/09 before the transfer: the tenant in use is shown the
+    /// other tenant, the subscription to move and the commands that repair it.
+    #[test]
+    fn a_possible_duplicate_is_shown_with_the_commands_that_repair_it() {
+        let mut used = fixtures::tenant("soylent", &["email-safeguard"], 80);
+        let mut unused = fixtures::tenant("soylent-new", &[], 0);
+        unused.spec.admins = used.spec.admins.clone();
+        let subs = vec![
+            fixtures::subscription(
+                "esg-2025",
+                "soylent",
+                "email-safeguard",
+                "2025-11-15",
+                "2026-11-14",
+                100,
+            ),
+            fixtures::subscription(
+                "esg-2026",
+                "soylent-new",
+                "email-safeguard",
+                "2026-11-15",
+                "2027-11-14",
+                100,
+            ),
+        ];
+        let world = World {
+            tenants: vec![used.clone(), unused],
+            subscriptions: subs.clone(),
+        };
+        let now = at("2026-11-29");
+        let eval = evaluate_world(&world, &Policy::default(), now);
+        used.status = Some(eval.tenants[0].status.clone());
+        let (text, _) = render_tenant(&used, &subs, &Ok(vec![]), 10, now);
+        assert!(
+            text.contains("Possible duplicates (tenants that list the same administrator):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("soylent-new  admin@soylent.example  soylent  esg-2026"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "move subscription esg-2026 to the tenant in use, soylent (kubectl patch subscription esg-2026 --type=merge -p '{\"spec\":{\"tenantRef\":\"soylent\"}}')"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("if tenant soylent-new is not used, delete it once it owns nothing in force (kubectl delete tenant soylent-new)"),
+            "{text}"
+        );
     }
 
     #[test]
