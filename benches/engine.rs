@@ -8,7 +8,7 @@ use std::hint::black_box;
 use chrono::{DateTime, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use mailsec_operator::api::{Subscription, Tenant};
-use mailsec_operator::engine::{Policy, TenantUsers, evaluate_tenant};
+use mailsec_operator::engine::{Policy, TenantInput, TenantUsers, evaluate_tenant};
 use mailsec_operator::fixtures::{extended, shared, subscription, tenant, trial};
 
 const ESG: &str = "email-safeguard";
@@ -68,8 +68,14 @@ fn inputs() -> (Tenant, Vec<Subscription>, TenantUsers) {
     let users: TenantUsers = [("acme".to_string(), 420), ("acme-emea".to_string(), 200)].into();
     // A tenant as the controller sees it: with the status of its previous evaluation.
     let refs: Vec<&Subscription> = subs.iter().collect();
-    t.status =
-        Some(evaluate_tenant(&t, &refs, &[], &users, &Policy::default(), at("2026-06-01")).status);
+    t.status = Some(
+        evaluate_tenant(
+            &TenantInput::new(&t, &refs, &users),
+            &Policy::default(),
+            at("2026-06-01"),
+        )
+        .status,
+    );
     (t, subs, users)
 }
 
@@ -95,10 +101,7 @@ fn engine(c: &mut Criterion) {
         group.bench_function(format!("evaluate_tenant: {label}"), |b| {
             b.iter(|| {
                 black_box(evaluate_tenant(
-                    black_box(&t),
-                    black_box(&refs),
-                    &[],
-                    black_box(&users),
+                    black_box(&TenantInput::new(&t, &refs, &users)),
                     &policy,
                     black_box(now),
                 ))

@@ -123,6 +123,32 @@ impl Context {
             .collect()
     }
 
+    /// The workloads labelled for `tenant`, from the caches, sorted by namespace, name and kind.
+    pub fn workloads_of(&self, tenant: &str) -> Vec<crate::engine::workloads::Workload> {
+        use crate::effects::workloads;
+        use kube::ResourceExt;
+        let stores = &self.workloads;
+        let mut found: Vec<_> = stores
+            .deployments
+            .state()
+            .iter()
+            .filter(|d| workloads::tenant_of(d.labels()) == Some(tenant))
+            .map(|d| workloads::deployment_facts(d))
+            .collect();
+        found.extend(
+            stores
+                .statefulsets
+                .state()
+                .iter()
+                .filter(|s| workloads::tenant_of(s.labels()) == Some(tenant))
+                .map(|s| workloads::statefulset_facts(s)),
+        );
+        found.sort_by(|a, b| {
+            (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
+        });
+        found
+    }
+
     /// `spec.users` of the tenants these subscriptions name (which also tells which exist).
     pub fn users_of<'a>(&self, subs: impl IntoIterator<Item = &'a Subscription>) -> TenantUsers {
         let mut users = TenantUsers::new();

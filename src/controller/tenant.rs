@@ -15,7 +15,7 @@ use crate::effects::events::{Notice, announce, milestone_notice, publish};
 use crate::effects::status::apply_if_changed;
 use crate::effects::{settings as settings_map, workloads};
 use crate::engine::workloads::{Workload, desired_state};
-use crate::engine::{Neighbour, TenantEvaluation, evaluate_tenant, settings};
+use crate::engine::{Neighbour, TenantEvaluation, TenantInput, evaluate_tenant, settings};
 
 /// Held on every Tenant so that deleting one that still owns a licence in force is stopped.
 pub const FINALIZER: &str = "mailsec.io/licence-guard";
@@ -43,7 +43,20 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
             subscriptions: subs,
         })
         .collect();
-    let mut eval = evaluate_tenant(&tenant, &refs, &neighbours, &users, &ctx.policy, now);
+    let workloads = ctx.workloads_of(&name);
+    let workload_products =
+        crate::engine::workloads::products(&workloads, &ctx.policy.catalogue.base);
+    let evaluate = |tenant: &Tenant| {
+        let input = TenantInput {
+            tenant,
+            subscriptions: &refs,
+            neighbours: &neighbours,
+            workload_products: &workload_products,
+            users: &users,
+        };
+        evaluate_tenant(&input, &ctx.policy, now)
+    };
+    let mut eval = evaluate(&tenant);
     // A milestone is announced (Event) when the status does not record it yet. The cached tenant
     // can be older than this controller's own last status write: a reconcile triggered by a
     // workload or subscription change may run before the watch brings that write back, and
@@ -56,7 +69,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         let stored = api.get(&name).await?;
         if stored.resource_version() != tenant.resource_version() {
             tenant = Arc::new(stored);
-            eval = evaluate_tenant(&tenant, &refs, &neighbours, &users, &ctx.policy, now);
+            eval = evaluate(&tenant);
         }
     }
 
@@ -97,7 +110,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         )
         .await;
     }
-    scale_workloads(&tenant, &eval.status, &ctx).await?;
+    scale_workloads(&tenant, &workloads, &eval.status, &ctx).await?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
     Ok(match projection {
         ProjectionOutcome::Done => requeue_at(eval.next_transition, now),
@@ -306,30 +319,12 @@ fn short_error(err: &kube::Error) -> String {
 /// Scales the tenant's workloads to what its status says, and announces what changed.
 async fn scale_workloads(
     tenant: &Tenant,
+    found: &[Workload],
     status: &TenantStatus,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let name = tenant.name_any();
-    let stores = &ctx.workloads;
-    let mut found: Vec<Workload> = stores
-        .deployments
-        .state()
-        .iter()
-        .filter(|d| workloads::tenant_of(d.labels()) == Some(name.as_str()))
-        .map(|d| workloads::deployment_facts(d))
-        .collect();
-    found.extend(
-        stores
-            .statefulsets
-            .state()
-            .iter()
-            .filter(|s| workloads::tenant_of(s.labels()) == Some(name.as_str()))
-            .map(|s| workloads::statefulset_facts(s)),
-    );
-    found.sort_by(|a, b| (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind)));
-
     let (mut suspended, mut restored, mut scaled_back) = (Vec::new(), Vec::new(), Vec::new());
-    for w in &found {
+    for w in found {
         let Some(state) = desired_state(w, status, &ctx.policy.catalogue.base) else {
             continue;
         };

@@ -25,7 +25,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 pub use duplicates::Neighbour;
 pub use policy::{Catalogue, Policy, parse_period};
 pub use subscription::{SubscriptionChange, SubscriptionEvaluation, evaluate_subscription};
-pub use tenant::{Milestone, MilestoneKind, TenantEvaluation, evaluate_tenant};
+pub use tenant::{Milestone, MilestoneKind, TenantEvaluation, TenantInput, evaluate_tenant};
 pub use world::{World, WorldEvaluation, evaluate_world};
 
 /// `spec.users` of every known tenant, by name. A tenant missing from the map does not exist.

@@ -139,20 +139,54 @@ struct Cause {
     message: String,
 }
 
+/// What the engine needs to know about one tenant, gathered by the caller (the controller from
+/// its caches, the CLI from manifests).
+#[derive(Clone, Copy, Debug)]
+pub struct TenantInput<'a> {
+    pub tenant: &'a Tenant,
+    /// Any subscriptions: only those owned by or shared with the tenant cover it; those
+    /// transferred to or from it give the transfer confirmations.
+    pub subscriptions: &'a [&'a Subscription],
+    /// The other tenants that share an administrator address with it, for the
+    /// possible-duplicate check (any others are ignored).
+    pub neighbours: &'a [Neighbour<'a>],
+    /// The products of the tenant's labelled workloads (`mailsec.io/product`, the base product
+    /// when unlabelled): each is a service of the tenant, listed in `spec.services` or not.
+    pub workload_products: &'a [String],
+    /// `spec.users` of every known tenant (for seat counting and to tell which tenants exist).
+    pub users: &'a TenantUsers,
+}
+
+impl<'a> TenantInput<'a> {
+    /// The tenant and its subscriptions, with no neighbours and no workloads.
+    pub fn new(
+        tenant: &'a Tenant,
+        subscriptions: &'a [&'a Subscription],
+        users: &'a TenantUsers,
+    ) -> Self {
+        Self {
+            tenant,
+            subscriptions,
+            neighbours: &[],
+            workload_products: &[],
+            users,
+        }
+    }
+}
+
 /// Evaluates a tenant at `now`.
-///
-/// `subscriptions` may contain any subscriptions: only those owned by or shared with the tenant
-/// count. `neighbours` are the other tenants that share an administrator address with it, for
-/// the possible-duplicate check (any others are ignored). `users` holds `spec.users` of every
-/// known tenant (for seat counting and to tell which tenants exist).
 pub fn evaluate_tenant(
-    tenant: &Tenant,
-    subscriptions: &[&Subscription],
-    neighbours: &[Neighbour<'_>],
-    users: &TenantUsers,
+    input: &TenantInput<'_>,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> TenantEvaluation {
+    let TenantInput {
+        tenant,
+        subscriptions,
+        neighbours,
+        workload_products,
+        users,
+    } = *input;
     let name = tenant.metadata.name.as_deref().unwrap_or_default();
     let no_status;
     let previous: &TenantStatus = match &tenant.status {
@@ -178,13 +212,32 @@ pub fn evaluate_tenant(
         concerning.push(sub);
     }
 
-    // The base product is always a service of the tenant; then the listed ones, in spec order.
+    // The base product is always a service of the tenant; then the listed ones, in spec order;
+    // then every other product it holds a started subscription for (owned or shared: a lapsed
+    // add-on warns although nobody listed it) or runs labelled workloads for (they are stopped
+    // when it lapses), by name. A subscription not started yet adds nothing: it would only
+    // show as missing until it starts.
     let mut products: Vec<&str> = vec![base_product];
     for svc in &tenant.spec.services {
         if !products.contains(&svc.product.as_str()) {
             products.push(&svc.product);
         }
     }
+    let mut held: Vec<&str> = concerning
+        .iter()
+        .filter(|s| policy.catalogue.knows(&s.spec.product))
+        .filter(|s| {
+            subs.get(s.metadata.name.as_deref().unwrap_or_default())
+                .and_then(|e| e.timeline)
+                .is_some_and(|t| t.starts_at <= now)
+        })
+        .map(|s| s.spec.product.as_str())
+        .chain(workload_products.iter().map(String::as_str))
+        .filter(|p| !products.contains(p))
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    products.extend(held);
 
     let mut services = Vec::with_capacity(products.len());
     let mut reached: Vec<Milestone> = Vec::new();

@@ -940,3 +940,67 @@ fn a_duplicate_tenant_left_by_a_late_renewal_is_pointed_at() {
             .all(|e| e.status.possible_duplicates.is_empty())
     );
 }
+
+/// Every product the tenant holds a started subscription for, or runs labelled workloads for,
+/// is a service, listed in `spec.services` or not: a lapsed add-on warns and stops its
+/// workloads; one with workloads but no subscription is missing. A subscription that has not
+/// started adds nothing yet.
+#[test]
+fn products_held_or_run_are_services_whether_listed_or_not() {
+    let t = tenant("initrode", &[ESG], 10);
+    let subs = [
+        subscription("base", "initrode", ESG, "2026-01-01", "2027-12-31", 50),
+        subscription("etdr", "initrode", ETDR, "2026-01-01", "2026-06-30", 50),
+        subscription("eti-next", "initrode", ETI, "2027-01-01", "2027-12-31", 50),
+    ];
+    let refs: Vec<&Subscription> = subs.iter().collect();
+    let users = TenantUsers::from([("initrode".to_string(), 10)]);
+    let policy = Policy::default();
+    let eval = |now: &str, workloads: &[String]| {
+        let input = TenantInput {
+            workload_products: workloads,
+            ..TenantInput::new(&t, &refs, &users)
+        };
+        evaluate_tenant(&input, &policy, at(now))
+    };
+
+    // The ETDR subscription ended on 30 Jun: read-only, then suspended, although not listed.
+    let e = eval("2026-07-15", &[]);
+    let products: Vec<&str> = e
+        .status
+        .services
+        .iter()
+        .map(|s| s.product.as_str())
+        .collect();
+    assert_eq!(products, [ESG, ETDR], "the ETI renewal has not started");
+    assert_eq!(service(&e, ETDR).phase, S::ReadOnly);
+    assert_eq!(e.status.phase, Some(T::Warning));
+    assert_eq!(
+        condition(&e, "Warning"),
+        (ConditionStatus::True, "SubscriptionExpired".into())
+    );
+    assert!(
+        e.milestones
+            .iter()
+            .any(|m| m.kind == MilestoneKind::ReadOnly && m.product == ETDR)
+    );
+    assert_eq!(service(&eval("2026-08-01", &[]), ETDR).phase, S::Suspended);
+
+    // Workloads labelled for an add-on nobody bought: missing from first sight.
+    let e = eval("2026-05-01", &[ETI.to_string()]);
+    let eti = service(&e, ETI);
+    assert_eq!(
+        (eti.phase, eti.missing_since),
+        (S::ReadOnly, Some(at("2026-05-01")))
+    );
+    assert!(
+        e.milestones
+            .iter()
+            .any(|m| m.kind == MilestoneKind::SubscriptionMissing && m.product == ETI)
+    );
+
+    // Once the ETI subscription has started it covers the service.
+    let e = eval("2027-02-01", &[ETI.to_string()]);
+    assert_eq!(service(&e, ETI).phase, S::Active);
+    assert_eq!(service(&e, ETI).subscription.as_deref(), Some("eti-next"));
+}

@@ -54,6 +54,22 @@ impl Workload {
     }
 }
 
+/// The products the workloads serve (a workload without a product label serves the base
+/// product), sorted, each once: every one is a service of the tenant.
+pub fn products(workloads: &[Workload], base_product: &str) -> Vec<String> {
+    let mut products: Vec<String> = workloads
+        .iter()
+        .map(|w| {
+            w.product
+                .clone()
+                .unwrap_or_else(|| base_product.to_string())
+        })
+        .collect();
+    products.sort_unstable();
+    products.dedup();
+    products
+}
+
 /// The state a workload of the tenant should be in, given the tenant's evaluated status.
 /// Returns `None` when it already is (nothing to write).
 ///

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 
 use super::duplicates::{self, Neighbour};
 use super::subscription::evaluate_subscription_among;
-use super::{Policy, SubscriptionEvaluation, TenantEvaluation, TenantUsers, evaluate_tenant};
+use super::{
+    Policy, SubscriptionEvaluation, TenantEvaluation, TenantInput, TenantUsers, evaluate_tenant,
+};
 use crate::api::{Subscription, Tenant};
 
 /// Every tenant and subscription known, as read from a cluster or from manifests.
@@ -106,7 +108,11 @@ pub fn evaluate_world(world: &World, policy: &Policy, now: DateTime<Utc>) -> Wor
                     }
                 }
             }
-            evaluate_tenant(t, subs_of(t), &neighbours, &users, policy, now)
+            let input = TenantInput {
+                neighbours: &neighbours,
+                ..TenantInput::new(t, subs_of(t), &users)
+            };
+            evaluate_tenant(&input, policy, now)
         })
         .collect();
     let subscriptions = world
