@@ -175,10 +175,7 @@ async fn guard_deletion(
     let list: Vec<String> = held
         .iter()
         .map(|(n, until)| match until {
-            Some(t) => format!(
-                "{n} (in use until {})",
-                crate::api::date::format_instant(*t)
-            ),
+            Some(t) => format!("{n} (in use until {})", crate::engine::human(*t)),
             None => n.clone(),
         })
         .collect();
