@@ -877,7 +877,7 @@ fn printer_columns_category_and_short_names() {
     let out = kubectl(&[
         "get",
         "crd",
-        &Subscription::crd_name(),
+        Subscription::crd_name(),
         "-o",
         "jsonpath={.spec.names.shortNames}",
     ]);

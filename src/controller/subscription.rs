@@ -181,7 +181,8 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
             .await;
         }
     }
-    Ok(requeue_at(eval.next_transition, now))
+    tracing::debug!(phase = ?eval.status.phase, next = ?eval.next_transition, "subscription reconciled");
+    Ok(requeue_at(eval.next_transition, now, &ctx.clock))
 }
 
 /// True when condition `c` of `type_` now has the "problem" status and did not before.
