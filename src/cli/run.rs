@@ -473,3 +473,41 @@ pub async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
+
+#[cfg(test)]
+mod time_lapse_tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["mailsec-operator", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn real_time_unless_a_time_lapse_is_asked_for() {
+        let args = run_args(&[]).expect("defaults");
+        assert!(!args.time_lapse.clock().expect("clock").is_lapse());
+
+        let args = run_args(&["--time-lapse-from", "2026-12-01"]).expect("lapse");
+        let clock = args.time_lapse.clock().expect("clock");
+        assert_eq!(clock.speed(), DEFAULT_LAPSE_SPEED);
+        let now = clock.now();
+        assert!(now >= crate::cli::evaluate::parse_at("2026-12-01").expect("date"));
+
+        let args =
+            run_args(&["--time-lapse-from", "now", "--time-lapse-speed", "3600"]).expect("lapse");
+        assert_eq!(args.time_lapse.time_lapse_from, Some(LapseFrom::Now));
+        assert_eq!(args.time_lapse.clock().expect("clock").speed(), 3600);
+
+        // A speed alone, a zero speed and a bad date are refused.
+        assert!(run_args(&["--time-lapse-speed", "86400"]).is_err());
+        assert!(run_args(&["--time-lapse-from", "now", "--time-lapse-speed", "0"]).is_err());
+        assert!(run_args(&["--time-lapse-from", "tomorrow"]).is_err());
+    }
+}
