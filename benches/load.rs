@@ -505,6 +505,7 @@ async fn harness() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         instance: Some("load".into()),
         notifier: None,
+        clock: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let t0 = Instant::now();

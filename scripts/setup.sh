@@ -1,7 +1,8 @@
 # Sourced by scripts/test.sh and scripts/run-local.sh: installs what a fresh machine of this kind
 # lacks (it has the Rust toolchain, python3/pip, node/npm and apt: system tools, kubectl, aiosmtpd
 # for the notification tests) and finds envtest.
-# Sets ENVTEST_SH unless MAILSEC_TEST_KUBECONFIG names an existing cluster, and MAILSEC_PYTHON:
+# Sets ENVTEST_SH unless MAILSEC_TEST_KUBECONFIG or USE_EXISTING_CLUSTER=true names an existing
+# cluster (tests/harness.rs then needs KUBEBUILDER_ASSETS or the envtest cache), and MAILSEC_PYTHON:
 # a Python with the real Helm engine (helm-python-sdk) and a Lua interpreter (lupa) for the
 # chart and GitOps tests.
 
@@ -53,7 +54,8 @@ if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
     || setup_die "could not install aiosmtpd with pip"
 fi
 
-if [[ -z "${MAILSEC_TEST_KUBECONFIG:-}" ]]; then
+case "${USE_EXISTING_CLUSTER:-}" in 1|t|T|true|TRUE|True) use_existing=1 ;; *) use_existing=0 ;; esac
+if [[ -z "${MAILSEC_TEST_KUBECONFIG:-}" && $use_existing == 0 ]]; then
   ENVTEST_SH="${ENVTEST_SH:-$PWD/../shared/envtest/envtest.sh}"
   [[ -f "$ENVTEST_SH" ]] || setup_die "$ENVTEST_SH not found: the shared/ folder must sit beside this \
 repository, or set ENVTEST_SH, or MAILSEC_TEST_KUBECONFIG to use an existing cluster"

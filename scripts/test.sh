@@ -7,9 +7,13 @@
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -- --nocapture  # extra arguments go to both cargo test runs
 #
-# Environment:
-#   MAILSEC_TEST_KUBECONFIG=PATH  run the integration tests against that existing cluster instead
-#                                 (the CRDs are installed there; nothing is started)
+# Environment (tests/common/mod.rs; the first two as controller-runtime's envtest reads them):
+#   USE_EXISTING_CLUSTER=true     run the integration tests against the current kubeconfig's cluster
+#                                 (KUBECONFIG or ~/.kube/config; the CRDs are installed there;
+#                                 nothing is started)
+#   KUBEBUILDER_ASSETS=DIR        start kube-apiserver and etcd from DIR (and use its kubectl), as
+#                                 setup-envtest makes it, with envtest's flags, instead of envtest.sh
+#   MAILSEC_TEST_KUBECONFIG=PATH  like USE_EXISTING_CLUSTER, with that kubeconfig (older name)
 #   ENVTEST_SH=PATH               envtest.sh to use (default: ../shared/envtest/envtest.sh)
 #   ENVTEST_KEEP_RUN_DIR=1        keep the API servers' logs and kubeconfigs after the tests
 #   RUST_LOG=mailsec_operator=debug  show what the in-process operators do during the tests

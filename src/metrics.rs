@@ -14,6 +14,7 @@
 //! - `mailsec_api_requests_total{verb}`: requests sent to the API server (from the client's
 //!   [`ApiCounters`]).
 //! - `mailsec_leader`: 1 while this instance runs the controllers.
+//! - `mailsec_clock_speed`: 1, or the speed of a time lapse (`--time-lapse-from`).
 //! - `mailsec_notifications_total{channel,result}`: the hook for the notifier (see
 //!   [`Metrics::notification`]).
 //!
@@ -71,6 +72,7 @@ pub struct Metrics {
     durations: Family<Labels, Histogram>,
     notifications: Family<Labels, Counter>,
     leader: Gauge,
+    clock_speed: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,6 +137,13 @@ impl Metrics {
             "1 while this instance runs the controllers (the leader), else 0",
             leader.clone(),
         );
+        let clock_speed = Gauge::default();
+        clock_speed.set(1);
+        registry.register(
+            "mailsec_clock_speed",
+            "Seconds of the controllers' clock per real second: 1, or the speed of a time lapse (--time-lapse-from; demos and staging only)",
+            clock_speed.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector(shared.clone())));
         Self {
             registry,
@@ -143,7 +152,13 @@ impl Metrics {
             durations,
             notifications,
             leader,
+            clock_speed,
         }
+    }
+
+    /// Sets `mailsec_clock_speed` (1 for real time).
+    pub fn set_clock_speed(&self, speed: u32) {
+        self.clock_speed.set(i64::from(speed));
     }
 
     /// Records one reconcile of `controller` (`tenant`, `subscription`).

@@ -114,6 +114,11 @@ fn metrics_expose_the_expiry_of_every_example_subscription() {
         Some(1_801_440_000.0)
     );
     assert_eq!(sample(&scrape, "mailsec_leader"), Some(1.0));
+    assert_eq!(
+        sample(&scrape, "mailsec_clock_speed"),
+        Some(1.0),
+        "real time unless --time-lapse-from"
+    );
     assert!(
         sample(
             &scrape,

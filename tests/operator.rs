@@ -434,7 +434,8 @@ async fn extension_lifts_read_only_and_is_announced() {
     create_subscription(&client, &s, &t, ESG, in_secs(2), 50).await;
     wait_phase(&client, &t, TenantPhase::ReadOnly, WAIT).await;
     let subs: Api<Subscription> = Api::all(client.clone());
-    let until = rfc3339(in_secs(86_400));
+    let until_at = in_secs(86_400);
+    let until = rfc3339(until_at);
     subs.patch(
         &s,
         &PatchParams::default(),
@@ -452,6 +453,24 @@ async fn extension_lifts_read_only_and_is_announced() {
             .iter()
             .any(|(r, n)| r == "Extended" && n.contains("PO-4711")),
         "{events:#?}"
+    );
+    // The new end as a customer reads it: the exact instant with its zone (or, at midnight UTC,
+    // the end of the day before), never a bare date that reads one day late.
+    let human_until = if until_at.timestamp() % 86_400 == 0 {
+        format!(
+            "the end of {} (UTC)",
+            (until_at - TimeDelta::days(1)).format("%-d %b %Y")
+        )
+    } else if until_at.timestamp() % 60 == 0 {
+        until_at.format("%Y-%m-%d %H:%M UTC").to_string()
+    } else {
+        until_at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    };
+    assert!(
+        events
+            .iter()
+            .any(|(r, n)| r == "Extended" && n.contains(&format!("until {human_until}"))),
+        "the Extended note names the new end as {human_until:?}: {events:#?}"
     );
     expect_events(&client, "Tenant", &t, "SubscriptionExtended", 1).await;
     expect_events(&client, "Tenant", &t, "Renewed", 1).await;

@@ -20,8 +20,9 @@ use super::names::TenantName;
     doc = "A licence for one product of the email-security service, owned by one Tenant (spec.tenantRef) and optionally shared with others. Its end date drives the tenant's warning, read-only and suspended phases.",
     plural = "subscriptions",
     singular = "subscription",
+    // Not `sub`/`subs`: OLM's Subscription (operators.coreos.com) has those short names. The
+    // plural `subscriptions` is shared with OLM's all the same (see the README).
     shortname = "msub",
-    shortname = "subs",
     category = "mailsec",
     status = "SubscriptionStatus",
     printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenantRef"}"#,

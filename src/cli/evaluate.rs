@@ -159,13 +159,16 @@ fn table(manifests: &Manifests, eval: &WorldEvaluation, at: DateTime<Utc>) -> St
             problem.map(|c| c.reason.clone()).unwrap_or_else(dash),
             opt(e.next_transition),
             format!(
-                "tenant={} product={} plan={:?} ends={} seats={}/{}",
+                "tenant={} product={} plan={:?} seats={}/{}{}",
                 s.spec.tenant_ref,
                 s.spec.product,
                 s.spec.plan,
-                opt(e.status.effective_end_at),
                 e.seats_used,
-                s.spec.seats
+                s.spec.seats,
+                e.status
+                    .effective_end_at
+                    .map(|t| format!(" in force until {}", crate::engine::human(t)))
+                    .unwrap_or_default()
             ),
         ]);
     }

@@ -11,6 +11,7 @@ use kube::client::ClientBuilder;
 
 use super::{PolicyArgs, SettingsError};
 use crate::controller::api_counter::{ApiCounters, CountingLayer};
+use crate::controller::clock::{Clock, ClockError};
 use crate::controller::leader::{self, LeaderElection, MIN_LEASE_DURATION};
 use crate::controller::{self, Settings};
 use crate::engine::parse_period;
@@ -53,6 +54,59 @@ pub struct RunArgs {
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub notify: NotifyArgs,
+    #[command(flatten)]
+    pub time_lapse: TimeLapseArgs,
+}
+
+/// A time lapse, for demos and staging clusters only: the controllers' clock starts at
+/// `--time-lapse-from` and runs `--time-lapse-speed` times faster than real time, so subscriptions
+/// play out their real lifecycle (30-day periods and all) in minutes. Off unless
+/// `--time-lapse-from` is given; logged as a WARN at start and every minute, and exported as
+/// `mailsec_clock_speed`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TimeLapseArgs {
+    /// Run on a time-lapse clock starting at this instant: `now`, a date (YYYY-MM-DD, its start,
+    /// UTC) or an RFC 3339 time. Never use it in production.
+    #[arg(long, env = "MAILSEC_TIME_LAPSE_FROM", value_parser = parse_lapse_from, help_heading = "Time lapse (demos and staging only)")]
+    pub time_lapse_from: Option<LapseFrom>,
+    /// Clock seconds per real second under the time lapse [default: 86400, one day per second].
+    #[arg(long, env = "MAILSEC_TIME_LAPSE_SPEED", requires = "time_lapse_from", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Time lapse (demos and staging only)")]
+    pub time_lapse_speed: Option<u32>,
+}
+
+/// Where a time lapse starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LapseFrom {
+    /// The real time when the operator starts.
+    Now,
+    At(chrono::DateTime<chrono::Utc>),
+}
+
+/// Parses `--time-lapse-from`: `now`, `YYYY-MM-DD` or RFC 3339.
+pub fn parse_lapse_from(text: &str) -> Result<LapseFrom, String> {
+    if text.trim().eq_ignore_ascii_case("now") {
+        return Ok(LapseFrom::Now);
+    }
+    super::evaluate::parse_at(text.trim()).map(LapseFrom::At)
+}
+
+/// The default time-lapse speed: one day per second.
+pub const DEFAULT_LAPSE_SPEED: u32 = 86_400;
+
+impl TimeLapseArgs {
+    /// The clock these settings describe, started now.
+    pub fn clock(&self) -> Result<Clock, ClockError> {
+        match self.time_lapse_from {
+            None => Ok(Clock::Real),
+            Some(from) => {
+                let from = match from {
+                    LapseFrom::Now => chrono::Utc::now(),
+                    LapseFrom::At(t) => t,
+                };
+                Clock::lapse(from, self.time_lapse_speed.unwrap_or(DEFAULT_LAPSE_SPEED))
+            }
+        }
+    }
 }
 
 /// The notifier: milestone e-mails and webhook calls. Off unless `--smtp-url` or
@@ -235,6 +289,7 @@ impl RunArgs {
     pub fn operator(&self) -> Result<Operator, RunError> {
         let policy = self.policy.policy()?;
         let notifier = self.notify.config()?;
+        let clock = self.time_lapse.clock()?;
         let leader_election = self.leader_election.then(|| LeaderElection {
             lease_name: self.lease_name.clone(),
             lease_namespace: self
@@ -251,6 +306,7 @@ impl RunArgs {
                 concurrency: self.concurrency,
                 instance: self.instance.clone(),
                 notifier,
+                clock,
             },
             metrics_addr: self.metrics_addr,
             leader_election,
@@ -271,6 +327,8 @@ pub enum RunError {
     Bind(#[from] BindError),
     #[error("notifications: {0}")]
     Notify(#[from] NotifyError),
+    #[error("time lapse: {0}")]
+    Clock(#[from] ClockError),
 }
 
 /// Starts the operator and runs until SIGTERM or Ctrl-C.
@@ -319,9 +377,12 @@ pub async fn serve(
         grace_period = %crate::engine::policy::format_period(policy.grace_period),
         base_product = %policy.catalogue.base,
         leader_election = leader_election.is_some(),
+        clock_speed = settings.clock.speed(),
         "mailsec-operator starting"
     );
     let metrics = Arc::new(Metrics::new(Some(counters.clone())));
+    metrics.set_clock_speed(settings.clock.speed());
+    let lapse_warnings = warn_about_time_lapse(settings.clock.clone());
     let server = Server::bind(metrics_addr).await?;
     tracing::info!(addr = %server.local_addr(), "serving /metrics, /healthz and /readyz");
     let serving = server.serve(metrics.clone());
@@ -353,6 +414,7 @@ pub async fn serve(
     tokio::select! {
         _ = operating => {}
         _ = serving => {}
+        _ = lapse_warnings => {}
     }
     tracing::info!(
         writes = counters.writes(),
@@ -361,6 +423,36 @@ pub async fn serve(
         "mailsec-operator stopped"
     );
     Ok(())
+}
+
+/// How often a time lapse is logged again while the operator runs.
+pub const LAPSE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Under a time lapse: a WARN at start and every [`LAPSE_WARNING_INTERVAL`], with what the
+/// controllers' clock reads. Never resolves (also not on real time).
+async fn warn_about_time_lapse(clock: Clock) {
+    let Clock::Lapse(lapse) = &clock else {
+        return std::future::pending().await;
+    };
+    tracing::warn!(
+        time_lapse_from = %crate::api::date::format_instant(lapse.from()),
+        time_lapse_speed = lapse.speed(),
+        clock = %crate::api::date::format_instant(clock.now()),
+        "TIME LAPSE: the operator's clock is NOT real time: it started at time_lapse_from and runs \
+         time_lapse_speed times faster; licences expire, warn and suspend on that clock. For demos \
+         and staging only"
+    );
+    let mut tick = tokio::time::interval(LAPSE_WARNING_INTERVAL);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tick.tick().await;
+        tracing::warn!(
+            clock = %crate::api::date::format_instant(clock.now()),
+            time_lapse_speed = lapse.speed(),
+            real_elapsed_s = lapse.real_elapsed().as_secs(),
+            "TIME LAPSE still on: the operator's clock is not real time"
+        );
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
@@ -380,4 +472,42 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod time_lapse_tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["mailsec-operator", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn real_time_unless_a_time_lapse_is_asked_for() {
+        let args = run_args(&[]).expect("defaults");
+        assert!(!args.time_lapse.clock().expect("clock").is_lapse());
+
+        let args = run_args(&["--time-lapse-from", "2026-12-01"]).expect("lapse");
+        let clock = args.time_lapse.clock().expect("clock");
+        assert_eq!(clock.speed(), DEFAULT_LAPSE_SPEED);
+        let now = clock.now();
+        assert!(now >= crate::cli::evaluate::parse_at("2026-12-01").expect("date"));
+
+        let args =
+            run_args(&["--time-lapse-from", "now", "--time-lapse-speed", "3600"]).expect("lapse");
+        assert_eq!(args.time_lapse.time_lapse_from, Some(LapseFrom::Now));
+        assert_eq!(args.time_lapse.clock().expect("clock").speed(), 3600);
+
+        // A speed alone, a zero speed and a bad date are refused.
+        assert!(run_args(&["--time-lapse-speed", "86400"]).is_err());
+        assert!(run_args(&["--time-lapse-from", "now", "--time-lapse-speed", "0"]).is_err());
+        assert!(run_args(&["--time-lapse-from", "tomorrow"]).is_err());
+    }
 }

@@ -14,6 +14,7 @@ use kube::runtime::watcher;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 
+use super::clock::Clock;
 use super::feed::AllSynced;
 use crate::api::{Subscription, Tenant};
 use crate::engine::duplicates::MAX_TENANTS_PER_ADDRESS;
@@ -40,6 +41,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Tenants whose status this process has written (its cache may lag behind those writes).
     written: Mutex<HashSet<String>>,
+    /// Where [`Context::now`] reads the time; requeues turn its instants into real sleeps.
+    pub clock: Clock,
 }
 
 /// Caches of the workloads labelled `mailsec.io/tenant`, and of the operator's settings ConfigMaps.
@@ -61,7 +64,13 @@ pub struct Caches {
 }
 
 impl Context {
-    pub fn new(client: Client, policy: Policy, caches: Caches, reporter: Reporter) -> Self {
+    pub fn new(
+        client: Client,
+        policy: Policy,
+        caches: Caches,
+        reporter: Reporter,
+        clock: Clock,
+    ) -> Self {
         let Caches {
             tenants,
             subscriptions,
@@ -83,6 +92,7 @@ impl Context {
             synced,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashSet::new()),
+            clock,
         }
     }
 
@@ -93,9 +103,9 @@ impl Context {
         self.synced.wait().await;
     }
 
-    /// The controllers' clock. The engine itself never reads it.
+    /// The controllers' clock (real time, or a time lapse). The engine itself never reads it.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        self.clock.now()
     }
 
     /// Subscriptions owned by or shared with `tenant`, or transferred to or from it, from the

@@ -2,6 +2,7 @@
 //! apply its answer through the effects. No lifecycle logic lives here.
 
 pub mod api_counter;
+pub mod clock;
 pub mod context;
 pub mod feed;
 pub mod leader;
@@ -20,6 +21,7 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use tracing::Instrument;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -29,6 +31,7 @@ use crate::effects::events::{Notice, publish};
 use crate::effects::{settings as settings_map, workloads};
 use crate::engine::Policy;
 use crate::metrics::Metrics;
+pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
 use feed::{feed, trigger};
 
@@ -53,19 +56,39 @@ pub enum Error {
     Patch(#[from] serde_json::Error),
 }
 
-/// Requeue so the next reconcile runs right after `next` (or after [`MAX_REQUEUE`]).
-pub fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
+/// Requeue so the next reconcile runs right after the clock reads `next` (or after
+/// [`MAX_REQUEUE`]); `now` is the clock's time (see [`requeue_wait`]).
+pub fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>, clock: &Clock) -> Action {
+    Action::requeue(requeue_wait(next, now, clock))
+}
+
+/// The real time to wait until the clock reads `next`, as [`requeue_at`] asks for it: under a
+/// time lapse the clock span is divided by its speed.
+pub fn requeue_wait(next: Option<DateTime<Utc>>, now: DateTime<Utc>, clock: &Clock) -> Duration {
     // The controller's debounce delays every scheduled reconcile by DEBOUNCE: ask that much
     // earlier, so the reconcile runs just after the instant (never before: see AFTER_TRANSITION).
-    let wait = next
-        .and_then(|t| (t - now).to_std().ok())
-        .map(|d| {
-            (d + AFTER_TRANSITION)
+    next.filter(|t| *t >= now)
+        .map(|t| {
+            (clock.real_until(t, now) + AFTER_TRANSITION)
                 .saturating_sub(DEBOUNCE)
                 .min(MAX_REQUEUE)
         })
-        .unwrap_or(MAX_REQUEUE);
-    Action::requeue(wait)
+        .unwrap_or(MAX_REQUEUE)
+}
+
+/// The span a reconcile runs in, so that its log lines name the object (`object.ref`, as
+/// kube-runtime's own span, and `object.kind`/`object.name`).
+pub fn reconcile_span<K: kube::Resource<DynamicType = ()>>(
+    controller: &'static str,
+    obj: &K,
+) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        controller,
+        "object.ref" = %ObjectRef::from_obj(obj),
+        "object.kind" = %K::kind(&()),
+        "object.name" = %obj.name_any(),
+    )
 }
 
 /// How the operator runs.
@@ -78,6 +101,8 @@ pub struct Settings {
     pub instance: Option<String>,
     /// The notifier (e-mail and webhook deliveries of milestones); None: off.
     pub notifier: Option<crate::notify::NotifierConfig>,
+    /// Where the controllers and the notifier read the time: real time, or a time lapse.
+    pub clock: Clock,
 }
 
 fn error_policy<K: kube::Resource<DynamicType = ()>>(
@@ -98,19 +123,23 @@ fn timed<K, F, Fut>(
     reconcile: F,
 ) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, Error>>
 where
-    K: Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
     let metrics = metrics.clone();
     move |obj, ctx| {
         let metrics = metrics.clone();
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = reconcile(obj, ctx).await;
-            metrics.reconciled(controller, result.is_ok(), started.elapsed());
-            result
-        })
+        let span = reconcile_span(controller, obj.as_ref());
+        Box::pin(
+            async move {
+                let started = std::time::Instant::now();
+                let result = reconcile(obj, ctx).await;
+                metrics.reconciled(controller, result.is_ok(), started.elapsed());
+                result
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -223,6 +252,7 @@ async fn run_controllers(
             synced,
         },
         reporter,
+        settings.clock.clone(),
     ));
     let by_tenant_label = |labels: &std::collections::BTreeMap<String, String>| {
         workloads::tenant_of(labels)
@@ -389,7 +419,14 @@ async fn run_controllers(
                         .debounce(DEBOUNCE),
                 )
                 .graceful_shutdown_on(stopped(stop_rx.clone()))
-                .run(notifier::reconcile, notifier::error_policy, n.clone())
+                .run(
+                    |tenant: Arc<Tenant>, n: Arc<notifier::Notifier>| {
+                        let span = reconcile_span("notifier", tenant.as_ref());
+                        notifier::reconcile(tenant, n).instrument(span)
+                    },
+                    notifier::error_policy,
+                    n.clone(),
+                )
                 .for_each(move |result| {
                     let n = n.clone();
                     async move {

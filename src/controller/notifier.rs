@@ -39,10 +39,24 @@ pub struct Notifier {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Instants recorded in the outbox: whole milliseconds.
-fn now_ms() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+impl Notifier {
+    /// The controllers' clock (real time or a time lapse), in whole milliseconds as the outbox
+    /// records instants.
+    fn now_ms(&self) -> DateTime<Utc> {
+        let now = self.ctx.now();
+        DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+    }
+
+    /// When to look at the tenant again: right after the clock reads `next` (a real sleep of
+    /// the clock span divided by a time lapse's speed).
+    fn requeue(&self, next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
+        match next.filter(|t| *t >= now) {
+            Some(t) => Action::requeue(
+                (self.ctx.clock.real_until(t, now) + Duration::from_millis(5)).min(MAX_REQUEUE),
+            ),
+            None => Action::requeue(MAX_REQUEUE),
+        }
+    }
 }
 
 impl Notifier {
@@ -218,14 +232,6 @@ impl Notifier {
     }
 }
 
-/// When to look at the tenant again.
-fn requeue(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
-    match next.and_then(|t| (t - now).to_std().ok()) {
-        Some(wait) => Action::requeue((wait + Duration::from_millis(5)).min(MAX_REQUEUE)),
-        None => Action::requeue(MAX_REQUEUE),
-    }
-}
-
 /// The earliest retry among entries not delivered, and `also`.
 fn next_wake(
     entries: &[NotificationRecord],
@@ -243,7 +249,7 @@ fn next_wake(
 
 pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, Error> {
     let name = tenant.name_any();
-    let now = now_ms();
+    let now = n.now_ms();
     let cached = n.plan(&tenant, now);
     let existing = tenant
         .status
@@ -251,7 +257,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
         .map(|s| s.notifications.as_slice())
         .unwrap_or_default();
     if cached.due.is_empty() && !cached.changes(existing) {
-        return Ok(requeue(cached.next_wake, now));
+        return Ok(n.requeue(cached.next_wake, now));
     }
 
     // Something to do: act on the tenant as stored, not on a cache that may lag behind our own
@@ -260,7 +266,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
     let Some(fresh) = api.get_opt(&name).await? else {
         return Ok(Action::await_change());
     };
-    let now = now_ms();
+    let now = n.now_ms();
     let plan = n.plan(&fresh, now);
     for id in &plan.dropped_undelivered {
         tracing::warn!(tenant = %name, notification = %id, "dropping a notification that was not delivered: its milestone is no longer recorded or its recipient is no longer an admin");
@@ -280,7 +286,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
             )
             .await?;
         }
-        return Ok(requeue(next_wake(&plan.entries, plan.next_wake, now), now));
+        return Ok(n.requeue(next_wake(&plan.entries, plan.next_wake, now), now));
     }
 
     // Claim: recorded before anything is sent.
@@ -334,7 +340,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
                 tracing::warn!(tenant = %name, notification = %id, attempts = entry.attempts, error = %e, "notification attempt failed");
             }
         }
-        let recorded = outbox::record(entry, outcome, now_ms(), &retry);
+        let recorded = outbox::record(entry, outcome, n.now_ms(), &retry);
         if recorded == Recorded::NewlyFailed {
             NotifierStats::add(&n.config.stats.marked_failed);
             failed_events.push(entry.clone());
@@ -370,10 +376,8 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
     if let Some(e) = write_error {
         return Err(e);
     }
-    Ok(requeue(
-        next_wake(&entries, plan.next_wake, now_ms()),
-        now_ms(),
-    ))
+    let now = n.now_ms();
+    Ok(n.requeue(next_wake(&entries, plan.next_wake, now), now))
 }
 
 async fn record_outcomes(

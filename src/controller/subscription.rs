@@ -9,11 +9,11 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::{Error, requeue_at};
-use crate::api::date::format_instant;
 use crate::api::{Condition, Subscription, condition::find};
 use crate::effects::events::{Notice, publish};
 use crate::effects::status::apply_if_changed;
 use crate::engine::SubscriptionChange;
+use crate::engine::human;
 use crate::engine::subscription::evaluate_subscription_among;
 
 pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -75,8 +75,8 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
                 let note = format!(
                     "Subscription {name} ({}) extended from {} until {}{reason}",
                     sub.spec.product,
-                    format_instant(*from),
-                    format_instant(*until)
+                    human(*from),
+                    human(*until)
                 );
                 publish(
                     &ctx.recorder,
@@ -93,10 +93,10 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
             }
             SubscriptionChange::Renewed { from, until } => {
                 let note = format!(
-                    "Subscription {name} ({}) now ends {} instead of {}",
+                    "Subscription {name} ({}) now runs until {} instead of {}",
                     sub.spec.product,
-                    format_instant(*until),
-                    format_instant(*from)
+                    human(*until),
+                    human(*from)
                 );
                 publish(
                     &ctx.recorder,
@@ -181,7 +181,8 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
             .await;
         }
     }
-    Ok(requeue_at(eval.next_transition, now))
+    tracing::debug!(phase = ?eval.status.phase, next = ?eval.next_transition, "subscription reconciled");
+    Ok(requeue_at(eval.next_transition, now, &ctx.clock))
 }
 
 /// True when condition `c` of `type_` now has the "problem" status and did not before.

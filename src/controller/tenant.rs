@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::Context;
-use super::{Error, requeue_at};
+use super::{Error, requeue_at, requeue_wait};
 use crate::api::{ConditionStatus, Subscription, SubscriptionPhase, Tenant, TenantStatus};
 use crate::effects::events::{Notice, announce, milestone_notice, publish};
 use crate::effects::status::apply_if_changed;
@@ -113,11 +113,11 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     scale_workloads(&tenant, &workloads, &eval.status, &ctx).await?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
     Ok(match projection {
-        ProjectionOutcome::Done => requeue_at(eval.next_transition, now),
-        ProjectionOutcome::Retry => {
-            let retry = now + chrono::TimeDelta::from_std(PROJECTION_RETRY).unwrap_or_default();
-            requeue_at(eval.next_transition.into_iter().chain([retry]).min(), now)
-        }
+        ProjectionOutcome::Done => requeue_at(eval.next_transition, now, &ctx.clock),
+        // The retry is real time (a time lapse does not make the API server answer sooner).
+        ProjectionOutcome::Retry => Action::requeue(
+            requeue_wait(eval.next_transition, now, &ctx.clock).min(PROJECTION_RETRY),
+        ),
     })
 }
 
@@ -201,10 +201,7 @@ async fn guard_deletion(
     let list: Vec<String> = held
         .iter()
         .map(|(n, until)| match until {
-            Some(t) => format!(
-                "{n} (in use until {})",
-                crate::api::date::format_instant(*t)
-            ),
+            Some(t) => format!("{n} (in use until {})", crate::engine::human(*t)),
             None => n.clone(),
         })
         .collect();
@@ -251,6 +248,7 @@ async fn guard_deletion(
             .filter(|t| *t > now)
             .min(),
         now,
+        &ctx.clock,
     ))
 }
 

@@ -43,9 +43,9 @@ impl Notice {
 pub fn milestone_notice(m: &Milestone) -> Notice {
     let note = if m.late {
         format!(
-            "{} (announced late: it was due {})",
+            "{} (announced late: it was due at {})",
             m.message,
-            crate::api::date::format_instant(m.due_at)
+            crate::engine::human_from(m.due_at)
         )
     } else {
         m.message.clone()

@@ -69,18 +69,183 @@ pub(crate) fn whole_seconds(now: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
 }
 
-/// A date as people read it in messages: `2026-12-31` for midnight UTC, else RFC 3339.
+/// An instant as a customer reads a deadline ("until …", "before …") in messages: an instant at
+/// midnight UTC is the end of the day before, `the end of 31 Dec 2026 (UTC)` (a bare
+/// `endDate: 2026-12-31` ends at 2027-01-01T00:00:00Z, and writing that day would promise a spare
+/// one); any other instant is written exactly with its zone, `2027-01-01 12:00 UTC`.
 pub(crate) fn human(t: DateTime<Utc>) -> String {
+    match midnight_day(t).and_then(|d| d.pred_opt()).filter(in_years) {
+        Some(day) => format!("the end of {} (UTC)", day_text(day)),
+        None => exact(t),
+    }
+}
+
+/// An instant as a customer reads a beginning ("from …", "since …"): `the start of 1 Jan 2027
+/// (UTC)` at midnight UTC, otherwise the exact instant as [`human`] writes it.
+pub(crate) fn human_from(t: DateTime<Utc>) -> String {
+    match midnight_day(t).filter(in_years) {
+        Some(day) => format!("the start of {} (UTC)", day_text(day)),
+        None => exact(t),
+    }
+}
+
+/// The day starting at `t`, when `t` is midnight UTC.
+fn midnight_day(t: DateTime<Utc>) -> Option<chrono::NaiveDate> {
+    use chrono::Timelike;
+    (t.timestamp().rem_euclid(86_400) == 0 && t.nanosecond() == 0).then(|| t.date_naive())
+}
+
+/// Days are written by name only within the years RFC 3339 can write.
+fn in_years(day: &chrono::NaiveDate) -> bool {
     use chrono::Datelike;
-    if t.timestamp() % 86_400 == 0 {
-        if (0..=9999).contains(&t.year()) {
-            // What `%Y-%m-%d` writes for these years, without a format interpreter.
-            let mut out = String::with_capacity(10);
-            crate::api::date::push_date(&mut out, t.date_naive());
-            return out;
-        }
-        t.format("%Y-%m-%d").to_string()
+    (0..=9999).contains(&day.year())
+}
+
+/// `31 Dec 2026`.
+fn day_text(day: chrono::NaiveDate) -> String {
+    use chrono::Datelike;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS[day.month0() as usize % 12];
+    format!("{} {month} {:04}", day.day(), day.year())
+}
+
+/// `2027-01-01 12:00 UTC`, with seconds (and their fraction) only when there are some.
+fn exact(t: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let mut out = String::with_capacity(24);
+    if (0..=9999).contains(&t.year()) {
+        crate::api::date::push_date(&mut out, t.date_naive());
     } else {
-        crate::api::date::format_instant(t)
+        out.push_str(&t.format("%Y-%m-%d").to_string());
+    }
+    out.push_str(&format!(" {:02}:{:02}", t.hour(), t.minute()));
+    let (sec, nanos) = (t.second(), t.nanosecond());
+    if sec != 0 || nanos != 0 {
+        out.push_str(&format!(":{sec:02}"));
+        if nanos != 0 {
+            let fraction = format!("{:09}", nanos.min(999_999_999));
+            out.push('.');
+            out.push_str(fraction.trim_end_matches('0'));
+        }
+    }
+    out.push_str(" UTC");
+    out
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::{FIRST_INSTANT, LAST_INSTANT, human, human_from};
+    use chrono::{DateTime, Utc};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("test instant")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn deadlines_and_beginnings_as_customers_read_them() {
+        // (instant, as a deadline, as a beginning)
+        let table = [
+            // A bare endDate 2026-12-31 ends here: the end of the 31st, never "1 Jan".
+            (
+                "2027-01-01T00:00:00Z",
+                "the end of 31 Dec 2026 (UTC)",
+                "the start of 1 Jan 2027 (UTC)",
+            ),
+            (
+                "2028-03-01T00:00:00Z",
+                "the end of 29 Feb 2028 (UTC)",
+                "the start of 1 Mar 2028 (UTC)",
+            ),
+            // Any other instant: exact, with its zone.
+            (
+                "2027-01-01T12:00:00Z",
+                "2027-01-01 12:00 UTC",
+                "2027-01-01 12:00 UTC",
+            ),
+            (
+                "2026-12-31T15:00:00+09:00",
+                "2026-12-31 06:00 UTC",
+                "2026-12-31 06:00 UTC",
+            ),
+            (
+                "2027-01-01T00:00:01Z",
+                "2027-01-01 00:00:01 UTC",
+                "2027-01-01 00:00:01 UTC",
+            ),
+            (
+                "2027-01-01T00:00:00.250Z",
+                "2027-01-01 00:00:00.25 UTC",
+                "2027-01-01 00:00:00.25 UTC",
+            ),
+            (
+                "2026-12-31T23:59:59Z",
+                "2026-12-31 23:59:59 UTC",
+                "2026-12-31 23:59:59 UTC",
+            ),
+            // The edges of RFC 3339 time (what the engine clamps to).
+            (
+                "0000-01-01T00:00:00Z",
+                "0000-01-01 00:00 UTC",
+                "the start of 1 Jan 0000 (UTC)",
+            ),
+            (
+                "0000-01-02T00:00:00Z",
+                "the end of 1 Jan 0000 (UTC)",
+                "the start of 2 Jan 0000 (UTC)",
+            ),
+            (
+                "9999-12-31T00:00:00Z",
+                "the end of 30 Dec 9999 (UTC)",
+                "the start of 31 Dec 9999 (UTC)",
+            ),
+            (
+                "9999-12-31T23:59:59Z",
+                "9999-12-31 23:59:59 UTC",
+                "9999-12-31 23:59:59 UTC",
+            ),
+        ];
+        for (instant, deadline, beginning) in table {
+            let t = at(instant);
+            assert_eq!(human(t), deadline, "{instant} as a deadline");
+            assert_eq!(human_from(t), beginning, "{instant} as a beginning");
+        }
+        assert_eq!(
+            DateTime::from_timestamp(FIRST_INSTANT, 0).map(human),
+            Some("0000-01-01 00:00 UTC".to_string())
+        );
+        assert_eq!(
+            DateTime::from_timestamp(LAST_INSTANT, 0).map(human),
+            Some("9999-12-31 23:59:59 UTC".to_string())
+        );
+        // Beyond year 9999 (never written by the engine): still a true reading, never a panic.
+        let beyond = DateTime::from_timestamp(LAST_INSTANT + 1, 0).expect("10000-01-01");
+        assert_eq!(human(beyond), "the end of 31 Dec 9999 (UTC)");
+        assert!(
+            human_from(beyond).ends_with(" 00:00 UTC"),
+            "{}",
+            human_from(beyond)
+        );
+        let before = DateTime::from_timestamp(FIRST_INSTANT - 86_400, 0).expect("-0001-12-31");
+        assert!(human(before).ends_with(" 00:00 UTC"), "{}", human(before));
+    }
+
+    #[test]
+    fn a_midnight_deadline_never_names_the_day_after() {
+        // Every midnight over a few centuries: the named day is the one that just ended.
+        let mut t = at("1999-12-31T00:00:00Z").timestamp();
+        while t < at("2300-01-01T00:00:00Z").timestamp() {
+            let instant = DateTime::from_timestamp(t, 0).expect("instant");
+            let day = instant.date_naive().pred_opt().expect("day before");
+            let text = human(instant);
+            assert!(
+                text.ends_with(&format!("{} (UTC)", day.format("%-d %b %Y"))),
+                "{instant}: {text}"
+            );
+            t += 86_400 * 13;
+        }
     }
 }

@@ -93,7 +93,7 @@ pub fn record(
                     "{p} is {:?}{}",
                     s.phase,
                     s.read_only_since
-                        .map(|t| format!(" since {}", crate::api::date::format_instant(t)))
+                        .map(|t| format!(" since {}", super::human_from(t)))
                         .unwrap_or_default()
                 ),
                 None => format!("{p} is frozen"),

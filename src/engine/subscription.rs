@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::conditions::ConditionSet;
-use super::{Policy, TenantUsers, earlier, human, later, next_after, whole_seconds};
+use super::{Policy, TenantUsers, earlier, human, human_from, later, next_after, whole_seconds};
 use crate::api::date::DateError;
 use crate::api::{Subscription, SubscriptionPhase, SubscriptionStatus, Transfer};
 
@@ -317,9 +317,10 @@ pub fn evaluate_subscription_among(
 
             let in_force = tl.in_force(now);
             let (reason, message) = match phase {
-                SubscriptionPhase::Pending => {
-                    ("NotStarted", format!("starts {}", human(tl.starts_at)))
-                }
+                SubscriptionPhase::Pending => (
+                    "NotStarted",
+                    format!("in force from {}", human_from(tl.starts_at)),
+                ),
                 SubscriptionPhase::Active => (
                     "Active",
                     format!("in force until {}", human(tl.effective_end_at)),
@@ -327,14 +328,14 @@ pub fn evaluate_subscription_among(
                 SubscriptionPhase::ExpiringSoon => (
                     "ExpiringSoon",
                     format!(
-                        "ends {}: renew it before then to avoid read-only mode",
+                        "in force until {}: renew it before then to avoid read-only mode",
                         human(tl.effective_end_at)
                     ),
                 ),
                 SubscriptionPhase::GracePeriod => (
                     "SubscriptionExpired",
                     format!(
-                        "ended {}; grace period until {}",
+                        "ran until {}; grace period until {}",
                         human(tl.effective_end_at),
                         human(tl.grace_ends_at)
                     ),
@@ -342,9 +343,9 @@ pub fn evaluate_subscription_among(
                 SubscriptionPhase::Expired => (
                     "SubscriptionExpired",
                     format!(
-                        "ended {}; grace period over since {}",
+                        "ran until {}; grace period over since {}",
                         human(tl.effective_end_at),
-                        human(tl.grace_ends_at)
+                        human_from(tl.grace_ends_at)
                     ),
                 ),
             };
@@ -404,8 +405,8 @@ fn describe_phase(phase: SubscriptionPhase) -> &'static str {
 
 fn describe_dates(tl: &Timeline) -> String {
     format!(
-        "warning from {}, ends {}, grace period until {}",
-        human(tl.expiring_soon_at),
+        "warning from {}, in force until {}, grace period until {}",
+        human_from(tl.expiring_soon_at),
         human(tl.effective_end_at),
         human(tl.grace_ends_at)
     )

@@ -8,7 +8,7 @@ use super::conditions::ConditionSet;
 use super::coverage::{Licence, coverage};
 use super::duplicates::{self, Neighbour};
 use super::subscription::{SubscriptionEvaluation, evaluate_subscription};
-use super::{Policy, TenantUsers, earlier, human, later, next_after, whole_seconds};
+use super::{Policy, TenantUsers, earlier, human, human_from, later, next_after, whole_seconds};
 use crate::api::{
     MilestoneRecord, Plan, PossibleDuplicate, ServicePhase, ServiceStatus, Subscription, Tenant,
     TenantPhase, TenantStatus,
@@ -311,6 +311,7 @@ pub fn evaluate_tenant(
                 next.extend(next_after(now, [warn_at, end, suspend_at]));
                 let sub = cov.subscription;
                 let (h_end, h_susp) = (human(end), human(suspend_at));
+                let h_suspended = human_from(suspend_at);
                 let with_dates = |mut m: Milestone| {
                     m.effective_end_at = Some(end);
                     m.suspends_at = Some(suspend_at);
@@ -322,7 +323,7 @@ pub fn evaluate_tenant(
                         warn_at,
                         warn_at,
                         Some(sub),
-                        &|| format!("Subscription {sub} for {product} ends {h_end}: renew it before then to avoid read-only mode"),
+                        &|| format!("Subscription {sub} for {product} runs until {h_end}: renew it before then to avoid read-only mode"),
                     )));
                 }
                 if now >= end {
@@ -331,7 +332,7 @@ pub fn evaluate_tenant(
                         end,
                         end,
                         Some(sub),
-                        &|| format!("Subscription {sub} for {product} ended {h_end}: {} read-only; renew it before {h_susp} to avoid suspension", if base { "the tenant's settings are" } else { "this add-on's settings are" }),
+                        &|| format!("Subscription {sub} for {product} ran until {h_end}: {} read-only; renew it before {h_susp} to avoid suspension", if base { "the tenant's settings are" } else { "this add-on's settings are" }),
                     )));
                 }
                 if now >= suspend_at {
@@ -340,7 +341,7 @@ pub fn evaluate_tenant(
                         suspend_at,
                         suspend_at,
                         Some(sub),
-                        &|| format!("Subscription {sub} for {product} ended {h_end} and the grace period ended {h_susp}: {} suspended; renew it to restore service", if base { "the service is" } else { "this add-on is" }),
+                        &|| format!("Subscription {sub} for {product} ran until {h_end} and its grace period until {h_susp}: {} suspended; renew it to restore service", if base { "the service is" } else { "this add-on is" }),
                     )));
                 }
                 match phase {
@@ -349,19 +350,19 @@ pub fn evaluate_tenant(
                         severity: 2,
                         base,
                         reason: "ExpiringSoon",
-                        message: format!("{product}: subscription {sub} ends {h_end}; renew it before then to avoid read-only mode"),
+                        message: format!("{product}: subscription {sub} runs until {h_end}; renew it before then to avoid read-only mode"),
                     }),
                     ServicePhase::ReadOnly => causes.push(Cause {
                         severity: 3,
                         base,
                         reason: "SubscriptionExpired",
-                        message: format!("{product}: subscription {sub} ended {h_end}; settings are read-only, renew before {h_susp} to avoid suspension"),
+                        message: format!("{product}: subscription {sub} ran until {h_end}; settings are read-only, renew before {h_susp} to avoid suspension"),
                     }),
                     ServicePhase::Suspended => causes.push(Cause {
                         severity: 4,
                         base,
                         reason: "SubscriptionExpired",
-                        message: format!("{product}: subscription {sub} ended {h_end}, suspended since {h_susp}; renew it to restore service"),
+                        message: format!("{product}: subscription {sub} ran until {h_end}, suspended since {h_suspended}; renew it to restore service"),
                     }),
                 }
                 if cov.plan_in_force == Some(Plan::Trial) {
@@ -370,7 +371,7 @@ pub fn evaluate_tenant(
                         String::new()
                     } else {
                         format!(
-                            "{product} is covered only by a trial licence ({sub}, ends {h_end}): buy a paid subscription to keep the service"
+                            "{product} is covered only by a trial licence ({sub}, until {h_end}): buy a paid subscription to keep the service"
                         )
                     };
                     reached.push(Milestone {
@@ -391,7 +392,7 @@ pub fn evaluate_tenant(
                         severity: 1,
                         base,
                         reason: "TrialLicense",
-                        message: format!("{product}: only trial subscription {sub} is in force (ends {h_end}); buy a paid subscription"),
+                        message: format!("{product}: only trial subscription {sub} is in force (until {h_end}); buy a paid subscription"),
                     });
                 }
                 // A service that comes back because its coverage now ends later. A service
@@ -437,7 +438,8 @@ pub fn evaluate_tenant(
                     ServicePhase::Suspended
                 };
                 next.extend(next_after(now, [suspend_at]));
-                let (h_since, h_susp) = (human(since), human(suspend_at));
+                let (h_since, h_susp) = (human_from(since), human(suspend_at));
+                let h_suspended = human_from(suspend_at);
                 let mut m = milestone(
                     MilestoneKind::SubscriptionMissing,
                     since,
@@ -464,7 +466,7 @@ pub fn evaluate_tenant(
                         None,
                         &|| {
                             format!(
-                                "{product} has had no subscription since {h_since}: {} suspended since {h_susp}; apply a Subscription to restore it",
+                                "{product} has had no subscription since {h_since}: {} suspended since {h_suspended}; apply a Subscription to restore it",
                                 if base {
                                     "the service is"
                                 } else {
@@ -481,7 +483,7 @@ pub fn evaluate_tenant(
                     base,
                     reason: "SubscriptionMissing",
                     message: if phase == ServicePhase::Suspended {
-                        format!("{product}: no subscription since {h_since}, suspended since {h_susp}; apply a Subscription to restore it")
+                        format!("{product}: no subscription since {h_since}, suspended since {h_suspended}; apply a Subscription to restore it")
                     } else {
                         format!("{product}: no subscription (missing since {h_since}); settings are read-only, apply a Subscription before {h_susp} to avoid suspension")
                     },

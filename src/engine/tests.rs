@@ -174,9 +174,17 @@ fn service_status_names_the_instants() {
             .map(|c| c.message.clone())
             .unwrap_or_default(),
     );
+    // endDate 2026-12-31 ends at 2027-01-01T00:00Z: the message names the last day in force
+    // and the last day of grace, never the day after either.
     assert!(
-        msg.contains("acme-esg") && msg.contains("2027-01-01") && msg.contains("2027-01-31"),
+        msg.contains("acme-esg")
+            && msg.contains("until the end of 31 Dec 2026 (UTC)")
+            && msg.contains("before the end of 30 Jan 2027 (UTC)"),
         "{msg}"
+    );
+    assert!(
+        !msg.contains("2027-01-01") && !msg.contains("1 Jan 2027"),
+        "no date that reads one day late: {msg}"
     );
 }
 

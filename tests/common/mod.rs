@@ -9,10 +9,30 @@
 //! server. Tests share it, so they must give the objects they create unique names
 //! ([`unique_name`]).
 //!
+//! # Upstream binaries: `KUBEBUILDER_ASSETS`
+//!
+//! When `KUBEBUILDER_ASSETS` names a folder holding `kube-apiserver`, `etcd` and (optionally)
+//! `kubectl`, as `setup-envtest use -p path` makes it for controller-runtime's envtest, the
+//! harness starts those instead of `envtest.sh`, with the flags controller-runtime's envtest
+//! gives them: etcd on loopback without fsync; kube-apiserver on a loopback secure port with a
+//! self-signed CA and serving certificate (openssl), an admin client certificate in
+//! `system:masters` and a static admin token, a service-account signing key and issuer,
+//! `--authorization-mode=RBAC`, `--service-cluster-ip-range=10.0.0.0/24`,
+//! `--allow-privileged=true` and `--disable-admission-plugins=ServiceAccount`
+//! ([`apiserver_flags`]). A flag the binary's `--help` does not list is left out with a note on
+//! stderr: the envtest "lite" server (`../shared/envtest`), which these machines have instead of
+//! upstream binaries, lacks the service-account, authorization, privileged and service-IP flags.
+//! The run dir has the same layout as `envtest.sh`'s (pid files, `env`, `kubeconfig`, `pki/`), so
+//! the clean-up and [`Cluster::restart_apiserver`] work the same. The folder's `kubectl` runs
+//! the tests' kubectl commands when it is there.
+//!
 //! # Using an existing cluster instead
 //!
-//! Set `MAILSEC_TEST_KUBECONFIG=/path/to/kubeconfig` to run the tests against the current context
-//! of that kubeconfig. Nothing is started or stopped then; the CRDs in `crds/` are installed into
+//! Set `USE_EXISTING_CLUSTER=true` (as for controller-runtime's envtest) to run the tests against
+//! the current context of the current kubeconfig (`KUBECONFIG`, else `~/.kube/config`; flattened
+//! into the scratch directory with `kubectl config view --raw --flatten --minify`), or
+//! `MAILSEC_TEST_KUBECONFIG=/path/to/kubeconfig` (the older name, which wins) for the current
+//! context of that kubeconfig. Nothing is started or stopped then; the CRDs in `crds/` are installed into
 //! that cluster with server-side apply (field manager `mailsec-tests`, forcing conflicts) and are
 //! left installed. Test objects get unique names and are deleted by the tests that create them;
 //! the examples are only applied with `--dry-run=server` so that they cannot overwrite objects
@@ -55,6 +75,10 @@ use mailsec_operator::api::{Subscription, Tenant};
 
 /// Environment variable naming the kubeconfig of an existing cluster to use instead of starting one.
 pub const EXTERNAL_KUBECONFIG_ENV: &str = "MAILSEC_TEST_KUBECONFIG";
+/// `true`: use the current kubeconfig's cluster (controller-runtime's envtest convention).
+pub const USE_EXISTING_CLUSTER_ENV: &str = "USE_EXISTING_CLUSTER";
+/// A folder with upstream `kube-apiserver`, `etcd` and `kubectl` to start instead of envtest.sh.
+pub const KUBEBUILDER_ASSETS_ENV: &str = "KUBEBUILDER_ASSETS";
 
 /// Field manager the harness and the tests use for server-side apply.
 pub const FIELD_MANAGER: &str = "mailsec-tests";
@@ -63,6 +87,8 @@ pub const FIELD_MANAGER: &str = "mailsec-tests";
 pub struct Cluster {
     kubeconfig: PathBuf,
     env: BTreeMap<String, String>,
+    /// `kubectl`, or `$KUBEBUILDER_ASSETS/kubectl` when the harness started those binaries.
+    kubectl: PathBuf,
     guard: ServerGuard,
 }
 
@@ -72,10 +98,11 @@ impl Cluster {
         &self.kubeconfig
     }
 
-    /// True when the tests run against a cluster named by `MAILSEC_TEST_KUBECONFIG`, not a
-    /// private server. Tests then avoid writing objects with fixed names.
+    /// True when the tests run against an existing cluster (`USE_EXISTING_CLUSTER`,
+    /// `MAILSEC_TEST_KUBECONFIG`), not a private server. Tests then avoid writing objects with
+    /// fixed names.
     pub fn is_external(&self) -> bool {
-        self.guard.envtest_sh.is_none()
+        matches!(self.guard.server, Server::External)
     }
 
     /// The variables from `$ENVTEST_RUN_DIR/env` (`KUBECONFIG`, `ENVTEST_APISERVER_URL`,
@@ -87,7 +114,7 @@ impl Cluster {
     /// A `kubectl` command with `KUBECONFIG` set and a private discovery cache, so that one test
     /// binary never reads discovery that another server (or an earlier CRD set) left behind.
     pub fn kubectl_command(&self) -> Command {
-        let mut cmd = Command::new("kubectl");
+        let mut cmd = Command::new(&self.kubectl);
         cmd.env("KUBECONFIG", &self.kubeconfig)
             .env("KUBECACHEDIR", self.guard.base.join("kube-cache"))
             .arg("--request-timeout=60s")
@@ -100,7 +127,12 @@ impl Cluster {
         self.kubectl_command()
             .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run kubectl {args:?} (is kubectl on PATH?): {e}"))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} {args:?} (is kubectl on PATH?): {e}",
+                    self.kubectl.display()
+                )
+            })
     }
 
     /// Runs `kubectl ARGS` with `input` on its standard input (for `-f -`).
@@ -154,7 +186,8 @@ impl Cluster {
         use std::os::unix::process::CommandExt;
         if self.is_external() {
             return Err(format!(
-                "{EXTERNAL_KUBECONFIG_ENV} is set: the harness did not start this API server"
+                "{USE_EXISTING_CLUSTER_ENV} or {EXTERNAL_KUBECONFIG_ENV} is set: the harness did not \
+                 start this API server"
             ));
         }
         let run = self.guard.run_dir();
@@ -454,10 +487,36 @@ impl Drop for Cleanup {
 pub struct ServerGuard {
     /// `$TMPDIR/mailsec-test.XXXXXX`: `run/` (the `ENVTEST_RUN_DIR`), `lock`, `kube-cache/`.
     base: PathBuf,
-    /// The envtest script, when this guard started a server (None for an external cluster).
-    envtest_sh: Option<PathBuf>,
+    /// What this guard started, and so how to stop it.
+    server: Server,
     stopped: AtomicBool,
 }
+
+/// The API server a [`ServerGuard`] looks after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// An existing cluster: nothing to start or stop.
+    External,
+    /// Started with `envtest.sh start` (this script), stopped with `envtest.sh stop`.
+    Envtest(PathBuf),
+    /// etcd and kube-apiserver from `KUBEBUILDER_ASSETS`, started by the harness.
+    Assets(PathBuf),
+}
+
+/// Stops what the run dir's pid files name (as `envtest.sh stop` does): TERM, up to 5 s, KILL.
+/// `$1` is the run dir. Used by [`ServerGuard::stop`] and the watchdog.
+const STOP_ASSETS_SH: &str = r#"
+run=$1 pids=""
+for n in kube-apiserver etcd; do
+  [ -f "$run/$n.pid" ] && pid=$(cat "$run/$n.pid") && kill -0 "$pid" 2>/dev/null && pids="$pids $pid"
+done
+if [ -n "$pids" ]; then
+  kill -TERM $pids 2>/dev/null
+  i=0; while [ $i -lt 50 ] && kill -0 $pids 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+  kill -KILL $pids 2>/dev/null
+fi
+rm -f "$run/kube-apiserver.pid" "$run/etcd.pid"
+"#;
 
 impl ServerGuard {
     fn run_dir(&self) -> PathBuf {
@@ -474,20 +533,33 @@ impl ServerGuard {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Some(script) = &self.envtest_sh {
-            let result = Command::new("flock")
-                .arg(self.lock_file())
-                .arg(script)
-                .arg("stop")
-                .env("ENVTEST_RUN_DIR", self.run_dir())
+        let mut stop = Command::new("flock");
+        stop.arg(self.lock_file());
+        match &self.server {
+            Server::External => {}
+            Server::Envtest(script) => {
+                stop.arg(script)
+                    .arg("stop")
+                    .env("ENVTEST_RUN_DIR", self.run_dir());
+            }
+            Server::Assets(_) => {
+                stop.args(["sh", "-c", STOP_ASSETS_SH, "mailsec-test-stop"])
+                    .arg(self.run_dir());
+            }
+        }
+        if self.server != Server::External {
+            let result = stop
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .status();
             match result {
                 Ok(s) if s.success() => {}
-                Ok(s) => eprintln!("envtest.sh stop exited with {s} ({})", self.base.display()),
-                Err(e) => eprintln!("cannot run envtest.sh stop: {e}"),
+                Ok(s) => eprintln!(
+                    "stopping the test API server exited with {s} ({})",
+                    self.base.display()
+                ),
+                Err(e) => eprintln!("cannot stop the test API server: {e}"),
             }
         }
         if std::env::var("ENVTEST_KEEP_RUN_DIR").as_deref() != Ok("1") {
@@ -499,18 +571,22 @@ impl ServerGuard {
     /// gone and then cleans up as [`ServerGuard::stop`] does.
     fn spawn_watchdog(&self) -> Result<(), String> {
         const WATCHDOG: &str = r#"
-pid=$1 envtest=$2 base=$3
+pid=$1 envtest=$2 base=$3 stop_assets=$4
 while kill -0 "$pid" 2>/dev/null; do sleep 1; done
 [ -d "$base" ] || exit 0
-if [ -n "$envtest" ]; then ENVTEST_RUN_DIR="$base/run" flock "$base/lock" "$envtest" stop; fi
+case "$envtest" in
+  "") ;;
+  assets) flock "$base/lock" sh -c "$stop_assets" mailsec-test-stop "$base/run" ;;
+  *) ENVTEST_RUN_DIR="$base/run" flock "$base/lock" "$envtest" stop ;;
+esac
 [ "${ENVTEST_KEEP_RUN_DIR:-0}" = 1 ] || rm -rf "$base"
 "#;
         use std::os::unix::process::CommandExt;
-        let envtest = self
-            .envtest_sh
-            .as_deref()
-            .map(|p| p.as_os_str().to_owned())
-            .unwrap_or_default();
+        let envtest = match &self.server {
+            Server::External => Default::default(),
+            Server::Envtest(script) => script.as_os_str().to_owned(),
+            Server::Assets(_) => "assets".into(),
+        };
         Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG)
@@ -518,6 +594,7 @@ if [ -n "$envtest" ]; then ENVTEST_RUN_DIR="$base/run" flock "$base/lock" "$envt
             .arg(std::process::id().to_string())
             .arg(envtest)
             .arg(&self.base)
+            .arg(STOP_ASSETS_SH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -535,33 +612,73 @@ impl Drop for ServerGuard {
     }
 }
 
+/// Which API server the tests use, from the environment: `MAILSEC_TEST_KUBECONFIG` (a
+/// kubeconfig path), `USE_EXISTING_CLUSTER=true` (the current kubeconfig), `KUBEBUILDER_ASSETS`
+/// (upstream binaries to start), else `envtest.sh` (`ENVTEST_SH`, default
+/// `../shared/envtest/envtest.sh`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An existing cluster: this kubeconfig, or the current one (None).
+    Existing(Option<PathBuf>),
+    /// Start the binaries in this folder.
+    Assets(PathBuf),
+    /// Start a server with this envtest.sh.
+    Envtest(PathBuf),
+}
+
+/// `strconv.ParseBool`'s true values, as controller-runtime reads `USE_EXISTING_CLUSTER`.
+fn truthy(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
+}
+
+impl Backend {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(path) = var(EXTERNAL_KUBECONFIG_ENV) {
+            return Backend::Existing(Some(PathBuf::from(path)));
+        }
+        if var(USE_EXISTING_CLUSTER_ENV).is_some_and(|v| truthy(&v.to_string_lossy())) {
+            return Backend::Existing(None);
+        }
+        if let Some(dir) = var(KUBEBUILDER_ASSETS_ENV) {
+            return Backend::Assets(PathBuf::from(dir));
+        }
+        Backend::Envtest(
+            var("ENVTEST_SH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_dir().join("../shared/envtest/envtest.sh")),
+        )
+    }
+}
+
 fn start_cluster() -> Result<Cluster, String> {
+    start_cluster_with(Backend::from_env())
+}
+
+/// Starts (or connects to) the API server `backend` names, in a fresh scratch directory, and
+/// installs the CRDs. The returned cluster stops what it started when dropped.
+pub fn start_cluster_with(backend: Backend) -> Result<Cluster, String> {
     let base = tempfile::Builder::new()
         .prefix("mailsec-test.")
         .tempdir()
         .map_err(|e| format!("cannot create a scratch directory: {e}"))?
         .keep();
-
-    let external = std::env::var_os(EXTERNAL_KUBECONFIG_ENV).filter(|v| !v.is_empty());
-    let envtest_sh = match &external {
-        Some(_) => None,
-        None => Some(
-            std::env::var_os("ENVTEST_SH")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_dir().join("../shared/envtest/envtest.sh")),
-        ),
+    let server = match &backend {
+        Backend::Existing(_) => Server::External,
+        Backend::Envtest(script) => Server::Envtest(script.clone()),
+        Backend::Assets(dir) => Server::Assets(dir.clone()),
     };
     // From here on the guard cleans up whatever happens.
     let guard = ServerGuard {
         base,
-        envtest_sh,
+        server,
         stopped: AtomicBool::new(false),
     };
     guard.spawn_watchdog()?;
 
-    let (kubeconfig, env) = match (&external, &guard.envtest_sh) {
-        (Some(path), _) => {
-            let path = PathBuf::from(path);
+    let mut kubectl = PathBuf::from("kubectl");
+    let (kubeconfig, env) = match &backend {
+        Backend::Existing(Some(path)) => {
             if !path.is_file() {
                 return Err(format!(
                     "{EXTERNAL_KUBECONFIG_ENV}={} is not a file",
@@ -569,19 +686,377 @@ fn start_cluster() -> Result<Cluster, String> {
                 ));
             }
             let env = BTreeMap::from([("KUBECONFIG".to_string(), path.display().to_string())]);
+            (path.clone(), env)
+        }
+        Backend::Existing(None) => {
+            let path = current_kubeconfig(&guard)?;
+            let env = BTreeMap::from([("KUBECONFIG".to_string(), path.display().to_string())]);
             (path, env)
         }
-        (None, Some(script)) => start_envtest(&guard, script)?,
-        (None, None) => unreachable!("envtest_sh is set when no external cluster is given"),
+        Backend::Envtest(script) => start_envtest(&guard, script)?,
+        Backend::Assets(dir) => {
+            if dir.join("kubectl").is_file() {
+                kubectl = dir.join("kubectl");
+            }
+            start_assets(&guard, dir)?
+        }
     };
 
     let cluster = Cluster {
         kubeconfig,
         env,
+        kubectl,
         guard,
     };
     cluster.install_crds()?;
     Ok(cluster)
+}
+
+/// The current context of the current kubeconfig (`KUBECONFIG` or `~/.kube/config`, as kubectl
+/// reads them), flattened into one file in the scratch directory, for kubectl and kube clients.
+fn current_kubeconfig(guard: &ServerGuard) -> Result<PathBuf, String> {
+    let out = Command::new("kubectl")
+        .args(["config", "view", "--raw", "--flatten", "--minify"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{USE_EXISTING_CLUSTER_ENV}: cannot run kubectl config view: {e}"))?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Err(format!(
+            "{USE_EXISTING_CLUSTER_ENV} is set but there is no current kubeconfig context (KUBECONFIG \
+             or ~/.kube/config): {}",
+            describe(&out)
+        ));
+    }
+    let path = guard.base.join("kubeconfig");
+    std::fs::write(&path, &out.stdout).map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// A free TCP port on loopback (free when this returns; the binaries bind it right after).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// The kube-apiserver flags controller-runtime's envtest uses (its `DefaultArgs` and the
+/// serving, etcd and authentication flags it adds), for a server on `port` of loopback with the
+/// certificates and keys in `pki`.
+pub fn apiserver_flags(etcd: &str, port: u16, pki: &Path) -> Vec<(String, String)> {
+    let file = |name: &str| pki.join(name).display().to_string();
+    [
+        ("etcd-servers", etcd.to_string()),
+        ("advertise-address", "127.0.0.1".into()),
+        ("bind-address", "127.0.0.1".into()),
+        ("secure-port", port.to_string()),
+        ("cert-dir", pki.display().to_string()),
+        ("tls-cert-file", file("server.crt")),
+        ("tls-private-key-file", file("server.key")),
+        ("client-ca-file", file("ca.crt")),
+        ("token-auth-file", file("tokens.csv")),
+        ("service-account-key-file", file("sa.pub")),
+        ("service-account-signing-key-file", file("sa.key")),
+        (
+            "service-account-issuer",
+            format!("https://127.0.0.1:{port}/"),
+        ),
+        ("service-cluster-ip-range", "10.0.0.0/24".into()),
+        ("allow-privileged", "true".into()),
+        ("authorization-mode", "RBAC".into()),
+        ("disable-admission-plugins", "ServiceAccount".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Makes the CA, the serving certificate, the admin client certificate (`system:masters`), the
+/// admin token and the service-account key pair in `pki` with openssl; returns the token.
+fn make_pki(pki: &Path) -> Result<String, String> {
+    const PKI_SH: &str = r#"
+set -e
+cd "$1"; umask 077
+q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
+q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=mailsec-test-ca"
+q openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj "/CN=kube-apiserver"
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth
+keyUsage=digitalSignature
+' > server.ext
+q openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 3650 -extfile server.ext
+q openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=mailsec-test-admin"
+printf 'extendedKeyUsage=clientAuth
+keyUsage=digitalSignature
+' > client.ext
+q openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt -days 3650 -extfile client.ext
+q openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
+q openssl pkey -in sa.key -pubout -out sa.pub
+token=$(openssl rand -hex 24)
+echo "$token,mailsec-test-admin,mailsec-test-admin,"system:masters"" > tokens.csv
+echo "$token"
+"#;
+    std::fs::create_dir_all(pki).map_err(|e| format!("create {}: {e}", pki.display()))?;
+    let out = Command::new("sh")
+        .args(["-c", PKI_SH, "mailsec-test-pki"])
+        .arg(pki)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run openssl (sh): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "making certificates with openssl failed: {}",
+            describe(&out)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Starts `program` with `args` in its own session (as `envtest.sh` does with `setsid`), its
+/// output to `log`, and writes its PID to `pid_file`.
+fn spawn_server(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    pid_file: &Path,
+) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let log_file =
+        std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(
+            log_file
+                .try_clone()
+                .map_err(|e| format!("dup the log: {e}"))?,
+        )
+        .stderr(log_file);
+    // SAFETY: setsid(2) is async-signal-safe; it only makes the child a session leader.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", program.display()))?;
+    std::fs::write(pid_file, format!("{}\n", child.id()))
+        .map_err(|e| format!("write {}: {e}", pid_file.display()))?;
+    // Reap it when it exits, so that `kill -0` in the clean-up never waits for a zombie.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Whether the process whose PID `pid_file` holds is running (not gone, not a zombie).
+fn running(pid_file: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z ") && !stat.contains(") X "))
+}
+
+/// Polls `url` with curl (extra `args`) until it answers `ok`, the process of `pid_file` has
+/// exited, or `timeout` passes.
+fn wait_ok(url: &str, args: &[&str], pid_file: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && running(pid_file) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(args)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        if let Ok(out) = out {
+            let body = String::from_utf8_lossy(&out.stdout);
+            if out.status.success() && (body == "ok" || body.contains("\"health\":\"true\"")) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Starts etcd and kube-apiserver from `assets` (`KUBEBUILDER_ASSETS`) in the guard's run dir,
+/// with the layout `envtest.sh start` writes (`etcd.pid`, `kube-apiserver.pid`, `env`,
+/// `kubeconfig`, `pki/`), and waits until `/readyz` answers `ok`.
+fn start_assets(
+    guard: &ServerGuard,
+    assets: &Path,
+) -> Result<(PathBuf, BTreeMap<String, String>), String> {
+    let (apiserver, etcd) = (assets.join("kube-apiserver"), assets.join("etcd"));
+    for bin in [&apiserver, &etcd] {
+        if !bin.is_file() {
+            return Err(format!(
+                "{KUBEBUILDER_ASSETS_ENV}={}: no {} there (setup-envtest use -p path makes the folder)",
+                assets.display(),
+                bin.display()
+            ));
+        }
+    }
+    let lock = std::fs::File::create(guard.lock_file()).map_err(|e| format!("lock file: {e}"))?;
+    // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(format!("flock: {}", std::io::Error::last_os_error()));
+    }
+    let run = guard.run_dir();
+    let pki = run.join("pki");
+    let token = make_pki(&pki)?;
+    let (etcd_port, peer_port, port) = (free_port()?, free_port()?, free_port()?);
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let data = run.join("etcd-data");
+    let etcd_args: Vec<String> = [
+        "--name=default".to_string(),
+        format!("--data-dir={}", data.display()),
+        format!("--listen-client-urls={etcd_url}"),
+        format!("--advertise-client-urls={etcd_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster=default={peer_url}"),
+        "--unsafe-no-fsync=true".to_string(),
+        "--log-level=warn".to_string(),
+    ]
+    .into();
+    spawn_server(
+        &etcd,
+        &etcd_args,
+        &run.join("etcd.log"),
+        &run.join("etcd.pid"),
+    )?;
+    if !wait_ok(
+        &format!("{etcd_url}/health"),
+        &[],
+        &run.join("etcd.pid"),
+        Duration::from_secs(20),
+    ) {
+        return Err(format!(
+            "etcd from {} did not become healthy (or exited); last lines of its log:\n{}",
+            etcd.display(),
+            log_tail(&run.join("etcd.log"))
+        ));
+    }
+
+    // The upstream flag set; what this binary does not know (the envtest lite server) is left
+    // out, and said so.
+    let help = Command::new(&apiserver)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default();
+    // A flag is known when `--help` lists it; an admission plugin when the flag's own help
+    // (which lists every plugin) names it.
+    let known = |flag: &str, value: &str| {
+        let option = format!("--{flag} ");
+        help.lines().any(|line| {
+            line.contains(&option) && (flag != "disable-admission-plugins" || line.contains(value))
+        })
+    };
+    let mut args = Vec::new();
+    let mut left_out = Vec::new();
+    for (flag, value) in apiserver_flags(&etcd_url, port, &pki) {
+        if known(&flag, &value) {
+            args.push(format!("--{flag}={value}"));
+        } else {
+            left_out.push(format!("--{flag}={value}"));
+        }
+    }
+    if !left_out.is_empty() {
+        eprintln!(
+            "mailsec tests: {} does not know {} (not an upstream kube-apiserver?): started without",
+            apiserver.display(),
+            left_out.join(" ")
+        );
+    }
+    std::fs::write(run.join("apiserver-flags-left-out"), left_out.join("\n"))
+        .map_err(|e| format!("write the run dir: {e}"))?;
+    let log = run.join("kube-apiserver.log");
+    spawn_server(&apiserver, &args, &log, &run.join("kube-apiserver.pid"))?;
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = pki.join("ca.crt").display().to_string();
+    let bearer = format!("Authorization: Bearer {token}");
+    if !wait_ok(
+        &format!("{url}/readyz"),
+        &["--cacert", &ca, "-H", &bearer],
+        &run.join("kube-apiserver.pid"),
+        Duration::from_secs(60),
+    ) {
+        return Err(format!(
+            "kube-apiserver from {} exited or was not ready in 60 s; last lines of its log:\n{}",
+            apiserver.display(),
+            log_tail(&log)
+        ));
+    }
+
+    let kubeconfig = run.join("kubeconfig");
+    let pki_file = |name: &str| pki.join(name).display().to_string();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: {url}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    client-certificate: {}
+    client-key: {}
+- name: admin-token
+  user:
+    token: {token}
+contexts:
+- name: test
+  context: {{cluster: test, user: admin, namespace: default}}
+- name: test-token
+  context: {{cluster: test, user: admin-token, namespace: default}}
+current-context: test
+",
+            pki_file("admin.crt"),
+            pki_file("admin.key")
+        ),
+    )
+    .map_err(|e| format!("write {}: {e}", kubeconfig.display()))?;
+    let env = BTreeMap::from([
+        ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
+        ("ENVTEST_APISERVER_URL".to_string(), url),
+        ("ENVTEST_ETCD_URL".to_string(), etcd_url),
+        ("ENVTEST_TOKEN".to_string(), token),
+        ("ENVTEST_RUN_DIR".to_string(), run.display().to_string()),
+    ]);
+    let env_text: String = env
+        .iter()
+        .map(|(k, v)| format!("export {k}={v}\n"))
+        .collect();
+    std::fs::write(run.join("env"), env_text).map_err(|e| format!("write the env file: {e}"))?;
+    drop(lock);
+    Ok((kubeconfig, env))
 }
 
 /// Runs `envtest.sh start` in the guard's run dir and reads back `$ENVTEST_RUN_DIR/env`.

@@ -79,6 +79,7 @@ pub fn start_with_notifier(
                 concurrency: 16,
                 instance: Some("tests".into()),
                 notifier,
+                clock: Default::default(),
             };
             controller::run(client, settings, async move {
                 let _ = stop.await;
