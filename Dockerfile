@@ -1,17 +1,26 @@
 # syntax=docker/dockerfile:1
 # The operator image: a static (musl) binary on distroless/static, running as non-root.
 #   docker build -t mailsec-operator:0.1.0 .
-# (These development machines have no container engine; the image is built by CI elsewhere.)
+# (These development machines have no container engine; the image is built by CI elsewhere.
+# tests/image.rs replays the build stage on the context .dockerignore lets through.)
+#
+# It runs as UID/GID 65532 (distroless "nonroot") and writes nothing to its filesystem, so it
+# runs with a read-only root filesystem (the chart sets readOnlyRootFilesystem: true,
+# runAsNonRoot, runAsUser 65532, no capabilities):
+#   docker run --read-only --user 65532:65532 --cap-drop ALL mailsec-operator:0.1.0 --help
 
 FROM rust:1.95-alpine AS build
 RUN apk add --no-cache musl-dev
 WORKDIR /src
-# Dependencies first, so that they are cached while only the sources change.
+# Dependencies first, so that they are cached while only the sources change. Cargo.toml declares
+# the benches, so their files must exist for Cargo to read it: empty ones here, the real ones below.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+RUN mkdir src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && touch benches/engine.rs benches/load.rs \
  && cargo build --release --locked --bin mailsec-operator \
- && rm -rf src
+ && rm -rf src benches
 COPY src ./src
+COPY benches ./benches
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin mailsec-operator \
  && strip target/release/mailsec-operator

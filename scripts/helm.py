@@ -7,6 +7,7 @@ MAILSEC_PYTHON; run this file with that interpreter.
   helm.py render CHART --name N --namespace NS [--values JSON]
                                                      {"template path": "manifest", ...} as JSON
   helm.py install|upgrade CHART --name N --namespace NS --kubeconfig FILE [--values JSON]
+                                                     [--force-conflicts] (upgrade: as Helm 4's flag)
   helm.py uninstall --name N --namespace NS --kubeconfig FILE
   helm.py crds CHART                                 the chart's crds/ files as JSON
 """
@@ -15,6 +16,26 @@ import json
 import sys
 
 import helm_python as helm
+from helm_python import _native
+
+
+def upgrade_forcing_conflicts(cfg, chart, name, values, namespace, timeout):
+    """`helm upgrade --force-conflicts` (Helm 4): server-side apply takes over fields another
+    field manager owns. helm-python-sdk 0.2 does not expose the option, which its engine's
+    upgrade takes (`force_conflicts`), so this passes it the way Config.upgrade passes the
+    others."""
+    handle, ref = cfg._chart_args(chart)
+    payload = _native.call_string(
+        "helm_upgrade",
+        cfg._raw(),
+        cfg._context_arg(None),
+        handle,
+        ref,
+        name,
+        json.dumps(values),
+        json.dumps({"namespace": namespace, "timeout_seconds": timeout, "force_conflicts": True}),
+    )
+    return json.loads(payload)
 
 
 def main() -> int:
@@ -25,6 +46,7 @@ def main() -> int:
     p.add_argument("--namespace", default="mailsec-system")
     p.add_argument("--values", default="{}", help="values as a JSON object")
     p.add_argument("--kubeconfig")
+    p.add_argument("--force-conflicts", action="store_true")
     a = p.parse_args()
     values = json.loads(a.values)
 
@@ -46,6 +68,8 @@ def main() -> int:
     with helm.Config(kubeconfig_path=a.kubeconfig, namespace=a.namespace) as cfg:
         if a.command == "install":
             r = cfg.install(a.chart, a.name, values, namespace=a.namespace, create_namespace=True, timeout=120)
+        elif a.command == "upgrade" and a.force_conflicts:
+            r = upgrade_forcing_conflicts(cfg, a.chart, a.name, values, a.namespace, 120)
         elif a.command == "upgrade":
             r = cfg.upgrade(a.chart, a.name, values, namespace=a.namespace, timeout=120)
         else:

@@ -1,29 +1,39 @@
 //! Prometheus metrics and the operator's readiness, served by [`crate::server`].
 //!
 //! What a scrape shows:
-//! - `mailsec_subscription_effective_end_seconds{subscription,tenant,product,plan}` and
-//!   `mailsec_subscription_grace_end_seconds{...}`: unix time of the effective end (the later of
-//!   `endDate` and `extension.until`) and of the end of the grace period (suspension), like
-//!   cert-manager's `certmanager_certificate_expiration_timestamp_seconds`. Computed **at scrape
-//!   time** from the watch cache (the spec and the operator's policy, through the engine's
-//!   timeline), so they are right even for a subscription no reconcile has written yet. Alert with
-//!   e.g. `mailsec_subscription_effective_end_seconds - time() < 14 * 86400`.
+//! - `mailsec_subscription_expiration_timestamp_seconds{subscription,tenant,product,plan}` and
+//!   `mailsec_subscription_grace_expiration_timestamp_seconds{...}`: unix time of the effective
+//!   end (the later of `endDate` and `extension.until`) and of the end of the grace period
+//!   (suspension), named like cert-manager's `certmanager_certificate_expiration_timestamp_seconds`.
+//!   Computed **at scrape time** from the watch cache (the spec and the operator's policy, through
+//!   the engine's timeline), so they are right even for a subscription no reconcile has written
+//!   yet. Alert with e.g. `mailsec_subscription_expiration_timestamp_seconds - time() < 14 * 86400`.
 //! - `mailsec_tenants{phase}`: tenants per `status.phase` in the cache (`Unknown` before the
-//!   first evaluation).
+//!   first evaluation); `mailsec_tenant_phase{tenant,phase}`: 1 for the tenant's phase, 0 for the
+//!   others (like kube-state-metrics' `kube_pod_status_phase`).
+//! - `mailsec_notifications_undelivered{tenant,channel,state}`: entries of `status.notifications`
+//!   still `Pending` or `Failed` (a series only while there is at least one).
 //! - `mailsec_reconcile_total{controller,result}` and `mailsec_reconcile_duration_seconds{controller}`.
+//! - `mailsec_status_writes_total{kind,result}`: status writes of the Tenant and Subscription
+//!   controllers (see [`STATUS_WRITES`]).
 //! - `mailsec_api_requests_total{verb}`: requests sent to the API server (from the client's
 //!   [`ApiCounters`]).
 //! - `mailsec_leader`: 1 while this instance runs the controllers.
 //! - `mailsec_clock_speed`: 1, or the speed of a time lapse (`--time-lapse-from`).
 //! - `mailsec_notifications_total{channel,result}`: the hook for the notifier (see
 //!   [`Metrics::notification`]).
+//! - `mailsec_build_info{version}`: always 1.
+//! - `process_*`: CPU, memory, file descriptors, threads and start time of the process, read from
+//!   `/proc` at scrape time on Linux (the names and meanings of the Prometheus client libraries'
+//!   process collectors).
 //!
 //! The cache-based series exist only on the instance that runs the controllers (the leader): a
-//! standby has no cache, so each subscription is exported once per installation.
+//! standby has no cache, so each subscription and tenant is exported once per installation.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use kube::runtime::reflector::Store;
@@ -35,13 +45,51 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::api::{Subscription, Tenant, TenantPhase};
+use crate::api::{NotificationState, Subscription, Tenant, TenantPhase};
 use crate::controller::api_counter::ApiCounters;
 use crate::controller::feed::AllSynced;
 use crate::engine::Policy;
 use crate::engine::subscription::Timeline;
 
 type Labels = Vec<(String, String)>;
+
+/// The tenant phases as labels, in the order they are exported (`Unknown`: no status yet).
+const PHASES: [&str; 5] = ["Active", "Warning", "ReadOnly", "Suspended", "Unknown"];
+
+/// Status writes of this process by kind (`Tenant`, `Subscription`) and result, counted where
+/// they are made ([`crate::effects::status::apply_if_changed`]) and exported as
+/// `mailsec_status_writes_total{kind,result}`. Per process, like the process metrics.
+pub static STATUS_WRITES: StatusWrites = StatusWrites::new();
+
+/// Counters of status writes, see [`STATUS_WRITES`].
+#[derive(Debug)]
+pub struct StatusWrites(Mutex<BTreeMap<(String, bool), u64>>);
+
+impl StatusWrites {
+    const fn new() -> Self {
+        Self(Mutex::new(BTreeMap::new()))
+    }
+
+    /// Counts one status write of an object of `kind`, successful or not.
+    pub fn record(&self, kind: &str, ok: bool) {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry((kind.to_string(), ok)).or_insert(0) += 1;
+    }
+
+    /// (kind, result, count), `Tenant` and `Subscription` with both results always included.
+    fn snapshot(&self) -> Vec<(String, &'static str, u64)> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for kind in ["Subscription", "Tenant"] {
+            for ok in [true, false] {
+                counts.entry((kind.to_string(), ok)).or_insert(0);
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((kind, ok), n)| (kind, if ok { "success" } else { "error" }, n))
+            .collect()
+    }
+}
 
 /// What this instance does, for `mailsec_leader` and `/readyz`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +192,20 @@ impl Metrics {
             "Seconds of the controllers' clock per real second: 1, or the speed of a time lapse (--time-lapse-from; demos and staging only)",
             clock_speed.clone(),
         );
+        let build_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "mailsec_build_info",
+            "Always 1; the labels say which build of the operator runs",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&vec![(
+                "version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )])
+            .set(1);
         registry.register_collector(Box::new(CacheCollector(shared.clone())));
+        registry.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
             shared,
@@ -281,6 +342,19 @@ impl Collector for CacheCollector {
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
+        {
+            let counter = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(
+                "mailsec_status_writes",
+                "Status writes (server-side apply of .status) by kind and result (success, error)",
+                None,
+                counter.metric_type(),
+            )?;
+            for (kind, result, n) in STATUS_WRITES.snapshot() {
+                let labels = [("kind", kind.as_str()), ("result", result)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
 
         let caches = self
             .0
@@ -292,21 +366,19 @@ impl Collector for CacheCollector {
             return Ok(());
         };
 
-        let mut per_phase: Vec<(String, i64)> = ["Active", "Warning", "ReadOnly", "Suspended"]
-            .into_iter()
-            .map(|p| (p.to_string(), 0))
-            .chain(std::iter::once(("Unknown".to_string(), 0)))
-            .collect();
-        for t in caches.tenants.state() {
-            let phase = match t.status.as_ref().and_then(|s| s.phase) {
-                Some(TenantPhase::Active) => "Active",
-                Some(TenantPhase::Warning) => "Warning",
-                Some(TenantPhase::ReadOnly) => "ReadOnly",
-                Some(TenantPhase::Suspended) => "Suspended",
-                None => "Unknown",
-            };
-            if let Some(entry) = per_phase.iter_mut().find(|(p, _)| p == phase) {
-                entry.1 += 1;
+        let mut tenants = caches.tenants.state();
+        tenants.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let phase_of = |t: &Tenant| match t.status.as_ref().and_then(|s| s.phase) {
+            Some(TenantPhase::Active) => "Active",
+            Some(TenantPhase::Warning) => "Warning",
+            Some(TenantPhase::ReadOnly) => "ReadOnly",
+            Some(TenantPhase::Suspended) => "Suspended",
+            None => "Unknown",
+        };
+        let mut per_phase = [0i64; PHASES.len()];
+        for t in &tenants {
+            if let Some(i) = PHASES.iter().position(|p| *p == phase_of(t)) {
+                per_phase[i] += 1;
             }
         }
         {
@@ -317,9 +389,61 @@ impl Collector for CacheCollector {
                 None,
                 gauge.metric_type(),
             )?;
-            for (phase, n) in &per_phase {
-                let labels = [("phase", phase.as_str())];
-                ConstGauge::new(*n).encode(family.encode_family(&labels)?)?;
+            for (phase, n) in PHASES.iter().zip(per_phase) {
+                let labels = [("phase", *phase)];
+                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let gauge = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(
+                "mailsec_tenant_phase",
+                "1 for the tenant's status.phase, 0 for the other phases (Unknown: no status yet)",
+                None,
+                gauge.metric_type(),
+            )?;
+            for t in &tenants {
+                let name = t.metadata.name.as_deref().unwrap_or_default();
+                let current = phase_of(t);
+                for phase in PHASES {
+                    let labels = [("tenant", name), ("phase", phase)];
+                    ConstGauge::new(i64::from(phase == current))
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let gauge = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(
+                "mailsec_notifications_undelivered",
+                "Entries of status.notifications not delivered yet, by tenant, channel and state \
+                 (Pending, Failed); no series while a tenant has none",
+                None,
+                gauge.metric_type(),
+            )?;
+            for t in &tenants {
+                let Some(status) = t.status.as_ref() else {
+                    continue;
+                };
+                let mut undelivered: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+                for n in &status.notifications {
+                    let state = match n.state {
+                        NotificationState::Pending => "Pending",
+                        NotificationState::Failed => "Failed",
+                        NotificationState::Delivered => continue,
+                    };
+                    *undelivered.entry((n.channel.as_str(), state)).or_insert(0) += 1;
+                }
+                let name = t.metadata.name.as_deref().unwrap_or_default();
+                for ((channel, state), n) in undelivered {
+                    let channel = channel.to_ascii_lowercase();
+                    let labels = [
+                        ("tenant", name),
+                        ("channel", channel.as_str()),
+                        ("state", state),
+                    ];
+                    ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
 
@@ -347,12 +471,12 @@ impl Collector for CacheCollector {
             .collect();
         for (name, help, pick) in [
             (
-                "mailsec_subscription_effective_end_seconds",
+                "mailsec_subscription_expiration_timestamp_seconds",
                 "Unix time the subscription ends: the later of endDate and extension.until",
                 (|t: &Timeline| t.effective_end_at) as fn(&Timeline) -> _,
             ),
             (
-                "mailsec_subscription_grace_end_seconds",
+                "mailsec_subscription_grace_expiration_timestamp_seconds",
                 "Unix time the grace period after the effective end ends and the service is suspended",
                 |t: &Timeline| t.grace_ends_at,
             ),
@@ -365,6 +489,224 @@ impl Collector for CacheCollector {
             }
         }
         Ok(())
+    }
+}
+
+/// The process metrics of the Prometheus client libraries (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, ...), read from `/proc/self` at scrape time the way
+/// client_golang's process collector does. Nothing is exported where `/proc` can not be read.
+mod process {
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+
+    /// Scrape-time reader of `/proc/self`.
+    #[derive(Debug)]
+    pub struct ProcessCollector;
+
+    /// One reading of the process.
+    #[derive(Debug, Default, PartialEq)]
+    pub struct Reading {
+        pub cpu_seconds: f64,
+        pub resident_memory_bytes: i64,
+        pub virtual_memory_bytes: i64,
+        pub threads: i64,
+        pub start_time_seconds: f64,
+        pub open_fds: Option<i64>,
+        pub max_fds: Option<i64>,
+    }
+
+    /// `AT_PAGESZ` and `AT_CLKTCK` of the auxiliary vector the kernel gave this process: the
+    /// page size and the clock ticks per second that `/proc/self/stat` counts in.
+    fn page_size_and_clock_ticks(auxv: &[u8]) -> (u64, u64) {
+        const AT_PAGESZ: usize = 6;
+        const AT_CLKTCK: usize = 17;
+        let word = std::mem::size_of::<usize>();
+        let (mut page, mut ticks) = (4096, 100);
+        for pair in auxv.chunks_exact(2 * word) {
+            let (key, value) = pair.split_at(word);
+            let read = |b: &[u8]| {
+                b.try_into()
+                    .map(usize::from_ne_bytes)
+                    .ok()
+                    .and_then(|v| u64::try_from(v).ok())
+            };
+            match (read(key), read(value)) {
+                (Some(k), Some(v)) if k == AT_PAGESZ as u64 && v > 0 => page = v,
+                (Some(k), Some(v)) if k == AT_CLKTCK as u64 && v > 0 => ticks = v,
+                _ => {}
+            }
+        }
+        (page, ticks)
+    }
+
+    /// Reads `/proc/self/stat` (with `/proc/stat`'s boot time, the page size and the clock
+    /// ticks): None when a field is missing or malformed.
+    pub fn parse(stat: &str, proc_stat: &str, page: u64, ticks: u64) -> Option<Reading> {
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so the fields
+        // start after the last ')'. Index 0 below is field 3 (state) of proc(5).
+        let fields: Vec<&str> = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+        let boot: u64 = proc_stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+        let ticks_f = ticks as f64;
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Some(Reading {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks_f,
+            threads: as_i64(field(20)?),
+            start_time_seconds: boot as f64 + field(22)? as f64 / ticks_f,
+            virtual_memory_bytes: as_i64(field(23)?),
+            resident_memory_bytes: as_i64(field(24)?.saturating_mul(page)),
+            open_fds: None,
+            max_fds: None,
+        })
+    }
+
+    /// The soft limit of open files in `/proc/self/limits` ("unlimited" → None).
+    pub fn max_open_files(limits: &str) -> Option<i64> {
+        limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    pub fn read() -> Option<Reading> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let proc_stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+        let (page, ticks) = page_size_and_clock_ticks(&auxv);
+        let mut reading = parse(&stat, &proc_stat, page, ticks)?;
+        reading.open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| i64::try_from(d.count()).unwrap_or(i64::MAX));
+        reading.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|l| max_open_files(&l));
+        Some(reading)
+    }
+
+    impl Collector for ProcessCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let Some(r) = read() else {
+                return Ok(());
+            };
+            let cpu = ConstCounter::new(r.cpu_seconds);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                cpu.metric_type(),
+            )?)?;
+            let gauges: [(&str, &str, Option<f64>); 6] = [
+                (
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                    Some(r.resident_memory_bytes as f64),
+                ),
+                (
+                    "process_virtual_memory_bytes",
+                    "Virtual memory size in bytes",
+                    Some(r.virtual_memory_bytes as f64),
+                ),
+                (
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds",
+                    Some(r.start_time_seconds),
+                ),
+                (
+                    "process_threads",
+                    "Number of OS threads in the process",
+                    Some(r.threads as f64),
+                ),
+                (
+                    "process_open_fds",
+                    "Number of open file descriptors",
+                    r.open_fds.map(|n| n as f64),
+                ),
+                (
+                    "process_max_fds",
+                    "Maximum number of open file descriptors",
+                    r.max_fds.map(|n| n as f64),
+                ),
+            ];
+            for (name, help, value) in gauges {
+                if let Some(v) = value {
+                    let gauge = ConstGauge::new(v);
+                    gauge.encode(encoder.encode_descriptor(
+                        name,
+                        help,
+                        None,
+                        gauge.metric_type(),
+                    )?)?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn reads_proc_stat_like_client_golang() {
+            // A comm with a space and a parenthesis; fields from proc(5).
+            let stat = "4242 (mailsec op) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 150 0 0 20 0 \
+                        7 0 360000 123456789 5000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 \
+                        1 0 0 0 0 0";
+            let proc_stat = "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n";
+            let r = parse(stat, proc_stat, 4096, 100).expect("parse");
+            assert_eq!(r.cpu_seconds, 4.0);
+            assert_eq!(r.threads, 7);
+            assert_eq!(r.start_time_seconds, 1_700_003_600.0);
+            assert_eq!(r.virtual_memory_bytes, 123_456_789);
+            assert_eq!(r.resident_memory_bytes, 5000 * 4096);
+            assert!(parse("4242 (x) S 1", proc_stat, 4096, 100).is_none());
+            assert!(parse(stat, "cpu 1\n", 4096, 100).is_none());
+
+            let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                          Max open files            1024                 524288               files\n";
+            assert_eq!(max_open_files(limits), Some(1024));
+            assert_eq!(
+                max_open_files(
+                    "Max open files            unlimited            unlimited            files\n"
+                ),
+                None
+            );
+
+            let word = std::mem::size_of::<usize>();
+            let mut auxv = Vec::new();
+            for (k, v) in [(6usize, 16384usize), (17, 250), (0, 0)] {
+                auxv.extend_from_slice(&k.to_ne_bytes());
+                auxv.extend_from_slice(&v.to_ne_bytes());
+            }
+            assert_eq!(auxv.len(), 6 * word);
+            assert_eq!(page_size_and_clock_ticks(&auxv), (16384, 250));
+            assert_eq!(page_size_and_clock_ticks(&[]), (4096, 100));
+        }
+
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn reads_this_process() {
+            let r = read().expect("/proc/self on Linux");
+            assert!(r.resident_memory_bytes > 0 && r.threads >= 1, "{r:?}");
+            assert!(r.open_fds.is_some_and(|n| n >= 3), "{r:?}");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            assert!(
+                r.start_time_seconds <= now + 1.0 && r.start_time_seconds > now - 86400.0 * 365.0
+            );
+        }
     }
 }
 
@@ -396,6 +738,21 @@ mod tests {
             &["email-safeguard"],
             3,
         )));
+        // A read-only tenant with two undelivered notifications and a delivered one.
+        let mut globex = crate::fixtures::tenant("globex", &["email-safeguard"], 3);
+        let entry = |id: &str, channel: &str, state: &str| {
+            serde_json::json!({"id": id, "milestone": "m", "channel": channel,
+                "recipient": "a@globex.example", "state": state})
+        };
+        globex.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "phase": "ReadOnly",
+                "notifications": [entry("1", "Email", "Failed"), entry("2", "Email", "Failed"),
+                    entry("3", "Webhook", "Pending"), entry("4", "Email", "Delivered")],
+            }))
+            .expect("a tenant status"),
+        );
+        tw.apply_watcher_event(&watcher::Event::InitApply(globex));
         tw.apply_watcher_event(&watcher::Event::InitDone);
         sw.apply_watcher_event(&watcher::Event::Init);
         sw.apply_watcher_event(&watcher::Event::InitApply(sub));
@@ -414,15 +771,50 @@ mod tests {
         // 2026-12-31 ends at 2027-01-01T00:00:00Z; grace ends 30 days later.
         assert!(
             text.contains(
-                "mailsec_subscription_effective_end_seconds{subscription=\"acme-esg\",tenant=\"acme\",product=\"email-safeguard\",plan=\"Paid\"} 1798761600"
+                "mailsec_subscription_expiration_timestamp_seconds{subscription=\"acme-esg\",tenant=\"acme\",product=\"email-safeguard\",plan=\"Paid\"} 1798761600"
             ),
             "{text}"
         );
-        assert!(text.contains("mailsec_subscription_grace_end_seconds{subscription=\"acme-esg\",tenant=\"acme\",product=\"email-safeguard\",plan=\"Paid\"} 1801353600"), "{text}");
-        assert!(
-            text.contains("mailsec_tenants{phase=\"Unknown\"} 1"),
+        assert!(text.contains("mailsec_subscription_grace_expiration_timestamp_seconds{subscription=\"acme-esg\",tenant=\"acme\",product=\"email-safeguard\",plan=\"Paid\"} 1801353600"), "{text}");
+        for line in [
+            "mailsec_tenants{phase=\"Unknown\"} 1",
+            "mailsec_tenants{phase=\"ReadOnly\"} 1",
+            "mailsec_tenants{phase=\"Active\"} 0",
+            "mailsec_tenant_phase{tenant=\"acme\",phase=\"Unknown\"} 1",
+            "mailsec_tenant_phase{tenant=\"acme\",phase=\"Active\"} 0",
+            "mailsec_tenant_phase{tenant=\"globex\",phase=\"ReadOnly\"} 1",
+            "mailsec_tenant_phase{tenant=\"globex\",phase=\"Suspended\"} 0",
+            "mailsec_notifications_undelivered{tenant=\"globex\",channel=\"email\",state=\"Failed\"} 2",
+            "mailsec_notifications_undelivered{tenant=\"globex\",channel=\"webhook\",state=\"Pending\"} 1",
+            "mailsec_build_info{version=\"0.1.0\"} 1",
+            "mailsec_status_writes_total{kind=\"Tenant\",result=\"error\"} ",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert_eq!(
+            text.matches("mailsec_notifications_undelivered{").count(),
+            2,
+            "delivered entries and tenants without undelivered ones have no series: {text}"
+        );
+        assert_eq!(
+            text.matches("mailsec_tenant_phase{").count(),
+            2 * PHASES.len(),
             "{text}"
         );
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_start_time_seconds ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_threads ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "{name} missing: {text}"
+            );
+        }
         assert!(
             text.contains("mailsec_reconcile_total{controller=\"tenant\",result=\"success\"} 1"),
             "{text}"
@@ -443,6 +835,8 @@ mod tests {
         metrics.set_role(Role::Standby);
         let text = metrics.encode_text().expect("encode");
         assert!(!text.contains("mailsec_subscription_"), "{text}");
+        assert!(!text.contains("mailsec_tenant_phase{"), "{text}");
+        assert!(text.contains("mailsec_build_info{"), "{text}");
         assert!(text.contains("mailsec_leader 0"), "{text}");
         assert!(metrics.readiness().is_ok());
         assert!(

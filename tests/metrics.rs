@@ -1,6 +1,6 @@
 //! `/metrics` exposes the expiry timestamps of the example subscriptions (computed from the
-//! cache at scrape time), tenants by phase, reconciles and API requests; `/healthz` and
-//! `/readyz` answer. The operator binary runs against the real API server with `examples/`
+//! cache at scrape time), tenants by phase (in total and per tenant), reconciles, status writes,
+//! API requests, the build and the process; `/healthz` and `/readyz` answer. The operator binary runs against the real API server with `examples/`
 //! applied.
 
 mod common;
@@ -83,7 +83,7 @@ fn metrics_expose_the_expiry_of_every_example_subscription() {
         assert_eq!(
             sample(
                 &scrape,
-                &format!("mailsec_subscription_effective_end_seconds{labels}")
+                &format!("mailsec_subscription_expiration_timestamp_seconds{labels}")
             ),
             Some(*end as f64),
             "{labels}\n{scrape}"
@@ -91,7 +91,7 @@ fn metrics_expose_the_expiry_of_every_example_subscription() {
         assert_eq!(
             sample(
                 &scrape,
-                &format!("mailsec_subscription_grace_end_seconds{labels}")
+                &format!("mailsec_subscription_grace_expiration_timestamp_seconds{labels}")
             ),
             Some(*grace as f64),
             "{labels}"
@@ -102,14 +102,14 @@ fn metrics_expose_the_expiry_of_every_example_subscription() {
     assert_eq!(
         sample(
             &scrape,
-            "mailsec_subscription_effective_end_seconds{subscription=\"globex-esg-2026\",tenant=\"globex\",product=\"email-safeguard\",plan=\"Paid\"}"
+            "mailsec_subscription_expiration_timestamp_seconds{subscription=\"globex-esg-2026\",tenant=\"globex\",product=\"email-safeguard\",plan=\"Paid\"}"
         ),
         Some(1_798_761_600.0)
     );
     assert_eq!(
         sample(
             &scrape,
-            "mailsec_subscription_effective_end_seconds{subscription=\"cyberdyne-esg-2026\",tenant=\"cyberdyne\",product=\"email-safeguard\",plan=\"Paid\"}"
+            "mailsec_subscription_expiration_timestamp_seconds{subscription=\"cyberdyne-esg-2026\",tenant=\"cyberdyne\",product=\"email-safeguard\",plan=\"Paid\"}"
         ),
         Some(1_801_440_000.0)
     );
@@ -131,6 +131,58 @@ fn metrics_expose_the_expiry_of_every_example_subscription() {
         sample(&scrape, "mailsec_api_requests_total{verb=\"watch\"}").is_some_and(|n| n >= 2.0)
     );
     assert!(scrape.contains("# TYPE mailsec_reconcile_duration_seconds histogram"));
+    // One phase series per tenant and phase, 1 for the tenant's phase.
+    for t in &manifests.world.tenants {
+        let name = t.metadata.name.as_deref().unwrap_or_default();
+        let ones: f64 = ["Active", "Warning", "ReadOnly", "Suspended", "Unknown"]
+            .iter()
+            .map(|p| {
+                sample(
+                    &scrape,
+                    &format!("mailsec_tenant_phase{{tenant=\"{name}\",phase=\"{p}\"}}"),
+                )
+                .unwrap_or_else(|| panic!("mailsec_tenant_phase of {name} {p}:\n{scrape}"))
+            })
+            .sum();
+        assert_eq!(ones, 1.0, "{name}");
+    }
+    assert!(
+        sample(
+            &scrape,
+            "mailsec_status_writes_total{kind=\"Subscription\",result=\"success\"}"
+        )
+        .is_some_and(|n| n >= expected.len() as f64),
+        "{scrape}"
+    );
+    assert!(
+        sample(
+            &scrape,
+            "mailsec_status_writes_total{kind=\"Tenant\",result=\"error\"}"
+        )
+        .is_some(),
+        "{scrape}"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!(
+                "mailsec_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            sample(&scrape, name).is_some_and(|v| v > 0.0),
+            "{name}:\n{scrape}"
+        );
+    }
     eprintln!(
         "scrape: {} bytes, {} subscription series",
         scrape.len(),

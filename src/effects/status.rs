@@ -27,11 +27,15 @@ where
         "kind": K::kind(&()),
         "status": desired,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    // `mailsec_status_writes_total{kind,result}`.
+    crate::metrics::STATUS_WRITES.record(&K::kind(&()), written.is_ok());
+    written?;
     Ok(true)
 }
