@@ -11,6 +11,7 @@
 //! - `mailsec_tenants{phase}`: tenants per `status.phase` in the cache (`Unknown` before the
 //!   first evaluation); `mailsec_tenant_phase{tenant,phase}`: 1 for the tenant's phase, 0 for the
 //!   others (like kube-state-metrics' `kube_pod_status_phase`).
+//! - `mailsec_tenants_possible_duplicate`: tenants whose status lists possible duplicates.
 //! - `mailsec_notifications_undelivered{tenant,channel,state}`: entries of `status.notifications`
 //!   still `Pending` or `Failed` (a series only while there is at least one).
 //! - `mailsec_reconcile_total{controller,result}` and `mailsec_reconcile_duration_seconds{controller}`.
@@ -395,6 +396,26 @@ impl Collector for CacheCollector {
             }
         }
         {
+            // Counted from status.possibleDuplicates, so no scrape compares tenants.
+            let flagged = tenants
+                .iter()
+                .filter(|t| {
+                    t.status
+                        .as_ref()
+                        .is_some_and(|s| !s.possible_duplicates.is_empty())
+                })
+                .count();
+            let gauge = ConstGauge::new(i64::try_from(flagged).unwrap_or(i64::MAX));
+            let metric_type = gauge.metric_type();
+            gauge.encode(encoder.encode_descriptor(
+                "mailsec_tenants_possible_duplicate",
+                "Tenants flagged PossibleDuplicate (another tenant lists one of their \
+                 administrator addresses and is not linked to them on purpose)",
+                None,
+                metric_type,
+            )?)?;
+        }
+        {
             let gauge = ConstGauge::new(0i64);
             let mut family = encoder.encode_descriptor(
                 "mailsec_tenant_phase",
@@ -747,6 +768,7 @@ mod tests {
         globex.status = Some(
             serde_json::from_value(serde_json::json!({
                 "phase": "ReadOnly",
+                "possibleDuplicates": [{"tenant": "globex-new", "tenantInUse": "globex"}],
                 "notifications": [entry("1", "Email", "Failed"), entry("2", "Email", "Failed"),
                     entry("3", "Webhook", "Pending"), entry("4", "Email", "Delivered")],
             }))
@@ -780,6 +802,7 @@ mod tests {
             "mailsec_tenants{phase=\"Unknown\"} 1",
             "mailsec_tenants{phase=\"ReadOnly\"} 1",
             "mailsec_tenants{phase=\"Active\"} 0",
+            "mailsec_tenants_possible_duplicate 1",
             "mailsec_tenant_phase{tenant=\"acme\",phase=\"Unknown\"} 1",
             "mailsec_tenant_phase{tenant=\"acme\",phase=\"Active\"} 0",
             "mailsec_tenant_phase{tenant=\"globex\",phase=\"ReadOnly\"} 1",
