@@ -334,7 +334,7 @@ async fn status_of_tenants_and_subscriptions_in_every_phase() {
         "{text}"
     );
     assert!(line(&text, "- Renew:").contains("spec.endDate"), "{text}");
-    let out = plugin(&["status", "subs", &read_only_sub]);
+    let out = plugin(&["status", "msub", &read_only_sub]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let out = plugin(&["status", "subscription", &active_sub]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));

@@ -44,11 +44,7 @@ pub enum StatusTarget {
         name: String,
     },
     /// A Subscription: its phase, licence period, the tenants it covers, what to do and Events.
-    #[command(
-        visible_alias = "subscriptions",
-        visible_alias = "subs",
-        visible_alias = "msub"
-    )]
+    #[command(visible_alias = "subscriptions", visible_alias = "msub")]
     Subscription {
         /// The Subscription's name.
         name: String,
