@@ -186,6 +186,12 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub notifications: Vec<NotificationRecord>,
+    /// Subscriptions this tenant owns that are not expired and not shared with another tenant:
+    /// deleting the tenant would orphan them, so deletion is refused while any is listed
+    /// (transfer them with `spec.tenantRef` first, or let them expire).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set", "maxItems" = 256), inner(length(max = 253)))]
+    pub licences_held: Vec<String>,
     /// Other tenants that list one of this tenant's administrator addresses and are not linked
     /// to it on purpose (by a subscription shared between them, or the annotation
     /// `mailsec.io/not-duplicate-of`): possibly a second tenant left by a late renewal. See the

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::context::Context;
 use super::{Error, requeue_at, requeue_wait};
-use crate::api::{ConditionStatus, Subscription, SubscriptionPhase, Tenant, TenantStatus};
+use crate::api::{ConditionStatus, Subscription, Tenant, TenantStatus};
 use crate::effects::events::{Notice, announce, milestone_notice, publish};
 use crate::effects::status::apply_if_changed;
 use crate::effects::{settings as settings_map, workloads};
@@ -74,7 +74,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     }
 
     if tenant.meta().deletion_timestamp.is_some() {
-        return guard_deletion(&api, &tenant, &refs, eval, &ctx, now).await;
+        return guard_deletion(&api, &tenant, eval, &ctx, now).await;
     }
     // The deletion guard and the status are independent requests (metadata and the status
     // subresource): sent together, a new tenant costs one round trip, not two.
@@ -148,20 +148,19 @@ async fn add_finalizer(api: &Api<Tenant>, tenant: &Tenant) -> Result<(), Error> 
     Ok(())
 }
 
-/// Subscriptions this tenant owns that are still in use and would be orphaned by deleting it:
-/// not expired, and not shared with anyone (a shared one keeps serving the other tenants).
-pub fn licences_held(
-    tenant: &str,
-    subs: &[&Subscription],
-    eval: &TenantEvaluation,
-) -> Vec<(String, Option<DateTime<Utc>>)> {
-    subs.iter()
-        .filter(|s| s.spec.tenant_ref == tenant && s.spec.shared_with.is_empty())
-        .filter_map(|s| {
-            let name = s.metadata.name.clone()?;
-            let e = eval.subscriptions.get(&name)?;
-            let in_use = matches!(e.status.phase, Some(p) if p != SubscriptionPhase::Expired);
-            in_use.then(|| (name, e.timeline.map(|t| t.grace_ends_at)))
+/// The licences `tenant` holds (`status.licencesHeld`, as just evaluated) with the end of their
+/// grace period, for the message that refuses deletion.
+fn licences_held(eval: &TenantEvaluation) -> Vec<(String, Option<DateTime<Utc>>)> {
+    eval.status
+        .licences_held
+        .iter()
+        .map(|n| {
+            let until = eval
+                .subscriptions
+                .get(n)
+                .and_then(|e| e.timeline)
+                .map(|t| t.grace_ends_at);
+            (n.clone(), until)
         })
         .collect()
 }
@@ -169,7 +168,6 @@ pub fn licences_held(
 async fn guard_deletion(
     api: &Api<Tenant>,
     tenant: &Tenant,
-    subs: &[&Subscription],
     mut eval: TenantEvaluation,
     ctx: &Context,
     now: DateTime<Utc>,
@@ -178,7 +176,7 @@ async fn guard_deletion(
     let Some(index) = tenant.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(Action::await_change());
     };
-    let held = licences_held(&name, subs, &eval);
+    let held = licences_held(&eval);
     let forced = tenant
         .annotations()
         .get(FORCE_DELETE_ANNOTATION)

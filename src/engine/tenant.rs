@@ -174,6 +174,29 @@ impl<'a> TenantInput<'a> {
     }
 }
 
+/// Subscriptions `tenant` owns that are still in use and would be orphaned by deleting it: not
+/// expired, and not shared with anyone (a shared one keeps serving the other tenants). Sorted
+/// by name. While there are any, deleting the tenant is refused (the finalizer, and the
+/// deletion admission policy, which reads them from the status).
+pub fn licences_held(
+    tenant: &str,
+    concerning: &[&Subscription],
+    evaluated: &BTreeMap<String, SubscriptionEvaluation>,
+) -> Vec<String> {
+    let mut held: Vec<String> = concerning
+        .iter()
+        .filter(|s| s.spec.tenant_ref == tenant && s.spec.shared_with.is_empty())
+        .filter_map(|s| {
+            let name = s.metadata.name.as_deref()?;
+            let e = evaluated.get(name)?;
+            matches!(e.status.phase, Some(p) if p != crate::api::SubscriptionPhase::Expired)
+                .then(|| name.to_string())
+        })
+        .collect();
+    held.sort_unstable();
+    held
+}
+
 /// Evaluates a tenant at `now`.
 pub fn evaluate_tenant(
     input: &TenantInput<'_>,
@@ -784,6 +807,7 @@ pub fn evaluate_tenant(
         // Owned by the settings projection (see `engine::settings`); carried over here.
         settings_applied_generation: previous.settings_applied_generation,
         notifications: Vec::new(),
+        licences_held: licences_held(name, &concerning, &subs),
         possible_duplicates: found
             .iter()
             .take(duplicates::MAX_REPORTED)
