@@ -12,6 +12,7 @@ mod common;
 
 use common::tools::{chart_dir, find, objects, render, run_python};
 use common::{cluster, describe, kubectl, kubectl_stdin, repo_dir, unique_name};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 fn defaults(namespace: &str) -> Vec<Value> {
@@ -378,7 +379,11 @@ fn rendered_chart_applies_to_the_api_server() {
             format!("Service/{full}-metrics"),
             format!("ServiceAccount/{full}"),
             format!("ValidatingAdmissionPolicy/{full}-read-only-settings"),
+            format!("ValidatingAdmissionPolicy/{full}-status-writers"),
+            format!("ValidatingAdmissionPolicy/{full}-tenant-deletion"),
             format!("ValidatingAdmissionPolicyBinding/{full}-read-only-settings"),
+            format!("ValidatingAdmissionPolicyBinding/{full}-status-writers"),
+            format!("ValidatingAdmissionPolicyBinding/{full}-tenant-deletion"),
         ]
     );
     // Read back: the namespaced objects are in the release namespace.
@@ -681,9 +686,22 @@ fn chart_ships_the_read_only_admission_policy_of_deploy() {
         format!("{{{{- if .Values.readOnlyPolicy.enabled }}}}\n{release_named}{{{{- end }}}}\n"),
         "charts/mailsec-operator/templates/read-only-policy.yaml must be deploy/read-only-policy.yaml named after the release and wrapped in the readOnlyPolicy.enabled condition"
     );
+    let names = |objs: &[Value], kind: &str| -> Vec<String> {
+        let mut n: Vec<String> = find(objs, kind)
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        n.sort();
+        n
+    };
     let objs = defaults("mailsec-system");
-    assert_eq!(find(&objs, "ValidatingAdmissionPolicy").len(), 1);
-    assert_eq!(find(&objs, "ValidatingAdmissionPolicyBinding").len(), 1);
+    let all = [
+        "mailsec-operator-read-only-settings",
+        "mailsec-operator-status-writers",
+        "mailsec-operator-tenant-deletion",
+    ];
+    assert_eq!(names(&objs, "ValidatingAdmissionPolicy"), all);
+    assert_eq!(names(&objs, "ValidatingAdmissionPolicyBinding"), all);
     let off = objects(
         &render(
             &json!({"readOnlyPolicy": {"enabled": false}}),
@@ -692,7 +710,68 @@ fn chart_ships_the_read_only_admission_policy_of_deploy() {
         )
         .expect("render"),
     );
+    assert_eq!(names(&off, "ValidatingAdmissionPolicy"), &all[1..]);
+    let off = objects(
+        &render(
+            &json!({"readOnlyPolicy": {"enabled": false}, "licenceGuard": {"enabled": false}}),
+            "mailsec-operator",
+            "mailsec-system",
+        )
+        .expect("render"),
+    );
     assert!(find(&off, "ValidatingAdmissionPolicy").is_empty());
+}
+
+/// The chart's licence guard is deploy/licence-guard-policy.yaml, named after the release, with
+/// the release's ServiceAccount as the operator and the groups from values.
+#[test]
+fn chart_ships_the_licence_guard_of_deploy() {
+    let deploy: Vec<Value> = serde_yaml::Deserializer::from_str(
+        &std::fs::read_to_string(repo_dir().join("deploy/licence-guard-policy.yaml"))
+            .expect("deploy/licence-guard-policy.yaml"),
+    )
+    .map(|d| Value::deserialize(d).expect("a YAML document"))
+    .collect();
+    let objs = objects(
+        &render(
+            &json!({"licenceGuard": {"statusWriterGroups": ["ops:repair"], "licenceAdminGroups": ["ops:licences"]}}),
+            "mailsec-operator",
+            "licensing",
+        )
+        .expect("render"),
+    );
+    assert_eq!(deploy.len(), 4);
+    for want in &deploy {
+        let kind = want["kind"].as_str().expect("kind");
+        let name = want["metadata"]["name"].as_str().expect("name");
+        let chart_name = name.replace("mailsec-", "mailsec-operator-");
+        let got = find(&objs, kind)
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == chart_name.as_str())
+            .unwrap_or_else(|| panic!("the chart renders {kind} {chart_name}"));
+        let text = serde_json::to_string(&want["spec"])
+            .expect("json")
+            .replace(name, &chart_name)
+            .replace(
+                "system:serviceaccount:mailsec-system:mailsec-operator",
+                "system:serviceaccount:licensing:mailsec-operator",
+            );
+        let mut want_spec: Value = serde_json::from_str(&text).expect("json");
+        // The identities are values: compare them as lists.
+        let variables = want_spec.get_mut("variables").and_then(Value::as_array_mut);
+        for var in variables.into_iter().flatten() {
+            let expected = match var["name"].as_str() {
+                Some("operatorUsers") => {
+                    json!("[\"system:serviceaccount:licensing:mailsec-operator\"]")
+                }
+                Some("writerGroups") => json!("[\"ops:repair\"]"),
+                Some("licenceAdminGroups") => json!("[\"ops:licences\"]"),
+                _ => continue,
+            };
+            var["expression"] = expected;
+        }
+        assert_eq!(got["spec"], want_spec, "{kind} {name}");
+    }
 }
 
 #[test]
