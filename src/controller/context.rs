@@ -40,6 +40,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Tenants whose status this process has written (its cache may lag behind those writes).
     written: Mutex<HashSet<String>>,
+    /// The milestone Events this process knows to exist.
+    pub milestone_events: crate::effects::events::MilestoneEvents,
 }
 
 /// Caches of the workloads labelled `mailsec.io/tenant`, and of the operator's settings ConfigMaps.
@@ -83,6 +85,7 @@ impl Context {
             synced,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashSet::new()),
+            milestone_events: Default::default(),
         }
     }
 

@@ -12,20 +12,22 @@ use super::{Error, requeue_at};
 use crate::api::date::format_instant;
 use crate::api::{Condition, Subscription, condition::find};
 use crate::effects::events::{Notice, publish};
-use crate::effects::status::apply_if_changed;
+use crate::effects::status::apply_if_unchanged_since;
 use crate::engine::SubscriptionChange;
-use crate::engine::subscription::evaluate_subscription_among;
+use crate::engine::subscription::{SubscriptionEvaluation, evaluate_subscription_among};
 
 pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = sub.name_any();
     let api: Api<Subscription> = Api::all(ctx.client.clone());
     ctx.caches_ready().await;
     let now = ctx.now();
-    let users = ctx.users_of([sub.as_ref()]);
-    let siblings = ctx.subscriptions_of(&sub.spec.tenant_ref);
-    let siblings: Vec<&Subscription> = siblings.iter().map(|s| s.as_ref()).collect();
-    let eval = evaluate_subscription_among(&sub, &siblings, &users, &ctx.policy, now);
-    apply_if_changed(&api, &name, sub.status.as_ref(), &eval.status).await?;
+    let evaluate = |sub: &Subscription| {
+        let users = ctx.users_of([sub]);
+        let siblings = ctx.subscriptions_of(&sub.spec.tenant_ref);
+        let siblings: Vec<&Subscription> = siblings.iter().map(|s| s.as_ref()).collect();
+        evaluate_subscription_among(sub, &siblings, &users, &ctx.policy, now)
+    };
+    let (sub, eval) = write_status(&api, sub, evaluate).await?;
 
     // Announce after the status is written, so a retry never announces twice.
     let regarding = sub.object_ref(&());
@@ -43,26 +45,9 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
                     &Notice::normal("Transferred", "Transfer", &note),
                 )
                 .await;
-                tell_tenant(
-                    &ctx,
-                    from,
-                    Notice::normal(
-                        "SubscriptionTransferredOut",
-                        &format!("Transfer/{name}"),
-                        format!("{note}: it no longer covers {from}"),
-                    ),
-                )
-                .await;
-                tell_tenant(
-                    &ctx,
-                    to,
-                    Notice::normal(
-                        "SubscriptionTransferredIn",
-                        &format!("Transfer/{name}"),
-                        format!("{note}: it now covers {to}"),
-                    ),
-                )
-                .await;
+                // On the two tenants, the Tenant controller announces the transfer as the
+                // milestones TransferredOut and TransferredIn (Events SubscriptionTransferredOut
+                // and SubscriptionTransferredIn), once each, also across restarts.
             }
             SubscriptionChange::Extended { from, until } => {
                 let reason = sub
@@ -182,6 +167,47 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
         }
     }
     Ok(requeue_at(eval.next_transition, now))
+}
+
+/// Evaluates `sub` and writes its status when it changed. A status that records something
+/// (a transfer with its time, a renewal, an extension, a change of sharing; each announced by
+/// an Event) is written only if the stored subscription is still the one evaluated (its
+/// resourceVersion is the write's precondition): the cache can lag behind this controller's
+/// own last write, and a status computed from it would record the same transfer again, with
+/// a new time (a second confirmation). On a conflict the stored subscription is read and
+/// evaluated again. Returns the subscription evaluated and its evaluation.
+pub async fn write_status(
+    api: &Api<Subscription>,
+    mut sub: Arc<Subscription>,
+    evaluate: impl Fn(&Subscription) -> SubscriptionEvaluation,
+) -> Result<(Arc<Subscription>, SubscriptionEvaluation), Error> {
+    let name = sub.name_any();
+    let mut attempts = 0;
+    loop {
+        let eval = evaluate(&sub);
+        let precondition = if eval.changes.is_empty() {
+            None
+        } else {
+            sub.resource_version()
+        };
+        match apply_if_unchanged_since(
+            api,
+            &name,
+            sub.status.as_ref(),
+            &eval.status,
+            precondition.as_deref(),
+        )
+        .await
+        {
+            Ok(_) => return Ok((sub, eval)),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 3 => {
+                attempts += 1;
+                tracing::debug!(subscription = %name, "stale read: reading the subscription again");
+                sub = Arc::new(api.get(&name).await?);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// True when condition `c` of `type_` now has the "problem" status and did not before.

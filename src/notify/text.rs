@@ -91,6 +91,50 @@ pub fn next_step(f: &Facts) -> Option<NextStep> {
     }
 }
 
+/// `s` made safe for one line of human text (an e-mail subject or body, an Event note): line
+/// breaks (also U+2028/U+2029), tabs and other whitespace become one space; other control
+/// characters (C0 such as NUL, DEL, C1) and bidirectional formatting characters (which can make
+/// a text read differently from what it says, e.g. U+202E) are removed; runs of spaces become
+/// one, and the ends are trimmed. User fields (`displayName`, admin names) go through this
+/// before they are written into a message.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        let blank = c.is_whitespace() || matches!(c, '\u{2028}' | '\u{2029}');
+        if blank {
+            space = !out.is_empty();
+            continue;
+        }
+        if c.is_control() || is_format_control(c) {
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Invisible formatting characters that change how text is shown: bidirectional marks,
+/// embeddings, overrides and isolates, the zero-width space, invisible operators and the
+/// byte-order mark (not the zero-width joiners, which some scripts and emoji need).
+fn is_format_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 /// The product's name as sold, for the known catalogue; the id otherwise.
 pub fn product_name(id: &str) -> String {
     match id {
@@ -117,7 +161,24 @@ pub fn format_date(locale: Locale, t: DateTime<Utc>) -> String {
 }
 
 /// Renders the notification of `f` in `locale`, greeting `name` when it is known.
+/// Every field that comes from users (display name, admin name, names) is [`sanitize`]d first:
+/// none can add a line to the subject or body, or hide text.
 pub fn render(locale: Locale, f: &Facts, name: Option<&str>) -> Text {
+    let clean = |s: &Option<String>| s.as_deref().map(sanitize).filter(|s| !s.is_empty());
+    let f = &Facts {
+        display_name: match sanitize(&f.display_name) {
+            d if d.is_empty() => sanitize(&f.tenant),
+            d => d,
+        },
+        tenant: sanitize(&f.tenant),
+        product: sanitize(&f.product),
+        subscription: clean(&f.subscription),
+        peer: clean(&f.peer),
+        milestone_id: sanitize(&f.milestone_id),
+        ..f.clone()
+    };
+    let name = name.map(sanitize).filter(|n| !n.is_empty());
+    let name = name.as_deref();
     match locale {
         Locale::En => english(f, name),
         Locale::Ja => japanese(f, name),
