@@ -326,3 +326,93 @@ fn event_of(notice: &Notice) -> Event {
         secondary: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn milestone_event_names_are_stable_valid_and_distinct() {
+        let a = milestone_event_name("globex", "ReadOnly/email-safeguard/2027-01-01T00:00:00Z");
+        assert_eq!(
+            a,
+            milestone_event_name("globex", "ReadOnly/email-safeguard/2027-01-01T00:00:00Z")
+        );
+        assert!(
+            a.starts_with("globex.") && a.len() == "globex.".len() + 24,
+            "{a}"
+        );
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        );
+        assert_ne!(
+            a,
+            milestone_event_name("globex", "Suspended/email-safeguard/2027-01-31T00:00:00Z")
+        );
+        // A 63-character tenant name still makes a valid object name (at most 253).
+        assert!(milestone_event_name(&"t".repeat(63), "x").len() <= 253);
+    }
+
+    #[test]
+    fn notes_carry_no_control_characters() {
+        let e = event_of(&Notice::normal(
+            "Extended",
+            "Extend",
+            "extended (reason: late PO\r\nBcc: x\u{202E}\0)",
+        ));
+        assert_eq!(e.note.as_deref(), Some("extended (reason: late PO Bcc: x)"));
+    }
+
+    #[test]
+    fn a_lost_transfer_is_described_from_its_record() {
+        let t = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        let r = MilestoneRecord {
+            id: "TransferredIn/globex-esg/2027-01-01T00:00:00Z".into(),
+            kind: "TransferredIn".into(),
+            product: Some("email-safeguard".into()),
+            due_at: t,
+            announced_at: t,
+            subscription: Some("globex-esg".into()),
+            peer: Some("initech".into()),
+            event_only: false,
+            effective_end_at: None,
+            suspends_at: None,
+        };
+        let n = record_notice(&r);
+        assert_eq!(n.reason, "SubscriptionTransferredIn");
+        assert!(!n.warning);
+        assert!(
+            n.note.contains("globex-esg") && n.note.contains("initech"),
+            "{}",
+            n.note
+        );
+    }
+
+    #[test]
+    fn known_events_are_kept_per_tenant_within_the_window() {
+        let now = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        let mut k = KnownEvents::default();
+        let wanted = vec!["t.a".to_string(), "t.b".to_string()];
+        assert_eq!(k.unknown("t", &wanted, now), wanted, "nothing known yet");
+        // The list found t.a; t.b is published.
+        k.listed = Some((now, ["t.a".to_string()].into()));
+        assert_eq!(k.unknown("t", &wanted, now), ["t.b"]);
+        k.confirm("t", "t.b".into());
+        assert!(
+            k.unknown("t", &wanted, now).is_empty(),
+            "at rest: nothing to do"
+        );
+        // t.a leaves the window: forgotten.
+        assert!(k.unknown("t", &wanted[1..], now).is_empty());
+        assert_eq!(k.by_tenant["t"].len(), 1);
+        assert!(k.unknown("t", &[], now).is_empty());
+        assert!(!k.by_tenant.contains_key("t"));
+        // The list is dropped once everything it could tell is out of the window.
+        k.listed = Some((now, ["u.a".to_string()].into()));
+        let later = now + REPUBLISH_WINDOW + TimeDelta::seconds(1);
+        assert_eq!(k.unknown("u", &["u.a".to_string()], later), ["u.a"]);
+        assert!(k.listed.is_none());
+    }
+}

@@ -595,6 +595,76 @@ mod tests {
         Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
     }
 
+    #[test]
+    fn sanitize_removes_line_breaks_controls_and_bidi_characters() {
+        assert_eq!(
+            sanitize("Globex\r\nBcc: evil@example.com"),
+            "Globex Bcc: evil@example.com"
+        );
+        assert_eq!(sanitize("  a\tb\n\n c  "), "a b c");
+        assert_eq!(
+            sanitize("nul\0byte\u{7f}del\u{85}nel\u{1b}[31mred"),
+            // U+0085 (next line) is a line break: a space.
+            "nulbytedel nel[31mred"
+        );
+        // Right-to-left override makes "exe.pdf" read as "fdp.exe"; isolates, marks, BOM.
+        assert_eq!(
+            sanitize("invoice\u{202E}fdp.exe\u{2066}x\u{2069}\u{200F}\u{FEFF}\u{200B}"),
+            "invoicefdp.exex"
+        );
+        assert_eq!(sanitize("line\u{2028}para\u{2029}end"), "line para end");
+        // Text in any script, and joiners that scripts and emoji need, are kept.
+        assert_eq!(
+            sanitize("情報システム部 👩\u{200D}💻"),
+            "情報システム部 👩\u{200D}💻"
+        );
+        assert_eq!(sanitize("\n\r\0"), "");
+    }
+
+    #[test]
+    fn user_fields_can_not_add_lines_or_hide_text() {
+        let hostile = "Globex\r\nX-Injected: yes\n\nFake body\u{202E}\0";
+        for kind in MilestoneKind::ALL {
+            for locale in [Locale::En, Locale::Ja] {
+                let mut f = facts(kind, true);
+                f.display_name = hostile.into();
+                f.peer = Some("old\ntenant".into());
+                let t = render(locale, &f, Some("Alice\r\nBcc: x@evil.example\u{2066}"));
+                for text in [&t.subject, &t.hint] {
+                    assert!(
+                        !text.chars().any(|c| c.is_control() || is_format_control(c)),
+                        "{kind:?} {locale:?}: {text:?}"
+                    );
+                }
+                assert!(
+                    !t.body.contains('\r') && !t.body.contains('\0'),
+                    "{:?}",
+                    t.body
+                );
+                assert!(!t.body.contains('\u{202E}') && !t.body.contains('\u{2066}'));
+                assert!(
+                    t.body.lines().all(|l| !l.starts_with("X-Injected")
+                        && !l.starts_with("Fake body")
+                        && !l.starts_with("Bcc:")
+                        && !l.starts_with("tenant")),
+                    "{kind:?} {locale:?}: {}",
+                    t.body
+                );
+                if t.subject.contains("Globex") {
+                    assert!(
+                        t.subject.contains("Globex X-Injected: yes Fake body"),
+                        "{}",
+                        t.subject
+                    );
+                }
+            }
+        }
+        // Only blanks: the tenant's name is used instead.
+        let mut f = facts(MilestoneKind::ReadOnly, true);
+        f.display_name = "\r\n\u{202E}".into();
+        assert!(render(Locale::En, &f, None).subject.contains("for globex "));
+    }
+
     fn facts(kind: MilestoneKind, base: bool) -> Facts {
         let end = at(2027, 1, 1);
         let susp = at(2027, 1, 31);
