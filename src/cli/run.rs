@@ -381,3 +381,52 @@ pub async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        notify: NotifyArgs,
+    }
+
+    /// The notifier settings of `args`, with SMTP credentials in a mounted-Secret directory.
+    fn config_with_credentials(args: &[&str]) -> Result<Option<NotifierConfig>, NotifyError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("username"), "user\n").expect("username");
+        std::fs::write(dir.path().join("password"), "s3cret\n").expect("password");
+        let dir = dir.path().to_string_lossy().into_owned();
+        let mut argv = vec!["run", "--smtp-from", "licensing@example.com"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--smtp-credentials-file", &dir]);
+        Cli::try_parse_from(argv)
+            .expect("arguments")
+            .notify
+            .config()
+    }
+
+    #[test]
+    fn smtp_credentials_without_tls_are_refused_at_startup() {
+        for url in [
+            "smtp://mail.example:25",
+            "smtp://mail.example?tls=opportunistic",
+        ] {
+            let err = config_with_credentials(&["--smtp-url", url])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("without TLS"), "{url}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        for url in [
+            "smtp://mail.example:587?tls=starttls",
+            "smtps://mail.example:465",
+        ] {
+            let config = config_with_credentials(&["--smtp-url", url]);
+            assert!(matches!(config, Ok(Some(_))), "{url}: {config:?}");
+        }
+    }
+}
