@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -25,8 +24,57 @@ use serde_json::json;
 const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The tests share one API server; the operator of the first must not act for the second.
+/// The tests share one API server; the operators of the first must be gone before the second.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An operator in this process, like `start_in_process`, that [`Running::stop`] stops and waits
+/// for.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+    counters: std::sync::Arc<mailsec_operator::controller::api_counter::ApiCounters>,
+}
+
+impl Running {
+    fn start() -> Self {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, counters) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("operator runtime");
+            runtime.block_on(async move {
+                let (client, counters) = counting_client().await;
+                let _ = tx.send(counters);
+                let settings = mailsec_operator::controller::Settings {
+                    policy: policy(),
+                    concurrency: 16,
+                    instance: Some("tests".into()),
+                    notifier: None,
+                };
+                mailsec_operator::controller::run(client, settings, async move {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+        });
+        let counters = counters
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the operator started");
+        Running {
+            stop,
+            thread,
+            counters,
+        }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_milestone_event_lost_in_a_crash_is_published_by_the_next_process_once() {
@@ -56,8 +104,7 @@ async fn a_milestone_event_lost_in_a_crash_is_published_by_the_next_process_once
     assert_eq!(count_events(&client, "Tenant", &t, "Suspended").await, 0);
 
     // The next process publishes them, under their own names.
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    start_in_process(rx);
+    let first = Running::start();
     for reason in ["ExpiringSoon", "ReadOnly", "Suspended"] {
         expect_events(&client, "Tenant", &t, reason, 1).await;
     }
@@ -81,12 +128,12 @@ async fn a_milestone_event_lost_in_a_crash_is_published_by_the_next_process_once
             e.note
         );
     }
-    let _ = stop.send(());
+    tokio::task::spawn_blocking(|| first.stop())
+        .await
+        .expect("stop");
 
     // And a process after that publishes nothing: it finds them (one list) and creates none.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let counters = start_in_process(rx);
+    let second = Running::start();
     wait_tenant(&client, &t, WAIT, "reconciled", |tn| {
         tn.status
             .as_ref()
@@ -101,14 +148,16 @@ async fn a_milestone_event_lost_in_a_crash_is_published_by_the_next_process_once
             "{reason}"
         );
     }
-    let verbs = counters.by_verb();
+    let verbs = second.counters.by_verb();
     let creates = verbs
         .iter()
         .find(|(v, _)| *v == "create")
         .map_or(0, |(_, n)| *n);
     eprintln!("requests of the process after: {verbs:?}");
     assert_eq!(creates, 0, "the next process created something: {verbs:?}");
-    let _ = stop.send(());
+    tokio::task::spawn_blocking(|| second.stop())
+        .await
+        .expect("stop");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,10 +172,12 @@ async fn a_transfer_is_not_recorded_again_from_a_stale_read() {
     let evaluate = |sub: &Subscription| evaluate_subscription(sub, &users, &policy(), Utc::now());
 
     // Seen on a.
-    let read = Arc::new(api.get(&s).await.expect("read"));
-    write_status(&api, read, evaluate)
-        .await
-        .expect("first status");
+    let read = api.get(&s).await.expect("read");
+    assert!(
+        write_status(&api, &read, &evaluate(&read))
+            .await
+            .expect("first status")
+    );
     // Transferred to b; the controller records it.
     api.patch(
         &s,
@@ -135,21 +186,31 @@ async fn a_transfer_is_not_recorded_again_from_a_stale_read() {
     )
     .await
     .expect("transfer");
-    let read = Arc::new(api.get(&s).await.expect("read"));
-    write_status(&api, read.clone(), evaluate)
-        .await
-        .expect("record the transfer");
+    let read = api.get(&s).await.expect("read");
+    let eval = evaluate(&read);
+    assert_eq!(eval.changes.len(), 1, "{:?}", eval.changes);
+    assert!(
+        write_status(&api, &read, &eval)
+            .await
+            .expect("record the transfer"),
+        "written"
+    );
     let recorded = api.get(&s).await.expect("read").status.unwrap_or_default();
     assert_eq!(recorded.transfers.len(), 1, "{:?}", recorded.transfers);
     assert_eq!(recorded.tenant.as_deref(), Some(b.as_str()));
 
-    // A second later, a reconcile on the same (now stale) read: refused by the API server,
-    // read again, nothing left to record.
+    // A second later, a reconcile on the same (now stale) read: it would record the transfer
+    // again with a new time; the API server refuses the write.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (_, eval) = write_status(&api, read, evaluate)
+    let again = evaluate(&read);
+    assert_ne!(
+        again.status.transfers, recorded.transfers,
+        "a second record"
+    );
+    let written = write_status(&api, &read, &again)
         .await
         .expect("status from a stale read");
-    assert!(eval.changes.is_empty(), "{:?}", eval.changes);
+    assert!(!written, "a status from a stale read is not written");
     let after = api.get(&s).await.expect("read").status.unwrap_or_default();
     assert_eq!(
         after.transfers, recorded.transfers,

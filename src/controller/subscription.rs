@@ -21,13 +21,16 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
     let api: Api<Subscription> = Api::all(ctx.client.clone());
     ctx.caches_ready().await;
     let now = ctx.now();
-    let evaluate = |sub: &Subscription| {
-        let users = ctx.users_of([sub]);
-        let siblings = ctx.subscriptions_of(&sub.spec.tenant_ref);
-        let siblings: Vec<&Subscription> = siblings.iter().map(|s| s.as_ref()).collect();
-        evaluate_subscription_among(sub, &siblings, &users, &ctx.policy, now)
-    };
-    let (sub, eval) = write_status(&api, sub, evaluate).await?;
+    let users = ctx.users_of([sub.as_ref()]);
+    let siblings = ctx.subscriptions_of(&sub.spec.tenant_ref);
+    let siblings: Vec<&Subscription> = siblings.iter().map(|s| s.as_ref()).collect();
+    let eval = evaluate_subscription_among(&sub, &siblings, &users, &ctx.policy, now);
+    if !write_status(&api, &sub, &eval).await? {
+        // The cache is behind the stored subscription (this controller's own last write, or a
+        // change): its watch event brings the newer one, and another reconcile.
+        tracing::debug!(subscription = %name, "stale read: status not written, nothing announced");
+        return Ok(Action::requeue(STALE_RETRY));
+    }
 
     // Announce after the status is written, so a retry never announces twice.
     let regarding = sub.object_ref(&());
@@ -169,44 +172,38 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
     Ok(requeue_at(eval.next_transition, now))
 }
 
-/// Evaluates `sub` and writes its status when it changed. A status that records something
-/// (a transfer with its time, a renewal, an extension, a change of sharing; each announced by
-/// an Event) is written only if the stored subscription is still the one evaluated (its
-/// resourceVersion is the write's precondition): the cache can lag behind this controller's
-/// own last write, and a status computed from it would record the same transfer again, with
-/// a new time (a second confirmation). On a conflict the stored subscription is read and
-/// evaluated again. Returns the subscription evaluated and its evaluation.
+/// How soon a reconcile that found its read stale runs again, should no watch event come.
+const STALE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Writes `eval` as the status of `sub` when it changed. A status that records something (a
+/// transfer with its time, a renewal, an extension, a change of sharing; each announced by an
+/// Event) is written only if the stored subscription is still the one evaluated: the read's
+/// resourceVersion is the write's precondition. The cache can lag behind this controller's own
+/// last write, and a status computed from it would record the same transfer again, with a new
+/// time (a second confirmation). Returns false when the read was stale (HTTP 409): nothing was
+/// written, and nothing must be announced.
 pub async fn write_status(
     api: &Api<Subscription>,
-    mut sub: Arc<Subscription>,
-    evaluate: impl Fn(&Subscription) -> SubscriptionEvaluation,
-) -> Result<(Arc<Subscription>, SubscriptionEvaluation), Error> {
-    let name = sub.name_any();
-    let mut attempts = 0;
-    loop {
-        let eval = evaluate(&sub);
-        let precondition = if eval.changes.is_empty() {
-            None
-        } else {
-            sub.resource_version()
-        };
-        match apply_if_unchanged_since(
-            api,
-            &name,
-            sub.status.as_ref(),
-            &eval.status,
-            precondition.as_deref(),
-        )
-        .await
-        {
-            Ok(_) => return Ok((sub, eval)),
-            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 3 => {
-                attempts += 1;
-                tracing::debug!(subscription = %name, "stale read: reading the subscription again");
-                sub = Arc::new(api.get(&name).await?);
-            }
-            Err(e) => return Err(e.into()),
-        }
+    sub: &Subscription,
+    eval: &SubscriptionEvaluation,
+) -> Result<bool, Error> {
+    let precondition = if eval.changes.is_empty() {
+        None
+    } else {
+        sub.resource_version()
+    };
+    match apply_if_unchanged_since(
+        api,
+        &sub.name_any(),
+        sub.status.as_ref(),
+        &eval.status,
+        precondition.as_deref(),
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 && precondition.is_some() => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
