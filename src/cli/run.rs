@@ -72,6 +72,7 @@ pub struct NotifyArgs {
     pub smtp_reply_to: Option<String>,
     /// A directory holding the files `username` and `password` (a kubernetes.io/basic-auth
     /// Secret mounted as a volume). Or set MAILSEC_SMTP_USERNAME and MAILSEC_SMTP_PASSWORD.
+    /// Sent only over TLS: needs smtps:// or ?tls=starttls.
     #[arg(
         long,
         env = "MAILSEC_SMTP_CREDENTIALS_FILE",
