@@ -455,7 +455,9 @@ async fn each_milestone_is_mailed_once_to_each_admin_in_english_and_japanese() {
         assert_eq!(hooks.len(), 4, "{tenant}: {hooks:#?}");
         for r in &hooks {
             assert_eq!(r["signature_ok"], true, "signature verifies: {r:#?}");
+            assert_eq!(r["fresh"], true, "timestamp within 5 minutes: {r:#?}");
             assert!(field(r, "signature").starts_with("sha256="), "{r:#?}");
+            assert!(field(r, "timestamp").parse::<i64>().is_ok(), "{r:#?}");
             assert_eq!(r["status"], 200);
             assert_eq!(field(r, "content_type"), "application/json");
             let body = &r["body"];
@@ -887,4 +889,83 @@ async fn a_claim_on_a_stale_read_is_refused() {
     }
     let now = api.get(&t).await.expect("read").status.unwrap_or_default();
     assert!(now.notifications.is_empty(), "nothing was written");
+}
+
+/// The webhook signature covers a timestamp: a receiver that checks it as the README says
+/// (the test sink does) accepts a fresh call once, and rejects the same request replayed (409)
+/// and one captured earlier (a timestamp older than 5 minutes: 401), as well as a wrong secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_or_stale_webhook_call_is_rejected_by_the_receiver() {
+    use mailsec_operator::notify::webhook::{Payload, PayloadMilestone, PayloadTenant};
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _sink = Sink::webhook(port, dir.path(), SECRET, &[]);
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let hook =
+        Webhook::new(&url, SECRET.as_bytes().to_vec(), Duration::from_secs(5)).expect("webhook");
+    let now = Utc::now();
+    let payload = Payload {
+        api_version: "mailsec.io/v1alpha1",
+        kind: "MilestoneNotification",
+        delivery_id: "mailsec.replay-test".into(),
+        tenant: PayloadTenant {
+            name: "replay".into(),
+            display_name: "Replay Corp".into(),
+            locale: Locale::En,
+        },
+        milestone: PayloadMilestone {
+            id: "ReadOnly/email-safeguard/2027-01-01T00:00:00Z".into(),
+            kind: "ReadOnly".into(),
+            product: ESG.into(),
+            product_name: "Email Safeguard".into(),
+            base: true,
+            subscription: Some("replay-esg".into()),
+            due_at: now,
+            announced_at: now,
+            late: false,
+            effective_end_at: None,
+            suspends_at: None,
+        },
+        next_step: None,
+        hint: String::new(),
+        subject: "s".into(),
+        text: "t".into(),
+        admins: vec!["a@replay.example".into()],
+    };
+    let ts = now.timestamp();
+    hook.send_at(&payload, ts).await.expect("a fresh call");
+    let replayed = hook.send_at(&payload, ts).await;
+    assert!(replayed.is_err(), "the same request again: {replayed:?}");
+    let captured = hook.send_at(&payload, ts - 600).await;
+    assert!(
+        captured.is_err(),
+        "a request from 10 minutes ago: {captured:?}"
+    );
+    let forged = Webhook::new(&url, b"not-the-secret".to_vec(), Duration::from_secs(5))
+        .expect("webhook")
+        .send_at(&payload, ts)
+        .await;
+    assert!(forged.is_err(), "signed with another secret: {forged:?}");
+    // A retry is signed anew (another timestamp): accepted.
+    hook.send_at(&payload, ts + 1).await.expect("a retry");
+
+    let got: Vec<(i64, Option<String>)> = read_records(dir.path())
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_i64().unwrap_or_default(),
+                r["rejected"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (200, None),
+            (409, Some("replay".into())),
+            (401, Some("stale timestamp".into())),
+            (401, Some("signature".into())),
+            (200, None),
+        ]
+    );
 }

@@ -126,6 +126,7 @@ pub struct NotifyArgs {
     pub smtp_reply_to: Option<String>,
     /// A directory holding the files `username` and `password` (a kubernetes.io/basic-auth
     /// Secret mounted as a volume). Or set MAILSEC_SMTP_USERNAME and MAILSEC_SMTP_PASSWORD.
+    /// Sent only over TLS: needs smtps:// or ?tls=starttls.
     #[arg(
         long,
         env = "MAILSEC_SMTP_CREDENTIALS_FILE",
@@ -509,5 +510,54 @@ mod time_lapse_tests {
         assert!(run_args(&["--time-lapse-speed", "86400"]).is_err());
         assert!(run_args(&["--time-lapse-from", "now", "--time-lapse-speed", "0"]).is_err());
         assert!(run_args(&["--time-lapse-from", "tomorrow"]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        notify: NotifyArgs,
+    }
+
+    /// The notifier settings of `args`, with SMTP credentials in a mounted-Secret directory.
+    fn config_with_credentials(args: &[&str]) -> Result<Option<NotifierConfig>, NotifyError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("username"), "user\n").expect("username");
+        std::fs::write(dir.path().join("password"), "s3cret\n").expect("password");
+        let dir = dir.path().to_string_lossy().into_owned();
+        let mut argv = vec!["run", "--smtp-from", "licensing@example.com"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--smtp-credentials-file", &dir]);
+        Cli::try_parse_from(argv)
+            .expect("arguments")
+            .notify
+            .config()
+    }
+
+    #[test]
+    fn smtp_credentials_without_tls_are_refused_at_startup() {
+        for url in [
+            "smtp://mail.example:25",
+            "smtp://mail.example?tls=opportunistic",
+        ] {
+            let err = config_with_credentials(&["--smtp-url", url])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("without TLS"), "{url}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        for url in [
+            "smtp://mail.example:587?tls=starttls",
+            "smtps://mail.example:465",
+        ] {
+            let config = config_with_credentials(&["--smtp-url", url]);
+            assert!(matches!(config, Ok(Some(_))), "{url}: {config:?}");
+        }
     }
 }

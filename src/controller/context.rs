@@ -43,6 +43,8 @@ pub struct Context {
     written: Mutex<HashSet<String>>,
     /// Where [`Context::now`] reads the time; requeues turn its instants into real sleeps.
     pub clock: Clock,
+    /// The milestone Events this process knows to exist.
+    pub milestone_events: crate::effects::events::MilestoneEvents,
 }
 
 /// Caches of the workloads labelled `mailsec.io/tenant`, and of the operator's settings ConfigMaps.
@@ -93,6 +95,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashSet::new()),
             clock,
+            milestone_events: Default::default(),
         }
     }
 

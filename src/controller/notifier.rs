@@ -113,11 +113,13 @@ impl Notifier {
         Some(Facts {
             kind,
             milestone_id: m.id.clone(),
+            // Without control characters: it is also the webhook's `tenant.displayName`.
             display_name: tenant
                 .spec
                 .display_name
-                .clone()
-                .filter(|d| !d.trim().is_empty())
+                .as_deref()
+                .map(text::sanitize)
+                .filter(|d| !d.is_empty())
                 .unwrap_or_else(|| name.clone()),
             tenant: name,
             base: policy.catalogue.is_base(&product),
@@ -171,7 +173,11 @@ impl Notifier {
                     .admins
                     .iter()
                     .find(|a| a.email == entry.recipient);
-                let name = admin.and_then(|a| a.name.as_deref());
+                let name = admin
+                    .and_then(|a| a.name.as_deref())
+                    .map(text::sanitize)
+                    .filter(|n| !n.is_empty());
+                let name = name.as_deref();
                 let text = text::render(locale, &facts, name);
                 let message = build_message(
                     &Envelope {

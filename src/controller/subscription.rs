@@ -11,10 +11,10 @@ use super::context::Context;
 use super::{Error, requeue_at};
 use crate::api::{Condition, Subscription, condition::find};
 use crate::effects::events::{Notice, publish};
-use crate::effects::status::apply_if_changed;
+use crate::effects::status::apply_if_unchanged_since;
 use crate::engine::SubscriptionChange;
 use crate::engine::human;
-use crate::engine::subscription::evaluate_subscription_among;
+use crate::engine::subscription::{SubscriptionEvaluation, evaluate_subscription_among};
 
 pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = sub.name_any();
@@ -25,7 +25,12 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
     let siblings = ctx.subscriptions_of(&sub.spec.tenant_ref);
     let siblings: Vec<&Subscription> = siblings.iter().map(|s| s.as_ref()).collect();
     let eval = evaluate_subscription_among(&sub, &siblings, &users, &ctx.policy, now);
-    apply_if_changed(&api, &name, sub.status.as_ref(), &eval.status).await?;
+    if !write_status(&api, &sub, &eval).await? {
+        // The cache is behind the stored subscription (this controller's own last write, or a
+        // change): its watch event brings the newer one, and another reconcile.
+        tracing::debug!(subscription = %name, "stale read: status not written, nothing announced");
+        return Ok(Action::requeue(STALE_RETRY));
+    }
 
     // Announce after the status is written, so a retry never announces twice.
     let regarding = sub.object_ref(&());
@@ -43,26 +48,9 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
                     &Notice::normal("Transferred", "Transfer", &note),
                 )
                 .await;
-                tell_tenant(
-                    &ctx,
-                    from,
-                    Notice::normal(
-                        "SubscriptionTransferredOut",
-                        &format!("Transfer/{name}"),
-                        format!("{note}: it no longer covers {from}"),
-                    ),
-                )
-                .await;
-                tell_tenant(
-                    &ctx,
-                    to,
-                    Notice::normal(
-                        "SubscriptionTransferredIn",
-                        &format!("Transfer/{name}"),
-                        format!("{note}: it now covers {to}"),
-                    ),
-                )
-                .await;
+                // On the two tenants, the Tenant controller announces the transfer as the
+                // milestones TransferredOut and TransferredIn (Events SubscriptionTransferredOut
+                // and SubscriptionTransferredIn), once each, also across restarts.
             }
             SubscriptionChange::Extended { from, until } => {
                 let reason = sub
@@ -183,6 +171,41 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
     }
     tracing::debug!(phase = ?eval.status.phase, next = ?eval.next_transition, "subscription reconciled");
     Ok(requeue_at(eval.next_transition, now, &ctx.clock))
+}
+
+/// How soon a reconcile that found its read stale runs again, should no watch event come.
+const STALE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Writes `eval` as the status of `sub` when it changed. A status that records something (a
+/// transfer with its time, a renewal, an extension, a change of sharing; each announced by an
+/// Event) is written only if the stored subscription is still the one evaluated: the read's
+/// resourceVersion is the write's precondition. The cache can lag behind this controller's own
+/// last write, and a status computed from it would record the same transfer again, with a new
+/// time (a second confirmation). Returns false when the read was stale (HTTP 409): nothing was
+/// written, and nothing must be announced.
+pub async fn write_status(
+    api: &Api<Subscription>,
+    sub: &Subscription,
+    eval: &SubscriptionEvaluation,
+) -> Result<bool, Error> {
+    let precondition = if eval.changes.is_empty() {
+        None
+    } else {
+        sub.resource_version()
+    };
+    match apply_if_unchanged_since(
+        api,
+        &sub.name_any(),
+        sub.status.as_ref(),
+        &eval.status,
+        precondition.as_deref(),
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 && precondition.is_some() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// True when condition `c` of `type_` now has the "problem" status and did not before.

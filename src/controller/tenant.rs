@@ -10,12 +10,17 @@ use serde_json::json;
 
 use super::context::Context;
 use super::{Error, requeue_at, requeue_wait};
-use crate::api::{ConditionStatus, Subscription, Tenant, TenantStatus};
-use crate::effects::events::{Notice, announce, milestone_notice, publish};
+use crate::api::{ConditionStatus, MilestoneRecord, Subscription, Tenant, TenantStatus};
+use crate::effects::events::{
+    Notice, REPUBLISH_WINDOW, announce_milestone, milestone_event_name, milestone_notice, publish,
+    record_notice,
+};
 use crate::effects::status::apply_if_changed;
 use crate::effects::{settings as settings_map, workloads};
 use crate::engine::workloads::{Workload, desired_state};
-use crate::engine::{Neighbour, TenantEvaluation, TenantInput, evaluate_tenant, settings};
+use crate::engine::{
+    Milestone, Neighbour, TenantEvaluation, TenantInput, evaluate_tenant, settings,
+};
 
 /// Held on every Tenant so that deleting one that still owns a licence in force is stopped.
 pub const FINALIZER: &str = "mailsec.io/licence-guard";
@@ -95,30 +100,104 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     if written {
         ctx.status_written(&name);
     }
-    // Announced only once the status records them, so a retry never announces twice; one after
-    // the other, so their Events are in the order the milestones were due.
-    let regarding = tenant.object_ref(&());
-    for m in std::mem::take(&mut eval.milestones) {
-        if m.kind.is_transfer() {
-            continue; // announced on both tenants by the Subscription controller
+    // Announced once the status records them; one after the other, so their Events are in the
+    // order the milestones were due. Each Event has a name of its own, so a second publication
+    // is refused (409); and the recent ones whose Event a process that died after the status
+    // write never published are published now.
+    let fresh = std::mem::take(&mut eval.milestones);
+    let again = |ids: &[&str]| {
+        // The engine describes only milestones it does not find recorded: ask it about these
+        // as if they were not.
+        let mut t = (*tenant).clone();
+        if let Some(s) = t.status.as_mut() {
+            s.milestones.retain(|r| !ids.contains(&r.id.as_str()));
         }
-        announce(
-            &ctx.client,
-            &ctx.reporter,
-            &regarding,
-            &milestone_notice(&m),
-        )
-        .await;
-    }
+        evaluate(&t).milestones
+    };
+    let events_published =
+        announce_milestones(&ctx, &tenant, &eval.status.milestones, fresh, again, now).await;
     scale_workloads(&tenant, &workloads, &eval.status, &ctx).await?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
-    Ok(match projection {
-        ProjectionOutcome::Done => requeue_at(eval.next_transition, now, &ctx.clock),
-        // The retry is real time (a time lapse does not make the API server answer sooner).
-        ProjectionOutcome::Retry => Action::requeue(
-            requeue_wait(eval.next_transition, now, &ctx.clock).min(PROJECTION_RETRY),
-        ),
-    })
+    // Retries are real time (a time lapse does not make the API server answer sooner).
+    let mut wait = requeue_wait(eval.next_transition, now, &ctx.clock);
+    if matches!(projection, ProjectionOutcome::Retry) {
+        wait = wait.min(PROJECTION_RETRY);
+    }
+    if !events_published {
+        wait = wait.min(EVENT_RETRY);
+    }
+    Ok(Action::requeue(wait))
+}
+
+/// How soon milestone Events that could not be published are tried again.
+const EVENT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes the Event of every milestone recorded in `records` within the last
+/// [`REPUBLISH_WINDOW`] that this process does not know to exist: the `fresh` ones (just
+/// recorded, with their messages), and those a previous process recorded but died before
+/// publishing (described again by `again`, or from the record). Costs nothing when every Event
+/// is known (at rest). Returns false when one could not be published (retried later).
+async fn announce_milestones(
+    ctx: &Context,
+    tenant: &Tenant,
+    records: &[MilestoneRecord],
+    fresh: Vec<Milestone>,
+    again: impl FnOnce(&[&str]) -> Vec<Milestone>,
+    now: DateTime<Utc>,
+) -> bool {
+    let name = tenant.name_any();
+    let recent: Vec<(&MilestoneRecord, String)> = records
+        .iter()
+        .filter(|r| now - r.announced_at <= REPUBLISH_WINDOW || fresh.iter().any(|m| m.id == r.id))
+        .map(|r| (r, milestone_event_name(&name, &r.id)))
+        .collect();
+    if recent.is_empty() && fresh.is_empty() {
+        return true;
+    }
+    let wanted: Vec<String> = recent.iter().map(|(_, n)| n.clone()).collect();
+    let unknown = ctx
+        .milestone_events
+        .unconfirmed(&ctx.client, &name, &wanted, now)
+        .await;
+    if unknown.is_empty() {
+        return true;
+    }
+    let missing: Vec<&(&MilestoneRecord, String)> =
+        recent.iter().filter(|(_, n)| unknown.contains(n)).collect();
+    let lost: Vec<&str> = missing
+        .iter()
+        .map(|(r, _)| r.id.as_str())
+        .filter(|id| !fresh.iter().any(|m| m.id == *id))
+        .collect();
+    let described = if lost.is_empty() {
+        Vec::new()
+    } else {
+        tracing::info!(tenant = %name, milestones = ?lost, "publishing milestone Events that may have been lost");
+        again(&lost)
+    };
+    let regarding = tenant.object_ref(&());
+    let mut all_published = true;
+    for (record, event_name) in missing {
+        let notice = match fresh.iter().find(|m| m.id == record.id) {
+            Some(m) => milestone_notice(m),
+            None => match described.iter().find(|m| m.id == record.id) {
+                Some(m) => milestone_notice(&Milestone {
+                    late: crate::notify::outbox::is_late(record, ctx.policy.late_after),
+                    ..m.clone()
+                }),
+                None => record_notice(record),
+            },
+        };
+        match announce_milestone(&ctx.client, &ctx.reporter, &regarding, &record.id, &notice).await
+        {
+            Ok(()) => ctx.milestone_events.confirm(&name, event_name.clone()),
+            Err(err) => {
+                all_published = false;
+                tracing::warn!(tenant = %name, milestone = %record.id, error = %err, "could not publish the milestone Event; retried");
+            }
+        }
+    }
+    all_published
 }
 
 /// The part of the stored status this controller writes: everything but `notifications`, which

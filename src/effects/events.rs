@@ -1,10 +1,22 @@
 //! Kubernetes Events for milestones and changes (`events.k8s.io/v1`): repeatable notices
-//! through the one shared Recorder, once-only milestone announcements through [`announce`].
+//! through the one shared Recorder, milestone announcements through [`announce_milestone`]:
+//! one Event per milestone, under a name derived from the milestone, so that publishing it
+//! again is refused by the API server (409 AlreadyExists) instead of making a second Event.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use sha2::{Digest, Sha256};
 
-use crate::engine::Milestone;
+use crate::api::MilestoneRecord;
+use crate::engine::{Milestone, MilestoneKind};
+use crate::notify::text::sanitize;
 
 /// One Event to publish about an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,9 +64,232 @@ pub fn milestone_notice(m: &Milestone) -> Notice {
     };
     Notice {
         warning: m.kind.is_warning(),
-        reason: m.kind.as_str().to_string(),
+        reason: milestone_reason(m.kind).to_string(),
         note,
         action: truncate(&m.id, 128),
+    }
+}
+
+/// The reason of a milestone's Event: its kind, except for transfers, whose Events keep the
+/// reasons they had when the Subscription controller published them.
+pub fn milestone_reason(kind: MilestoneKind) -> &'static str {
+    match kind {
+        MilestoneKind::TransferredIn => "SubscriptionTransferredIn",
+        MilestoneKind::TransferredOut => "SubscriptionTransferredOut",
+        other => other.as_str(),
+    }
+}
+
+/// The Event of a milestone whose message is no longer at hand (it is no longer reached, so
+/// the engine does not describe it again): what the record says.
+pub fn record_notice(r: &MilestoneRecord) -> Notice {
+    let kind = MilestoneKind::parse(&r.kind);
+    let mut note = format!("{} reached", r.kind);
+    if let Some(p) = &r.product {
+        note.push_str(&format!(" for {p}"));
+    }
+    if let Some(s) = &r.subscription {
+        note.push_str(&format!(" (subscription {s})"));
+    }
+    if let Some(peer) = &r.peer {
+        note.push_str(&format!(", other tenant {peer}"));
+    }
+    note.push_str(&format!(
+        ", due {}",
+        crate::api::date::format_instant(r.due_at)
+    ));
+    Notice {
+        warning: kind.is_none_or(MilestoneKind::is_warning),
+        reason: kind.map_or_else(|| r.kind.clone(), |k| milestone_reason(k).to_string()),
+        note,
+        action: truncate(&r.id, 128),
+    }
+}
+
+/// Label on every milestone Event (value `"true"`), so that they can be listed.
+pub const MILESTONE_EVENT_LABEL: &str = "mailsec.io/milestone-event";
+/// Annotation on a milestone Event: the milestone's id.
+pub const MILESTONE_ANNOTATION: &str = "mailsec.io/milestone";
+/// Namespace of the Events about cluster-scoped objects (Tenants).
+pub const EVENT_NAMESPACE: &str = "default";
+
+/// How long after a milestone was announced its Event is checked, and published again when
+/// it is missing (the process died between the status write and the Event). Shorter than the
+/// API server's Event time to live (`--event-ttl`, 1 h by default), so an Event that expired
+/// is never published a second time.
+pub const REPUBLISH_WINDOW: TimeDelta = TimeDelta::minutes(30);
+
+/// The name of the Event of milestone `milestone_id` of `tenant`: `<tenant>.<24 hex digits of
+/// the SHA-256 of the milestone id>` (the Recorder's names end in 16 hex digits of a time).
+pub fn milestone_event_name(tenant: &str, milestone_id: &str) -> String {
+    let digest = Sha256::digest(milestone_id.as_bytes());
+    format!("{tenant}.{}", &hex::encode(digest)[..24])
+}
+
+/// Publishes the Event of a milestone under its own name ([`milestone_event_name`]) with a
+/// plain create. Ok when it was created, and when it already exists (409): a milestone has
+/// one Event, however often it is published.
+pub async fn announce_milestone(
+    client: &kube::Client,
+    reporter: &Reporter,
+    regarding: &ObjectReference,
+    milestone_id: &str,
+    notice: &Notice,
+) -> Result<(), kube::Error> {
+    let tenant = regarding.name.as_deref().unwrap_or_default();
+    let mut event = k8s_event(reporter, regarding, notice);
+    let namespace = regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| EVENT_NAMESPACE.to_string());
+    event.metadata = ObjectMeta {
+        name: Some(milestone_event_name(tenant, milestone_id)),
+        namespace: Some(namespace.clone()),
+        labels: Some([(MILESTONE_EVENT_LABEL.to_string(), "true".to_string())].into()),
+        annotations: Some([(MILESTONE_ANNOTATION.to_string(), milestone_id.to_string())].into()),
+        ..Default::default()
+    };
+    let api: Api<K8sEvent> = Api::namespaced(client.clone(), &namespace);
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The `events.k8s.io/v1` Event the Recorder would build for `notice` (without a name).
+fn k8s_event(reporter: &Reporter, regarding: &ObjectReference, notice: &Notice) -> K8sEvent {
+    let e = event_of(notice);
+    K8sEvent {
+        action: Some(e.action),
+        reason: Some(e.reason),
+        event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        regarding: Some(regarding.clone()),
+        note: e.note,
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: Some(
+            reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| reporter.controller.clone()),
+        ),
+        type_: Some(if notice.warning { "Warning" } else { "Normal" }.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Which milestone Events this process knows to exist, so that a reconcile checks (and
+/// publishes) only those it does not know about: at rest, nothing.
+///
+/// Filled by the Events this process published (or found existing: 409), and, the first time a
+/// process needs to know, by one list of the milestone Events (by label, metadata only, from
+/// the API server's cache). An Event created by another process after that list is found by
+/// its 409. Per tenant, only the Events of milestones announced within [`REPUBLISH_WINDOW`]
+/// are kept.
+#[derive(Default)]
+pub struct MilestoneEvents {
+    state: Mutex<KnownEvents>,
+    listed: tokio::sync::OnceCell<()>,
+}
+
+#[derive(Default)]
+struct KnownEvents {
+    /// Tenant → names of its milestone Events known to exist.
+    by_tenant: HashMap<String, HashSet<String>>,
+    /// The names the first list found, and when it was made; dropped once every milestone
+    /// recorded before it is out of the window.
+    listed: Option<(DateTime<Utc>, HashSet<String>)>,
+}
+
+impl KnownEvents {
+    /// Of `wanted` (the Events `tenant` should have), those not known to exist. Forgets what
+    /// is no longer wanted.
+    fn unknown(&mut self, tenant: &str, wanted: &[String], now: DateTime<Utc>) -> Vec<String> {
+        if self
+            .listed
+            .as_ref()
+            .is_some_and(|(at, _)| now - *at > REPUBLISH_WINDOW)
+        {
+            self.listed = None;
+        }
+        let mut known = self.by_tenant.remove(tenant).unwrap_or_default();
+        let mut unknown = Vec::new();
+        for name in wanted {
+            if known.contains(name) {
+                continue;
+            }
+            let found = self
+                .listed
+                .as_mut()
+                .is_some_and(|(_, listed)| listed.remove(name));
+            if found {
+                known.insert(name.clone());
+            } else {
+                unknown.push(name.clone());
+            }
+        }
+        known.retain(|n| wanted.contains(n));
+        if !known.is_empty() {
+            self.by_tenant.insert(tenant.to_string(), known);
+        }
+        unknown
+    }
+
+    fn confirm(&mut self, tenant: &str, name: String) {
+        self.by_tenant
+            .entry(tenant.to_string())
+            .or_default()
+            .insert(name);
+    }
+}
+
+impl MilestoneEvents {
+    /// Of the milestone Events `tenant` should have (`wanted`, names), those not known to
+    /// exist. The first call in a process that finds one it does not know lists the milestone
+    /// Events once (when that list fails, the unknown ones are simply published: a 409 tells).
+    pub async fn unconfirmed(
+        &self,
+        client: &kube::Client,
+        tenant: &str,
+        wanted: &[String],
+        now: DateTime<Utc>,
+    ) -> Vec<String> {
+        let unknown = self.lock().unknown(tenant, wanted, now);
+        if unknown.is_empty() || self.listed.initialized() {
+            return unknown;
+        }
+        let listed = self
+            .listed
+            .get_or_try_init(|| async {
+                let api: Api<K8sEvent> = Api::namespaced(client.clone(), EVENT_NAMESPACE);
+                let params = ListParams::default()
+                    .labels(&format!("{MILESTONE_EVENT_LABEL}=true"))
+                    .match_any();
+                let list = api.list_metadata(&params).await?;
+                let names: HashSet<String> = list
+                    .items
+                    .into_iter()
+                    .filter_map(|e| e.metadata.name)
+                    .collect();
+                tracing::debug!(events = names.len(), "listed the milestone Events");
+                self.lock().listed = Some((now, names));
+                Ok::<_, kube::Error>(())
+            })
+            .await;
+        if let Err(err) = listed {
+            tracing::warn!(error = %err, "could not list the milestone Events");
+            return unknown;
+        }
+        self.lock().unknown(tenant, wanted, now)
+    }
+
+    /// Notes that the Event `name` of `tenant` exists.
+    pub fn confirm(&self, tenant: &str, name: String) {
+        self.lock().confirm(tenant, name);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KnownEvents> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -78,25 +313,6 @@ pub async fn publish(recorder: &Recorder, regarding: &ObjectReference, notice: &
     }
 }
 
-/// Publishes a notice that is announced once by design (a milestone: recorded in status before
-/// it is published, so it never repeats). Not through the shared Recorder: its series cache
-/// keeps every Event it published for six minutes, in a hash table that never shrinks; on a
-/// cold start of 4,000 tenants that table was 35 of the operator's 79 MiB of heap, for Events
-/// that never join a series. A Recorder of its own, dropped at once, builds the same Event.
-pub async fn announce(
-    client: &kube::Client,
-    reporter: &Reporter,
-    regarding: &ObjectReference,
-    notice: &Notice,
-) {
-    publish(
-        &Recorder::new(client.clone(), reporter.clone()),
-        regarding,
-        notice,
-    )
-    .await
-}
-
 fn event_of(notice: &Notice) -> Event {
     Event {
         type_: if notice.warning {
@@ -105,8 +321,98 @@ fn event_of(notice: &Notice) -> Event {
             EventType::Normal
         },
         reason: notice.reason.clone(),
-        note: Some(truncate(&notice.note, 1024)),
+        note: Some(truncate(&sanitize(&notice.note), 1024)),
         action: notice.action.clone(),
         secondary: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn milestone_event_names_are_stable_valid_and_distinct() {
+        let a = milestone_event_name("globex", "ReadOnly/email-safeguard/2027-01-01T00:00:00Z");
+        assert_eq!(
+            a,
+            milestone_event_name("globex", "ReadOnly/email-safeguard/2027-01-01T00:00:00Z")
+        );
+        assert!(
+            a.starts_with("globex.") && a.len() == "globex.".len() + 24,
+            "{a}"
+        );
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        );
+        assert_ne!(
+            a,
+            milestone_event_name("globex", "Suspended/email-safeguard/2027-01-31T00:00:00Z")
+        );
+        // A 63-character tenant name still makes a valid object name (at most 253).
+        assert!(milestone_event_name(&"t".repeat(63), "x").len() <= 253);
+    }
+
+    #[test]
+    fn notes_carry_no_control_characters() {
+        let e = event_of(&Notice::normal(
+            "Extended",
+            "Extend",
+            "extended (reason: late PO\r\nBcc: x\u{202E}\0)",
+        ));
+        assert_eq!(e.note.as_deref(), Some("extended (reason: late PO Bcc: x)"));
+    }
+
+    #[test]
+    fn a_lost_transfer_is_described_from_its_record() {
+        let t = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        let r = MilestoneRecord {
+            id: "TransferredIn/globex-esg/2027-01-01T00:00:00Z".into(),
+            kind: "TransferredIn".into(),
+            product: Some("email-safeguard".into()),
+            due_at: t,
+            announced_at: t,
+            subscription: Some("globex-esg".into()),
+            peer: Some("initech".into()),
+            event_only: false,
+            effective_end_at: None,
+            suspends_at: None,
+        };
+        let n = record_notice(&r);
+        assert_eq!(n.reason, "SubscriptionTransferredIn");
+        assert!(!n.warning);
+        assert!(
+            n.note.contains("globex-esg") && n.note.contains("initech"),
+            "{}",
+            n.note
+        );
+    }
+
+    #[test]
+    fn known_events_are_kept_per_tenant_within_the_window() {
+        let now = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        let mut k = KnownEvents::default();
+        let wanted = vec!["t.a".to_string(), "t.b".to_string()];
+        assert_eq!(k.unknown("t", &wanted, now), wanted, "nothing known yet");
+        // The list found t.a; t.b is published.
+        k.listed = Some((now, ["t.a".to_string()].into()));
+        assert_eq!(k.unknown("t", &wanted, now), ["t.b"]);
+        k.confirm("t", "t.b".into());
+        assert!(
+            k.unknown("t", &wanted, now).is_empty(),
+            "at rest: nothing to do"
+        );
+        // t.a leaves the window: forgotten.
+        assert!(k.unknown("t", &wanted[1..], now).is_empty());
+        assert_eq!(k.by_tenant["t"].len(), 1);
+        assert!(k.unknown("t", &[], now).is_empty());
+        assert!(!k.by_tenant.contains_key("t"));
+        // The list is dropped once everything it could tell is out of the window.
+        k.listed = Some((now, ["u.a".to_string()].into()));
+        let later = now + REPUBLISH_WINDOW + TimeDelta::seconds(1);
+        assert_eq!(k.unknown("u", &["u.a".to_string()], later), ["u.a"]);
+        assert!(k.listed.is_none());
     }
 }

@@ -19,14 +19,33 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
+    apply_if_unchanged_since(api, name, current, desired, None).await
+}
+
+/// [`apply_if_changed`], and with `resource_version` only if the object is still at that
+/// version: a status computed from a stale read is refused (HTTP 409) instead of written.
+pub async fn apply_if_unchanged_since<K, S>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<&S>,
+    desired: &S,
+    resource_version: Option<&str>,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
     if current == Some(desired) {
         return Ok(false);
     }
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": desired,
     });
+    if let Some(rv) = resource_version {
+        patch["metadata"] = serde_json::json!({ "name": name, "resourceVersion": rv });
+    }
     let written = api
         .patch_status(
             name,

@@ -86,8 +86,8 @@ impl MilestoneKind {
         )
     }
 
-    /// Transfers: the Subscription controller already publishes their Events on both tenants
-    /// (`SubscriptionTransferredIn/Out`); they are milestones for the record and notifications.
+    /// Transfers: recorded by the Subscription controller in the subscription's status; on the
+    /// tenants, milestones whose Events are `SubscriptionTransferredIn/Out`.
     pub fn is_transfer(self) -> bool {
         matches!(self, Self::TransferredIn | Self::TransferredOut)
     }

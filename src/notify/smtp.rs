@@ -125,8 +125,37 @@ pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
 }
 
+impl SmtpServer {
+    /// Refuses a configuration that would send the credentials without TLS: with a user name
+    /// and password, the connection must be TLS from the start (`smtps://`) or upgraded with
+    /// STARTTLS, required (`?tls=starttls`). Plain SMTP and opportunistic STARTTLS (clear text
+    /// when the server, or someone in between, does not offer it) are for relays without
+    /// authentication.
+    pub fn check(&self) -> Result<(), NotifyError> {
+        match (&self.credentials, self.tls) {
+            (Some(_), SmtpTls::None | SmtpTls::Opportunistic) => Err(NotifyError::Config(format!(
+                "SMTP credentials would be sent to {}:{} without TLS ({}): use \
+                 smtp://{}:587?tls=starttls (STARTTLS required) or smtps://{}:465, or remove \
+                 the credentials (--smtp-credentials-file, MAILSEC_SMTP_USERNAME/PASSWORD) for \
+                 a relay that needs none",
+                self.host,
+                self.port,
+                match self.tls {
+                    SmtpTls::None => "plain smtp://",
+                    _ => "tls=opportunistic falls back to clear text",
+                },
+                self.host,
+                self.host
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Mailer {
+    /// A client for `server`, once [`SmtpServer::check`] accepts it.
     pub fn new(server: &SmtpServer) -> Result<Self, NotifyError> {
+        server.check()?;
         let tls_params = || {
             TlsParameters::new(server.host.clone())
                 .map_err(|e| NotifyError::Config(format!("TLS for {}: {e}", server.host)))
@@ -257,6 +286,35 @@ mod tests {
         ] {
             let err = parse_url(bad).unwrap_err().to_string();
             assert!(err.contains("--smtp-url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn credentials_only_over_tls() {
+        let server = |tls, credentials: bool| SmtpServer {
+            host: "mail.example".into(),
+            port: 587,
+            tls,
+            credentials: credentials.then(|| ("user".to_string(), "secret".to_string())),
+            timeout: Duration::from_secs(5),
+        };
+        for tls in [SmtpTls::None, SmtpTls::Opportunistic] {
+            let err = Mailer::new(&server(tls, true))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("without TLS") && err.contains("tls=starttls"),
+                "{tls:?}: {err}"
+            );
+            assert!(!err.contains("secret"), "never the password: {err}");
+            assert!(
+                Mailer::new(&server(tls, false)).is_ok(),
+                "{tls:?} without credentials"
+            );
+        }
+        for tls in [SmtpTls::StartTls, SmtpTls::Tls] {
+            assert!(Mailer::new(&server(tls, true)).is_ok(), "{tls:?}");
         }
     }
 

@@ -91,6 +91,50 @@ pub fn next_step(f: &Facts) -> Option<NextStep> {
     }
 }
 
+/// `s` made safe for one line of human text (an e-mail subject or body, an Event note): line
+/// breaks (also U+2028/U+2029), tabs and other whitespace become one space; other control
+/// characters (C0 such as NUL, DEL, C1) and bidirectional formatting characters (which can make
+/// a text read differently from what it says, e.g. U+202E) are removed; runs of spaces become
+/// one, and the ends are trimmed. User fields (`displayName`, admin names) go through this
+/// before they are written into a message.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        let blank = c.is_whitespace() || matches!(c, '\u{2028}' | '\u{2029}');
+        if blank {
+            space = !out.is_empty();
+            continue;
+        }
+        if c.is_control() || is_format_control(c) {
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Invisible formatting characters that change how text is shown: bidirectional marks,
+/// embeddings, overrides and isolates, the zero-width space, invisible operators and the
+/// byte-order mark (not the zero-width joiners, which some scripts and emoji need).
+fn is_format_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 /// The product's name as sold, for the known catalogue; the id otherwise.
 pub fn product_name(id: &str) -> String {
     match id {
@@ -117,7 +161,24 @@ pub fn format_date(locale: Locale, t: DateTime<Utc>) -> String {
 }
 
 /// Renders the notification of `f` in `locale`, greeting `name` when it is known.
+/// Every field that comes from users (display name, admin name, names) is [`sanitize`]d first:
+/// none can add a line to the subject or body, or hide text.
 pub fn render(locale: Locale, f: &Facts, name: Option<&str>) -> Text {
+    let clean = |s: &Option<String>| s.as_deref().map(sanitize).filter(|s| !s.is_empty());
+    let f = &Facts {
+        display_name: match sanitize(&f.display_name) {
+            d if d.is_empty() => sanitize(&f.tenant),
+            d => d,
+        },
+        tenant: sanitize(&f.tenant),
+        product: sanitize(&f.product),
+        subscription: clean(&f.subscription),
+        peer: clean(&f.peer),
+        milestone_id: sanitize(&f.milestone_id),
+        ..f.clone()
+    };
+    let name = name.map(sanitize).filter(|n| !n.is_empty());
+    let name = name.as_deref();
     match locale {
         Locale::En => english(f, name),
         Locale::Ja => japanese(f, name),
@@ -532,6 +593,76 @@ mod tests {
 
     fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn sanitize_removes_line_breaks_controls_and_bidi_characters() {
+        assert_eq!(
+            sanitize("Globex\r\nBcc: evil@example.com"),
+            "Globex Bcc: evil@example.com"
+        );
+        assert_eq!(sanitize("  a\tb\n\n c  "), "a b c");
+        assert_eq!(
+            sanitize("nul\0byte\u{7f}del\u{85}nel\u{1b}[31mred"),
+            // U+0085 (next line) is a line break: a space.
+            "nulbytedel nel[31mred"
+        );
+        // Right-to-left override makes "exe.pdf" read as "fdp.exe"; isolates, marks, BOM.
+        assert_eq!(
+            sanitize("invoice\u{202E}fdp.exe\u{2066}x\u{2069}\u{200F}\u{FEFF}\u{200B}"),
+            "invoicefdp.exex"
+        );
+        assert_eq!(sanitize("line\u{2028}para\u{2029}end"), "line para end");
+        // Text in any script, and joiners that scripts and emoji need, are kept.
+        assert_eq!(
+            sanitize("情報システム部 👩\u{200D}💻"),
+            "情報システム部 👩\u{200D}💻"
+        );
+        assert_eq!(sanitize("\n\r\0"), "");
+    }
+
+    #[test]
+    fn user_fields_can_not_add_lines_or_hide_text() {
+        let hostile = "Globex\r\nX-Injected: yes\n\nFake body\u{202E}\0";
+        for kind in MilestoneKind::ALL {
+            for locale in [Locale::En, Locale::Ja] {
+                let mut f = facts(kind, true);
+                f.display_name = hostile.into();
+                f.peer = Some("old\ntenant".into());
+                let t = render(locale, &f, Some("Alice\r\nBcc: x@evil.example\u{2066}"));
+                for text in [&t.subject, &t.hint] {
+                    assert!(
+                        !text.chars().any(|c| c.is_control() || is_format_control(c)),
+                        "{kind:?} {locale:?}: {text:?}"
+                    );
+                }
+                assert!(
+                    !t.body.contains('\r') && !t.body.contains('\0'),
+                    "{:?}",
+                    t.body
+                );
+                assert!(!t.body.contains('\u{202E}') && !t.body.contains('\u{2066}'));
+                assert!(
+                    t.body.lines().all(|l| !l.starts_with("X-Injected")
+                        && !l.starts_with("Fake body")
+                        && !l.starts_with("Bcc:")
+                        && !l.starts_with("tenant")),
+                    "{kind:?} {locale:?}: {}",
+                    t.body
+                );
+                if t.subject.contains("Globex") {
+                    assert!(
+                        t.subject.contains("Globex X-Injected: yes Fake body"),
+                        "{}",
+                        t.subject
+                    );
+                }
+            }
+        }
+        // Only blanks: the tenant's name is used instead.
+        let mut f = facts(MilestoneKind::ReadOnly, true);
+        f.display_name = "\r\n\u{202E}".into();
+        assert!(render(Locale::En, &f, None).subject.contains("for globex "));
     }
 
     fn facts(kind: MilestoneKind, base: bool) -> Facts {

@@ -1,9 +1,13 @@
 //! The webhook: a signed JSON POST per milestone.
 //!
 //! Body: [`Payload`]. Headers: `Content-Type: application/json`,
-//! `X-Mailsec-Signature: sha256=<hex HMAC-SHA256 of the body with the shared secret>`,
-//! `X-Mailsec-Delivery: <stable id>` (the same on every retry: receivers drop repeats),
-//! `X-Mailsec-Milestone-Kind: <kind>`. Any 2xx answer is a delivery; anything else is retried.
+//! `X-Mailsec-Timestamp: <Unix time of the attempt, seconds>`,
+//! `X-Mailsec-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the shared
+//! secret>` (the Stripe/Slack scheme: the signature covers the time, so a captured request can
+//! not be replayed later; receivers reject timestamps more than [`TOLERANCE`] away from their
+//! clock, see [`verify`]), `X-Mailsec-Delivery: <stable id>` (the same on every retry:
+//! receivers drop repeats), `X-Mailsec-Milestone-Kind: <kind>`. Any 2xx answer is a delivery;
+//! anything else is retried.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,11 @@ use super::text::{NextStep, Text};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "X-Mailsec-Signature";
+/// The timestamp header: Unix time (seconds) of the attempt, covered by the signature.
+pub const TIMESTAMP_HEADER: &str = "X-Mailsec-Timestamp";
+/// How far from the receiver's clock a timestamp may be: older (or newer) requests are
+/// rejected as replays. Each attempt is signed anew, so a retry is never too old.
+pub const TOLERANCE: Duration = Duration::from_secs(300);
 /// The delivery id header.
 pub const DELIVERY_HEADER: &str = "X-Mailsec-Delivery";
 
@@ -107,15 +116,67 @@ impl Payload {
     }
 }
 
-/// `sha256=<hex>`: the HMAC-SHA256 of `body` with `secret`.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
+/// `sha256=<hex>`: the HMAC-SHA256 of `<timestamp>.<body>` with `secret`.
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
+}
+
+fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this never fails.
     let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes keys of any length"),
     };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac
+}
+
+/// Why a receiver must reject a webhook call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("{TIMESTAMP_HEADER} is missing or not a Unix time")]
+    BadTimestamp,
+    #[error("{SIGNATURE_HEADER} is missing or not sha256=<hex>")]
+    BadSignature,
+    #[error("the signature does not match the timestamp and body")]
+    Mismatch,
+    #[error("the timestamp is {0} s away from now, more than the tolerance: a replay?")]
+    Stale(i64),
+}
+
+/// What a receiver checks, in order: the timestamp is within `tolerance` of `now` (Unix
+/// seconds), and the signature is that of `<timestamp>.<raw body>` (compared in constant time).
+/// A receiver that also drops a `X-Mailsec-Delivery` it has already accepted is safe against
+/// replays inside the tolerance too.
+pub fn verify(
+    secret: &[u8],
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now: i64,
+    tolerance: Duration,
+) -> Result<(), SignatureError> {
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
+    let hex_sig = signature
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::BadSignature)?;
+    let given = hex::decode(hex_sig).map_err(|_| SignatureError::BadSignature)?;
+    let off = now.saturating_sub(ts);
+    if off.unsigned_abs() > tolerance.as_secs() {
+        return Err(SignatureError::Stale(off));
+    }
+    mac(secret, ts, body)
+        .verify_slice(&given)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// A webhook endpoint and its secret.
@@ -181,8 +242,14 @@ impl Webhook {
         })
     }
 
-    /// POSTs `payload`; Ok on a 2xx answer.
+    /// POSTs `payload`, signed with the time now; Ok on a 2xx answer.
     pub async fn send(&self, payload: &Payload) -> Result<(), NotifyError> {
+        self.send_at(payload, Utc::now().timestamp()).await
+    }
+
+    /// POSTs `payload` signed with `timestamp` (Unix seconds): [`Webhook::send`], and for tests
+    /// of receivers (a request as captured earlier).
+    pub async fn send_at(&self, payload: &Payload, timestamp: i64) -> Result<(), NotifyError> {
         let body = serde_json::to_vec(payload).map_err(|e| NotifyError::Webhook(e.to_string()))?;
         let request = Request::post(self.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -190,7 +257,8 @@ impl Webhook {
                 http::header::USER_AGENT,
                 concat!("mailsec-operator/", env!("CARGO_PKG_VERSION")),
             )
-            .header(SIGNATURE_HEADER, sign(&self.secret, &body))
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, sign(&self.secret, timestamp, &body))
             .header(DELIVERY_HEADER, &payload.delivery_id)
             .header("X-Mailsec-Milestone-Kind", &payload.milestone.kind)
             .body(Full::new(Bytes::from(body)))
@@ -232,12 +300,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_the_hmac_sha256_of_the_body() {
-        // RFC 4231 test case 2.
+    fn signature_is_the_hmac_sha256_of_the_timestamp_and_the_body() {
+        // Python: hmac.new(b"Jefe", b"1700000000.what do ya want for nothing?", sha256).
+        let body = b"what do ya want for nothing?";
+        let sig = sign(b"Jefe", 1_700_000_000, body);
         assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            sig,
+            "sha256=1cdd0650c8be1cb0974b1788d458b1e781206cfef59b85faafc582d2e182c57e"
         );
+        let now = 1_700_000_000 + 60;
+        assert_eq!(
+            verify(b"Jefe", "1700000000", &sig, body, now, TOLERANCE),
+            Ok(())
+        );
+        // Another time with the same signature, or another body: refused.
+        assert_eq!(
+            verify(b"Jefe", "1700000001", &sig, body, now, TOLERANCE),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"Jefe", "1700000000", &sig, b"{}", now, TOLERANCE),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"other", "1700000000", &sig, body, now, TOLERANCE),
+            Err(SignatureError::Mismatch)
+        );
+        // A captured request replayed ten minutes later, or dated in the future: refused.
+        assert_eq!(
+            verify(b"Jefe", "1700000000", &sig, body, now + 540, TOLERANCE),
+            Err(SignatureError::Stale(600))
+        );
+        assert_eq!(
+            verify(
+                b"Jefe",
+                "1700000000",
+                &sig,
+                body,
+                1_700_000_000 - 301,
+                TOLERANCE
+            ),
+            Err(SignatureError::Stale(-301))
+        );
+        // The old scheme (body only) and malformed headers: refused.
+        for (ts, sig) in [
+            ("", sig.as_str()),
+            ("soon", sig.as_str()),
+            ("1700000000", "5bdcc146"),
+            ("1700000000", "sha256=zz"),
+        ] {
+            assert!(
+                verify(b"Jefe", ts, sig, body, now, TOLERANCE).is_err(),
+                "{ts} {sig}"
+            );
+        }
     }
 
     #[test]

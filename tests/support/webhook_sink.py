@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """A webhook receiver for the notification tests, on loopback.
 
-Checks X-Mailsec-Signature (sha256=<hex HMAC-SHA256 of the body with SECRET>) with Python's own
-hmac module, and writes every call to DIR as N.json: {"n", "signature_ok", "signature",
-"delivery", "kind", "status", "body"}. Answers 503 to the first --fail-first calls (to exercise
-retries), 401 when the signature is wrong, 200 otherwise. Prints "ready" once it listens.
+Checks the signature as the README tells receivers to, with Python's own hmac module:
+X-Mailsec-Signature must be sha256=<hex HMAC-SHA256 of "<X-Mailsec-Timestamp>.<raw body>" with
+SECRET>, the timestamp (Unix seconds) within --tolerance seconds (default 300) of this clock,
+and the signature not one already accepted (a replay inside the tolerance). Writes every call to
+DIR as N.json: {"n", "signature_ok", "fresh", "replay", "signature", "timestamp", "delivery",
+"kind", "status", "rejected", "raw", "body"}. Answers 401 when the signature is wrong or the
+timestamp stale ("rejected" says which), 409 to a replay, 503 to the first --fail-first calls
+otherwise (to exercise retries), 200 otherwise. Prints "ready" once it listens.
 
-  webhook_sink.py --port 8080 --dir /tmp/hooks --secret s3cret [--fail-first 2]
+  webhook_sink.py --port 8080 --dir /tmp/hooks --secret s3cret [--fail-first 2] [--tolerance 300]
 """
 import argparse
 import hashlib
@@ -38,26 +42,51 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--secret", required=True)
     p.add_argument("--fail-first", type=int, default=0)
+    p.add_argument("--tolerance", type=int, default=300)
     a = p.parse_args()
     exit_with_parent()
     os.makedirs(a.dir, exist_ok=True)
     lock = threading.Lock()
     state = {"n": 0, "fail": a.fail_first}
+    # Signatures accepted within the tolerance: the same one again is a replay.
+    seen = {}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length)
             got = self.headers.get("X-Mailsec-Signature", "")
-            want = "sha256=" + hmac.new(a.secret.encode(), raw, hashlib.sha256).hexdigest()
-            ok = hmac.compare_digest(got, want)
+            stamp = self.headers.get("X-Mailsec-Timestamp", "")
+            now = time.time()
+            try:
+                ts = int(stamp)
+            except ValueError:
+                ts = None
+            signed = stamp.encode() + b"." + raw
+            want = "sha256=" + hmac.new(a.secret.encode(), signed, hashlib.sha256).hexdigest()
+            ok = ts is not None and hmac.compare_digest(got, want)
+            fresh = ts is not None and abs(now - ts) <= a.tolerance
             with lock:
-                state["n"] += 1
-                n = state["n"]
-                failing = state["fail"] > 0
+                for sig, at in list(seen.items()):
+                    if now - at > 2 * a.tolerance:
+                        del seen[sig]
+                replay = ok and fresh and got in seen
+                accepted = ok and fresh and not replay
+                failing = accepted and state["fail"] > 0
                 if failing:
                     state["fail"] -= 1
-            status = 401 if not ok else (503 if failing else 200)
+                elif accepted:
+                    seen[got] = now
+                state["n"] += 1
+                n = state["n"]
+            if not ok:
+                status, rejected = 401, "signature"
+            elif not fresh:
+                status, rejected = 401, "stale timestamp"
+            elif replay:
+                status, rejected = 409, "replay"
+            else:
+                status, rejected = (503 if failing else 200), None
             try:
                 body = json.loads(raw)
             except ValueError:
@@ -65,7 +94,12 @@ def main():
             record = {
                 "n": n,
                 "signature_ok": ok,
+                "fresh": fresh,
+                "replay": replay,
+                "rejected": rejected,
                 "signature": got,
+                "timestamp": stamp,
+                "raw": raw.decode("utf-8", "replace"),
                 "delivery": self.headers.get("X-Mailsec-Delivery", ""),
                 "kind": self.headers.get("X-Mailsec-Milestone-Kind", ""),
                 "content_type": self.headers.get("Content-Type", ""),

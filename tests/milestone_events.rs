@@ -1,0 +1,225 @@
+//! Told once, never twice and never not at all (hardening issue, finding 6):
+//! - a milestone recorded in status by a process that died before publishing its Event gets its
+//!   Event from the next process, exactly once, under the name derived from the milestone;
+//! - a Subscription status computed from a stale read can not record a transfer a second time
+//!   (with a new time, which would be a second confirmation).
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::operator::*;
+use common::{cluster, unique_name};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, Patch, PatchParams};
+use mailsec_operator::api::{Subscription, Tenant};
+use mailsec_operator::controller::subscription::write_status;
+use mailsec_operator::effects::events::milestone_event_name;
+use mailsec_operator::effects::status::apply_if_changed;
+use mailsec_operator::engine::subscription::evaluate_subscription;
+use mailsec_operator::engine::{TenantInput, TenantUsers, evaluate_tenant};
+use serde_json::json;
+
+const ESG: &str = "email-safeguard";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The tests share one API server; the operators of the first must be gone before the second.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An operator in this process, like `start_in_process`, that [`Running::stop`] stops and waits
+/// for.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+    counters: std::sync::Arc<mailsec_operator::controller::api_counter::ApiCounters>,
+}
+
+impl Running {
+    fn start() -> Self {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, counters) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("operator runtime");
+            runtime.block_on(async move {
+                let (client, counters) = counting_client().await;
+                let _ = tx.send(counters);
+                let settings = mailsec_operator::controller::Settings {
+                    policy: policy(),
+                    concurrency: 16,
+                    instance: Some("tests".into()),
+                    notifier: None,
+                    clock: Default::default(),
+                };
+                mailsec_operator::controller::run(client, settings, async move {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+        });
+        let counters = counters
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the operator started");
+        Running {
+            stop,
+            thread,
+            counters,
+        }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_milestone_event_lost_in_a_crash_is_published_by_the_next_process_once() {
+    let _turn = SERIAL.lock().await;
+    let client = cluster().client().await;
+    let t = unique_name("lost");
+    let s = unique_name("lost-esg");
+    // Ended an hour ago: ExpiringSoon, ReadOnly and Suspended are all reached.
+    let sub = create_subscription(&client, &s, &t, ESG, in_secs(-3_600), 50).await;
+    let tenant = create_tenant(&client, &t, &[ESG], 10).await;
+
+    // What an operator killed right after its status write leaves: the milestones recorded in
+    // status (written as the operator writes it), and no Event.
+    let users: TenantUsers = [(t.clone(), 10)].into();
+    let subs = [&sub];
+    let eval = evaluate_tenant(
+        &TenantInput::new(&tenant, &subs, &users),
+        &policy(),
+        Utc::now(),
+    );
+    let ids: Vec<String> = eval
+        .status
+        .milestones
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    apply_if_changed(&tenants, &t, None, &eval.status)
+        .await
+        .expect("write the status");
+    assert_eq!(count_events(&client, "Tenant", &t, "Suspended").await, 0);
+
+    // The next process publishes them, under their own names.
+    let first = Running::start();
+    for reason in ["ExpiringSoon", "ReadOnly", "Suspended"] {
+        expect_events(&client, "Tenant", &t, reason, 1).await;
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    for id in &ids {
+        let name = milestone_event_name(&t, id);
+        let e = events
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("the Event {name} of {id}: {e}"));
+        assert_eq!(
+            e.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("mailsec.io/milestone")),
+            Some(id)
+        );
+        assert!(
+            e.note.as_deref().is_some_and(|n| n.contains(&s)),
+            "the note names the subscription: {:?}",
+            e.note
+        );
+    }
+    tokio::task::spawn_blocking(|| first.stop())
+        .await
+        .expect("stop");
+
+    // And a process after that publishes nothing: it finds them (one list) and creates none.
+    let second = Running::start();
+    wait_tenant(&client, &t, WAIT, "reconciled", |tn| {
+        tn.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == tn.metadata.generation)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for reason in ["ExpiringSoon", "ReadOnly", "Suspended"] {
+        assert_eq!(
+            count_events(&client, "Tenant", &t, reason).await,
+            1,
+            "{reason}"
+        );
+    }
+    let verbs = second.counters.by_verb();
+    let creates = verbs
+        .iter()
+        .find(|(v, _)| *v == "create")
+        .map_or(0, |(_, n)| *n);
+    eprintln!("requests of the process after: {verbs:?}");
+    assert_eq!(creates, 0, "the next process created something: {verbs:?}");
+    tokio::task::spawn_blocking(|| second.stop())
+        .await
+        .expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_is_not_recorded_again_from_a_stale_read() {
+    let _turn = SERIAL.lock().await;
+    let client = cluster().client().await;
+    let (a, b) = (unique_name("stale-a"), unique_name("stale-b"));
+    let s = unique_name("stale-esg");
+    create_subscription(&client, &s, &a, ESG, in_secs(86_400), 50).await;
+    let api: Api<Subscription> = Api::all(client.clone());
+    let users: TenantUsers = [(a.clone(), 1), (b.clone(), 1)].into();
+    let evaluate = |sub: &Subscription| evaluate_subscription(sub, &users, &policy(), Utc::now());
+
+    // Seen on a.
+    let read = api.get(&s).await.expect("read");
+    assert!(
+        write_status(&api, &read, &evaluate(&read))
+            .await
+            .expect("first status")
+    );
+    // Transferred to b; the controller records it.
+    api.patch(
+        &s,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tenantRef": b}})),
+    )
+    .await
+    .expect("transfer");
+    let read = api.get(&s).await.expect("read");
+    let eval = evaluate(&read);
+    assert_eq!(eval.changes.len(), 1, "{:?}", eval.changes);
+    assert!(
+        write_status(&api, &read, &eval)
+            .await
+            .expect("record the transfer"),
+        "written"
+    );
+    let recorded = api.get(&s).await.expect("read").status.unwrap_or_default();
+    assert_eq!(recorded.transfers.len(), 1, "{:?}", recorded.transfers);
+    assert_eq!(recorded.tenant.as_deref(), Some(b.as_str()));
+
+    // A second later, a reconcile on the same (now stale) read: it would record the transfer
+    // again with a new time; the API server refuses the write.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let again = evaluate(&read);
+    assert_ne!(
+        again.status.transfers, recorded.transfers,
+        "a second record"
+    );
+    let written = write_status(&api, &read, &again)
+        .await
+        .expect("status from a stale read");
+    assert!(!written, "a status from a stale read is not written");
+    let after = api.get(&s).await.expect("read").status.unwrap_or_default();
+    assert_eq!(
+        after.transfers, recorded.transfers,
+        "the transfer was recorded again"
+    );
+}
