@@ -12,7 +12,6 @@ mod common;
 
 use common::tools::{chart_dir, find, objects, render, run_python};
 use common::{cluster, describe, kubectl, kubectl_stdin, repo_dir, unique_name};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 fn defaults(namespace: &str) -> Vec<Value> {
@@ -369,6 +368,9 @@ fn rendered_chart_applies_to_the_api_server() {
         applied,
         [
             format!("ClusterRole/{full}"),
+            format!("ClusterRole/{full}-licence-admin"),
+            format!("ClusterRole/{full}-tenant-editor"),
+            format!("ClusterRole/{full}-view"),
             format!("ClusterRoleBinding/{full}"),
             format!("ConfigMap/{full}-dashboard"),
             format!("Deployment/{full}"),
@@ -726,12 +728,10 @@ fn chart_ships_the_read_only_admission_policy_of_deploy() {
 /// the release's ServiceAccount as the operator and the groups from values.
 #[test]
 fn chart_ships_the_licence_guard_of_deploy() {
-    let deploy: Vec<Value> = serde_yaml::Deserializer::from_str(
+    let deploy = yaml_documents(
         &std::fs::read_to_string(repo_dir().join("deploy/licence-guard-policy.yaml"))
             .expect("deploy/licence-guard-policy.yaml"),
-    )
-    .map(|d| Value::deserialize(d).expect("a YAML document"))
-    .collect();
+    );
     let objs = objects(
         &render(
             &json!({"licenceGuard": {"statusWriterGroups": ["ops:repair"], "licenceAdminGroups": ["ops:licences"]}}),
@@ -1189,4 +1189,66 @@ fn chart_readme_values_table_is_generated_from_values_yaml() {
         assert_eq!(&shown, at, "README default of {key}");
     }
     assert!(rows > 50, "values rows in the README: {rows}");
+}
+
+/// The roles for people: a reader aggregated into view/edit/admin, a tenant editor that can not
+/// write status or Subscriptions, a licence admin that can not write status either; none bound.
+#[test]
+fn roles_for_people_never_grant_status() {
+    let objs = defaults("mailsec-system");
+    let role = |suffix: &str| -> Value {
+        find(&objs, "ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == format!("mailsec-operator-{suffix}").as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("ClusterRole mailsec-operator-{suffix}"))
+    };
+    let grants = |r: &Value| -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for rule in r["rules"].as_array().expect("rules") {
+            for res in rule["resources"].as_array().expect("resources") {
+                for verb in rule["verbs"].as_array().expect("verbs") {
+                    out.push((
+                        res.as_str().unwrap_or_default().to_string(),
+                        verb.as_str().unwrap_or_default().to_string(),
+                    ));
+                }
+            }
+        }
+        out
+    };
+    let view = role("view");
+    for agg in ["view", "edit", "admin"] {
+        assert_eq!(
+            view["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{agg}")],
+            "true"
+        );
+    }
+    assert!(grants(&view).iter().all(|(_, v)| ["get", "list", "watch"].contains(&v.as_str())));
+    let editor = grants(&role("tenant-editor"));
+    assert!(editor.contains(&("tenants".into(), "patch".into())));
+    assert!(
+        editor
+            .iter()
+            .all(|(r, v)| r == "tenants" || ["get", "list", "watch"].contains(&v.as_str())),
+        "an editor only reads Subscriptions: {editor:?}"
+    );
+    let admin = grants(&role("licence-admin"));
+    assert!(admin.contains(&("subscriptions".into(), "patch".into())));
+    assert!(admin.contains(&("tenants".into(), "delete".into())));
+    for r in [&editor, &admin, &grants(&view)] {
+        assert!(r.iter().all(|(res, _)| !res.ends_with("/status")), "{r:?}");
+    }
+    // Unbound: nothing names them.
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        for b in find(&objs, kind) {
+            let name = b["roleRef"]["name"].as_str().unwrap_or_default();
+            assert!(!name.ends_with("-view") && !name.ends_with("-editor") && !name.ends_with("-admin"), "{b}");
+        }
+    }
+    let off = objects(
+        &render(&json!({"rbac": {"userRoles": false}}), "mailsec-operator", "mailsec-system")
+            .expect("render"),
+    );
+    assert_eq!(find(&off, "ClusterRole").len(), 1);
 }

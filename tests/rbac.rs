@@ -266,7 +266,12 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
     // Check every request against the chart's rules.
     let rendered = render(&json!({}), "mailsec-operator", &ns).expect("render");
     let objs = objects(&rendered);
-    let cluster_grants = grants(find(&objs, "ClusterRole")[0]);
+    // The operator's own ClusterRole (the chart also ships unbound roles for people).
+    let operator_role = find(&objs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "mailsec-operator")
+        .expect("the operator's ClusterRole");
+    let cluster_grants = grants(operator_role);
     let role = find(&objs, "Role")[0];
     assert_eq!(role["metadata"]["namespace"], ns.as_str());
     let role_grants = grants(role);
