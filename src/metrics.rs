@@ -71,6 +71,8 @@ pub struct Metrics {
     durations: Family<Labels, Histogram>,
     notifications: Family<Labels, Counter>,
     leader: Gauge,
+    undecodable: Family<Labels, Gauge>,
+    status_write_failures: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,6 +137,18 @@ impl Metrics {
             "1 while this instance runs the controllers (the leader), else 0",
             leader.clone(),
         );
+        let undecodable = Family::<Labels, Gauge>::default();
+        registry.register(
+            "mailsec_undecodable_objects",
+            "Objects skipped because the operator can not decode them, by kind (each also has a Warning Event InvalidObject)",
+            undecodable.clone(),
+        );
+        let status_write_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "mailsec_status_write_failures",
+            "Status writes the API server refused or that failed, by controller (the reconcile is retried with backoff; workloads are scaled anyway)",
+            status_write_failures.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector(shared.clone())));
         Self {
             registry,
@@ -143,6 +157,8 @@ impl Metrics {
             durations,
             notifications,
             leader,
+            undecodable,
+            status_write_failures,
         }
     }
 
@@ -168,6 +184,20 @@ impl Metrics {
                 ("channel".into(), channel.into()),
                 ("result".into(), result.into()),
             ])
+            .inc();
+    }
+
+    /// The number of objects of `kind` that can not be decoded now.
+    pub fn set_undecodable(&self, kind: &str, n: usize) {
+        self.undecodable
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one failed status write of `controller` (`tenant`).
+    pub fn status_write_failed(&self, controller: &str) {
+        self.status_write_failures
+            .get_or_create(&vec![("controller".into(), controller.into())])
             .inc();
     }
 
