@@ -285,7 +285,7 @@ where
         self.cache.get(&reference).map(Arc::unwrap_or_clone)
     }
 
-    fn broken(&mut self, key: String, problem: super::lenient::Undecodable) {
+    fn broken(&mut self, key: String, problem: Box<super::lenient::Undecodable>) {
         self.bad.insert(key.clone());
         let _ = self.reports.unbounded_send(Report::Bad(key, problem));
     }

@@ -39,7 +39,7 @@ pub const REASON: &str = "InvalidObject";
 #[derive(Clone, Debug)]
 pub enum Lenient<K> {
     Good(K),
-    Bad(Undecodable),
+    Bad(Box<Undecodable>),
 }
 
 /// An object that could not be decoded as its Rust type.
@@ -57,10 +57,10 @@ impl<K: DeserializeOwned> Lenient<K> {
     pub fn decode(text: &str) -> Self {
         match serde_json::from_str::<K>(text) {
             Ok(k) => Self::Good(k),
-            Err(err) => Self::Bad(Undecodable {
+            Err(err) => Self::Bad(Box::new(Undecodable {
                 meta: metadata_of(text),
                 error: without_position(&err),
-            }),
+            })),
         }
     }
 }
@@ -139,7 +139,7 @@ pub fn key_of(meta: &ObjectMeta) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Report {
     /// The object (key) can not be decoded.
-    Bad(String, Undecodable),
+    Bad(String, Box<Undecodable>),
     /// The object (key) decodes again.
     Fixed(String),
     /// The object (key) is gone (deleted, or absent from a re-list).
@@ -371,7 +371,7 @@ enum Input {
 }
 
 struct Pending {
-    problem: Undecodable,
+    problem: Box<Undecodable>,
     reported: bool,
     failures: u32,
     retrying: bool,
