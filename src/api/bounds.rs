@@ -26,8 +26,12 @@ pub const MAX_NOTIFICATIONS: usize = 256;
 pub const MAX_CONDITIONS: usize = 16;
 /// Bytes of a condition message (longer ones are cut, at a character boundary).
 pub const MAX_CONDITION_MESSAGE: usize = 4096;
-/// The largest integer written to a status counter or generation (`int64` in Kubernetes).
-pub const MAX_INT64: i64 = i64::MAX;
+/// The largest integer a status counter or generation may hold: 2^53 - 1, the largest the API
+/// server's schema validation (which reads bounds as float64) and every JSON client hold exactly.
+pub const MAX_STATUS_INT: i64 = 9_007_199_254_740_991;
+/// The largest `spec.users` of a Tenant: the users of a subscription's tenants (at most 65)
+/// together stay far below [`MAX_STATUS_INT`] in `status.seatsUsed`.
+pub const MAX_USERS: i64 = 1_000_000_000;
 /// The largest `status.notifications[].attempts` (the Rust field is a `u32`).
 pub const MAX_ATTEMPTS: u32 = u32::MAX;
 

@@ -29,7 +29,7 @@ pub struct Condition {
     pub last_transition_time: DateTime<Utc>,
     /// The `.metadata.generation` the condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 9_223_372_036_854_775_807i64))]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub observed_generation: Option<i64>,
 }
 

@@ -178,7 +178,7 @@ pub struct SubscriptionStatus {
     pub next_transition_at: Option<DateTime<Utc>>,
     /// Users counted against `seats`: the owner's and the sharing tenants' `spec.users`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 9_223_372_036_854_775_807i64))]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub seats_used: Option<i64>,
     /// The owning tenant as last seen by the operator; differs from `spec.tenantRef` only until a
     /// transfer is processed.
@@ -199,7 +199,7 @@ pub struct SubscriptionStatus {
     pub conditions: Vec<Condition>,
     /// The `.metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 9_223_372_036_854_775_807i64))]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub observed_generation: Option<i64>,
 }
 

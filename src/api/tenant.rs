@@ -49,8 +49,10 @@ pub struct TenantSpec {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"], "maxItems" = 32))]
     pub services: Vec<ServiceSpec>,
 
-    /// Number of users in use, counted against the `seats` of the subscriptions covering the tenant.
+    /// Number of users in use, counted against the `seats` of the subscriptions covering the
+    /// tenant (at most 1,000,000,000).
     #[serde(default)]
+    #[schemars(range(max = 1_000_000_000i64))]
     #[x_kube(validation = Rule::new("self >= 0").message("users must not be negative"))]
     pub users: i64,
 
@@ -181,7 +183,7 @@ pub struct TenantStatus {
     /// The `.metadata.generation` whose service settings the workloads see. It lags behind
     /// `observedGeneration` while changed settings are held back because a service is read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 9_223_372_036_854_775_807i64))]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub settings_applied_generation: Option<i64>,
     /// The notifier's outbox: one entry per milestone, channel and recipient, recorded before
     /// each delivery attempt and after it, so that every notification is delivered once, also
@@ -201,7 +203,7 @@ pub struct TenantStatus {
     pub possible_duplicates: Vec<PossibleDuplicate>,
     /// The `.metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 9_223_372_036_854_775_807i64))]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub observed_generation: Option<i64>,
 }
 

@@ -74,16 +74,35 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
     }
 }
 
-/// Reads only `metadata` of an object: every other field is skipped (`IgnoredAny`, iterative).
+/// Reads the identity of an object from its `metadata`; every other field is skipped
+/// (`IgnoredAny`, iterative). Not the whole `ObjectMeta`: `managedFields` mirrors the object's
+/// field tree (`f:settings: {f:a: {f:k: ...}}`), so it is exactly as deep as the object.
 fn metadata_of(text: &str) -> ObjectMeta {
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    struct Identity {
+        name: Option<String>,
+        namespace: Option<String>,
+        uid: Option<String>,
+        resource_version: Option<String>,
+        generation: Option<i64>,
+    }
     #[derive(Deserialize)]
     struct Head {
         #[serde(default)]
-        metadata: ObjectMeta,
+        metadata: Identity,
     }
-    serde_json::from_str::<Head>(text)
+    let id = serde_json::from_str::<Head>(text)
         .map(|h| h.metadata)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    ObjectMeta {
+        name: id.name,
+        namespace: id.namespace,
+        uid: id.uid,
+        resource_version: id.resource_version,
+        generation: id.generation,
+        ..Default::default()
+    }
 }
 
 fn without_position(err: &serde_json::Error) -> String {
@@ -389,7 +408,7 @@ mod tests {
 
     fn tenant_json(name: &str, settings: &str) -> String {
         format!(
-            r#"{{"apiVersion":"mailsec.io/v1alpha1","kind":"Tenant","metadata":{{"name":"{name}","resourceVersion":"7"}},"spec":{{"services":[{{"product":"email-safeguard","settings":{{"a":{settings}}}}}]}}}}"#
+            r#"{{"apiVersion":"mailsec.io/v1alpha1","kind":"Tenant","metadata":{{"name":"{name}","resourceVersion":"7","managedFields":[{{"manager":"kubectl","operation":"Apply","fieldsType":"FieldsV1","fieldsV1":{{"f:spec":{{"f:a":{settings}}}}}}}]}},"spec":{{"services":[{{"product":"email-safeguard","settings":{{"a":{settings}}}}}]}}}}"#
         )
     }
 

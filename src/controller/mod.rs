@@ -52,9 +52,14 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("could not build a patch: {0}")]
     Patch(#[from] serde_json::Error),
-    /// The status write failed (counted in `mailsec_status_write_failures_total`).
-    #[error("status write failed: {0}")]
-    StatusWrite(kube::Error),
+    /// The status write failed (counted in `mailsec_status_write_failures_total`). Retried with
+    /// backoff, but never later than `next_transition`: workloads are scaled by the reconcile
+    /// whether or not its status write succeeds, so it must run at the instant they change.
+    #[error("status write failed: {source}")]
+    StatusWrite {
+        source: kube::Error,
+        next_transition: Option<DateTime<Utc>>,
+    },
 }
 
 /// Requeue so the next reconcile runs right after `next` (or after [`MAX_REQUEUE`]).
@@ -90,7 +95,16 @@ fn error_policy<K: kube::Resource<DynamicType = ()>>(
     ctx: Arc<Context>,
 ) -> Action {
     let key = format!("{}/{}", K::kind(&()), obj.name_any());
-    let wait = ctx.backoff(&key);
+    let mut wait = ctx.backoff(&key);
+    if let Error::StatusWrite {
+        next_transition: Some(next),
+        ..
+    } = err
+    {
+        let now = ctx.now();
+        let due = (*next - now).to_std().unwrap_or_default() + AFTER_TRANSITION;
+        wait = wait.min(due.saturating_sub(DEBOUNCE).max(AFTER_TRANSITION));
+    }
     tracing::warn!(object = %key, error = %err, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }
@@ -113,7 +127,7 @@ where
             let started = std::time::Instant::now();
             let result = reconcile(obj, ctx).await;
             metrics.reconciled(controller, result.is_ok(), started.elapsed());
-            if let Err(Error::StatusWrite(_)) = &result {
+            if let Err(Error::StatusWrite { .. }) = &result {
                 metrics.status_write_failed(controller);
             }
             result

@@ -84,6 +84,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
             add_finalizer(&api, &tenant).await
         }
     };
+    let next_transition = eval.next_transition;
     let status = &mut eval.status;
     let write_status = async {
         let projection = project_settings(&tenant, status, &ctx, now).await;
@@ -92,7 +93,10 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
                 Ok(written) => written,
                 Err(err) => {
                     status_write_failed(&tenant, &err, &ctx).await;
-                    return Err(Error::StatusWrite(err));
+                    return Err(Error::StatusWrite {
+                        source: err,
+                        next_transition,
+                    });
                 }
             };
         Ok::<_, Error>((projection, written))
