@@ -21,7 +21,7 @@ pub const SETTINGS_STRING_CHARS: u64 = 1024;
 pub const MAX_MILESTONES: usize = 128;
 /// Entries in `status.notifications` (the notifier's outbox); more are created once delivered
 /// entries are dropped.
-pub const MAX_NOTIFICATIONS: usize = 256;
+pub const MAX_NOTIFICATIONS: usize = 128;
 /// Conditions of a Tenant or Subscription status.
 pub const MAX_CONDITIONS: usize = 16;
 /// Bytes of a condition message (longer ones are cut, at a character boundary).
@@ -70,13 +70,53 @@ fn settings_value(level: usize) -> serde_json::Value {
     node
 }
 
-/// Cuts `s` to at most `max` bytes, at a character boundary.
-pub fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
+/// The bytes `c` can take in the JSON the API server stores: Go's encoder writes control
+/// characters, `<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX`, `"` and `\` as two bytes.
+pub fn json_bytes(c: char) -> usize {
+    match c {
+        '\u{0}'..='\u{1f}' | '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => 6,
+        '"' | '\\' => 2,
+        c => c.len_utf8(),
+    }
+}
+
+/// `s`, cut (with `…` at the end) so that it takes at most `max` bytes as stored JSON, and so
+/// at most `max` characters (a schema's `maxLength`): outside text (a mail server's answer, a
+/// name) can not make a status larger than its budget or invalid.
+pub fn truncate_json(s: &str, max: usize) -> String {
+    if s.chars().map(json_bytes).sum::<usize>() <= max {
+        return s.to_string();
+    }
+    let budget = max.saturating_sub('…'.len_utf8());
+    let mut used = 0;
+    let mut out = String::new();
+    for c in s.chars() {
+        used += json_bytes(c);
+        if used > budget {
+            break;
         }
-        s.truncate(end);
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_text_fits_its_json_budget() {
+        for s in [
+            "plain text ".repeat(100),
+            "<&>\u{1}é\"".repeat(200),
+            "x".repeat(512),
+        ] {
+            let cut = truncate_json(&s, 512);
+            assert!(cut.chars().map(json_bytes).sum::<usize>() <= 512, "{cut}");
+            assert!(cut.chars().count() <= 512);
+            assert!(serde_json::to_string(&cut).expect("json").len() <= 512 + 2);
+        }
+        assert_eq!(truncate_json("short", 512), "short");
     }
 }

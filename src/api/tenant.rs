@@ -189,10 +189,10 @@ pub struct TenantStatus {
     /// each delivery attempt and after it, so that every notification is delivered once, also
     /// across operator restarts and mail or webhook outages. Written only by the notifier
     /// (field manager `mailsec-operator-notifier`); delivered entries are kept while their
-    /// milestone is recorded and recent. At most 256 entries: further ones are created as
+    /// milestone is recorded and recent. At most 128 entries: further ones are created as
     /// delivered entries are dropped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"], "maxItems" = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"], "maxItems" = 128))]
     pub notifications: Vec<NotificationRecord>,
     /// Other tenants that list one of this tenant's administrator addresses and are not linked
     /// to it on purpose (by a subscription shared between them, or the annotation

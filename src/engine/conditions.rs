@@ -31,8 +31,10 @@ impl<'a> ConditionSet<'a> {
             .find(|c| c.type_ == type_ && c.status == status)
             .map(|c| c.last_transition_time)
             .unwrap_or(self.now);
-        let mut message = message.into();
-        crate::api::bounds::truncate(&mut message, crate::api::bounds::MAX_CONDITION_MESSAGE);
+        let message = crate::api::bounds::truncate_json(
+            &message.into(),
+            crate::api::bounds::MAX_CONDITION_MESSAGE,
+        );
         self.out.push(Condition {
             type_: type_.to_string(),
             status,

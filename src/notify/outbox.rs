@@ -292,7 +292,8 @@ pub fn record(
             Recorded::Delivered
         }
         Err(error) => {
-            entry.last_error = Some(truncate(&error, 512));
+            // Cut to 512 bytes as stored JSON (the schema's bound; docs/size-budget.md).
+            entry.last_error = Some(crate::api::bounds::truncate_json(&error, 512));
             let was_failed = entry.state == NotificationState::Failed;
             if was_failed || entry.attempts >= retry.failed_after {
                 entry.state = NotificationState::Failed;
@@ -309,17 +310,6 @@ pub fn record(
             }
         }
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]
@@ -402,7 +392,7 @@ mod tests {
         assert_eq!(first.due.len(), max);
         // The first milestones' entries are delivered and forgotten: the next ones come in.
         let later = plan(&input(
-            &milestones[6..],
+            &milestones[8..],
             &first.entries,
             &recipients,
             &kinds,
