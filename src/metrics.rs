@@ -122,6 +122,7 @@ pub struct Metrics {
     notifications: Family<Labels, Counter>,
     leader: Gauge,
     clock_speed: Gauge,
+    undecodable: Family<Labels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -205,6 +206,12 @@ impl Metrics {
                 env!("CARGO_PKG_VERSION").to_string(),
             )])
             .set(1);
+        let undecodable = Family::<Labels, Gauge>::default();
+        registry.register(
+            "mailsec_undecodable_objects",
+            "Objects skipped because the operator can not decode them, by kind (each also has a Warning Event InvalidObject)",
+            undecodable.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector(shared.clone())));
         registry.register_collector(Box::new(process::ProcessCollector));
         Self {
@@ -215,6 +222,7 @@ impl Metrics {
             notifications,
             leader,
             clock_speed,
+            undecodable,
         }
     }
 
@@ -246,6 +254,13 @@ impl Metrics {
                 ("result".into(), result.into()),
             ])
             .inc();
+    }
+
+    /// The number of objects of `kind` that can not be decoded now.
+    pub fn set_undecodable(&self, kind: &str, n: usize) {
+        self.undecodable
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets what this instance does (leader, standby).

@@ -483,6 +483,97 @@ fn invalid_cases() -> Vec<Case> {
             ],
         ),
     ]
+    .into_iter()
+    .chain(bound_cases())
+    .collect()
+}
+
+/// The size bounds (`api::bounds`, docs/size-budget.md): what keeps one tenant from stopping
+/// the operator for the others.
+fn bound_cases() -> Vec<Case> {
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!(1), |v, _| json!({ "k": v }))
+    }
+    fn with_settings(mut case: Case, settings: Value) -> Case {
+        case.object["spec"]["services"][0]["settings"] = settings;
+        case
+    }
+    const TOO_DEEP: &str = "Too many: 1: must have at most 0 items";
+    vec![
+        with_settings(
+            tenant_case(
+                "settings nested 300 levels deep",
+                "{}",
+                &["spec.services[0].settings.a.k.k.k", TOO_DEEP],
+            ),
+            json!({ "a": nested(300) }),
+        ),
+        with_settings(
+            tenant_case(
+                "settings one level deeper than allowed (an object at the 4th level)",
+                "{}",
+                &["spec.services[0].settings.a.b.c.d", TOO_DEEP],
+            ),
+            json!({ "a": {"b": {"c": {"d": {"e": 1}}}} }),
+        ),
+        with_settings(
+            tenant_case(
+                "settings one level deeper than allowed (a list at the 4th level)",
+                "{}",
+                &["spec.services[0].settings.a[0][0][0]", TOO_DEEP],
+            ),
+            json!({ "a": [[[[1]]]] }),
+        ),
+        with_settings(
+            tenant_case(
+                "65 settings",
+                "{}",
+                &[
+                    "spec.services[0].settings",
+                    "Too many: 65: must have at most 64 items",
+                ],
+            ),
+            Value::Object((0..65).map(|i| (format!("s{i}"), json!(i))).collect()),
+        ),
+        with_settings(
+            tenant_case(
+                "a nested object with 33 keys",
+                "{}",
+                &[
+                    "spec.services[0].settings.a",
+                    "Too many: 33: must have at most 32 items",
+                ],
+            ),
+            json!({ "a": Value::Object((0..33).map(|i| (format!("k{i}"), json!(i))).collect()) }),
+        ),
+        with_settings(
+            tenant_case(
+                "a list of 33 items in settings",
+                "{}",
+                &[
+                    "spec.services[0].settings.a",
+                    "Too many: 33: must have at most 32 items",
+                ],
+            ),
+            json!({ "a": (0..33).collect::<Vec<_>>() }),
+        ),
+        with_settings(
+            tenant_case(
+                "a settings string of 1025 characters",
+                "{}",
+                &[
+                    "spec.services[0].settings.a.b",
+                    "Too long: may not be more than 1024 bytes",
+                ],
+            ),
+            json!({ "a": {"b": "x".repeat(1025)} }),
+        ),
+        tenant_case(
+            "users beyond 1,000,000,000",
+            "{users: 1000000001}",
+            &["spec.users", "should be less than or equal to 1000000000"],
+        ),
+    ]
 }
 
 /// `kubectl apply` of `crds/` prints no warning (such as `unrecognized format "uint32"`): the

@@ -1224,7 +1224,11 @@ fn roles_for_people_never_grant_status() {
             "true"
         );
     }
-    assert!(grants(&view).iter().all(|(_, v)| ["get", "list", "watch"].contains(&v.as_str())));
+    assert!(
+        grants(&view)
+            .iter()
+            .all(|(_, v)| ["get", "list", "watch"].contains(&v.as_str()))
+    );
     let editor = grants(&role("tenant-editor"));
     assert!(editor.contains(&("tenants".into(), "patch".into())));
     assert!(
@@ -1243,12 +1247,19 @@ fn roles_for_people_never_grant_status() {
     for kind in ["ClusterRoleBinding", "RoleBinding"] {
         for b in find(&objs, kind) {
             let name = b["roleRef"]["name"].as_str().unwrap_or_default();
-            assert!(!name.ends_with("-view") && !name.ends_with("-editor") && !name.ends_with("-admin"), "{b}");
+            assert!(
+                !name.ends_with("-view") && !name.ends_with("-editor") && !name.ends_with("-admin"),
+                "{b}"
+            );
         }
     }
     let off = objects(
-        &render(&json!({"rbac": {"userRoles": false}}), "mailsec-operator", "mailsec-system")
-            .expect("render"),
+        &render(
+            &json!({"rbac": {"userRoles": false}}),
+            "mailsec-operator",
+            "mailsec-system",
+        )
+        .expect("render"),
     );
     assert_eq!(find(&off, "ClusterRole").len(), 1);
 }

@@ -11,13 +11,17 @@ use serde::{Deserialize, Serialize};
 pub struct Condition {
     /// Type of condition in CamelCase, e.g. `Ready`, `Warning`, `ReadOnly`, `Suspended`.
     #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 316))]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: ConditionStatus,
     /// A CamelCase word naming the cause of the last transition, e.g. `SubscriptionExpired`.
+    #[schemars(length(max = 1024))]
     pub reason: String,
-    /// What happened, to which subscription and product, and what to do about it.
+    /// What happened, to which subscription and product, and what to do about it (at most
+    /// 4096 bytes: longer messages are cut).
     #[serde(default)]
+    #[schemars(length(max = 4096))]
     pub message: String,
     /// When the condition last changed from one status to another.
     #[serde(with = "super::date::rfc3339")]
@@ -25,6 +29,7 @@ pub struct Condition {
     pub last_transition_time: DateTime<Utc>,
     /// The `.metadata.generation` the condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub observed_generation: Option<i64>,
 }
 

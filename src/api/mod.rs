@@ -1,6 +1,7 @@
 //! The API types: `Tenant` and `Subscription` (`mailsec.io/v1alpha1`, cluster-scoped).
 //! Their doc comments are what `kubectl explain` shows.
 
+pub mod bounds;
 pub mod cel;
 pub mod condition;
 pub mod date;

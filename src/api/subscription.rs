@@ -179,25 +179,28 @@ pub struct SubscriptionStatus {
     pub next_transition_at: Option<DateTime<Utc>>,
     /// Users counted against `seats`: the owner's and the sharing tenants' `spec.users`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub seats_used: Option<i64>,
     /// The owning tenant as last seen by the operator; differs from `spec.tenantRef` only until a
     /// transfer is processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub tenant: Option<String>,
     /// The tenants the subscription was last seen shared with (`spec.sharedWith` as processed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic", "maxItems" = 64), inner(length(max = 63)))]
     pub shared_with: Vec<String>,
     /// The most recent transfers between tenants, oldest first (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic", "maxItems" = 10))]
     pub transfers: Vec<Transfer>,
     /// `Ready`, `InForce` and `SeatLimitExceeded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"], "maxItems" = 16))]
     pub conditions: Vec<Condition>,
     /// The `.metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub observed_generation: Option<i64>,
 }
 
@@ -206,8 +209,10 @@ pub struct SubscriptionStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Transfer {
     /// The previous owner.
+    #[schemars(length(max = 63))]
     pub from: String,
     /// The new owner.
+    #[schemars(length(max = 63))]
     pub to: String,
     /// When the operator processed the transfer.
     #[serde(with = "super::date::rfc3339")]

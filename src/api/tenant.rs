@@ -49,8 +49,10 @@ pub struct TenantSpec {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"], "maxItems" = 32))]
     pub services: Vec<ServiceSpec>,
 
-    /// Number of users in use, counted against the `seats` of the subscriptions covering the tenant.
+    /// Number of users in use, counted against the `seats` of the subscriptions covering the
+    /// tenant (at most 1,000,000,000).
     #[serde(default)]
+    #[schemars(range(max = 1_000_000_000i64))]
     #[x_kube(validation = Rule::new("self >= 0").message("users must not be negative"))]
     pub users: i64,
 
@@ -81,10 +83,13 @@ pub struct ServiceSpec {
     #[schemars(length(min = 1, max = 63))]
     pub product: String,
 
-    /// The product's settings (free-form). Frozen while the service or the whole tenant is
-    /// read-only: changes are refused until the subscription is renewed.
+    /// The product's settings: free-form JSON values. Frozen while the service or the whole
+    /// tenant is read-only: changes are refused until the subscription is renewed. Bounded, so
+    /// that no tenant can stop the operator for the others: at most 64 settings; a setting's
+    /// value may hold objects and lists nested 3 levels deep (only plain values at the 4th
+    /// level), with at most 32 keys per object, 32 items per list and 1024 characters per string.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "free_form_object")]
+    #[schemars(schema_with = "super::bounds::settings_schema")]
     pub settings: BTreeMap<String, serde_json::Value>,
 }
 
@@ -155,7 +160,7 @@ pub struct TenantStatus {
     pub phase: Option<TenantPhase>,
     /// One entry per product: the base product and every product in `spec.services`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"]))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"], "maxItems" = 33))]
     pub services: Vec<ServiceStatus>,
     /// The next instant at which the tenant's status changes by itself; absent when nothing is due.
     #[serde(
@@ -167,24 +172,27 @@ pub struct TenantStatus {
     pub next_transition_at: Option<DateTime<Utc>>,
     /// `Ready`, `Warning`, `ReadOnly`, `Suspended`, `PossibleDuplicate` (and `Reconciling`/`Stalled` when they apply).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"], "maxItems" = 16))]
     pub conditions: Vec<Condition>,
     /// Milestones already announced (Events, notifications), so none is announced twice, also
-    /// across operator restarts. Most recent last, bounded.
+    /// across operator restarts. Most recent last; at most 128 (those reached now, then the
+    /// most recent earlier ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"], "maxItems" = 128))]
     pub milestones: Vec<MilestoneRecord>,
     /// The `.metadata.generation` whose service settings the workloads see. It lags behind
     /// `observedGeneration` while changed settings are held back because a service is read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub settings_applied_generation: Option<i64>,
     /// The notifier's outbox: one entry per milestone, channel and recipient, recorded before
     /// each delivery attempt and after it, so that every notification is delivered once, also
     /// across operator restarts and mail or webhook outages. Written only by the notifier
     /// (field manager `mailsec-operator-notifier`); delivered entries are kept while their
-    /// milestone is recorded and recent.
+    /// milestone is recorded and recent. At most 128 entries: further ones are created as
+    /// delivered entries are dropped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"], "maxItems" = 128))]
     pub notifications: Vec<NotificationRecord>,
     /// Subscriptions this tenant owns that are not expired and not shared with another tenant:
     /// deleting the tenant would orphan them, so deletion is refused while any is listed
@@ -201,6 +209,7 @@ pub struct TenantStatus {
     pub possible_duplicates: Vec<PossibleDuplicate>,
     /// The `.metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub observed_generation: Option<i64>,
 }
 
@@ -209,6 +218,7 @@ pub struct TenantStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceStatus {
     /// Product id.
+    #[schemars(length(max = 63))]
     pub product: String,
     /// True for the base product, whose lapse makes the whole tenant read-only, then suspended.
     #[serde(default)]
@@ -217,6 +227,7 @@ pub struct ServiceStatus {
     pub phase: ServicePhase,
     /// The subscription that covers the service longest (names the one to renew).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub subscription: Option<String>,
     /// Plan of the subscription(s) in force now: `Trial` when only trials cover the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,12 +280,15 @@ pub struct ServiceStatus {
 #[serde(rename_all = "camelCase")]
 pub struct MilestoneRecord {
     /// Stable id: kind, product and the instant it is about, e.g. `ReadOnly/email-safeguard/2027-01-01T00:00:00Z`.
+    #[schemars(length(max = 384))]
     pub id: String,
     /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`,
     /// `SeatLimitExceeded`, `TransferredIn`, `TransferredOut`, `PossibleDuplicate`.
+    #[schemars(length(max = 32))]
     pub kind: String,
     /// The product it is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub product: Option<String>,
     /// When the milestone was due.
     #[serde(with = "super::date::rfc3339")]
@@ -286,10 +300,12 @@ pub struct MilestoneRecord {
     pub announced_at: DateTime<Utc>,
     /// The subscription it is about (the one to renew), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub subscription: Option<String>,
     /// For a transfer: the other tenant (where the subscription came from, or went to); for a
     /// possible duplicate: the other tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub peer: Option<String>,
     /// Announced by an Event only, not notified: a possible duplicate is notified to the
     /// administrators of the tenant in use, not to those of the other one.
@@ -341,21 +357,26 @@ pub struct PossibleDuplicate {
 pub struct NotificationRecord {
     /// `<milestone id>/<channel>/<recipient>`, e.g.
     /// `ReadOnly/email-safeguard/2027-01-01T00:00:00Z/Email/admin@example.com`.
+    #[schemars(length(max = 704))]
     pub id: String,
     /// The milestone delivered (`status.milestones[].id`).
+    #[schemars(length(max = 384))]
     pub milestone: String,
     /// `Email` or `Webhook`.
     pub channel: NotificationChannel,
     /// The administrator's e-mail address, or `webhook`.
+    #[schemars(length(max = 254))]
     pub recipient: String,
     /// `Pending` (not delivered yet, retried), `Delivered`, or `Failed` (still retried, at the
     /// longest retry interval; the error is in `lastError`).
     pub state: NotificationState,
     /// Delivery attempts started so far.
     #[serde(default)]
+    #[schemars(range(max = 4_294_967_295u32))]
     pub attempts: u32,
     /// Why the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
     pub last_error: Option<String>,
     /// When the last attempt started.
     #[serde(
@@ -387,6 +408,7 @@ pub struct NotificationRecord {
     /// The `Message-ID` of the e-mail, or the `X-Mailsec-Delivery` id of the webhook call: the
     /// same on every attempt, so receivers can drop a repeated delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 320))]
     pub delivery_id: Option<String>,
 }
 
@@ -421,12 +443,4 @@ pub enum NotificationState {
     Delivered,
     /// Still not delivered after many attempts; retried at the longest interval until it is.
     Failed,
-}
-
-/// An object whose contents the API server stores as written (no pruning at any depth).
-fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
 }

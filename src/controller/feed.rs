@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
-use kube::Resource;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+
+use super::lenient::{Lenient, Report, key_of};
 
 /// Buffered changes per consumer before the watch waits for it.
 const BUFFER: usize = 1024;
@@ -80,13 +82,16 @@ where
     pub departures: Option<mpsc::Receiver<K>>,
     /// Set once the cache holds the first full list.
     pub synced: Synced,
+    /// Objects that could not be decoded, and those that decode again (see [`super::lenient`]).
+    pub reports: mpsc::UnboundedReceiver<Report>,
     pub driver: futures::future::BoxFuture<'static, ()>,
 }
 
-/// Watches `api` (list + watch with backoff on errors) into one cache and `consumers` streams;
-/// with `track_departures`, objects that leave the watch are also sent to `departures`.
+/// Watches every object of kind `K` (list + watch with backoff on errors) into one cache and
+/// `consumers` streams; with `track_departures`, objects that leave the watch are also sent to
+/// `departures`.
 pub fn feed<K>(
-    api: Api<K>,
+    client: Client,
     config: watcher::Config,
     consumers: usize,
     track_departures: bool,
@@ -95,7 +100,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     feed_indexed(
-        api,
+        client,
         config,
         consumers,
         track_departures,
@@ -109,8 +114,13 @@ where
 ///
 /// `metadata.managedFields` and the last-applied annotation are dropped before objects enter the
 /// cache (see [`slim`]).
+///
+/// Objects are decoded one by one ([`Lenient`]): one that can not be decoded is kept out of the
+/// cache (or, if the cache holds an earlier version that could be read, that version stays, also
+/// across re-lists, so the operator keeps acting on it) and sent to [`Feed::reports`]; every
+/// other object is cached and announced as usual.
 pub fn feed_indexed<K>(
-    api: Api<K>,
+    client: Client,
     config: watcher::Config,
     consumers: usize,
     track_departures: bool,
@@ -130,8 +140,16 @@ where
         (None, None)
     };
     let (synced_tx, synced) = Synced::pair();
+    let (reports_tx, reports) = mpsc::unbounded();
     let kind = K::kind(&()).to_string();
     let cache = store.clone();
+    let api: Api<Lenient<K>> = Api::all(client);
+    let mut sorter = Sorter {
+        cache: store.clone(),
+        reports: reports_tx,
+        bad: Default::default(),
+        listed: Default::default(),
+    };
     let driver = async move {
         let mut senders = senders;
         let mut departed_tx = departed_tx;
@@ -139,6 +157,7 @@ where
             writer,
             watcher(api, config)
                 .default_backoff()
+                .filter_map(move |event| std::future::ready(sorter.sort(event)))
                 .modify(|obj: &mut K| slim(obj.meta_mut())),
         );
         futures::pin_mut!(events);
@@ -182,7 +201,105 @@ where
         outlets,
         departures,
         synced,
+        reports,
         driver: Box::pin(driver),
+    }
+}
+
+/// Turns the watch events of [`Lenient`] objects into events of the objects that decode, and
+/// reports the others.
+struct Sorter<K: Resource<DynamicType = ()> + 'static> {
+    cache: Store<K>,
+    reports: mpsc::UnboundedSender<Report>,
+    /// Keys of the objects that do not decode now.
+    bad: std::collections::BTreeSet<String>,
+    /// Keys of the undecodable objects seen in the re-list under way.
+    listed: std::collections::BTreeSet<String>,
+}
+
+impl<K> Sorter<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn sort(
+        &mut self,
+        event: Result<watcher::Event<Lenient<K>>, watcher::Error>,
+    ) -> Option<Result<watcher::Event<K>, watcher::Error>> {
+        use watcher::Event as E;
+        let event = match event {
+            Ok(event) => event,
+            Err(err) => return Some(Err(err)),
+        };
+        Some(Ok(match event {
+            E::Init => {
+                self.listed.clear();
+                E::Init
+            }
+            E::InitApply(Lenient::Good(k)) => {
+                self.fixed(key_of(k.meta()));
+                E::InitApply(k)
+            }
+            E::InitApply(Lenient::Bad(u)) => {
+                let key = key_of(&u.meta);
+                self.listed.insert(key.clone());
+                let earlier = self.cached(&u.meta);
+                self.broken(key, u);
+                // The cache is replaced by the list at InitDone: keep the readable version.
+                E::InitApply(earlier?)
+            }
+            E::InitDone => {
+                // Undecodable objects absent from the new list are gone.
+                let gone: Vec<String> = self.bad.difference(&self.listed).cloned().collect();
+                for key in gone {
+                    self.bad.remove(&key);
+                    let _ = self.reports.unbounded_send(Report::Gone(key));
+                }
+                E::InitDone
+            }
+            E::Apply(Lenient::Good(k)) => {
+                self.fixed(key_of(k.meta()));
+                E::Apply(k)
+            }
+            E::Apply(Lenient::Bad(u)) => {
+                // The cache keeps the last version that could be read, if any.
+                self.broken(key_of(&u.meta), u);
+                return None;
+            }
+            E::Delete(Lenient::Good(k)) => {
+                self.gone(key_of(k.meta()));
+                E::Delete(k)
+            }
+            E::Delete(Lenient::Bad(u)) => {
+                self.gone(key_of(&u.meta));
+                E::Delete(self.cached(&u.meta)?)
+            }
+        }))
+    }
+
+    fn cached(&self, meta: &kube::api::ObjectMeta) -> Option<K> {
+        let name = meta.name.as_deref()?;
+        let mut reference = ObjectRef::<K>::new(name);
+        if let Some(ns) = &meta.namespace {
+            reference = reference.within(ns);
+        }
+        self.cache.get(&reference).map(Arc::unwrap_or_clone)
+    }
+
+    fn broken(&mut self, key: String, problem: Box<super::lenient::Undecodable>) {
+        self.bad.insert(key.clone());
+        let _ = self.reports.unbounded_send(Report::Bad(key, problem));
+    }
+
+    fn fixed(&mut self, key: String) {
+        if self.bad.remove(&key) {
+            let _ = self.reports.unbounded_send(Report::Fixed(key));
+        }
+    }
+
+    fn gone(&mut self, key: String) {
+        if self.bad.remove(&key) {
+            let _ = self.reports.unbounded_send(Report::Gone(key));
+        }
     }
 }
 

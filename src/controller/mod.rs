@@ -6,6 +6,7 @@ pub mod clock;
 pub mod context;
 pub mod feed;
 pub mod leader;
+pub mod lenient;
 pub mod notifier;
 pub mod subscription;
 pub mod tenant;
@@ -54,6 +55,14 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("could not build a patch: {0}")]
     Patch(#[from] serde_json::Error),
+    /// The status write failed (counted in `mailsec_status_writes_total{result="error"}`). Retried with
+    /// backoff, but never later than `next_transition`: workloads are scaled by the reconcile
+    /// whether or not its status write succeeds, so it must run at the instant they change.
+    #[error("status write failed: {source}")]
+    StatusWrite {
+        source: kube::Error,
+        next_transition: Option<DateTime<Utc>>,
+    },
 }
 
 /// Requeue so the next reconcile runs right after the clock reads `next` (or after
@@ -111,7 +120,16 @@ fn error_policy<K: kube::Resource<DynamicType = ()>>(
     ctx: Arc<Context>,
 ) -> Action {
     let key = format!("{}/{}", K::kind(&()), obj.name_any());
-    let wait = ctx.backoff(&key);
+    let mut wait = ctx.backoff(&key);
+    if let Error::StatusWrite {
+        next_transition: Some(next),
+        ..
+    } = err
+    {
+        let now = ctx.now();
+        let due = (*next - now).to_std().unwrap_or_default() + AFTER_TRANSITION;
+        wait = wait.min(due.saturating_sub(DEBOUNCE).max(AFTER_TRANSITION));
+    }
     tracing::warn!(object = %key, error = %err, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }
@@ -170,8 +188,6 @@ async fn run_controllers(
     metrics: &Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let tenants_api: Api<Tenant> = Api::all(client.clone());
-    let subs_api: Api<Subscription> = Api::all(client.clone());
     // Tenants feed: the tenant controller, its co-tenant trigger, the subscription controller,
     // and the notifier when it runs.
     let consumers = if settings.notifier.is_some() { 4 } else { 3 };
@@ -179,7 +195,7 @@ async fn run_controllers(
     let tenants = {
         let index = admin_index.clone();
         feed::feed_indexed(
-            tenants_api,
+            client.clone(),
             watcher::Config::default().any_semantic(),
             consumers,
             false,
@@ -191,7 +207,7 @@ async fn run_controllers(
     let subs = {
         let index = subscription_index.clone();
         feed::feed_indexed(
-            subs_api,
+            client.clone(),
             watcher::Config::default().any_semantic(),
             2,
             false,
@@ -205,15 +221,15 @@ async fn run_controllers(
             .labels(crate::engine::workloads::TENANT_LABEL)
             .any_semantic()
     };
-    let deployments = feed(Api::<Deployment>::all(client.clone()), labelled(), 1, true);
-    let statefulsets = feed(Api::<StatefulSet>::all(client.clone()), labelled(), 1, true);
+    let deployments = feed::<Deployment>(client.clone(), labelled(), 1, true);
+    let statefulsets = feed::<StatefulSet>(client.clone(), labelled(), 1, true);
     let managed = format!(
         "{}={}",
         settings_map::MANAGED_BY.0,
         settings_map::MANAGED_BY.1
     );
-    let configmaps = feed(
-        Api::<ConfigMap>::all(client.clone()),
+    let configmaps = feed::<ConfigMap>(
+        client.clone(),
         watcher::Config::default().labels(&managed).any_semantic(),
         1,
         false,
@@ -442,12 +458,35 @@ async fn run_controllers(
     };
 
     let orphans = release_orphans(ctx.clone(), deployments.departures, statefulsets.departures);
-    let feeds = futures::future::join5(
-        tenants.driver,
-        subs.driver,
-        deployments.driver,
-        statefulsets.driver,
-        configmaps.driver,
+    // Objects that can not be decoded: skipped, reported and looked at again when they change.
+    let reporters = {
+        use lenient::{Condition, Reporter};
+        fn reporter<K>(ctx: &Context, metrics: &Arc<Metrics>, condition: Condition) -> Reporter<K> {
+            Reporter {
+                client: ctx.client.clone(),
+                recorder: ctx.recorder.clone(),
+                metrics: metrics.clone(),
+                condition,
+                _kind: std::marker::PhantomData,
+            }
+        }
+        futures::future::join5(
+            reporter::<Tenant>(&ctx, metrics, Condition::Write).run(tenants.reports),
+            reporter::<Subscription>(&ctx, metrics, Condition::Write).run(subs.reports),
+            reporter::<Deployment>(&ctx, metrics, Condition::None).run(deployments.reports),
+            reporter::<StatefulSet>(&ctx, metrics, Condition::None).run(statefulsets.reports),
+            reporter::<ConfigMap>(&ctx, metrics, Condition::None).run(configmaps.reports),
+        )
+    };
+    let feeds = futures::future::join(
+        futures::future::join5(
+            tenants.driver,
+            subs.driver,
+            deployments.driver,
+            statefulsets.driver,
+            configmaps.driver,
+        ),
+        reporters,
     );
     tokio::select! {
         _ = feeds => tracing::error!("watches ended unexpectedly"),

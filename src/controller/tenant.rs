@@ -71,16 +71,28 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     // of earlier processes, so a cold start reads nothing).
     let mut tenant = tenant;
     if !eval.milestones.is_empty() && ctx.wrote_status_of(&name) {
-        let stored = api.get(&name).await?;
-        if stored.resource_version() != tenant.resource_version() {
-            tenant = Arc::new(stored);
-            eval = evaluate(&tenant);
+        match api.get(&name).await {
+            Ok(stored) => {
+                if stored.resource_version() != tenant.resource_version() {
+                    tenant = Arc::new(stored);
+                    eval = evaluate(&tenant);
+                }
+            }
+            // The stored version can not be decoded (the feed reports it): go on with the
+            // cached one, the last version that could be read, rather than stop enforcing.
+            Err(kube::Error::SerdeError(err)) => {
+                tracing::debug!(tenant = %name, error = %err, "stored tenant can not be decoded; using the cached version");
+            }
+            Err(err) => return Err(err.into()),
         }
     }
 
     if tenant.meta().deletion_timestamp.is_some() {
         return guard_deletion(&api, &tenant, eval, &ctx, now).await;
     }
+    // Workloads first, and whatever becomes of the status write: suspension must not depend on
+    // a status the API server may refuse (an object at the size limit, an admission policy).
+    let scaled = scale_workloads(&tenant, &workloads, &eval.status, &ctx).await;
     // The deletion guard and the status are independent requests (metadata and the status
     // subresource): sent together, a new tenant costs one round trip, not two.
     let guard = async {
@@ -90,13 +102,30 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
             add_finalizer(&api, &tenant).await
         }
     };
+    let next_transition = eval.next_transition;
     let status = &mut eval.status;
     let write_status = async {
         let projection = project_settings(&tenant, status, &ctx, now).await;
-        let written = apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), status).await?;
+        let written =
+            match apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), status).await {
+                Ok(written) => written,
+                Err(err) => {
+                    status_write_failed(&tenant, &err, &ctx).await;
+                    return Err(Error::StatusWrite {
+                        source: err,
+                        next_transition,
+                    });
+                }
+            };
         Ok::<_, Error>((projection, written))
     };
-    let ((), (projection, written)) = tokio::try_join!(guard, write_status)?;
+    let ((), (projection, written)) = match tokio::try_join!(guard, write_status) {
+        Ok(done) => done,
+        Err(err) => {
+            scaled?;
+            return Err(err);
+        }
+    };
     if written {
         ctx.status_written(&name);
     }
@@ -116,7 +145,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     };
     let events_published =
         announce_milestones(&ctx, &tenant, &eval.status.milestones, fresh, again, now).await;
-    scale_workloads(&tenant, &workloads, &eval.status, &ctx).await?;
+    scaled?;
     tracing::debug!(tenant = %name, phase = ?eval.status.phase, next = ?eval.next_transition, "tenant reconciled");
     // Retries are real time (a time lapse does not make the API server answer sooner).
     let mut wait = requeue_wait(eval.next_transition, now, &ctx.clock);
@@ -198,6 +227,26 @@ async fn announce_milestones(
         }
     }
     all_published
+}
+
+/// Reports a status write the API server refused (or that failed): a Warning Event (repeats are
+/// folded into one Event series) and the log; the metric is counted by the caller from
+/// [`Error::StatusWrite`], and the reconcile is retried with backoff. Workloads were scaled before.
+async fn status_write_failed(tenant: &Tenant, err: &kube::Error, ctx: &Context) {
+    let reason = match err {
+        kube::Error::Api(e) => e.message.clone(),
+        other => other.to_string(),
+    };
+    tracing::warn!(tenant = %tenant.name_any(), error = %reason, "status write failed; workloads were scaled anyway; retrying with backoff");
+    let note = format!(
+        "The operator could not write this tenant's status: {reason}. Its workloads are still scaled to what its phase requires; the write is retried with backoff. If the object is near the API server's size limit, reduce spec.services[].settings (see docs/size-budget.md)."
+    );
+    publish(
+        &ctx.recorder,
+        &tenant.object_ref(&()),
+        &Notice::warning("StatusWriteFailed", "WriteStatus", note),
+    )
+    .await;
 }
 
 /// The part of the stored status this controller writes: everything but `notifications`, which

@@ -31,11 +31,15 @@ impl<'a> ConditionSet<'a> {
             .find(|c| c.type_ == type_ && c.status == status)
             .map(|c| c.last_transition_time)
             .unwrap_or(self.now);
+        let message = crate::api::bounds::truncate_json(
+            &message.into(),
+            crate::api::bounds::MAX_CONDITION_MESSAGE,
+        );
         self.out.push(Condition {
             type_: type_.to_string(),
             status,
             reason: reason.to_string(),
-            message: message.into(),
+            message,
             last_transition_time,
             observed_generation: self.generation,
         });

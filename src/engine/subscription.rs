@@ -170,7 +170,8 @@ pub fn evaluate_subscription_among(
     let seats_used = sub
         .tenants()
         .filter_map(|t| users.get(t))
-        .fold(0i64, |sum, u| sum.saturating_add((*u).max(0)));
+        .fold(0i64, |sum, u| sum.saturating_add((*u).max(0)))
+        .min(crate::api::bounds::MAX_STATUS_INT);
     let missing_tenants: Vec<&str> = sub.tenants().filter(|t| !users.contains_key(*t)).collect();
     let owner_missing = !users.contains_key(&spec.tenant_ref);
 

@@ -16,6 +16,37 @@ use crate::api::{
 
 /// Milestone records kept in status beyond those that are still reached.
 pub const MILESTONE_HISTORY: usize = 32;
+/// Milestones reached at once that are recorded (and announced): with the history, at most
+/// [`crate::api::bounds::MAX_MILESTONES`] records.
+pub const MAX_REACHED: usize = crate::api::bounds::MAX_MILESTONES - MILESTONE_HISTORY;
+
+/// Keeps at most [`MAX_REACHED`] of the milestones reached (sorted by due time), so that
+/// `status.milestones` stays within its bound however many subscriptions are shared with the
+/// tenant: the services' lifecycle first (the base product's before the add-ons'), then seat
+/// limits, transfers and possible duplicates, each earliest first. The others are neither
+/// recorded nor announced while so many are reached; the result is the same on every
+/// evaluation, so none of them is announced later by accident.
+fn cap_reached(reached: &mut Vec<Milestone>) {
+    if reached.len() <= MAX_REACHED {
+        return;
+    }
+    let rank = |m: &Milestone| match m.kind {
+        MilestoneKind::SeatLimitExceeded => 2,
+        MilestoneKind::TransferredIn | MilestoneKind::TransferredOut => 3,
+        MilestoneKind::PossibleDuplicate => 4,
+        _ if m.base => 0,
+        _ => 1,
+    };
+    reached.sort_by(|a, b| {
+        rank(a)
+            .cmp(&rank(b))
+            .then(a.due_at.cmp(&b.due_at))
+            .then(a.kind.cmp(&b.kind))
+            .then(a.id.cmp(&b.id))
+    });
+    reached.truncate(MAX_REACHED);
+    reached.sort_by(|a, b| a.due_at.cmp(&b.due_at).then(a.kind.cmp(&b.kind)));
+}
 
 /// The kinds of milestone announced to a tenant's administrators and as Events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -759,6 +790,7 @@ pub fn evaluate_tenant(
     // Milestones: announce those reached and not recorded; keep records of those still reached,
     // plus a bounded history so a milestone that comes back after a change is not repeated at once.
     reached.sort_by(|a, b| a.due_at.cmp(&b.due_at).then(a.kind.cmp(&b.kind)));
+    cap_reached(&mut reached);
     let mut current: Vec<&str> = reached.iter().map(|m| m.id.as_str()).collect();
     current.sort_unstable();
     let current = |id: &str| current.binary_search(&id).is_ok();

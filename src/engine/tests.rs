@@ -1012,3 +1012,67 @@ fn products_held_or_run_are_services_whether_listed_or_not() {
     assert_eq!(service(&e, ETI).phase, S::Active);
     assert_eq!(service(&e, ETI).subscription.as_deref(), Some("eti-next"));
 }
+
+/// However many subscriptions are shared with a tenant, `status.milestones` stays within its
+/// schema bound, the base service's lifecycle milestones are among those kept, and feeding the
+/// status back announces nothing more (the cap is the same on every evaluation).
+#[test]
+fn milestones_stay_within_their_bound() {
+    let mut subs: Vec<Subscription> = (0..300)
+        .map(|i| {
+            // Each over its seat limit: one SeatLimitExceeded milestone per subscription.
+            shared(
+                subscription(
+                    &format!("other-{i:03}"),
+                    &format!("other-{i:03}"),
+                    ETDR,
+                    "2026-01-01",
+                    "2027-12-31",
+                    1,
+                ),
+                &["acme"],
+            )
+        })
+        .collect();
+    subs.push(subscription(
+        "acme-esg",
+        "acme",
+        ESG,
+        "2026-01-01",
+        "2026-12-31",
+        50,
+    ));
+    let mut tenants = vec![tenant("acme", &[ESG, ETDR], 10)];
+    tenants.extend((0..300).map(|i| tenant(&format!("other-{i:03}"), &[ETDR], 5)));
+    let policy = Policy::default();
+    let now = at("2027-02-15");
+    let first = eval_first(&world(tenants.clone(), subs.clone()), &policy, now);
+    assert!(
+        first.status.milestones.len() <= crate::api::bounds::MAX_MILESTONES,
+        "{}",
+        first.status.milestones.len()
+    );
+    assert_eq!(first.milestones.len(), super::tenant::MAX_REACHED);
+    let kinds: Vec<_> = first.milestones.iter().map(|m| m.kind).collect();
+    for k in [
+        MilestoneKind::ExpiringSoon,
+        MilestoneKind::ReadOnly,
+        MilestoneKind::Suspended,
+    ] {
+        assert!(kinds.contains(&k), "{k:?} kept");
+    }
+    tenants[0].status = Some(first.status.clone());
+    let again = eval_first(&world(tenants, subs), &policy, now + sec(60));
+    assert!(again.milestones.is_empty(), "{:?}", again.milestones.len());
+    assert_eq!(again.status.milestones, first.status.milestones);
+}
+
+#[test]
+fn condition_messages_are_cut_to_their_bound() {
+    let mut set = super::conditions::ConditionSet::new(&[], Some(1), at("2027-01-01"));
+    set.set("Warning", true, "Many", "é".repeat(5000));
+    let message = &set.finish()[0].message;
+    assert!(message.len() <= crate::api::bounds::MAX_CONDITION_MESSAGE);
+    assert!(message.len() > crate::api::bounds::MAX_CONDITION_MESSAGE - 8);
+    assert!(message.ends_with('…'));
+}

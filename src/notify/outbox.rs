@@ -178,7 +178,10 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let mut wake: Vec<DateTime<Utc>> = Vec::new();
     let mut known: BTreeSet<String> = BTreeSet::new();
 
-    for e in input.existing {
+    // Bounded (`api::bounds::MAX_NOTIFICATIONS`): entries beyond it (only in an outbox written
+    // before the bound) are not kept, and new ones wait until delivered entries are dropped.
+    let max = crate::api::bounds::MAX_NOTIFICATIONS;
+    for e in input.existing.iter().take(max) {
         known.insert(e.id.clone());
         let milestone = milestones.get(e.milestone.as_str());
         let delivered = e.state == NotificationState::Delivered;
@@ -216,7 +219,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         }
         for r in input.recipients {
             let id = entry_id(&m.id, r);
-            if known.contains(&id) {
+            if known.contains(&id) || out.entries.len() >= max {
                 continue;
             }
             known.insert(id.clone());
@@ -289,7 +292,8 @@ pub fn record(
             Recorded::Delivered
         }
         Err(error) => {
-            entry.last_error = Some(truncate(&error, 512));
+            // Cut to 512 bytes as stored JSON (the schema's bound; docs/size-budget.md).
+            entry.last_error = Some(crate::api::bounds::truncate_json(&error, 512));
             let was_failed = entry.state == NotificationState::Failed;
             if was_failed || entry.attempts >= retry.failed_after {
                 entry.state = NotificationState::Failed;
@@ -306,17 +310,6 @@ pub fn record(
             }
         }
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]
@@ -380,6 +373,38 @@ mod tests {
             Recipient::email("b@globex.example"),
             Recipient::webhook(),
         ]
+    }
+
+    /// 64 administrators and the webhook, 10 milestones at once: the outbox stays within its
+    /// bound, and the rest is created as delivered entries are dropped.
+    #[test]
+    fn the_outbox_stays_within_its_bound() {
+        let kinds = default_kinds();
+        let mut recipients: Vec<Recipient> = (0..64)
+            .map(|i| Recipient::email(&format!("admin{i}@globex.example")))
+            .collect();
+        recipients.push(Recipient::webhook());
+        let milestones: Vec<MilestoneRecord> =
+            (0..10).map(|i| milestone("ExpiringSoon", i, i)).collect();
+        let first = plan(&input(&milestones, &[], &recipients, &kinds, 20));
+        let max = crate::api::bounds::MAX_NOTIFICATIONS;
+        assert_eq!(first.entries.len(), max);
+        assert_eq!(first.due.len(), max);
+        // The first milestones' entries are delivered and forgotten: the next ones come in.
+        let later = plan(&input(
+            &milestones[8..],
+            &first.entries,
+            &recipients,
+            &kinds,
+            30,
+        ));
+        assert_eq!(later.entries.len(), max);
+        assert!(
+            later
+                .entries
+                .iter()
+                .any(|e| e.milestone == milestones[9].id)
+        );
     }
 
     /// Table: given milestones, recipients, enabled kinds and stored entries → what is created,
