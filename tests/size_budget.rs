@@ -128,6 +128,10 @@ fn maximal_status() -> Value {
             "effectiveEndAt": instant(9), "suspendsAt": instant(10),
         })).collect::<Vec<_>>(),
         "settingsAppliedGeneration": MAX_STATUS_INT,
+        "settingsDigest": "0".repeat(64),
+        // JSON in a JSON string: every quote escaped, twice the bytes.
+        "settingsInEffect": "\"".repeat(8 * 1024),
+        "licencesHeld": (0..16).map(|i| padded(&format!("l{i:02}-"), 253)).collect::<Vec<_>>(),
         "possibleDuplicates": (0..8).map(|i| json!({
             "tenant": padded(&format!("d{i}-"), 63),
             "sharedAdmins": (0..4).map(|j| padded(&format!("a{j}@"), 254)).collect::<Vec<_>>(),

@@ -334,6 +334,26 @@ async fn settings_are_projected_and_frozen_while_read_only() {
         json!({"spamThreshold": 5}),
         "frozen"
     );
+    // Whoever may edit the ConfigMap can not unfreeze the settings either: the operator keeps
+    // the settings in effect in the status (operator-only) and puts the copy back.
+    assert_eq!(
+        status.settings_in_effect.as_deref(),
+        Some(r#"{"email-safeguard":{"spamThreshold":5}}"#)
+    );
+    cms.patch(
+        &cm_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"email-safeguard.json": "{\"spamThreshold\": 1}"}})),
+    )
+    .await
+    .expect("edit the ConfigMap by hand");
+    let restored = common::eventually_async(WAIT, || async {
+        read().await.filter(|t| {
+            serde_json::from_str::<serde_json::Value>(t).ok() == Some(json!({"spamThreshold": 5}))
+        })
+    })
+    .await;
+    assert!(restored.is_some(), "the frozen settings are put back");
 
     // Renewal applies the change.
     create_subscription(

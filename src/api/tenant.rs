@@ -185,6 +185,18 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 9_007_199_254_740_991i64))]
     pub settings_applied_generation: Option<i64>,
+    /// SHA-256 of the settings the workloads see (the settings ConfigMap's content). While a
+    /// change is held back, the operator keeps the last applied settings from a ConfigMap copy
+    /// that still matches it: a copy edited by hand does not, and is put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub settings_digest: Option<String>,
+    /// The settings the workloads see, as JSON, while they fit in 8 KiB: where the last applied
+    /// settings of frozen services are kept, out of reach of whoever edits the Tenant or its
+    /// ConfigMaps. Larger settings are recognised by `settingsDigest` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub settings_in_effect: Option<String>,
     /// The notifier's outbox: one entry per milestone, channel and recipient, recorded before
     /// each delivery attempt and after it, so that every notification is delivered once, also
     /// across operator restarts and mail or webhook outages. Written only by the notifier
@@ -196,9 +208,9 @@ pub struct TenantStatus {
     pub notifications: Vec<NotificationRecord>,
     /// Subscriptions this tenant owns that are not expired and not shared with another tenant:
     /// deleting the tenant would orphan them, so deletion is refused while any is listed
-    /// (transfer them with `spec.tenantRef` first, or let them expire).
+    /// (transfer them with `spec.tenantRef` first, or let them expire). At most 16 are listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set", "maxItems" = 256), inner(length(max = 253)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set", "maxItems" = 16), inner(length(max = 253)))]
     pub licences_held: Vec<String>,
     /// Other tenants that list one of this tenant's administrator addresses and are not linked
     /// to it on purpose (by a subscription shared between them, or the annotation

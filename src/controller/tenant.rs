@@ -399,12 +399,23 @@ async fn project_settings(
                 .get(&kube::runtime::reflector::ObjectRef::new(&name).within(ns))
         })
         .collect();
-    let applied = current
+    // The settings in effect come from a source a tenant editor can not forge (a copy edited
+    // by hand does not match the digest in status): see `settings::in_effect`.
+    let copies: Vec<settings::ProductSettings> = current
         .iter()
         .flatten()
-        .next()
-        .map(|cm| settings_map::read(cm));
+        .map(|cm| settings_map::read(cm))
+        .collect();
+    let applied = match settings::in_effect(tenant, &copies) {
+        settings::InEffect::Spec => None,
+        settings::InEffect::Known(settings) => Some(settings),
+        settings::InEffect::Unknown => {
+            settings::record_unknown(status, tenant, tenant.status.as_ref(), now);
+            return ProjectionOutcome::Done;
+        }
+    };
     let plan = settings::plan(tenant, status, applied.as_ref());
+    settings::record_in_effect(status, &plan.data);
     let data = settings_map::render(&plan.data);
     // A namespace that does not exist (yet) must not keep the status from being written: the
     // failure becomes the SettingsApplied condition, and the projection is retried.

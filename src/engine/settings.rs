@@ -35,6 +35,68 @@ pub fn is_frozen(status: &TenantStatus, product: &str) -> bool {
             .any(|s| s.product == product && s.phase >= ServicePhase::ReadOnly)
 }
 
+/// The digest of settings recorded in `status.settingsDigest`: SHA-256 of their JSON (maps are
+/// sorted, so equal settings give equal digests).
+pub fn digest(settings: &ProductSettings) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(settings).unwrap_or_default();
+    hex::encode(Sha256::digest(&json))
+}
+
+/// The longest `status.settingsInEffect` (the schema's bound).
+pub const MAX_SETTINGS_IN_EFFECT: usize = 8 * 1024;
+
+/// Where the settings in effect now are known from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InEffect {
+    /// The spec itself: every change of it has been applied (`settingsAppliedGeneration` is
+    /// the current generation), so it is what the workloads see.
+    Spec,
+    /// Recorded in status (`settingsInEffect`), or a copy (a settings ConfigMap) whose digest is
+    /// the one recorded in status.
+    Known(ProductSettings),
+    /// A change is held back, the settings were too large to record and no copy matches the
+    /// recorded digest (every copy was edited by hand): nothing is written.
+    Unknown,
+}
+
+/// The settings in effect now, from a source an editor of the tenant can not forge: the spec
+/// while nothing is held back; else `status.settingsInEffect`; else the copy that matches
+/// `status.settingsDigest` (a copy edited by hand does not). `copies` are the tenant's settings
+/// ConfigMaps, read. Before anything was recorded (an operator of an earlier version), the
+/// first copy, as then.
+pub fn in_effect(tenant: &Tenant, copies: &[ProductSettings]) -> InEffect {
+    let status = tenant.status.as_ref();
+    let applied_generation = status.and_then(|s| s.settings_applied_generation);
+    if applied_generation.is_some() && applied_generation == tenant.metadata.generation {
+        return InEffect::Spec;
+    }
+    if let Some(recorded) = status
+        .and_then(|s| s.settings_in_effect.as_deref())
+        .and_then(|json| serde_json::from_str::<ProductSettings>(json).ok())
+    {
+        return InEffect::Known(recorded);
+    }
+    match status.and_then(|s| s.settings_digest.as_deref()) {
+        Some(recorded) => copies
+            .iter()
+            .find(|c| digest(c) == recorded)
+            .map_or(InEffect::Unknown, |c| InEffect::Known(c.clone())),
+        None => copies
+            .first()
+            .map_or(InEffect::Spec, |c| InEffect::Known(c.clone())),
+    }
+}
+
+/// Records the settings the workloads see from now on: their digest, and themselves while they
+/// fit in [`MAX_SETTINGS_IN_EFFECT`].
+pub fn record_in_effect(status: &mut TenantStatus, settings: &ProductSettings) {
+    status.settings_digest = Some(digest(settings));
+    status.settings_in_effect = serde_json::to_string(settings)
+        .ok()
+        .filter(|json| json.len() <= MAX_SETTINGS_IN_EFFECT);
+}
+
 /// Plans the projection from the tenant's spec, its evaluated status and what is applied now
 /// (`None` when nothing was ever projected).
 pub fn plan(
@@ -111,6 +173,34 @@ pub fn record(
     status.conditions.extend(condition);
 }
 
+/// Records that the settings in effect are not known ([`InEffect::Unknown`]): nothing is
+/// written, `SettingsApplied=False` with reason `SettingsTampered`, the applied generation and
+/// digest left as they were.
+pub fn record_unknown(
+    status: &mut TenantStatus,
+    tenant: &Tenant,
+    previous: Option<&TenantStatus>,
+    now: DateTime<Utc>,
+) {
+    let prev_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let mut set = ConditionSet::new(prev_conditions, tenant.metadata.generation, now);
+    status.settings_applied_generation = previous.and_then(|p| p.settings_applied_generation);
+    status.settings_digest = previous.and_then(|p| p.settings_digest.clone());
+    status.settings_in_effect = previous.and_then(|p| p.settings_in_effect.clone());
+    set.set(
+        "SettingsApplied",
+        false,
+        "SettingsTampered",
+        "Changes are held back while read-only, and every copy of the settings ConfigMap was \
+         edited by hand since: the settings in effect are not known, so none are written. \
+         Renewing the subscription applies the spec's settings again",
+    );
+    status.conditions.retain(|c| c.type_ != "SettingsApplied");
+    status.conditions.extend(set.finish());
+}
+
 /// Records that the settings could not be written everywhere (e.g. a workload namespace that
 /// does not exist): `SettingsApplied=False` with reason `ProjectionFailed`, and the applied
 /// generation left as it was.
@@ -141,6 +231,63 @@ pub fn record_failures(
 
 #[cfg(test)]
 mod tests {
+
+    /// The settings in effect come from the spec while nothing is held back, else from the
+    /// status, else from a copy that matches the recorded digest; a copy edited by hand is never
+    /// trusted.
+    #[test]
+    fn the_settings_in_effect_are_never_read_from_a_forged_copy() {
+        let mut t = crate::fixtures::tenant("acme", &["email-safeguard"], 1);
+        t.metadata.generation = Some(3);
+        let five: ProductSettings = [(
+            "email-safeguard".to_string(),
+            serde_json::json!({"spamThreshold": 5}),
+        )]
+        .into();
+        let one: ProductSettings = [(
+            "email-safeguard".to_string(),
+            serde_json::json!({"spamThreshold": 1}),
+        )]
+        .into();
+        let mut status = TenantStatus {
+            settings_applied_generation: Some(3),
+            ..Default::default()
+        };
+        record_in_effect(&mut status, &five);
+        t.status = Some(status.clone());
+        assert_eq!(
+            in_effect(&t, std::slice::from_ref(&one)),
+            InEffect::Spec,
+            "nothing held back"
+        );
+
+        t.metadata.generation = Some(4); // a change held back
+        assert_eq!(
+            in_effect(&t, std::slice::from_ref(&one)),
+            InEffect::Known(five.clone()),
+            "from status"
+        );
+
+        status.settings_in_effect = None; // too large to record: the digest decides
+        t.status = Some(status.clone());
+        assert_eq!(
+            in_effect(&t, &[one.clone(), five.clone()]),
+            InEffect::Known(five.clone())
+        );
+        assert_eq!(
+            in_effect(&t, std::slice::from_ref(&one)),
+            InEffect::Unknown,
+            "every copy forged"
+        );
+
+        status.settings_digest = None; // recorded by an earlier version: the first copy, as then
+        t.status = Some(status);
+        assert_eq!(
+            in_effect(&t, std::slice::from_ref(&one)),
+            InEffect::Known(one)
+        );
+    }
+
     use super::*;
     use crate::fixtures::tenant;
     use serde_json::json;

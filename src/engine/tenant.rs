@@ -225,8 +225,13 @@ pub fn licences_held(
         })
         .collect();
     held.sort_unstable();
+    // The schema's bound; deletion stays refused while any is listed.
+    held.truncate(MAX_LICENCES_HELD);
     held
 }
+
+/// At most this many are listed in `status.licencesHeld`.
+pub const MAX_LICENCES_HELD: usize = 16;
 
 /// Evaluates a tenant at `now`.
 pub fn evaluate_tenant(
@@ -838,6 +843,8 @@ pub fn evaluate_tenant(
         milestones: records,
         // Owned by the settings projection (see `engine::settings`); carried over here.
         settings_applied_generation: previous.settings_applied_generation,
+        settings_digest: previous.settings_digest.clone(),
+        settings_in_effect: previous.settings_in_effect.clone(),
         notifications: Vec::new(),
         licences_held: licences_held(name, &concerning, &subs),
         possible_duplicates: found
