@@ -160,6 +160,62 @@ async fn only_the_lapsed_add_on_stops() {
     );
 }
 
+/// Every product the tenant holds a subscription for, or runs labelled workloads for, is one of
+/// its services, listed in `spec.services` or not: an unlisted add-on whose subscription lapsed
+/// is warned about and its workloads stop after the grace period; so do the workloads of a
+/// product nobody bought.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unlisted_add_on_is_enforced_like_a_listed_one() {
+    operator();
+    let client = cluster().client().await;
+    let ns = unique_name("mail");
+    create_namespace(&client, &ns).await;
+    let t = unique_name("unlisted");
+    kubectl_apply(&deployment_manifest(&ns, "filter", &t, None, 2));
+    kubectl_apply(&deployment_manifest(&ns, "isolation", &t, Some(ETI), 3));
+    kubectl_apply(&deployment_manifest(
+        &ns,
+        "response",
+        &t,
+        Some("email-threat-detection-response"),
+        1,
+    ));
+    create_subscription(
+        &client,
+        &unique_name("unlisted-esg"),
+        &t,
+        ESG,
+        in_secs(86_400),
+        50,
+    )
+    .await;
+    create_subscription(
+        &client,
+        &unique_name("unlisted-eti"),
+        &t,
+        ETI,
+        in_secs(1),
+        50,
+    )
+    .await;
+    // Only the base product is listed.
+    create_tenant(&client, &t, &[ESG], 10).await;
+    let (_, remembered, _) = wait_replicas(&client, &ns, "isolation", 0, WAIT).await;
+    assert_eq!(remembered.as_deref(), Some("3"));
+    let (_, remembered, _) = wait_replicas(&client, &ns, "response", 0, WAIT).await;
+    assert_eq!(remembered.as_deref(), Some("1"), "no subscription at all");
+    let (replicas, _, phase) = deployment_state(&client, &ns, "filter").await;
+    assert_eq!((replicas, phase.as_deref()), (Some(2), Some("Active")));
+    let st = tenant(&client, &t).await.status.expect("status");
+    assert_eq!(st.phase, Some(TenantPhase::Warning));
+    let products: Vec<&str> = st.services.iter().map(|s| s.product.as_str()).collect();
+    assert_eq!(
+        products,
+        [ESG, "email-threat-detection-response", ETI],
+        "the unlisted products are services"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn workload_created_during_suspension_is_suspended_and_reapplies_are_put_back() {
     operator();
