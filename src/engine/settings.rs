@@ -174,31 +174,27 @@ pub fn record(
 }
 
 /// Records that the settings in effect are not known ([`InEffect::Unknown`]): nothing is
-/// written, `SettingsApplied=False` with reason `SettingsTampered`, the applied generation and
-/// digest left as they were.
+/// written, `SettingsApplied=False` with reason `SettingsTampered`, what was recorded left as it
+/// was.
 pub fn record_unknown(
     status: &mut TenantStatus,
     tenant: &Tenant,
     previous: Option<&TenantStatus>,
     now: DateTime<Utc>,
 ) {
-    let prev_conditions = previous
-        .map(|p| p.conditions.as_slice())
-        .unwrap_or_default();
-    let mut set = ConditionSet::new(prev_conditions, tenant.metadata.generation, now);
-    status.settings_applied_generation = previous.and_then(|p| p.settings_applied_generation);
     status.settings_digest = previous.and_then(|p| p.settings_digest.clone());
     status.settings_in_effect = previous.and_then(|p| p.settings_in_effect.clone());
-    set.set(
-        "SettingsApplied",
-        false,
+    record_not_applied(
+        status,
+        tenant,
+        previous,
+        now,
         "SettingsTampered",
         "Changes are held back while read-only, and every copy of the settings ConfigMap was \
          edited by hand since: the settings in effect are not known, so none are written. \
-         Renewing the subscription applies the spec's settings again",
+         Renewing the subscription applies the spec's settings again"
+            .to_string(),
     );
-    status.conditions.retain(|c| c.type_ != "SettingsApplied");
-    status.conditions.extend(set.finish());
 }
 
 /// Records that the settings could not be written everywhere (e.g. a workload namespace that
@@ -211,20 +207,34 @@ pub fn record_failures(
     previous: Option<&TenantStatus>,
     now: DateTime<Utc>,
 ) {
-    let prev_conditions = previous
-        .map(|p| p.conditions.as_slice())
-        .unwrap_or_default();
-    let mut set = ConditionSet::new(prev_conditions, tenant.metadata.generation, now);
-    status.settings_applied_generation = previous.and_then(|p| p.settings_applied_generation);
-    set.set(
-        "SettingsApplied",
-        false,
+    record_not_applied(
+        status,
+        tenant,
+        previous,
+        now,
         "ProjectionFailed",
         format!(
             "The settings ConfigMap could not be written: {}; retried every minute",
             failures.join("; ")
         ),
     );
+}
+
+/// `SettingsApplied=False` with `reason`, the applied generation left as it was.
+fn record_not_applied(
+    status: &mut TenantStatus,
+    tenant: &Tenant,
+    previous: Option<&TenantStatus>,
+    now: DateTime<Utc>,
+    reason: &str,
+    message: String,
+) {
+    let prev_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let mut set = ConditionSet::new(prev_conditions, tenant.metadata.generation, now);
+    status.settings_applied_generation = previous.and_then(|p| p.settings_applied_generation);
+    set.set("SettingsApplied", false, reason, message);
     status.conditions.retain(|c| c.type_ != "SettingsApplied");
     status.conditions.extend(set.finish());
 }
