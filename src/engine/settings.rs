@@ -108,13 +108,18 @@ pub fn plan(
     let mut held_back = Vec::new();
     for svc in &tenant.spec.services {
         let wanted = Value::Object(svc.settings.clone().into_iter().collect());
-        let kept = applied.and_then(|a| a.get(&svc.product));
-        let value = match kept {
-            Some(old) if is_frozen(status, &svc.product) => {
-                if *old != wanted {
+        let value = match applied {
+            // A frozen service keeps what is in effect: nothing, for one added (or removed and
+            // added back) while frozen, so new settings never slip in that way.
+            Some(applied) if is_frozen(status, &svc.product) => {
+                let old = applied
+                    .get(&svc.product)
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default()));
+                if old != wanted {
                     held_back.push(svc.product.clone());
                 }
-                old.clone()
+                old
             }
             _ => wanted,
         };
@@ -241,6 +246,37 @@ fn record_not_applied(
 
 #[cfg(test)]
 mod tests {
+
+    /// While the whole tenant is frozen, a service added (or removed and added back) projects
+    /// nothing new: its settings are held back like the others'.
+    #[test]
+    fn a_service_added_while_frozen_is_frozen_too() {
+        let mut t =
+            crate::fixtures::tenant("acme", &["email-safeguard", "email-threat-isolation"], 1);
+        t.spec.services[1]
+            .settings
+            .insert("isolate".into(), serde_json::json!("all"));
+        let status = TenantStatus {
+            phase: Some(TenantPhase::ReadOnly),
+            ..Default::default()
+        };
+        let applied: ProductSettings =
+            [("email-safeguard".to_string(), serde_json::json!({}))].into();
+        let p = plan(&t, &status, Some(&applied));
+        assert_eq!(p.data["email-threat-isolation"], serde_json::json!({}));
+        assert_eq!(p.held_back, ["email-threat-isolation"]);
+        // Not frozen: the spec applies.
+        let active = TenantStatus {
+            phase: Some(TenantPhase::Active),
+            ..Default::default()
+        };
+        let p = plan(&t, &active, Some(&applied));
+        assert_eq!(
+            p.data["email-threat-isolation"],
+            serde_json::json!({"isolate": "all"})
+        );
+        assert!(p.held_back.is_empty());
+    }
 
     /// The settings in effect come from the spec while nothing is held back, else from the
     /// status, else from a copy that matches the recorded digest; a copy edited by hand is never
