@@ -148,3 +148,43 @@ pub async fn apply(
     .await?;
     Ok(Applied::Written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configmap(labels: &[(&str, &str)]) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(configmap_name("acme")),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_configmap_labelled_as_the_operators_for_this_tenant_is_ours() {
+        let ours = [(MANAGED_BY.0, MANAGED_BY.1), (TENANT_LABEL, "acme")];
+        assert!(is_ours(&configmap(&ours), "acme"));
+        assert!(!is_ours(&configmap(&ours), "globex"), "another tenant's");
+        assert!(
+            !is_ours(&configmap(&[(TENANT_LABEL, "acme")]), "acme"),
+            "someone else's, labelled for the tenant"
+        );
+        assert!(
+            !is_ours(
+                &configmap(&[(MANAGED_BY.0, "helm"), (TENANT_LABEL, "acme")]),
+                "acme"
+            ),
+            "managed by another tool"
+        );
+        assert!(!is_ours(&configmap(&[]), "acme"), "unlabelled");
+    }
+}
