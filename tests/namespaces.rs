@@ -69,6 +69,9 @@ async fn an_editor_listing_kube_system_or_another_teams_namespace_gets_nothing_w
     let t = unique_name("ns-editor");
     let other_team = unique_name("team-b");
     create_unassigned_namespace(&client, &other_team).await;
+    // Another tenant's namespace.
+    let neighbour = unique_name("ns-neighbour");
+    create_namespace(&client, &neighbour, "someone-else").await;
     create_subscription(
         &client,
         &unique_name("ns-editor-esg"),
@@ -78,7 +81,7 @@ async fn an_editor_listing_kube_system_or_another_teams_namespace_gets_nothing_w
         50,
     )
     .await;
-    editor_creates_tenant(&t, &["kube-system", &other_team]);
+    editor_creates_tenant(&t, &["kube-system", &other_team, &neighbour]);
 
     let seen = wait_tenant(&client, &t, WAIT, "NamespaceNotAssigned", |tn| {
         tenant_condition(tn, "SettingsApplied") == Some((false, "NamespaceNotAssigned".into()))
@@ -89,11 +92,18 @@ async fn an_editor_listing_kube_system_or_another_teams_namespace_gets_nothing_w
     for ns in ["kube-system", other_team.as_str()] {
         assert!(
             message.contains(&format!(
-                "kubectl label namespace {ns} mailsec.io/tenant={t}"
+                "kubectl label namespace {ns} mailsec.io/tenant={t};"
             )),
             "the condition says how to assign {ns}: {message}"
         );
     }
+    assert!(
+        message.contains(&format!("{neighbour} (assigned to tenant someone-else)"))
+            && message.contains(&format!(
+                "kubectl label namespace {neighbour} mailsec.io/tenant={t} --overwrite"
+            )),
+        "the condition names the tenant a namespace is assigned to: {message}"
+    );
     assert_eq!(
         tn.status.as_ref().and_then(|s| s.phase),
         Some(TenantPhase::Active),
@@ -102,7 +112,7 @@ async fn an_editor_listing_kube_system_or_another_teams_namespace_gets_nothing_w
     // Some time for a (wrong) write to land, then: nothing in either namespace.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = seen;
-    for ns in ["kube-system", other_team.as_str()] {
+    for ns in ["kube-system", other_team.as_str(), neighbour.as_str()] {
         assert!(
             settings_configmap(&client, ns, &t).await.is_none(),
             "nothing written into {ns}"

@@ -147,11 +147,14 @@ impl Context {
     /// `mailsec.io/tenant=<tenant>`, which a Tenant editor can not set. The operator writes and
     /// scales only there.
     pub fn namespace_assigned(&self, tenant: &str, namespace: &str) -> bool {
+        self.namespace_tenant(namespace).as_deref() == Some(tenant)
+    }
+
+    /// The tenant `namespace` is assigned to, if any.
+    pub fn namespace_tenant(&self, namespace: &str) -> Option<String> {
         use kube::ResourceExt;
-        self.workloads
-            .namespaces
-            .get(&ObjectRef::new(namespace))
-            .is_some_and(|ns| crate::effects::workloads::tenant_of(ns.labels()) == Some(tenant))
+        let ns = self.workloads.namespaces.get(&ObjectRef::new(namespace))?;
+        crate::effects::workloads::tenant_of(ns.labels()).map(str::to_string)
     }
 
     /// The workloads labelled for `tenant`, from the caches, sorted by namespace, name and kind:

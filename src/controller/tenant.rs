@@ -431,11 +431,12 @@ async fn project_settings(
 }
 
 /// The tenant's `workloadNamespaces` that the platform assigned to it (see
-/// [`Context::namespace_assigned`]), and the names of those it did not.
+/// [`Context::namespace_assigned`]), and those it did not, each with the tenant it is assigned
+/// to instead, if any.
 fn assigned_namespaces(
     tenant: &Tenant,
     ctx: &Context,
-) -> (Vec<crate::api::NamespaceName>, Vec<String>) {
+) -> (Vec<crate::api::NamespaceName>, Vec<Unassigned>) {
     let name = tenant.name_any();
     let (assigned, unassigned): (Vec<_>, Vec<_>) = tenant
         .spec
@@ -443,7 +444,21 @@ fn assigned_namespaces(
         .iter()
         .cloned()
         .partition(|ns| ctx.namespace_assigned(&name, &ns.0));
-    (assigned, unassigned.into_iter().map(|ns| ns.0).collect())
+    let unassigned = unassigned
+        .into_iter()
+        .map(|ns| Unassigned {
+            other: ctx.namespace_tenant(&ns.0),
+            name: ns.0,
+        })
+        .collect();
+    (assigned, unassigned)
+}
+
+/// A listed namespace not assigned to the tenant.
+struct Unassigned {
+    name: String,
+    /// The tenant it is assigned to instead.
+    other: Option<String>,
 }
 
 /// Reports in `SettingsApplied` the listed namespaces where nothing was written: not assigned
@@ -452,20 +467,37 @@ fn record_not_written(
     status: &mut TenantStatus,
     tenant: &Tenant,
     configmap: &str,
-    unassigned: &[String],
+    unassigned: &[Unassigned],
     not_ours: &[String],
     now: DateTime<Utc>,
 ) -> ProjectionOutcome {
     let tenant_name = tenant.name_any();
     let mut parts = Vec::new();
     if !unassigned.is_empty() {
+        let names: Vec<String> = unassigned
+            .iter()
+            .map(|ns| match &ns.other {
+                Some(other) => format!("{} (assigned to tenant {other})", ns.name),
+                None => ns.name.clone(),
+            })
+            .collect();
         let fix: Vec<String> = unassigned
             .iter()
-            .map(|ns| format!("kubectl label namespace {ns} {TENANT_LABEL}={tenant_name}"))
+            .map(|ns| {
+                let overwrite = if ns.other.is_some() {
+                    " --overwrite"
+                } else {
+                    ""
+                };
+                format!(
+                    "kubectl label namespace {} {TENANT_LABEL}={tenant_name}{overwrite}",
+                    ns.name
+                )
+            })
             .collect();
         parts.push(format!(
             "namespace(s) {} are not assigned to this tenant, so nothing is written or scaled there; a platform administrator assigns a namespace with: {}",
-            unassigned.join(", "),
+            names.join(", "),
             fix.join("; ")
         ));
     }
