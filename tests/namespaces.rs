@@ -259,3 +259,54 @@ async fn a_configmap_of_that_name_the_operator_did_not_create_is_left_alone() {
         "no field of theirs taken over: {managers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_taken_from_a_tenant_is_reported_at_once() {
+    operator();
+    let client = cluster().client().await;
+    let t = unique_name("ns-moved");
+    let ns = unique_name("ns-moved");
+    create_namespace(&client, &ns, &t).await;
+    create_subscription(
+        &client,
+        &unique_name("ns-moved-esg"),
+        &t,
+        ESG,
+        in_secs(86_400),
+        50,
+    )
+    .await;
+    editor_creates_tenant(&t, &[&ns]);
+    wait_tenant(&client, &t, WAIT, "Applied", |tn| {
+        tenant_condition(tn, "SettingsApplied") == Some((true, "Applied".into()))
+    })
+    .await;
+
+    // The platform gives the namespace to another tenant: this one is told (its condition
+    // names the new owner) without waiting for a periodic reconcile.
+    let label = |value: &str| {
+        let out = cluster().kubectl(&[
+            "label",
+            "namespace",
+            &ns,
+            "--overwrite",
+            &format!("mailsec.io/tenant{value}"),
+        ]);
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    label("=someone-else");
+    wait_tenant(&client, &t, WAIT, "moved to someone-else", |tn| {
+        tenant_condition(tn, "SettingsApplied") == Some((false, "NamespaceNotAssigned".into()))
+            && settings_message(tn).contains("(assigned to tenant someone-else)")
+    })
+    .await;
+    // Then, once the tenant is at rest, unassigned altogether (the namespace leaves the
+    // operator's watch).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    label("-");
+    wait_tenant(&client, &t, WAIT, "unassigned", |tn| {
+        tenant_condition(tn, "SettingsApplied") == Some((false, "NamespaceNotAssigned".into()))
+            && !settings_message(tn).contains("someone-else")
+    })
+    .await;
+}

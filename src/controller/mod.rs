@@ -316,6 +316,7 @@ async fn run_controllers(
     // The tenant each namespace was last seen assigned to: a label moved from one tenant to
     // another concerns both.
     let last_assigned = std::sync::Mutex::new(std::collections::HashMap::<String, String>::new());
+    let tenants_for_ns = tenants.store.clone();
 
     // A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
     // one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
@@ -389,17 +390,29 @@ async fn run_controllers(
         .watches_stream(trigger(cm_for_tenants), move |c: ConfigMap| {
             by_tenant_label(c.labels())
         })
-        // A namespace assigned to a tenant, or no longer (label changed or removed): its
-        // tenants' settings and workloads.
+        // A namespace assigned to a tenant, or no longer (label changed or removed): the
+        // tenant it is assigned to, the one it was, and those that list it (their
+        // SettingsApplied condition). Namespace changes are rare: scanning the tenants is cheap.
         .watches_stream(ns_changes, move |ns: Namespace| {
+            let name = ns.name_any();
             let now = workloads::tenant_of(ns.labels()).map(str::to_string);
-            let mut last = last_assigned.lock().unwrap_or_else(|p| p.into_inner());
-            let before = match &now {
-                Some(t) => last.insert(ns.name_any(), t.clone()),
-                None => last.remove(&ns.name_any()),
+            let before = {
+                let mut last = last_assigned.lock().unwrap_or_else(|p| p.into_inner());
+                match &now {
+                    Some(t) => last.insert(name.clone(), t.clone()),
+                    None => last.remove(&name),
+                }
             };
-            now.into_iter()
-                .chain(before)
+            let listing = tenants_for_ns
+                .state()
+                .into_iter()
+                .filter(|t| t.spec.workload_namespaces.iter().any(|n| n.0 == name))
+                .map(|t| t.name_any());
+            let mut names: Vec<String> = now.into_iter().chain(before).chain(listing).collect();
+            names.sort();
+            names.dedup();
+            names
+                .into_iter()
                 .map(|t| ObjectRef::<Tenant>::new(&t))
                 .collect::<Vec<_>>()
         })
