@@ -232,7 +232,8 @@ async fn snapshot(client: &kube::Client, ns: &str, sink: &Sink) -> Snapshot {
         Api::<Tenant>::all(client.clone()),
         Api::<Subscription>::all(client.clone()),
     );
-    let deployments_api = Api::<Deployment>::namespaced(client.clone(), ns);
+    // One namespace per tenant, named after it (`<prefix>-NNN`).
+    let deployments_api = Api::<Deployment>::all(client.clone());
     let events_api = Api::<Event>::namespaced(client.clone(), "default");
     let tenants = retry("list tenants", t, || tenants_api.list(&lp))
         .await
@@ -240,9 +241,18 @@ async fn snapshot(client: &kube::Client, ns: &str, sink: &Sink) -> Snapshot {
     let subscriptions = retry("list subscriptions", t, || subs_api.list(&lp))
         .await
         .items;
-    let deployments = retry("list deployments", t, || deployments_api.list(&lp))
+    let prefix = format!("{ns}-");
+    let deployments: Vec<Deployment> = retry("list deployments", t, || deployments_api.list(&lp))
         .await
-        .items;
+        .items
+        .into_iter()
+        .filter(|d| {
+            d.metadata
+                .namespace
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect();
     let events = retry("list events", t, || events_api.list(&lp)).await.items;
     let mut counts = BTreeMap::new();
     for e in events {
@@ -563,7 +573,6 @@ async fn operator_killed_and_api_server_restarted_under_load_converges_exactly()
     let window = Duration::from_secs_f64(kills as f64 * 0.6 + restarts as f64 * 2.5);
     let prefix = unique_name("chaos");
     let ns = prefix.clone();
-    create_namespace(&client, &ns).await;
     let mut plans: Vec<Plan> = (0..n)
         .map(|i| Plan {
             name: format!("{prefix}-{i:03}"),
@@ -581,15 +590,15 @@ async fn operator_killed_and_api_server_restarted_under_load_converges_exactly()
     // Workloads and tenants first (the operator is not running yet), then the subscriptions,
     // with their ends counted from when they are created.
     let created = Instant::now();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     futures::stream::iter(plans.iter())
         .map(|p| {
-            let deployments = deployments.clone();
             let client = client.clone();
-            let ns = ns.as_str();
             async move {
+                // Each tenant's workloads in a namespace assigned to it, named after it.
+                create_namespace(&client, &p.name, &p.name).await;
+                let deployments: Api<Deployment> = Api::namespaced(client.clone(), &p.name);
                 let d: Deployment = serde_json::from_value(deployment_manifest(
-                    ns, &p.name, &p.name, None, p.replicas,
+                    &p.name, &p.name, &p.name, None, p.replicas,
                 ))
                 .expect("deployment");
                 deployments

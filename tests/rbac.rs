@@ -166,12 +166,23 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
     });
     assert!(gone.is_some(), "tenant {b} deleted once forced");
 
-    // Workloads and settings: a suspended tenant's Deployment and StatefulSet scaled down, its
-    // settings ConfigMap written, a Deployment whose label is removed handed back (a get, then
-    // a patch), then a renewal restoring the StatefulSet.
+    // Workloads and settings, in namespaces assigned to the tenant (the Namespaces are watched):
+    // a suspended tenant's Deployment and StatefulSet scaled down, its settings ConfigMap
+    // created, a Deployment whose label is removed handed back (a get, then a patch), then a
+    // renewal restoring the StatefulSet, then a settings change (the ConfigMap patched).
     let wns = unique_name("rbac-wl");
-    create_namespace(&client, &wns).await;
     let c = unique_name("rbac-c");
+    create_namespace(&client, &wns, &c).await;
+    // A second assigned namespace already holds a ConfigMap of the settings' name that the
+    // operator did not create: its create is refused, it reads it (get) and leaves it alone.
+    let squatted = unique_name("rbac-sq");
+    create_namespace(&client, &squatted, &c).await;
+    kubectl_apply(&json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": format!("mailsec-settings-{c}"), "namespace": squatted},
+        "data": {"theirs": "yes"},
+    }));
     create_subscription(
         &client,
         &unique_name("rbac-c-old"),
@@ -183,7 +194,7 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
     .await;
     let mut tc = mailsec_operator::fixtures::tenant(&c, &[ESG], 5);
     tc.metadata.generation = None;
-    tc.spec.workload_namespaces = vec![wns.as_str().into()];
+    tc.spec.workload_namespaces = vec![wns.as_str().into(), squatted.as_str().into()];
     tenants
         .create(&Default::default(), &tc)
         .await
@@ -237,6 +248,32 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
     .await;
     wait_phase(&client, &c, TenantPhase::Active, WAIT).await;
     wait_replicas(&client, &wns, "filter2", 3, WAIT).await;
+    // A settings change: the operator's own ConfigMap is updated by server-side apply (patch).
+    tenants
+        .patch(
+            &c,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"services": [{"product": ESG, "settings": {"spamThreshold": 7}}]}}),
+            ),
+        )
+        .await
+        .expect("settings change");
+    let updated = common::eventually(WAIT, || {
+        let out = kubectl(&[
+            "get",
+            "configmap",
+            &format!("mailsec-settings-{c}"),
+            "-n",
+            &wns,
+            "-o",
+            "jsonpath={.data.email-safeguard\\.json}",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("7")
+            .then_some(())
+    });
+    assert!(updated.is_some(), "the settings ConfigMap is updated");
 
     // Wait for an Event series (a patch of an Event), then a lease renewal, then stop: the
     // shutdown releases the Lease.

@@ -348,7 +348,7 @@ async fn a_tenant_whose_status_can_not_be_written_is_still_suspended_on_time() {
     create_tenant(&client, &t, &[ESG], 1).await;
 
     let ns = unique_name("mail");
-    create_namespace(&client, &ns).await;
+    create_namespace(&client, &ns, &t).await;
     kubectl_apply(&deployment_manifest(&ns, "filter", &t, None, 2));
     let end = in_secs(2);
     create_subscription(&client, &unique_name("no-status-esg"), &t, ESG, end, 5).await;

@@ -55,8 +55,8 @@ async fn suspension_scales_to_zero_and_renewal_restores_the_exact_count() {
     operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
-    create_namespace(&client, &ns).await;
     let t = unique_name("scale");
+    create_namespace(&client, &ns, &t).await;
     kubectl_apply(&deployment_manifest(&ns, "filter", &t, None, 3));
     kubectl_apply(&deployment_manifest(&ns, "isolation", &t, Some(ETI), 2));
     create_subscription(&client, &unique_name("scale-esg"), &t, ESG, in_secs(1), 50).await;
@@ -120,8 +120,8 @@ async fn only_the_lapsed_add_on_stops() {
     operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
-    create_namespace(&client, &ns).await;
     let t = unique_name("addon-wl");
+    create_namespace(&client, &ns, &t).await;
     kubectl_apply(&deployment_manifest(&ns, "filter", &t, None, 2));
     kubectl_apply(&deployment_manifest(&ns, "isolation", &t, Some(ETI), 4));
     create_subscription(
@@ -221,8 +221,8 @@ async fn workload_created_during_suspension_is_suspended_and_reapplies_are_put_b
     operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
-    create_namespace(&client, &ns).await;
     let t = unique_name("late-wl");
+    create_namespace(&client, &ns, &t).await;
     create_subscription(
         &client,
         &unique_name("late-wl-esg"),
@@ -287,8 +287,8 @@ async fn removing_the_tenant_label_hands_the_workload_back() {
     operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
-    create_namespace(&client, &ns).await;
     let t = unique_name("unlabel");
+    create_namespace(&client, &ns, &t).await;
     create_subscription(
         &client,
         &unique_name("unlabel-esg"),
@@ -323,8 +323,8 @@ async fn settings_are_projected_and_frozen_while_read_only() {
     operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
-    create_namespace(&client, &ns).await;
     let t = unique_name("settings");
+    create_namespace(&client, &ns, &t).await;
     let s = unique_name("settings-esg");
     create_subscription(&client, &s, &t, ESG, in_secs(2), 50).await;
     let tenants: Api<Tenant> = Api::all(client.clone());
@@ -468,9 +468,11 @@ async fn a_missing_workload_namespace_is_a_condition_not_a_stuck_tenant() {
         .create(&Default::default(), &tn)
         .await
         .expect("create");
-    wait_tenant(&client, &t, WAIT, "ProjectionFailed", |tn| {
+    // A namespace that does not exist is not assigned to the tenant either.
+    wait_tenant(&client, &t, WAIT, "NamespaceNotAssigned", |tn| {
         tn.status.as_ref().and_then(|s| s.phase) == Some(TenantPhase::Active)
-            && tenant_condition(tn, "SettingsApplied") == Some((false, "ProjectionFailed".into()))
+            && tenant_condition(tn, "SettingsApplied")
+                == Some((false, "NamespaceNotAssigned".into()))
     })
     .await;
 }

@@ -66,8 +66,10 @@ pub struct TenantSpec {
     #[serde(default)]
     pub locale: Locale,
 
-    /// Namespaces where the tenant's filtering workloads run. Workloads are found by the label
-    /// `mailsec.io/tenant=<tenant name>`; the settings ConfigMap is written to these namespaces.
+    /// Namespaces where the tenant's filtering workloads run and its settings ConfigMap is
+    /// written. Only those the platform assigned to the tenant are used: the Namespace must carry
+    /// the label `mailsec.io/tenant=<tenant name>` (others are reported in the SettingsApplied
+    /// condition). Workloads are found by the same label, in assigned namespaces only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "set", "maxItems" = 32))]
     pub workload_namespaces: Vec<NamespaceName>,

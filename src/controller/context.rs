@@ -12,7 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 
 use super::clock::Clock;
 use super::feed::AllSynced;
@@ -45,14 +45,20 @@ pub struct Context {
     pub clock: Clock,
     /// The milestone Events this process knows to exist.
     pub milestone_events: crate::effects::events::MilestoneEvents,
+    /// Workloads labelled for a tenant in a namespace not assigned to it, already reported
+    /// (`tenant kind namespace/name`): reported once per process, not on every reconcile.
+    ignored_reported: Mutex<HashSet<String>>,
 }
 
-/// Caches of the workloads labelled `mailsec.io/tenant`, and of the operator's settings ConfigMaps.
+/// Caches of the workloads labelled `mailsec.io/tenant`, of the operator's settings ConfigMaps,
+/// and of the namespaces assigned to tenants.
 #[derive(Clone)]
 pub struct WorkloadStores {
     pub deployments: Store<Deployment>,
     pub statefulsets: Store<StatefulSet>,
     pub configmaps: Store<ConfigMap>,
+    /// Namespaces the platform assigned to a tenant (labelled `mailsec.io/tenant=<tenant>`).
+    pub namespaces: Store<Namespace>,
 }
 
 /// The caches the controllers read, as [`Context::new`] takes them.
@@ -96,6 +102,7 @@ impl Context {
             written: Mutex::new(HashSet::new()),
             clock,
             milestone_events: Default::default(),
+            ignored_reported: Mutex::new(HashSet::new()),
         }
     }
 
@@ -136,8 +143,23 @@ impl Context {
             .collect()
     }
 
-    /// The workloads labelled for `tenant`, from the caches, sorted by namespace, name and kind.
-    pub fn workloads_of(&self, tenant: &str) -> Vec<crate::engine::workloads::Workload> {
+    /// Whether the platform assigned `namespace` to `tenant`: the Namespace carries the label
+    /// `mailsec.io/tenant=<tenant>`, which a Tenant editor can not set. The operator writes and
+    /// scales only there.
+    pub fn namespace_assigned(&self, tenant: &str, namespace: &str) -> bool {
+        self.namespace_tenant(namespace).as_deref() == Some(tenant)
+    }
+
+    /// The tenant `namespace` is assigned to, if any.
+    pub fn namespace_tenant(&self, namespace: &str) -> Option<String> {
+        use kube::ResourceExt;
+        let ns = self.workloads.namespaces.get(&ObjectRef::new(namespace))?;
+        crate::effects::workloads::tenant_of(ns.labels()).map(str::to_string)
+    }
+
+    /// The workloads labelled for `tenant`, from the caches, sorted by namespace, name and kind:
+    /// those in namespaces assigned to it, and those elsewhere (never acted on).
+    pub fn workloads_of(&self, tenant: &str) -> TenantWorkloads {
         use crate::effects::workloads;
         use kube::ResourceExt;
         let stores = &self.workloads;
@@ -159,7 +181,27 @@ impl Context {
         found.sort_by(|a, b| {
             (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
         });
-        found
+        let (assigned, ignored) = found
+            .into_iter()
+            .partition(|w| self.namespace_assigned(tenant, &w.namespace));
+        TenantWorkloads { assigned, ignored }
+    }
+
+    /// Of the `ignored` workloads of `tenant`, those not reported yet by this process (each is
+    /// then taken as reported).
+    pub fn not_yet_reported<'a>(
+        &self,
+        tenant: &str,
+        ignored: &'a [crate::engine::workloads::Workload],
+    ) -> Vec<&'a crate::engine::workloads::Workload> {
+        let mut reported = self
+            .ignored_reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        ignored
+            .iter()
+            .filter(|w| reported.insert(format!("{tenant} {} {}", w.kind, w.id())))
+            .collect()
     }
 
     /// `spec.users` of the tenants these subscriptions name (which also tells which exist).
@@ -211,6 +253,12 @@ impl Context {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(key);
     }
+}
+
+/// A tenant's labelled workloads: in the namespaces assigned to it, and elsewhere.
+pub struct TenantWorkloads {
+    pub assigned: Vec<crate::engine::workloads::Workload>,
+    pub ignored: Vec<crate::engine::workloads::Workload>,
 }
 
 /// An index from keys to the names of the cached objects that carry them, kept from the

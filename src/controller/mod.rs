@@ -25,7 +25,7 @@ use kube::{Client, ResourceExt};
 use tracing::Instrument;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 
 use crate::api::{Subscription, Tenant};
 use crate::effects::events::{Notice, publish};
@@ -234,6 +234,10 @@ async fn run_controllers(
         1,
         false,
     );
+    // Namespaces the platform assigned to a tenant (label `mailsec.io/tenant=<tenant>`): the
+    // tenant controller. Those that leave the watch (label removed, namespace deleted) are
+    // departures, which also trigger the tenant they were assigned to.
+    let namespaces = feed::<Namespace>(client.clone(), labelled(), 1, true);
 
     let reporter = Reporter {
         controller: "mailsec-operator".into(),
@@ -245,6 +249,7 @@ async fn run_controllers(
         deployments.synced.clone(),
         statefulsets.synced.clone(),
         configmaps.synced.clone(),
+        namespaces.synced.clone(),
     ]);
     metrics.attach_caches(
         tenants.store.clone(),
@@ -264,6 +269,7 @@ async fn run_controllers(
                 deployments: deployments.store.clone(),
                 statefulsets: statefulsets.store.clone(),
                 configmaps: configmaps.store.clone(),
+                namespaces: namespaces.store.clone(),
             },
             synced,
         },
@@ -297,6 +303,20 @@ async fn run_controllers(
         return;
     };
     let t_notify = tenant_outlets.next();
+    let Some(ns_for_tenants) = namespaces.outlets.into_iter().next() else {
+        return;
+    };
+    let ns_changes = {
+        let departed = namespaces
+            .departures
+            .map(|rx| rx.map(Ok).boxed())
+            .unwrap_or_else(|| futures::stream::pending().boxed());
+        futures::stream::select(trigger(ns_for_tenants), departed)
+    };
+    // The tenant each namespace was last seen assigned to: a label moved from one tenant to
+    // another concerns both.
+    let last_assigned = std::sync::Mutex::new(std::collections::HashMap::<String, String>::new());
+    let tenants_for_ns = tenants.store.clone();
 
     // A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
     // one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
@@ -369,6 +389,32 @@ async fn run_controllers(
         })
         .watches_stream(trigger(cm_for_tenants), move |c: ConfigMap| {
             by_tenant_label(c.labels())
+        })
+        // A namespace assigned to a tenant, or no longer (label changed or removed): the
+        // tenant it is assigned to, the one it was, and those that list it (their
+        // SettingsApplied condition). Namespace changes are rare: scanning the tenants is cheap.
+        .watches_stream(ns_changes, move |ns: Namespace| {
+            let name = ns.name_any();
+            let now = workloads::tenant_of(ns.labels()).map(str::to_string);
+            let before = {
+                let mut last = last_assigned.lock().unwrap_or_else(|p| p.into_inner());
+                match &now {
+                    Some(t) => last.insert(name.clone(), t.clone()),
+                    None => last.remove(&name),
+                }
+            };
+            let listing = tenants_for_ns
+                .state()
+                .into_iter()
+                .filter(|t| t.spec.workload_namespaces.iter().any(|n| n.0 == name))
+                .map(|t| t.name_any());
+            let mut names: Vec<String> = now.into_iter().chain(before).chain(listing).collect();
+            names.sort();
+            names.dedup();
+            names
+                .into_iter()
+                .map(|t| ObjectRef::<Tenant>::new(&t))
+                .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(
@@ -470,12 +516,15 @@ async fn run_controllers(
                 _kind: std::marker::PhantomData,
             }
         }
-        futures::future::join5(
-            reporter::<Tenant>(&ctx, metrics, Condition::Write).run(tenants.reports),
-            reporter::<Subscription>(&ctx, metrics, Condition::Write).run(subs.reports),
-            reporter::<Deployment>(&ctx, metrics, Condition::None).run(deployments.reports),
-            reporter::<StatefulSet>(&ctx, metrics, Condition::None).run(statefulsets.reports),
-            reporter::<ConfigMap>(&ctx, metrics, Condition::None).run(configmaps.reports),
+        futures::future::join(
+            futures::future::join5(
+                reporter::<Tenant>(&ctx, metrics, Condition::Write).run(tenants.reports),
+                reporter::<Subscription>(&ctx, metrics, Condition::Write).run(subs.reports),
+                reporter::<Deployment>(&ctx, metrics, Condition::None).run(deployments.reports),
+                reporter::<StatefulSet>(&ctx, metrics, Condition::None).run(statefulsets.reports),
+                reporter::<ConfigMap>(&ctx, metrics, Condition::None).run(configmaps.reports),
+            ),
+            reporter::<Namespace>(&ctx, metrics, Condition::None).run(namespaces.reports),
         )
     };
     let feeds = futures::future::join(
@@ -486,7 +535,7 @@ async fn run_controllers(
             statefulsets.driver,
             configmaps.driver,
         ),
-        reporters,
+        futures::future::join(namespaces.driver, reporters),
     );
     tokio::select! {
         _ = feeds => tracing::error!("watches ended unexpectedly"),

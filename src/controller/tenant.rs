@@ -17,7 +17,7 @@ use crate::effects::events::{
 };
 use crate::effects::status::apply_if_changed;
 use crate::effects::{settings as settings_map, workloads};
-use crate::engine::workloads::{Workload, desired_state};
+use crate::engine::workloads::{TENANT_LABEL, Workload, desired_state};
 use crate::engine::{
     Milestone, Neighbour, TenantEvaluation, TenantInput, evaluate_tenant, settings,
 };
@@ -48,7 +48,11 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
             subscriptions: subs,
         })
         .collect();
-    let workloads = ctx.workloads_of(&name);
+    let super::context::TenantWorkloads {
+        assigned: workloads,
+        ignored,
+    } = ctx.workloads_of(&name);
+    report_ignored(&name, &ignored, &ctx).await;
     let workload_products =
         crate::engine::workloads::products(&workloads, &ctx.policy.catalogue.base);
     let evaluate = |tenant: &Tenant| {
@@ -386,10 +390,10 @@ async fn project_settings(
     ctx: &Context,
     now: DateTime<Utc>,
 ) -> ProjectionOutcome {
-    let namespaces = &tenant.spec.workload_namespaces;
-    if namespaces.is_empty() {
+    if tenant.spec.workload_namespaces.is_empty() {
         return ProjectionOutcome::Done;
     }
+    let (namespaces, unassigned) = assigned_namespaces(tenant, ctx);
     let name = settings_map::configmap_name(&tenant.name_any());
     let current: Vec<_> = namespaces
         .iter()
@@ -420,17 +424,146 @@ async fn project_settings(
     // A namespace that does not exist (yet) must not keep the status from being written: the
     // failure becomes the SettingsApplied condition, and the projection is retried.
     let mut failures = Vec::new();
+    let mut not_ours = Vec::new();
     for (ns, cm) in namespaces.iter().zip(&current) {
-        if let Err(err) = settings_map::apply(&ctx.client, tenant, ns, &data, cm.as_deref()).await {
-            failures.push(format!("namespace {}: {}", ns.0, short_error(&err)));
+        match settings_map::apply(&ctx.client, tenant, ns, &data, cm.as_deref()).await {
+            Ok(settings_map::Applied::NotOurs) => not_ours.push(ns.0.clone()),
+            Ok(_) => {}
+            Err(err) => failures.push(format!("namespace {}: {}", ns.0, short_error(&err))),
         }
     }
     settings::record(status, tenant, &plan, tenant.status.as_ref(), now);
     if failures.is_empty() {
-        ProjectionOutcome::Done
+        record_not_written(status, tenant, &name, &unassigned, &not_ours, now)
     } else {
         settings::record_failures(status, tenant, &failures, tenant.status.as_ref(), now);
         ProjectionOutcome::Retry
+    }
+}
+
+/// The tenant's `workloadNamespaces` that the platform assigned to it (see
+/// [`Context::namespace_assigned`]), and those it did not, each with the tenant it is assigned
+/// to instead, if any.
+fn assigned_namespaces(
+    tenant: &Tenant,
+    ctx: &Context,
+) -> (Vec<crate::api::NamespaceName>, Vec<Unassigned>) {
+    let name = tenant.name_any();
+    let (assigned, unassigned): (Vec<_>, Vec<_>) = tenant
+        .spec
+        .workload_namespaces
+        .iter()
+        .cloned()
+        .partition(|ns| ctx.namespace_assigned(&name, &ns.0));
+    let unassigned = unassigned
+        .into_iter()
+        .map(|ns| Unassigned {
+            other: ctx.namespace_tenant(&ns.0),
+            name: ns.0,
+        })
+        .collect();
+    (assigned, unassigned)
+}
+
+/// A listed namespace not assigned to the tenant.
+struct Unassigned {
+    name: String,
+    /// The tenant it is assigned to instead.
+    other: Option<String>,
+}
+
+/// Reports in `SettingsApplied` the listed namespaces where nothing was written: not assigned
+/// to the tenant, or holding a ConfigMap named `configmap` that the operator did not create.
+fn record_not_written(
+    status: &mut TenantStatus,
+    tenant: &Tenant,
+    configmap: &str,
+    unassigned: &[Unassigned],
+    not_ours: &[String],
+    now: DateTime<Utc>,
+) -> ProjectionOutcome {
+    let tenant_name = tenant.name_any();
+    let mut parts = Vec::new();
+    if !unassigned.is_empty() {
+        let names: Vec<String> = unassigned
+            .iter()
+            .map(|ns| match &ns.other {
+                Some(other) => format!("{} (assigned to tenant {other})", ns.name),
+                None => ns.name.clone(),
+            })
+            .collect();
+        let fix: Vec<String> = unassigned
+            .iter()
+            .map(|ns| {
+                let overwrite = if ns.other.is_some() {
+                    " --overwrite"
+                } else {
+                    ""
+                };
+                format!(
+                    "kubectl label namespace {} {TENANT_LABEL}={tenant_name}{overwrite}",
+                    ns.name
+                )
+            })
+            .collect();
+        parts.push(format!(
+            "namespace(s) {} are not assigned to this tenant, so nothing is written or scaled there; a platform administrator assigns a namespace with: {}",
+            names.join(", "),
+            fix.join("; ")
+        ));
+    }
+    if !not_ours.is_empty() {
+        parts.push(format!(
+            "a ConfigMap {configmap} that the operator did not create exists in namespace(s) {}: it is left alone; rename or remove it to let the operator create its own",
+            not_ours.join(", ")
+        ));
+    }
+    if parts.is_empty() {
+        return ProjectionOutcome::Done;
+    }
+    let reason = if unassigned.is_empty() {
+        "ConfigMapNotOwned"
+    } else {
+        "NamespaceNotAssigned"
+    };
+    settings::record_not_written(
+        status,
+        tenant,
+        reason,
+        format!("Settings not written everywhere: {}", parts.join("; ")),
+        tenant.status.as_ref(),
+        now,
+    );
+    if not_ours.is_empty() {
+        // A namespace's label change triggers a reconcile.
+        ProjectionOutcome::Done
+    } else {
+        ProjectionOutcome::Retry
+    }
+}
+
+/// Reports, once per process, workloads labelled for `tenant` in namespaces not assigned to it:
+/// they are never scaled. A Warning Event on the workload and a log line.
+async fn report_ignored(tenant: &str, ignored: &[Workload], ctx: &Context) {
+    for w in ctx.not_yet_reported(tenant, ignored) {
+        tracing::warn!(tenant = %tenant, workload = %w.id(), kind = %w.kind, "workload labelled for a tenant in a namespace not assigned to it: ignored");
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some(w.kind.clone()),
+            name: Some(w.name.clone()),
+            namespace: Some(w.namespace.clone()),
+            ..Default::default()
+        };
+        let note = format!(
+            "Labelled {TENANT_LABEL}={tenant}, but namespace {} is not assigned to tenant {tenant} (the Namespace has no label {TENANT_LABEL}={tenant}): the operator does not act on this {}",
+            w.namespace, w.kind
+        );
+        publish(
+            &ctx.recorder,
+            &reference,
+            &Notice::warning("NamespaceNotAssigned", "Ignore", note),
+        )
+        .await;
     }
 }
 

@@ -244,6 +244,28 @@ fn record_not_applied(
     status.conditions.extend(set.finish());
 }
 
+/// Records that the settings were deliberately not written somewhere (a listed namespace the
+/// platform has not assigned to the tenant, a ConfigMap of that name the operator did not
+/// create): `SettingsApplied=False` with `reason` and `message`, the applied generation left as
+/// it was.
+pub fn record_not_written(
+    status: &mut TenantStatus,
+    tenant: &Tenant,
+    reason: &str,
+    message: String,
+    previous: Option<&TenantStatus>,
+    now: DateTime<Utc>,
+) {
+    let prev_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let mut set = ConditionSet::new(prev_conditions, tenant.metadata.generation, now);
+    status.settings_applied_generation = previous.and_then(|p| p.settings_applied_generation);
+    set.set("SettingsApplied", false, reason, message);
+    status.conditions.retain(|c| c.type_ != "SettingsApplied");
+    status.conditions.extend(set.finish());
+}
+
 #[cfg(test)]
 mod tests {
 

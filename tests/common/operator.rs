@@ -349,7 +349,19 @@ pub fn tenant_condition(t: &Tenant, type_: &str) -> Option<(bool, String)> {
 }
 
 /// Creates a namespace.
-pub async fn create_namespace(client: &kube::Client, name: &str) {
+pub async fn create_namespace(client: &kube::Client, name: &str, tenant: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"mailsec.io/tenant": tenant}}
+    }))
+    .expect("namespace");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+}
+
+/// Creates namespace `name` without assigning it to any tenant (another team's namespace).
+pub async fn create_unassigned_namespace(client: &kube::Client, name: &str) {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let ns =
         serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
