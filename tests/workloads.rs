@@ -169,8 +169,8 @@ async fn an_unlisted_add_on_is_enforced_like_a_listed_one() {
     operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
-    create_namespace(&client, &ns).await;
     let t = unique_name("unlisted");
+    create_namespace(&client, &ns, &t).await;
     kubectl_apply(&deployment_manifest(&ns, "filter", &t, None, 2));
     kubectl_apply(&deployment_manifest(&ns, "isolation", &t, Some(ETI), 3));
     kubectl_apply(&deployment_manifest(
