@@ -48,6 +48,15 @@ if [[ "${KEEP:-0}" != 1 ]]; then trap cleanup EXIT; fi
 "$BIN" crd | kubectl apply --server-side -f - >/dev/null
 kubectl wait --for condition=established crd/tenants.mailsec.io crd/subscriptions.mailsec.io --timeout=30s >/dev/null
 kubectl apply --server-side -f examples/ >/dev/null
+# The platform assigns each tenant the workload namespaces it lists (a Tenant editor can not):
+# the operator writes settings and scales workloads only there.
+kubectl get tenants -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.workloadNamespaces[*]}{"\n"}{end}' |
+  while read -r tenant namespaces; do
+    for ns in $namespaces; do
+      kubectl create namespace "$ns" >/dev/null 2>&1 || true
+      kubectl label namespace "$ns" "mailsec.io/tenant=$tenant" --overwrite >/dev/null
+    done
+  done
 
 # The demo: a tenant whose base subscription ends 10 days from today (UTC), a bare endDate as
 # customers write it.

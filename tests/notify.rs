@@ -561,8 +561,10 @@ async fn an_smtp_outage_ends_in_delivery_once_and_a_failing_webhook_is_retried()
     let h = harness();
     h.ensure_up();
     let client = cluster().client().await;
-    // The SMTP server goes down; the webhook answers 503 to its next 2 calls (fewer than the 3
-    // attempts after which an entry is marked Failed).
+    // The SMTP server goes down; the webhook answers 503 to its next 2 calls about this tenant
+    // (fewer than the 3 attempts after which an entry is marked Failed; calls still pending for
+    // other tests' tenants do not count).
+    let t = unique_name("outage");
     h.mail.lock().unwrap_or_else(|p| p.into_inner()).stop();
     {
         let mut hook = h.hook.lock().unwrap_or_else(|p| p.into_inner());
@@ -571,10 +573,9 @@ async fn an_smtp_outage_ends_in_delivery_once_and_a_failing_webhook_is_retried()
             h.hook_port,
             &h.base.join(format!("hook-{}", unique_name("x"))),
             SECRET,
-            &["--fail-first", "2"],
+            &["--fail-first", "2", "--fail-tenant", &t],
         );
     }
-    let t = unique_name("outage");
     let admins = [("one@initech.example", None), ("two@initech.example", None)];
     let before = h.stats.snapshot();
     let end = in_secs(4);

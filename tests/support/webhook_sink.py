@@ -10,7 +10,7 @@ DIR as N.json: {"n", "signature_ok", "fresh", "replay", "signature", "timestamp"
 timestamp stale ("rejected" says which), 409 to a replay, 503 to the first --fail-first calls
 otherwise (to exercise retries), 200 otherwise. Prints "ready" once it listens.
 
-  webhook_sink.py --port 8080 --dir /tmp/hooks --secret s3cret [--fail-first 2] [--tolerance 300]
+  webhook_sink.py --port 8080 --dir /tmp/hooks --secret s3cret [--fail-first 2 [--fail-tenant T]] [--tolerance 300]
 """
 import argparse
 import hashlib
@@ -42,6 +42,9 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--secret", required=True)
     p.add_argument("--fail-first", type=int, default=0)
+    # Only calls about this tenant count towards --fail-first (calls still pending for other
+    # tenants of the same test binary must not use them up).
+    p.add_argument("--fail-tenant", default=None)
     p.add_argument("--tolerance", type=int, default=300)
     a = p.parse_args()
     exit_with_parent()
@@ -66,13 +69,19 @@ def main():
             want = "sha256=" + hmac.new(a.secret.encode(), signed, hashlib.sha256).hexdigest()
             ok = ts is not None and hmac.compare_digest(got, want)
             fresh = ts is not None and abs(now - ts) <= a.tolerance
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            about = (body or {}).get("tenant", {}).get("name") if isinstance(body, dict) else None
+            counts = a.fail_tenant is None or about == a.fail_tenant
             with lock:
                 for sig, at in list(seen.items()):
                     if now - at > 2 * a.tolerance:
                         del seen[sig]
                 replay = ok and fresh and got in seen
                 accepted = ok and fresh and not replay
-                failing = accepted and state["fail"] > 0
+                failing = accepted and counts and state["fail"] > 0
                 if failing:
                     state["fail"] -= 1
                 elif accepted:
@@ -87,10 +96,6 @@ def main():
                 status, rejected = 409, "replay"
             else:
                 status, rejected = (503 if failing else 200), None
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = None
             record = {
                 "n": n,
                 "signature_ok": ok,
