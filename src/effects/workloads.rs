@@ -81,8 +81,34 @@ pub async fn apply(
     }
     let mut body =
         json!({ "apiVersion": "apps/v1", "kind": w.kind, "metadata": Value::Object(metadata) });
-    if let Some(r) = state.replicas {
-        body["spec"] = json!({ "replicas": r });
+    match (state.replicas, state.remembered) {
+        // A restore: the count is given back by a merge patch (an update, not an apply), so the
+        // operator's applied set no longer holds `spec.replicas`. Were it applied, a later apply
+        // that leaves it out (a phase label change) would remove the field, and the API server
+        // would default it to 1.
+        (Some(r), None) => {
+            // One write: the count, the annotation gone and the phase label together.
+            let merge = json!({
+                "metadata": {
+                    "annotations": { SUSPENDED_REPLICAS_ANNOTATION: null },
+                    "labels": { PHASE_LABEL: state.phase },
+                },
+                "spec": { "replicas": r },
+            });
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..Default::default()
+            };
+            if w.kind == "StatefulSet" {
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
+                api.patch(&w.name, &params, &Patch::Merge(&merge)).await?;
+            } else {
+                let api: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
+                api.patch(&w.name, &params, &Patch::Merge(&merge)).await?;
+            }
+        }
+        (Some(r), Some(_)) => body["spec"] = json!({ "replicas": r }),
+        (None, _) => {}
     }
     patch(client, w, &body).await
 }
