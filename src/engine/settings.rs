@@ -256,14 +256,7 @@ pub fn record_not_written(
     previous: Option<&TenantStatus>,
     now: DateTime<Utc>,
 ) {
-    let prev_conditions = previous
-        .map(|p| p.conditions.as_slice())
-        .unwrap_or_default();
-    let mut set = ConditionSet::new(prev_conditions, tenant.metadata.generation, now);
-    status.settings_applied_generation = previous.and_then(|p| p.settings_applied_generation);
-    set.set("SettingsApplied", false, reason, message);
-    status.conditions.retain(|c| c.type_ != "SettingsApplied");
-    status.conditions.extend(set.finish());
+    record_not_applied(status, tenant, previous, now, reason, message);
 }
 
 #[cfg(test)]
