@@ -229,6 +229,8 @@ async fn status_of_tenants_and_subscriptions_in_every_phase() {
                     n.milestone.starts_with("ReadOnly/")
                         && n.state != NotificationState::Delivered
                         && n.attempts > 0
+                        // An attempt is counted when it starts; its error comes after it fails.
+                        && n.last_error.is_some()
                 })
             })
         },
