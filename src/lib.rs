@@ -1,8 +1,10 @@
 //! mailsec-operator: the licensing lifecycle of a multi-tenant email-security service on Kubernetes.
 //!
 //! Layers, in the direction data flows:
-//! [`api`] types → pure [`engine`] → [`controller`]s → [`effects`] (status, events, outbox) →
-//! [`cli`]; [`notify`] holds the notification texts, the outbox planning and the channels.
+//! [`api`] types → pure [`engine`] → [`controller`]s → [`effects`] (status, Events) → [`cli`].
+//! Each feature beside the engine holds its pure part and its writes together:
+//! [`workloads`] (scaling), [`settings`] (the settings ConfigMaps), [`notifications`] (texts,
+//! outbox, channels and the delivering controller).
 
 pub mod api;
 pub mod cli;
@@ -12,6 +14,8 @@ pub mod engine;
 pub mod fixtures;
 pub mod manifests;
 pub mod metrics;
-pub mod notify;
+pub mod notifications;
 pub mod server;
+pub mod settings;
 pub mod telemetry;
+pub mod workloads;

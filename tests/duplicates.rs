@@ -22,8 +22,8 @@ use common::{cluster, describe, unique_name};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use mailsec_operator::api::{Admin, Locale, Subscription, Tenant, TenantPhase};
 use mailsec_operator::fixtures;
-use mailsec_operator::notify::smtp::{SmtpServer, SmtpTls};
-use mailsec_operator::notify::{EmailChannel, NotifierConfig, Retry};
+use mailsec_operator::notifications::smtp::{SmtpServer, SmtpTls};
+use mailsec_operator::notifications::{EmailChannel, NotifierConfig, Retry};
 use serde_json::{Value, json};
 
 const ESG: &str = "email-safeguard";

@@ -21,11 +21,11 @@ use mailsec_operator::api::{
     Admin, Locale, NotificationChannel, NotificationState, Tenant, TenantPhase,
 };
 use mailsec_operator::fixtures;
-use mailsec_operator::notify::outbox::{Recipient, delivery_id};
-use mailsec_operator::notify::smtp::{SmtpServer, SmtpTls};
-use mailsec_operator::notify::text::format_date;
-use mailsec_operator::notify::webhook::Webhook;
-use mailsec_operator::notify::{EmailChannel, NotifierConfig, NotifierStats, Retry};
+use mailsec_operator::notifications::outbox::{Recipient, delivery_id};
+use mailsec_operator::notifications::smtp::{SmtpServer, SmtpTls};
+use mailsec_operator::notifications::text::format_date;
+use mailsec_operator::notifications::webhook::Webhook;
+use mailsec_operator::notifications::{EmailChannel, NotifierConfig, NotifierStats, Retry};
 use serde_json::Value;
 
 const ESG: &str = "email-safeguard";
@@ -847,7 +847,7 @@ async fn a_transfer_is_confirmed_once_to_the_admins_of_both_tenants() {
 async fn a_claim_on_a_stale_read_is_refused() {
     use kube::ResourceExt;
     use mailsec_operator::api::NotificationRecord;
-    use mailsec_operator::effects::notifications::apply_outbox;
+    use mailsec_operator::notifications::record::apply_outbox;
     let client = cluster().client().await;
     let t = unique_name("claim");
     create_tenant_with(
@@ -897,7 +897,7 @@ async fn a_claim_on_a_stale_read_is_refused() {
 /// and one captured earlier (a timestamp older than 5 minutes: 401), as well as a wrong secret.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replayed_or_stale_webhook_call_is_rejected_by_the_receiver() {
-    use mailsec_operator::notify::webhook::{Payload, PayloadMilestone, PayloadTenant};
+    use mailsec_operator::notifications::webhook::{Payload, PayloadMilestone, PayloadTenant};
     let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let _sink = Sink::webhook(port, dir.path(), SECRET, &[]);

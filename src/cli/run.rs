@@ -16,9 +16,9 @@ use crate::controller::leader::{self, LeaderElection, MIN_LEASE_DURATION};
 use crate::controller::{self, Settings};
 use crate::engine::parse_period;
 use crate::metrics::{Metrics, Role};
-use crate::notify::smtp::SmtpServer;
-use crate::notify::webhook::Webhook;
-use crate::notify::{EmailChannel, NotifierConfig, NotifyError, Retry, parse_kinds};
+use crate::notifications::smtp::SmtpServer;
+use crate::notifications::webhook::Webhook;
+use crate::notifications::{EmailChannel, NotifierConfig, NotifyError, Retry, parse_kinds};
 use crate::server::{BindError, Server};
 use crate::telemetry::{self, LogFormat};
 
@@ -195,7 +195,7 @@ impl NotifyArgs {
         let email = match &self.smtp_url {
             None => None,
             Some(url) => {
-                let (host, port, tls) = crate::notify::smtp::parse_url(url)?;
+                let (host, port, tls) = crate::notifications::smtp::parse_url(url)?;
                 let from = self.smtp_from.as_deref().ok_or_else(|| {
                     NotifyError::Config("--smtp-url needs --smtp-from (the sender address)".into())
                 })?;

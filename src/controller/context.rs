@@ -19,6 +19,7 @@ use super::feed::AllSynced;
 use crate::api::{Subscription, Tenant};
 use crate::engine::duplicates::MAX_TENANTS_PER_ADDRESS;
 use crate::engine::{Policy, TenantUsers};
+use crate::workloads::apply as workloads;
 
 /// The shared state of the controllers.
 pub struct Context {
@@ -154,13 +155,12 @@ impl Context {
     pub fn namespace_tenant(&self, namespace: &str) -> Option<String> {
         use kube::ResourceExt;
         let ns = self.workloads.namespaces.get(&ObjectRef::new(namespace))?;
-        crate::effects::workloads::tenant_of(ns.labels()).map(str::to_string)
+        crate::workloads::apply::tenant_of(ns.labels()).map(str::to_string)
     }
 
     /// The workloads labelled for `tenant`, from the caches, sorted by namespace, name and kind:
     /// those in namespaces assigned to it, and those elsewhere (never acted on).
     pub fn workloads_of(&self, tenant: &str) -> TenantWorkloads {
-        use crate::effects::workloads;
         use kube::ResourceExt;
         let stores = &self.workloads;
         let mut found: Vec<_> = stores
@@ -192,8 +192,8 @@ impl Context {
     pub fn not_yet_reported<'a>(
         &self,
         tenant: &str,
-        ignored: &'a [crate::engine::workloads::Workload],
-    ) -> Vec<&'a crate::engine::workloads::Workload> {
+        ignored: &'a [crate::workloads::plan::Workload],
+    ) -> Vec<&'a crate::workloads::plan::Workload> {
         let mut reported = self
             .ignored_reported
             .lock()
@@ -257,8 +257,8 @@ impl Context {
 
 /// A tenant's labelled workloads: in the namespaces assigned to it, and elsewhere.
 pub struct TenantWorkloads {
-    pub assigned: Vec<crate::engine::workloads::Workload>,
-    pub ignored: Vec<crate::engine::workloads::Workload>,
+    pub assigned: Vec<crate::workloads::plan::Workload>,
+    pub ignored: Vec<crate::workloads::plan::Workload>,
 }
 
 /// An index from keys to the names of the cached objects that carry them, kept from the

@@ -7,7 +7,6 @@ pub mod context;
 pub mod feed;
 pub mod leader;
 pub mod lenient;
-pub mod notifier;
 pub mod subscription;
 pub mod tenant;
 
@@ -29,9 +28,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 
 use crate::api::{Subscription, Tenant};
 use crate::effects::events::{Notice, publish};
-use crate::effects::{settings as settings_map, workloads};
 use crate::engine::Policy;
 use crate::metrics::Metrics;
+use crate::settings::apply as settings_map;
+use crate::workloads::apply as workloads;
 pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
 use feed::{feed, trigger};
@@ -109,7 +109,7 @@ pub struct Settings {
     /// Name of this instance in Events (the pod name in a cluster).
     pub instance: Option<String>,
     /// The notifier (e-mail and webhook deliveries of milestones); None: off.
-    pub notifier: Option<crate::notify::NotifierConfig>,
+    pub notifier: Option<crate::notifications::NotifierConfig>,
     /// Where the controllers and the notifier read the time: real time, or a time lapse.
     pub clock: Clock,
 }
@@ -218,7 +218,7 @@ async fn run_controllers(
     // Workloads that leave the watch (label removed) are handed back by `release_orphans`.
     let labelled = || {
         watcher::Config::default()
-            .labels(crate::engine::workloads::TENANT_LABEL)
+            .labels(crate::workloads::plan::TENANT_LABEL)
             .any_semantic()
     };
     let deployments = feed::<Deployment>(client.clone(), labelled(), 1, true);
@@ -469,7 +469,7 @@ async fn run_controllers(
     // own queue, so slow mail servers never hold up the lifecycle.
     let notifier_controller = match (settings.notifier.clone(), t_notify) {
         (Some(config), Some(outlet)) => {
-            let n = Arc::new(notifier::Notifier {
+            let n = Arc::new(crate::notifications::deliver::Notifier {
                 ctx: ctx.clone(),
                 config,
                 metrics: metrics.clone(),
@@ -482,11 +482,11 @@ async fn run_controllers(
                 )
                 .graceful_shutdown_on(stopped(stop_rx.clone()))
                 .run(
-                    |tenant: Arc<Tenant>, n: Arc<notifier::Notifier>| {
+                    |tenant: Arc<Tenant>, n: Arc<crate::notifications::deliver::Notifier>| {
                         let span = reconcile_span("notifier", tenant.as_ref());
-                        notifier::reconcile(tenant, n).instrument(span)
+                        crate::notifications::deliver::reconcile(tenant, n).instrument(span)
                     },
-                    notifier::error_policy,
+                    crate::notifications::deliver::error_policy,
                     n.clone(),
                 )
                 .for_each(move |result| {
@@ -608,10 +608,10 @@ async fn release_orphans(
 /// reference for Events; `None` when it no longer exists.
 async fn current_workload(
     client: &Client,
-    w: &crate::engine::workloads::Workload,
+    w: &crate::workloads::plan::Workload,
 ) -> Result<
     Option<(
-        crate::engine::workloads::Workload,
+        crate::workloads::plan::Workload,
         bool,
         k8s_openapi::api::core::v1::ObjectReference,
     )>,

@@ -16,11 +16,11 @@ use crate::effects::events::{
     record_notice,
 };
 use crate::effects::status::apply_if_changed;
-use crate::effects::{settings as settings_map, workloads};
-use crate::engine::workloads::{TENANT_LABEL, Workload, desired_state};
-use crate::engine::{
-    Milestone, Neighbour, TenantEvaluation, TenantInput, evaluate_tenant, settings,
-};
+use crate::engine::{Milestone, Neighbour, TenantEvaluation, TenantInput, evaluate_tenant};
+use crate::settings::apply as settings_map;
+use crate::settings::plan as settings;
+use crate::workloads::apply as workloads;
+use crate::workloads::plan::{TENANT_LABEL, Workload, desired_state};
 
 /// Held on every Tenant so that deleting one that still owns a licence in force is stopped.
 pub const FINALIZER: &str = "mailsec.io/licence-guard";
@@ -54,7 +54,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     } = ctx.workloads_of(&name);
     report_ignored(&name, &ignored, &ctx).await;
     let workload_products =
-        crate::engine::workloads::products(&workloads, &ctx.policy.catalogue.base);
+        crate::workloads::plan::products(&workloads, &ctx.policy.catalogue.base);
     let evaluate = |tenant: &Tenant| {
         let input = TenantInput {
             tenant,
@@ -215,7 +215,7 @@ async fn announce_milestones(
             Some(m) => milestone_notice(m),
             None => match described.iter().find(|m| m.id == record.id) {
                 Some(m) => milestone_notice(&Milestone {
-                    late: crate::notify::outbox::is_late(record, ctx.policy.late_after),
+                    late: crate::notifications::outbox::is_late(record, ctx.policy.late_after),
                     ..m.clone()
                 }),
                 None => record_notice(record),
@@ -618,7 +618,7 @@ async fn scale_workloads(
     if !suspended.is_empty() {
         let note = format!(
             "Scaled to zero because the service is suspended (nothing deleted; the replica count is kept in the {} annotation): {}",
-            crate::engine::workloads::SUSPENDED_REPLICAS_ANNOTATION,
+            crate::workloads::plan::SUSPENDED_REPLICAS_ANNOTATION,
             suspended.join(", ")
         );
         publish(

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::MilestoneRecord;
 use crate::engine::{Milestone, MilestoneKind};
-use crate::notify::text::sanitize;
+use crate::notifications::text::sanitize;
 
 /// One Event to publish about an object.
 #[derive(Clone, Debug, PartialEq, Eq)]

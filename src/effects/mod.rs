@@ -2,11 +2,8 @@
 //! settings ConfigMaps and the notifier's outbox. Only the controllers call these.
 
 pub mod events;
-pub mod notifications;
-pub mod settings;
 pub mod status;
-pub mod workloads;
 
 /// The field manager of every write the operator makes, except the notifier's
-/// (`crate::notify::FIELD_MANAGER`), which owns only `status.notifications`.
+/// (`crate::notifications::FIELD_MANAGER`), which owns only `status.notifications`.
 pub const FIELD_MANAGER: &str = "mailsec-operator";

@@ -9,10 +9,8 @@ pub mod conditions;
 pub mod coverage;
 pub mod duplicates;
 pub mod policy;
-pub mod settings;
 pub mod subscription;
 pub mod tenant;
-pub mod workloads;
 pub mod world;
 
 #[cfg(test)]

@@ -841,7 +841,7 @@ pub fn evaluate_tenant(
         next_transition_at: next_transition,
         conditions: conditions.finish(),
         milestones: records,
-        // Owned by the settings projection (see `engine::settings`); carried over here.
+        // Owned by the settings projection (see `settings::plan`); carried over here.
         settings_applied_generation: previous.settings_applied_generation,
         settings_digest: previous.settings_digest.clone(),
         settings_in_effect: previous.settings_in_effect.clone(),

@@ -13,7 +13,7 @@ use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
 use mailsec_operator::controller::{self, Settings};
 use mailsec_operator::engine::Policy;
 use mailsec_operator::fixtures;
-use mailsec_operator::notify::NotifierConfig;
+use mailsec_operator::notifications::NotifierConfig;
 
 use super::cluster;
 

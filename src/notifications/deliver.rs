@@ -17,19 +17,19 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::context::Context;
-use super::{Error, MAX_REQUEUE};
 use crate::api::{
     MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState, Tenant,
 };
+use crate::controller::context::Context;
+use crate::controller::{Error, MAX_REQUEUE};
 use crate::effects::events::{Notice, publish, truncate};
-use crate::effects::notifications::apply_outbox;
 use crate::engine::MilestoneKind;
-use crate::notify::outbox::{self, Recipient, Recorded};
-use crate::notify::smtp::{Envelope, build_message};
-use crate::notify::text::{self, Facts};
-use crate::notify::webhook::{Payload, PayloadMilestone, PayloadNextStep, PayloadTenant};
-use crate::notify::{NotifierConfig, NotifierStats, NotifyError};
+use crate::notifications::outbox::{self, Recipient, Recorded};
+use crate::notifications::record::apply_outbox;
+use crate::notifications::smtp::{Envelope, build_message};
+use crate::notifications::text::{self, Facts};
+use crate::notifications::webhook::{Payload, PayloadMilestone, PayloadNextStep, PayloadTenant};
+use crate::notifications::{NotifierConfig, NotifierStats, NotifyError};
 
 /// What the notifier's reconciles share.
 pub struct Notifier {

@@ -6,7 +6,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::api::{NotificationRecord, Tenant};
-use crate::notify::FIELD_MANAGER;
+use crate::notifications::FIELD_MANAGER;
 
 /// Applies `entries` as the whole of `status.notifications` of tenant `name` (entries left out
 /// are removed). With `resource_version` the write only succeeds if the tenant has not changed

@@ -4,9 +4,11 @@
 //! - [`text`]: what the messages say, in English and Japanese;
 //! - [`outbox`]: the pure planning of `status.notifications` (what to send, when to retry);
 //! - [`smtp`] and [`webhook`]: the two channels;
-//! - the controller task that ties them to the cluster is `crate::controller::notifier`.
+//! - [`deliver`]: the controller that ties them to the cluster, writing through [`record`].
 
+pub mod deliver;
 pub mod outbox;
+pub mod record;
 pub mod smtp;
 pub mod text;
 pub mod webhook;

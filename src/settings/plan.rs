@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::conditions::ConditionSet;
 use crate::api::{ServicePhase, Tenant, TenantPhase, TenantStatus};
+use crate::engine::conditions::ConditionSet;
 
 /// Settings to project, per product.
 pub type ProductSettings = BTreeMap<String, Value>;
@@ -160,7 +160,7 @@ pub fn record(
                     "{p} is {:?}{}",
                     s.phase,
                     s.read_only_since
-                        .map(|t| format!(" since {}", super::human_from(t)))
+                        .map(|t| format!(" since {}", crate::engine::human_from(t)))
                         .unwrap_or_default()
                 ),
                 None => format!("{p} is frozen"),

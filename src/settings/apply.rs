@@ -11,10 +11,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::FIELD_MANAGER;
 use crate::api::Tenant;
-use crate::engine::settings::ProductSettings;
-use crate::engine::workloads::TENANT_LABEL;
+use crate::effects::FIELD_MANAGER;
+use crate::settings::plan::ProductSettings;
+use crate::workloads::plan::TENANT_LABEL;
 
 /// Label on every object the operator creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mailsec-operator");

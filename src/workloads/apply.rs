@@ -7,8 +7,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
-use super::FIELD_MANAGER;
-use crate::engine::workloads::{
+use crate::effects::FIELD_MANAGER;
+use crate::workloads::plan::{
     PHASE_LABEL, SUSPENDED_REPLICAS_ANNOTATION, TENANT_LABEL, Workload, WorkloadState,
 };
 
@@ -48,7 +48,7 @@ fn facts(
         kind: kind.to_string(),
         namespace: namespace.unwrap_or_default(),
         name,
-        product: labels.get(crate::engine::workloads::PRODUCT_LABEL).cloned(),
+        product: labels.get(crate::workloads::plan::PRODUCT_LABEL).cloned(),
         replicas,
         remembered: annotations
             .get(SUSPENDED_REPLICAS_ANNOTATION)
