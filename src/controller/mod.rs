@@ -7,21 +7,20 @@ pub mod context;
 pub mod feed;
 pub mod leader;
 pub mod lenient;
+pub mod runtime;
 pub mod subscription;
 pub mod tenant;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use kube::api::Api;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::Controller;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use tracing::Instrument;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -35,70 +34,14 @@ use crate::workloads::apply as workloads;
 pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
 use feed::{feed, trigger};
+use runtime::Spec;
+pub use runtime::{Error, MAX_REQUEUE, reconcile_span, requeue_at, requeue_wait};
 
-/// Re-evaluate at least this often even when nothing is scheduled (clock drift, missed events).
-pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
-/// See the controller configuration in [`run`].
-const DEBOUNCE: Duration = Duration::from_millis(150);
-/// Wake this long after a transition instant, so the engine sees it as reached.
-const AFTER_TRANSITION: Duration = Duration::from_millis(5);
 /// How long a shutdown waits for the reconciles in flight. A reconcile can wait without end (for
 /// caches that can not fill while the API server is unreachable): the process must stop anyway.
 /// What is cut short is redone by the next instance (a notification claimed but not recorded is
 /// sent again with the same id).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Why a reconcile failed; it is retried with per-object backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("could not build a patch: {0}")]
-    Patch(#[from] serde_json::Error),
-    /// The status write failed (counted in `mailsec_status_writes_total{result="error"}`). Retried with
-    /// backoff, but never later than `next_transition`: workloads are scaled by the reconcile
-    /// whether or not its status write succeeds, so it must run at the instant they change.
-    #[error("status write failed: {source}")]
-    StatusWrite {
-        source: kube::Error,
-        next_transition: Option<DateTime<Utc>>,
-    },
-}
-
-/// Requeue so the next reconcile runs right after the clock reads `next` (or after
-/// [`MAX_REQUEUE`]); `now` is the clock's time (see [`requeue_wait`]).
-pub fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>, clock: &Clock) -> Action {
-    Action::requeue(requeue_wait(next, now, clock))
-}
-
-/// The real time to wait until the clock reads `next`, as [`requeue_at`] asks for it: under a
-/// time lapse the clock span is divided by its speed.
-pub fn requeue_wait(next: Option<DateTime<Utc>>, now: DateTime<Utc>, clock: &Clock) -> Duration {
-    // The controller's debounce delays every scheduled reconcile by DEBOUNCE: ask that much
-    // earlier, so the reconcile runs just after the instant (never before: see AFTER_TRANSITION).
-    next.filter(|t| *t >= now)
-        .map(|t| {
-            (clock.real_until(t, now) + AFTER_TRANSITION)
-                .saturating_sub(DEBOUNCE)
-                .min(MAX_REQUEUE)
-        })
-        .unwrap_or(MAX_REQUEUE)
-}
-
-/// The span a reconcile runs in, so that its log lines name the object (`object.ref`, as
-/// kube-runtime's own span, and `object.kind`/`object.name`).
-pub fn reconcile_span<K: kube::Resource<DynamicType = ()>>(
-    controller: &'static str,
-    obj: &K,
-) -> tracing::Span {
-    tracing::info_span!(
-        "reconcile",
-        controller,
-        "object.ref" = %ObjectRef::from_obj(obj),
-        "object.kind" = %K::kind(&()),
-        "object.name" = %obj.name_any(),
-    )
-}
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -112,53 +55,6 @@ pub struct Settings {
     pub notifier: Option<crate::notifications::NotifierConfig>,
     /// Where the controllers and the notifier read the time: real time, or a time lapse.
     pub clock: Clock,
-}
-
-fn error_policy<K: kube::Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let key = format!("{}/{}", K::kind(&()), obj.name_any());
-    let mut wait = ctx.backoff(&key);
-    if let Error::StatusWrite {
-        next_transition: Some(next),
-        ..
-    } = err
-    {
-        let now = ctx.now();
-        let due = (*next - now).to_std().unwrap_or_default() + AFTER_TRANSITION;
-        wait = wait.min(due.saturating_sub(DEBOUNCE).max(AFTER_TRANSITION));
-    }
-    tracing::warn!(object = %key, error = %err, retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
-}
-
-/// A reconcile function that also records its result and duration in `metrics`.
-fn timed<K, F, Fut>(
-    controller: &'static str,
-    metrics: &Arc<Metrics>,
-    reconcile: F,
-) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, Error>>
-where
-    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
-    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
-    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
-{
-    let metrics = metrics.clone();
-    move |obj, ctx| {
-        let metrics = metrics.clone();
-        let span = reconcile_span(controller, obj.as_ref());
-        Box::pin(
-            async move {
-                let started = std::time::Instant::now();
-                let result = reconcile(obj, ctx).await;
-                metrics.reconciled(controller, result.is_ok(), started.elapsed());
-                result
-            }
-            .instrument(span),
-        )
-    }
 }
 
 /// Runs both controllers until `shutdown` resolves.
@@ -318,12 +214,7 @@ async fn run_controllers(
     let last_assigned = std::sync::Mutex::new(std::collections::HashMap::<String, String>::new());
     let tenants_for_ns = tenants.store.clone();
 
-    // A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
-    // one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
-    // It delays every reconcile by that much, scheduled transitions included.
-    let config = ControllerConfig::default()
-        .concurrency(settings.concurrency)
-        .debounce(DEBOUNCE);
+    let config = runtime::config(settings.concurrency);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -416,21 +307,16 @@ async fn run_controllers(
                 .map(|t| ObjectRef::<Tenant>::new(&t))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(
-            timed("tenant", metrics, tenant::reconcile),
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|result| {
-            let ctx = ctx.clone();
-            async move {
-                match result {
-                    Ok((obj, _)) => ctx.succeeded(&format!("Tenant/{}", obj.name)),
-                    Err(err) => tracing::debug!(error = %err, "tenant controller"),
-                }
-            }
-        });
+        .graceful_shutdown_on(stopped(stop_rx.clone()));
+    let tenant_controller = runtime::run(
+        tenant_controller,
+        Spec {
+            name: "tenant",
+            reconcile: tenant::reconcile,
+            metrics: Some(metrics.clone()),
+        },
+        ctx.clone(),
+    );
 
     let subs_store_for_map = subs.store.clone();
     let subscription_controller = Controller::for_stream(trigger(s_main), subs.store.clone())
@@ -449,21 +335,16 @@ async fn run_controllers(
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(
-            timed("subscription", metrics, subscription::reconcile),
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|result| {
-            let ctx = ctx.clone();
-            async move {
-                match result {
-                    Ok((obj, _)) => ctx.succeeded(&format!("Subscription/{}", obj.name)),
-                    Err(err) => tracing::debug!(error = %err, "subscription controller"),
-                }
-            }
-        });
+        .graceful_shutdown_on(stopped(stop_rx.clone()));
+    let subscription_controller = runtime::run(
+        subscription_controller,
+        Spec {
+            name: "subscription",
+            reconcile: subscription::reconcile,
+            metrics: Some(metrics.clone()),
+        },
+        ctx.clone(),
+    );
 
     // The notifier: its own controller over the same Tenant cache (no second watch), with its
     // own queue, so slow mail servers never hold up the lifecycle.
@@ -474,31 +355,20 @@ async fn run_controllers(
                 config,
                 metrics: metrics.clone(),
             });
-            Controller::for_stream(trigger(outlet), tenants.store.clone())
-                .with_config(
-                    ControllerConfig::default()
-                        .concurrency(settings.concurrency)
-                        .debounce(DEBOUNCE),
-                )
-                .graceful_shutdown_on(stopped(stop_rx.clone()))
-                .run(
-                    |tenant: Arc<Tenant>, n: Arc<crate::notifications::deliver::Notifier>| {
-                        let span = reconcile_span("notifier", tenant.as_ref());
-                        crate::notifications::deliver::reconcile(tenant, n).instrument(span)
-                    },
-                    crate::notifications::deliver::error_policy,
-                    n.clone(),
-                )
-                .for_each(move |result| {
-                    let n = n.clone();
-                    async move {
-                        match result {
-                            Ok((obj, _)) => n.ctx.succeeded(&format!("Notifier/{}", obj.name)),
-                            Err(err) => tracing::debug!(error = %err, "notifier"),
-                        }
-                    }
-                })
-                .boxed()
+            let notifier = Controller::for_stream(trigger(outlet), tenants.store.clone())
+                .with_config(runtime::config(settings.concurrency))
+                .graceful_shutdown_on(stopped(stop_rx.clone()));
+            runtime::run(
+                notifier,
+                Spec {
+                    name: "notifier",
+                    reconcile: crate::notifications::deliver::reconcile,
+                    // `mailsec_reconcile_total` counts the lifecycle controllers only.
+                    metrics: None,
+                },
+                n,
+            )
+            .boxed()
         }
         _ => futures::future::ready(()).boxed(),
     };
