@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
@@ -26,11 +25,10 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 
 use crate::api::{Subscription, Tenant};
-use crate::effects::events::{Notice, publish};
 use crate::engine::Policy;
 use crate::metrics::Metrics;
 use crate::settings::apply as settings_map;
-use crate::workloads::apply as workloads;
+use crate::workloads;
 pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
 use feed::{feed, trigger};
@@ -173,7 +171,7 @@ async fn run_controllers(
         settings.clock.clone(),
     ));
     let by_tenant_label = |labels: &std::collections::BTreeMap<String, String>| {
-        workloads::tenant_of(labels)
+        workloads::apply::tenant_of(labels)
             .map(ObjectRef::<Tenant>::new)
             .into_iter()
             .collect::<Vec<_>>()
@@ -286,7 +284,7 @@ async fn run_controllers(
         // SettingsApplied condition). Namespace changes are rare: scanning the tenants is cheap.
         .watches_stream(ns_changes, move |ns: Namespace| {
             let name = ns.name_any();
-            let now = workloads::tenant_of(ns.labels()).map(str::to_string);
+            let now = workloads::apply::tenant_of(ns.labels()).map(str::to_string);
             let before = {
                 let mut last = last_assigned.lock().unwrap_or_else(|p| p.into_inner());
                 match &now {
@@ -373,7 +371,12 @@ async fn run_controllers(
         _ => futures::future::ready(()).boxed(),
     };
 
-    let orphans = release_orphans(ctx.clone(), deployments.departures, statefulsets.departures);
+    let orphans = workloads::release::release_orphans(
+        ctx.client.clone(),
+        ctx.recorder.clone(),
+        deployments.departures,
+        statefulsets.departures,
+    );
     // Objects that can not be decoded: skipped, reported and looked at again when they change.
     let reporters = {
         use lenient::{Condition, Reporter};
@@ -419,92 +422,5 @@ async fn run_controllers(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still in flight after the shutdown grace: stopping anyway");
         } => {},
-    }
-}
-
-/// Hands back workloads that left the watch because their `mailsec.io/tenant` label was removed
-/// while the operator had them scaled down: they get their replica count back.
-async fn release_orphans(
-    ctx: Arc<Context>,
-    deployments: Option<futures::channel::mpsc::Receiver<Deployment>>,
-    statefulsets: Option<futures::channel::mpsc::Receiver<StatefulSet>>,
-) {
-    let (Some(deployments), Some(statefulsets)) = (deployments, statefulsets) else {
-        return std::future::pending().await;
-    };
-    let departed = futures::stream::select(
-        deployments.map(|d| workloads::deployment_facts(&d)),
-        statefulsets.map(|s| workloads::statefulset_facts(&s)),
-    );
-    futures::pin_mut!(departed);
-    while let Some(last_seen) = departed.next().await {
-        if !last_seen.is_suspended() {
-            continue;
-        }
-        // Deleted objects are gone; only one that still exists, unlabelled, is handed back.
-        let (exists, labelled, current) = match current_workload(&ctx.client, &last_seen).await {
-            Ok(Some((facts, labelled, reference))) => (true, labelled, Some((facts, reference))),
-            Ok(None) => (false, false, None),
-            Err(err) => {
-                tracing::warn!(workload = %last_seen.id(), error = %err, "could not check a workload that left the watch");
-                continue;
-            }
-        };
-        let Some((facts, reference)) = current.filter(|_| exists && !labelled) else {
-            continue;
-        };
-        match workloads::release(&ctx.client, &facts).await {
-            Ok(Some(n)) => {
-                tracing::info!(workload = %facts.id(), replicas = n, "restored a workload whose mailsec.io/tenant label was removed");
-                let note = format!(
-                    "The mailsec.io/tenant label was removed while the workload was suspended: restored to {n} replicas and handed back"
-                );
-                publish(
-                    &ctx.recorder,
-                    &reference,
-                    &Notice::normal("Released", "Release", note),
-                )
-                .await;
-            }
-            Ok(None) => {}
-            Err(err) => {
-                tracing::warn!(workload = %facts.id(), error = %err, "could not restore a workload whose label was removed")
-            }
-        }
-    }
-}
-
-/// The workload as it is now: its facts, whether it still carries the tenant label, and a
-/// reference for Events; `None` when it no longer exists.
-async fn current_workload(
-    client: &Client,
-    w: &crate::workloads::plan::Workload,
-) -> Result<
-    Option<(
-        crate::workloads::plan::Workload,
-        bool,
-        k8s_openapi::api::core::v1::ObjectReference,
-    )>,
-    kube::Error,
-> {
-    use kube::Resource;
-    if w.kind == "StatefulSet" {
-        let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
-        Ok(api.get_opt(&w.name).await?.map(|s| {
-            (
-                workloads::statefulset_facts(&s),
-                workloads::tenant_of(s.labels()).is_some(),
-                s.object_ref(&()),
-            )
-        }))
-    } else {
-        let api: Api<Deployment> = Api::namespaced(client.clone(), &w.namespace);
-        Ok(api.get_opt(&w.name).await?.map(|d| {
-            (
-                workloads::deployment_facts(&d),
-                workloads::tenant_of(d.labels()).is_some(),
-                d.object_ref(&()),
-            )
-        }))
     }
 }
