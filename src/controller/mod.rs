@@ -31,7 +31,8 @@ use crate::settings::apply as settings_map;
 use crate::workloads;
 pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
-use feed::{feed, trigger};
+use feed::{Feed, Opener, Outlet, feed, trigger};
+use futures::channel::mpsc::UnboundedReceiver;
 use runtime::Spec;
 pub use runtime::{Error, MAX_REQUEUE, reconcile_span, requeue_at, requeue_wait};
 
@@ -82,230 +83,35 @@ async fn run_controllers(
     metrics: &Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    // Tenants feed: the tenant controller, its co-tenant trigger, the subscription controller,
-    // and the notifier when it runs.
-    let consumers = if settings.notifier.is_some() { 4 } else { 3 };
-    let admin_index = context::AdminIndex::default();
-    let tenants = {
-        let index = admin_index.clone();
-        feed::feed_indexed(
-            client.clone(),
-            watcher::Config::default().any_semantic(),
-            consumers,
-            false,
-            move |event: &watcher::Event<Tenant>| index.observe(event),
-        )
-    };
-    // Subscriptions feed: the subscription controller, the tenant controller.
-    let subscription_index = context::SubscriptionIndex::default();
-    let subs = {
-        let index = subscription_index.clone();
-        feed::feed_indexed(
-            client.clone(),
-            watcher::Config::default().any_semantic(),
-            2,
-            false,
-            move |event: &watcher::Event<Subscription>| index.observe(event),
-        )
-    };
-    // Workloads labelled for a tenant, and the operator's settings ConfigMaps: the tenant controller.
-    // Workloads that leave the watch (label removed) are handed back by `release_orphans`.
-    let labelled = || {
-        watcher::Config::default()
-            .labels(crate::workloads::plan::TENANT_LABEL)
-            .any_semantic()
-    };
-    let deployments = feed::<Deployment>(client.clone(), labelled(), 1, true);
-    let statefulsets = feed::<StatefulSet>(client.clone(), labelled(), 1, true);
-    let managed = format!(
-        "{}={}",
-        settings_map::MANAGED_BY.0,
-        settings_map::MANAGED_BY.1
-    );
-    let configmaps = feed::<ConfigMap>(
-        client.clone(),
-        watcher::Config::default().labels(&managed).any_semantic(),
-        1,
-        false,
-    );
-    // Namespaces the platform assigned to a tenant (label `mailsec.io/tenant=<tenant>`): the
-    // tenant controller. Those that leave the watch (label removed, namespace deleted) are
-    // departures, which also trigger the tenant they were assigned to.
-    let namespaces = feed::<Namespace>(client.clone(), labelled(), 1, true);
-
-    let reporter = Reporter {
-        controller: "mailsec-operator".into(),
-        instance: settings.instance.clone(),
-    };
-    let synced = feed::AllSynced::new([
-        tenants.synced.clone(),
-        subs.synced.clone(),
-        deployments.synced.clone(),
-        statefulsets.synced.clone(),
-        configmaps.synced.clone(),
-        namespaces.synced.clone(),
-    ]);
-    metrics.attach_caches(
-        tenants.store.clone(),
-        subs.store.clone(),
-        synced.clone(),
-        settings.policy.clone(),
-    );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings.policy.clone(),
-        Caches {
-            tenants: tenants.store.clone(),
-            subscriptions: subs.store.clone(),
-            subscription_index: subscription_index.clone(),
-            admin_index: admin_index.clone(),
-            workloads: WorkloadStores {
-                deployments: deployments.store.clone(),
-                statefulsets: statefulsets.store.clone(),
-                configmaps: configmaps.store.clone(),
-                namespaces: namespaces.store.clone(),
-            },
-            synced,
-        },
-        reporter,
-        settings.clock.clone(),
-    ));
-    let by_tenant_label = |labels: &std::collections::BTreeMap<String, String>| {
-        workloads::apply::tenant_of(labels)
-            .map(ObjectRef::<Tenant>::new)
-            .into_iter()
-            .collect::<Vec<_>>()
-    };
-
-    let mut tenant_outlets = tenants.outlets.into_iter();
-    let mut sub_outlets = subs.outlets.into_iter();
-    let (Some(t_main), Some(t_cotenants), Some(t_for_subs)) = (
-        tenant_outlets.next(),
-        tenant_outlets.next(),
-        tenant_outlets.next(),
-    ) else {
-        return;
-    };
-    let (Some(s_main), Some(s_for_tenants)) = (sub_outlets.next(), sub_outlets.next()) else {
-        return;
-    };
-    let (Some(d_for_tenants), Some(st_for_tenants), Some(cm_for_tenants)) = (
-        deployments.outlets.into_iter().next(),
-        statefulsets.outlets.into_iter().next(),
-        configmaps.outlets.into_iter().next(),
-    ) else {
-        return;
-    };
-    let t_notify = tenant_outlets.next();
-    let Some(ns_for_tenants) = namespaces.outlets.into_iter().next() else {
-        return;
-    };
-    let ns_changes = {
-        let departed = namespaces
-            .departures
-            .map(|rx| rx.map(Ok).boxed())
-            .unwrap_or_else(|| futures::stream::pending().boxed());
-        futures::stream::select(trigger(ns_for_tenants), departed)
-    };
-    // The tenant each namespace was last seen assigned to: a label moved from one tenant to
-    // another concerns both.
-    let last_assigned = std::sync::Mutex::new(std::collections::HashMap::<String, String>::new());
-    let tenants_for_ns = tenants.store.clone();
-
-    let config = runtime::config(settings.concurrency);
+    let feeds = watch(&client, settings.notifier.is_some());
+    let ctx = context(client, &settings, &feeds, metrics);
+    let Feeds {
+        tenants,
+        subscriptions,
+        deployments,
+        statefulsets,
+        configmaps,
+        namespaces,
+        ..
+    } = feeds;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let config = runtime::config(settings.concurrency);
 
-    let (sub_store, sub_index) = (subs.store.clone(), subscription_index.clone());
-    let (tenant_store, admins) = (tenants.store.clone(), admin_index.clone());
-    let admins_for_subs = admin_index.clone();
-    let tenant_controller = Controller::for_stream(trigger(t_main), tenants.store.clone())
-        .with_config(config.clone())
-        // A subscription concerns its owner, the tenants it is shared with, and the owner and
-        // sharers it was last seen with (after a transfer or un-sharing); and, through the
-        // possible-duplicate hints that name it, the tenants that share administrators with them.
-        .watches_stream(trigger(s_for_tenants), move |sub: Subscription| {
-            let mut names: Vec<String> = sub.tenants().map(str::to_string).collect();
-            if let Some(status) = &sub.status {
-                names.extend(status.tenant.iter().cloned());
-                names.extend(status.shared_with.iter().cloned());
-                // Both parties of the latest transfer (its confirmation milestones).
-                if let Some(t) = status.transfers.last() {
-                    names.push(t.from.clone());
-                    names.push(t.to.clone());
-                }
-            }
-            let paired: Vec<String> = names
-                .iter()
-                .filter_map(|n| tenant_store.get(&ObjectRef::new(n)))
-                .flat_map(|t| admins_for_subs.neighbours_of(&t))
-                .collect();
-            names.extend(paired);
-            names.sort();
-            names.dedup();
-            names.into_iter().map(|n| ObjectRef::<Tenant>::new(&n))
-        })
-        // A tenant's users count against subscriptions it shares with others: re-evaluate them.
-        // Its administrators, users and settings decide whether it and the tenants it shares an
-        // address with are possible duplicates: re-evaluate those it pairs with now (the index
-        // is already up to date) and those it was paired with before (its last status).
-        .watches_stream(trigger(t_cotenants), move |t: Tenant| {
-            let name = t.name_any();
-            let mut names: Vec<String> = sub_index
-                .subscriptions(&sub_store, &name, |s| s.concerns(&name))
-                .iter()
-                .flat_map(|s| s.tenants().map(str::to_string).collect::<Vec<_>>())
-                .filter(|n| *n != name)
-                .collect();
-            names.extend(admins.neighbours_of(&t));
-            names.extend(
-                t.status
-                    .iter()
-                    .flat_map(|s| s.possible_duplicates.iter().map(|d| d.tenant.clone())),
-            );
-            names.sort();
-            names.dedup();
-            names.into_iter().map(|n| ObjectRef::<Tenant>::new(&n))
-        })
-        // A workload or settings ConfigMap belongs to the tenant named by its label.
-        .watches_stream(trigger(d_for_tenants), move |d: Deployment| {
-            by_tenant_label(d.labels())
-        })
-        .watches_stream(trigger(st_for_tenants), move |s: StatefulSet| {
-            by_tenant_label(s.labels())
-        })
-        .watches_stream(trigger(cm_for_tenants), move |c: ConfigMap| {
-            by_tenant_label(c.labels())
-        })
-        // A namespace assigned to a tenant, or no longer (label changed or removed): the
-        // tenant it is assigned to, the one it was, and those that list it (their
-        // SettingsApplied condition). Namespace changes are rare: scanning the tenants is cheap.
-        .watches_stream(ns_changes, move |ns: Namespace| {
-            let name = ns.name_any();
-            let now = workloads::apply::tenant_of(ns.labels()).map(str::to_string);
-            let before = {
-                let mut last = last_assigned.lock().unwrap_or_else(|p| p.into_inner());
-                match &now {
-                    Some(t) => last.insert(name.clone(), t.clone()),
-                    None => last.remove(&name),
-                }
-            };
-            let listing = tenants_for_ns
-                .state()
-                .into_iter()
-                .filter(|t| t.spec.workload_namespaces.iter().any(|n| n.0 == name))
-                .map(|t| t.name_any());
-            let mut names: Vec<String> = now.into_iter().chain(before).chain(listing).collect();
-            names.sort();
-            names.dedup();
-            names
-                .into_iter()
-                .map(|t| ObjectRef::<Tenant>::new(&t))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stopped(stop_rx.clone()));
+    let tenant_controller = tenant_controller(
+        &ctx,
+        TenantTriggers {
+            tenants: tenants.outlets.tenant,
+            cotenants: tenants.outlets.cotenants,
+            subscriptions: subscriptions.outlets.tenants,
+            deployments: deployments.outlets.tenants,
+            statefulsets: statefulsets.outlets.tenants,
+            configmaps: configmaps.outlets,
+            namespaces: namespaces.outlets.tenants,
+            departed_namespaces: namespaces.outlets.departures,
+        },
+    )
+    .with_config(config.clone())
+    .graceful_shutdown_on(stopped(stop_rx.clone()));
     let tenant_controller = runtime::run(
         tenant_controller,
         Spec {
@@ -316,24 +122,13 @@ async fn run_controllers(
         ctx.clone(),
     );
 
-    let subs_store_for_map = subs.store.clone();
-    let subscription_controller = Controller::for_stream(trigger(s_main), subs.store.clone())
-        .with_config(config)
-        // A tenant's existence and users decide its subscriptions' seat counts and references.
-        .watches_stream(trigger(t_for_subs), move |t: Tenant| {
-            let name = t.name_any();
-            subscription_index
-                .subscriptions(&subs_store_for_map, &name, |s| {
-                    s.concerns(&name)
-                        || s.status
-                            .as_ref()
-                            .is_some_and(|st| st.tenant.as_deref() == Some(name.as_str()))
-                })
-                .iter()
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stopped(stop_rx.clone()));
+    let subscription_controller = subscription_controller(
+        &ctx,
+        subscriptions.outlets.subscription,
+        tenants.outlets.subscriptions,
+    )
+    .with_config(config)
+    .graceful_shutdown_on(stopped(stop_rx.clone()));
     let subscription_controller = runtime::run(
         subscription_controller,
         Spec {
@@ -344,66 +139,36 @@ async fn run_controllers(
         ctx.clone(),
     );
 
-    // The notifier: its own controller over the same Tenant cache (no second watch), with its
-    // own queue, so slow mail servers never hold up the lifecycle.
-    let notifier_controller = match (settings.notifier.clone(), t_notify) {
-        (Some(config), Some(outlet)) => {
-            let n = Arc::new(crate::notifications::deliver::Notifier {
-                ctx: ctx.clone(),
-                config,
-                metrics: metrics.clone(),
-            });
-            let notifier = Controller::for_stream(trigger(outlet), tenants.store.clone())
-                .with_config(runtime::config(settings.concurrency))
-                .graceful_shutdown_on(stopped(stop_rx.clone()));
-            runtime::run(
-                notifier,
-                Spec {
-                    name: "notifier",
-                    reconcile: crate::notifications::deliver::reconcile,
-                    // `mailsec_reconcile_total` counts the lifecycle controllers only.
-                    metrics: None,
-                },
-                n,
-            )
-            .boxed()
-        }
-        _ => futures::future::ready(()).boxed(),
-    };
+    let notifier_controller = notifier_controller(
+        &ctx,
+        &settings,
+        metrics,
+        tenants.outlets.notifier,
+        stop_rx.clone(),
+    );
 
     let orphans = workloads::release::release_orphans(
         ctx.client.clone(),
         ctx.recorder.clone(),
-        deployments.departures,
-        statefulsets.departures,
+        deployments.outlets.departures,
+        statefulsets.outlets.departures,
     );
-    // Objects that can not be decoded: skipped, reported and looked at again when they change.
-    let reporters = {
-        use lenient::{Condition, Reporter};
-        fn reporter<K>(ctx: &Context, metrics: &Arc<Metrics>, condition: Condition) -> Reporter<K> {
-            Reporter {
-                client: ctx.client.clone(),
-                recorder: ctx.recorder.clone(),
-                metrics: metrics.clone(),
-                condition,
-                _kind: std::marker::PhantomData,
-            }
-        }
-        futures::future::join(
-            futures::future::join5(
-                reporter::<Tenant>(&ctx, metrics, Condition::Write).run(tenants.reports),
-                reporter::<Subscription>(&ctx, metrics, Condition::Write).run(subs.reports),
-                reporter::<Deployment>(&ctx, metrics, Condition::None).run(deployments.reports),
-                reporter::<StatefulSet>(&ctx, metrics, Condition::None).run(statefulsets.reports),
-                reporter::<ConfigMap>(&ctx, metrics, Condition::None).run(configmaps.reports),
-            ),
-            reporter::<Namespace>(&ctx, metrics, Condition::None).run(namespaces.reports),
-        )
-    };
-    let feeds = futures::future::join(
+    let reporters = report_undecodable(
+        &ctx,
+        metrics,
+        Reports {
+            tenants: tenants.reports,
+            subscriptions: subscriptions.reports,
+            deployments: deployments.reports,
+            statefulsets: statefulsets.reports,
+            configmaps: configmaps.reports,
+            namespaces: namespaces.reports,
+        },
+    );
+    let drivers = futures::future::join(
         futures::future::join5(
             tenants.driver,
-            subs.driver,
+            subscriptions.driver,
             deployments.driver,
             statefulsets.driver,
             configmaps.driver,
@@ -411,7 +176,7 @@ async fn run_controllers(
         futures::future::join(namespaces.driver, reporters),
     );
     tokio::select! {
-        _ = feeds => tracing::error!("watches ended unexpectedly"),
+        _ = drivers => tracing::error!("watches ended unexpectedly"),
         _ = orphans => tracing::error!("workload release loop ended unexpectedly"),
         _ = futures::future::join3(tenant_controller, subscription_controller, notifier_controller) => {},
         _ = async {
@@ -423,4 +188,386 @@ async fn run_controllers(
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still in flight after the shutdown grace: stopping anyway");
         } => {},
     }
+}
+
+/// The notifier: its own controller over the same Tenant cache (no second watch), with its own
+/// queue, so slow mail servers never hold up the lifecycle. Resolves at once when it is off.
+fn notifier_controller(
+    ctx: &Arc<Context>,
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    outlet: Option<Outlet<Tenant>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> futures::future::BoxFuture<'static, ()> {
+    let (Some(config), Some(outlet)) = (settings.notifier.clone(), outlet) else {
+        return futures::future::ready(()).boxed();
+    };
+    let n = Arc::new(crate::notifications::deliver::Notifier {
+        ctx: ctx.clone(),
+        config,
+        metrics: metrics.clone(),
+    });
+    let notifier = Controller::for_stream(trigger(outlet), ctx.tenants.clone())
+        .with_config(runtime::config(settings.concurrency))
+        .graceful_shutdown_on(stopped(stop));
+    runtime::run(
+        notifier,
+        Spec {
+            name: "notifier",
+            reconcile: crate::notifications::deliver::reconcile,
+            // `mailsec_reconcile_total` counts the lifecycle controllers only.
+            metrics: None,
+        },
+        n,
+    )
+    .boxed()
+}
+
+/// Each feed's reports of objects that can not be decoded.
+struct Reports {
+    tenants: UnboundedReceiver<lenient::Report>,
+    subscriptions: UnboundedReceiver<lenient::Report>,
+    deployments: UnboundedReceiver<lenient::Report>,
+    statefulsets: UnboundedReceiver<lenient::Report>,
+    configmaps: UnboundedReceiver<lenient::Report>,
+    namespaces: UnboundedReceiver<lenient::Report>,
+}
+
+/// Objects that can not be decoded: skipped, reported and looked at again when they change.
+async fn report_undecodable(ctx: &Context, metrics: &Arc<Metrics>, reports: Reports) {
+    use lenient::{Condition, Reporter};
+    fn reporter<K>(ctx: &Context, metrics: &Arc<Metrics>, condition: Condition) -> Reporter<K> {
+        Reporter {
+            client: ctx.client.clone(),
+            recorder: ctx.recorder.clone(),
+            metrics: metrics.clone(),
+            condition,
+            _kind: std::marker::PhantomData,
+        }
+    }
+    futures::future::join(
+        futures::future::join5(
+            reporter::<Tenant>(ctx, metrics, Condition::Write).run(reports.tenants),
+            reporter::<Subscription>(ctx, metrics, Condition::Write).run(reports.subscriptions),
+            reporter::<Deployment>(ctx, metrics, Condition::None).run(reports.deployments),
+            reporter::<StatefulSet>(ctx, metrics, Condition::None).run(reports.statefulsets),
+            reporter::<ConfigMap>(ctx, metrics, Condition::None).run(reports.configmaps),
+        ),
+        reporter::<Namespace>(ctx, metrics, Condition::None).run(reports.namespaces),
+    )
+    .await;
+}
+
+/// Resolves once `stop` turns true: the controllers' graceful shutdown.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The watches the controllers run on, one per kind, each with the streams its consumers read.
+struct Feeds {
+    tenants: Feed<Tenant, TenantOutlets>,
+    subscriptions: Feed<Subscription, SubscriptionOutlets>,
+    deployments: Feed<Deployment, LabelledOutlets<Deployment>>,
+    statefulsets: Feed<StatefulSet, LabelledOutlets<StatefulSet>>,
+    /// The operator's settings ConfigMaps: the tenant controller.
+    configmaps: Feed<ConfigMap, Outlet<ConfigMap>>,
+    namespaces: Feed<Namespace, LabelledOutlets<Namespace>>,
+    /// Administrator address → tenants, kept by the Tenant feed.
+    admin_index: context::AdminIndex,
+    /// Tenant name → subscriptions, kept by the Subscription feed.
+    subscription_index: context::SubscriptionIndex,
+}
+
+/// Who reads the Tenant feed.
+struct TenantOutlets {
+    tenant: Outlet<Tenant>,
+    /// The tenant controller again: the tenants a tenant's change concerns.
+    cotenants: Outlet<Tenant>,
+    subscriptions: Outlet<Tenant>,
+    /// None when the notifier is off.
+    notifier: Option<Outlet<Tenant>>,
+}
+
+/// Who reads the Subscription feed.
+struct SubscriptionOutlets {
+    subscription: Outlet<Subscription>,
+    tenants: Outlet<Subscription>,
+}
+
+/// Who reads a feed of objects labelled for a tenant: the tenant controller, and whoever hears
+/// of those that leave the watch (label removed, object deleted).
+struct LabelledOutlets<K> {
+    tenants: Outlet<K>,
+    departures: futures::channel::mpsc::Receiver<K>,
+}
+
+impl<K> LabelledOutlets<K> {
+    fn open(o: &mut Opener<K>) -> Self {
+        Self {
+            tenants: o.outlet(),
+            departures: o.departures(),
+        }
+    }
+}
+
+/// Starts nothing: builds the watches (their drivers run in [`run_controllers`]).
+fn watch(client: &Client, notifier: bool) -> Feeds {
+    let admin_index = context::AdminIndex::default();
+    let tenants = {
+        let index = admin_index.clone();
+        feed::feed_indexed(
+            client.clone(),
+            watcher::Config::default().any_semantic(),
+            |o| TenantOutlets {
+                tenant: o.outlet(),
+                cotenants: o.outlet(),
+                subscriptions: o.outlet(),
+                notifier: notifier.then(|| o.outlet()),
+            },
+            move |event: &watcher::Event<Tenant>| index.observe(event),
+        )
+    };
+    let subscription_index = context::SubscriptionIndex::default();
+    let subscriptions = {
+        let index = subscription_index.clone();
+        feed::feed_indexed(
+            client.clone(),
+            watcher::Config::default().any_semantic(),
+            |o| SubscriptionOutlets {
+                subscription: o.outlet(),
+                tenants: o.outlet(),
+            },
+            move |event: &watcher::Event<Subscription>| index.observe(event),
+        )
+    };
+    // Workloads that leave the watch (label removed) are handed back by `release_orphans`.
+    let labelled = || {
+        watcher::Config::default()
+            .labels(crate::workloads::plan::TENANT_LABEL)
+            .any_semantic()
+    };
+    let managed = format!(
+        "{}={}",
+        settings_map::MANAGED_BY.0,
+        settings_map::MANAGED_BY.1
+    );
+    Feeds {
+        tenants,
+        subscriptions,
+        admin_index,
+        subscription_index,
+        deployments: feed(client.clone(), labelled(), LabelledOutlets::open),
+        statefulsets: feed(client.clone(), labelled(), LabelledOutlets::open),
+        configmaps: feed(
+            client.clone(),
+            watcher::Config::default().labels(&managed).any_semantic(),
+            Opener::outlet,
+        ),
+        // Namespaces the platform assigned to a tenant (label `mailsec.io/tenant=<tenant>`).
+        // Those that leave the watch (label removed, namespace deleted) are departures, which
+        // also trigger the tenant they were assigned to.
+        namespaces: feed(client.clone(), labelled(), LabelledOutlets::open),
+    }
+}
+
+/// The controllers' shared state over the caches of `feeds`, which `metrics` reads too.
+fn context(client: Client, settings: &Settings, feeds: &Feeds, metrics: &Metrics) -> Arc<Context> {
+    let synced = feed::AllSynced::new([
+        feeds.tenants.synced.clone(),
+        feeds.subscriptions.synced.clone(),
+        feeds.deployments.synced.clone(),
+        feeds.statefulsets.synced.clone(),
+        feeds.configmaps.synced.clone(),
+        feeds.namespaces.synced.clone(),
+    ]);
+    metrics.attach_caches(
+        feeds.tenants.store.clone(),
+        feeds.subscriptions.store.clone(),
+        synced.clone(),
+        settings.policy.clone(),
+    );
+    let reporter = Reporter {
+        controller: "mailsec-operator".into(),
+        instance: settings.instance.clone(),
+    };
+    Arc::new(Context::new(
+        client,
+        settings.policy.clone(),
+        Caches {
+            tenants: feeds.tenants.store.clone(),
+            subscriptions: feeds.subscriptions.store.clone(),
+            subscription_index: feeds.subscription_index.clone(),
+            admin_index: feeds.admin_index.clone(),
+            workloads: WorkloadStores {
+                deployments: feeds.deployments.store.clone(),
+                statefulsets: feeds.statefulsets.store.clone(),
+                configmaps: feeds.configmaps.store.clone(),
+                namespaces: feeds.namespaces.store.clone(),
+            },
+            synced,
+        },
+        reporter,
+        settings.clock.clone(),
+    ))
+}
+
+/// What makes the tenant controller look at a tenant.
+struct TenantTriggers {
+    tenants: Outlet<Tenant>,
+    cotenants: Outlet<Tenant>,
+    subscriptions: Outlet<Subscription>,
+    deployments: Outlet<Deployment>,
+    statefulsets: Outlet<StatefulSet>,
+    configmaps: Outlet<ConfigMap>,
+    namespaces: Outlet<Namespace>,
+    departed_namespaces: futures::channel::mpsc::Receiver<Namespace>,
+}
+
+/// The tenant controller: a tenant, and every change that concerns it.
+fn tenant_controller(ctx: &Arc<Context>, triggers: TenantTriggers) -> Controller<Tenant> {
+    let for_subscription = ctx.clone();
+    let for_cotenants = ctx.clone();
+    let for_namespace = ctx.clone();
+    // The tenant each namespace was last seen assigned to: a label moved from one tenant to
+    // another concerns both.
+    let last_assigned = std::sync::Mutex::new(std::collections::HashMap::<String, String>::new());
+    let namespace_changes = futures::stream::select(
+        trigger(triggers.namespaces),
+        triggers.departed_namespaces.map(Ok),
+    );
+    Controller::for_stream(trigger(triggers.tenants), ctx.tenants.clone())
+        .watches_stream(trigger(triggers.subscriptions), move |sub: Subscription| {
+            tenants_of_subscription(&for_subscription, &sub)
+        })
+        .watches_stream(trigger(triggers.cotenants), move |t: Tenant| {
+            cotenants_of(&for_cotenants, &t)
+        })
+        // A workload or settings ConfigMap belongs to the tenant named by its label.
+        .watches_stream(trigger(triggers.deployments), move |d: Deployment| {
+            by_tenant_label(d.labels())
+        })
+        .watches_stream(trigger(triggers.statefulsets), move |s: StatefulSet| {
+            by_tenant_label(s.labels())
+        })
+        .watches_stream(trigger(triggers.configmaps), move |c: ConfigMap| {
+            by_tenant_label(c.labels())
+        })
+        .watches_stream(namespace_changes, move |ns: Namespace| {
+            tenants_of_namespace(&for_namespace, &last_assigned, &ns)
+        })
+}
+
+/// The tenant a workload or settings ConfigMap is labelled for.
+fn by_tenant_label(labels: &std::collections::BTreeMap<String, String>) -> Vec<ObjectRef<Tenant>> {
+    workloads::apply::tenant_of(labels)
+        .map(ObjectRef::<Tenant>::new)
+        .into_iter()
+        .collect()
+}
+
+/// A subscription concerns its owner, the tenants it is shared with, and the owner and sharers
+/// it was last seen with (after a transfer or un-sharing); and, through the possible-duplicate
+/// hints that name it, the tenants that share administrators with them.
+fn tenants_of_subscription(ctx: &Context, sub: &Subscription) -> Vec<ObjectRef<Tenant>> {
+    let mut names: Vec<String> = sub.tenants().map(str::to_string).collect();
+    if let Some(status) = &sub.status {
+        names.extend(status.tenant.iter().cloned());
+        names.extend(status.shared_with.iter().cloned());
+        // Both parties of the latest transfer (its confirmation milestones).
+        if let Some(t) = status.transfers.last() {
+            names.push(t.from.clone());
+            names.push(t.to.clone());
+        }
+    }
+    let paired: Vec<String> = names
+        .iter()
+        .filter_map(|n| ctx.tenants.get(&ObjectRef::new(n)))
+        .flat_map(|t| ctx.admin_index.neighbours_of(&t))
+        .collect();
+    names.extend(paired);
+    names.sort();
+    names.dedup();
+    names.into_iter().map(|n| ObjectRef::new(&n)).collect()
+}
+
+/// A tenant's users count against subscriptions it shares with others: re-evaluate them. Its
+/// administrators, users and settings decide whether it and the tenants it shares an address
+/// with are possible duplicates: re-evaluate those it pairs with now (the index is already up
+/// to date) and those it was paired with before (its last status).
+fn cotenants_of(ctx: &Context, t: &Tenant) -> Vec<ObjectRef<Tenant>> {
+    let name = t.name_any();
+    let mut names: Vec<String> = ctx
+        .subscription_index
+        .subscriptions(&ctx.subscriptions, &name, |s| s.concerns(&name))
+        .iter()
+        .flat_map(|s| s.tenants().map(str::to_string).collect::<Vec<_>>())
+        .filter(|n| *n != name)
+        .collect();
+    names.extend(ctx.admin_index.neighbours_of(t));
+    names.extend(
+        t.status
+            .iter()
+            .flat_map(|s| s.possible_duplicates.iter().map(|d| d.tenant.clone())),
+    );
+    names.sort();
+    names.dedup();
+    names.into_iter().map(|n| ObjectRef::new(&n)).collect()
+}
+
+/// A namespace assigned to a tenant, or no longer (label changed or removed): the tenant it is
+/// assigned to, the one it was (`last_assigned`), and those that list it (their
+/// SettingsApplied condition). Namespace changes are rare: scanning the tenants is cheap.
+fn tenants_of_namespace(
+    ctx: &Context,
+    last_assigned: &std::sync::Mutex<std::collections::HashMap<String, String>>,
+    ns: &Namespace,
+) -> Vec<ObjectRef<Tenant>> {
+    let name = ns.name_any();
+    let now = workloads::apply::tenant_of(ns.labels()).map(str::to_string);
+    let before = {
+        let mut last = last_assigned.lock().unwrap_or_else(|p| p.into_inner());
+        match &now {
+            Some(t) => last.insert(name.clone(), t.clone()),
+            None => last.remove(&name),
+        }
+    };
+    let listing = ctx
+        .tenants
+        .state()
+        .into_iter()
+        .filter(|t| t.spec.workload_namespaces.iter().any(|n| n.0 == name))
+        .map(|t| t.name_any());
+    let mut names: Vec<String> = now.into_iter().chain(before).chain(listing).collect();
+    names.sort();
+    names.dedup();
+    names.into_iter().map(|t| ObjectRef::new(&t)).collect()
+}
+
+/// The subscription controller: a subscription, and the tenants it concerns.
+fn subscription_controller(
+    ctx: &Arc<Context>,
+    subscriptions: Outlet<Subscription>,
+    tenants: Outlet<Tenant>,
+) -> Controller<Subscription> {
+    let for_tenant = ctx.clone();
+    Controller::for_stream(trigger(subscriptions), ctx.subscriptions.clone())
+        // A tenant's existence and users decide its subscriptions' seat counts and references.
+        .watches_stream(trigger(tenants), move |t: Tenant| {
+            subscriptions_of_tenant(&for_tenant, &t)
+        })
+}
+
+/// The subscriptions that name `t`, or that it held when last evaluated.
+fn subscriptions_of_tenant(ctx: &Context, t: &Tenant) -> Vec<ObjectRef<Subscription>> {
+    let name = t.name_any();
+    ctx.subscription_index
+        .subscriptions(&ctx.subscriptions, &name, |s| {
+            s.concerns(&name)
+                || s.status
+                    .as_ref()
+                    .is_some_and(|st| st.tenant.as_deref() == Some(name.as_str()))
+        })
+        .iter()
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
 }

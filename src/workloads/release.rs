@@ -17,12 +17,9 @@ use crate::effects::events::{Notice, publish};
 pub async fn release_orphans(
     client: Client,
     recorder: Recorder,
-    deployments: Option<futures::channel::mpsc::Receiver<Deployment>>,
-    statefulsets: Option<futures::channel::mpsc::Receiver<StatefulSet>>,
+    deployments: futures::channel::mpsc::Receiver<Deployment>,
+    statefulsets: futures::channel::mpsc::Receiver<StatefulSet>,
 ) {
-    let (Some(deployments), Some(statefulsets)) = (deployments, statefulsets) else {
-        return std::future::pending().await;
-    };
     let departed = futures::stream::select(
         deployments.map(|d| deployment_facts(&d)),
         statefulsets.map(|s| statefulset_facts(&s)),
