@@ -47,8 +47,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::api::{NotificationState, Subscription, Tenant, TenantPhase};
-use crate::controller::api_counter::ApiCounters;
-use crate::controller::feed::AllSynced;
 use crate::engine::Policy;
 use crate::engine::subscription::Timeline;
 
@@ -103,12 +101,23 @@ pub enum Role {
     Leading = 2,
 }
 
+/// Requests sent to the API server, as the client counts them (`mailsec_api_requests_total`).
+pub trait RequestCounts: Send + Sync {
+    /// Requests sent so far, per verb.
+    fn by_verb(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// Whether the controllers' caches hold a full list (`/readyz`).
+pub trait CachesSynced: Send + Sync {
+    fn is_synced(&self) -> bool;
+}
+
 /// The caches the controllers run on, with the policy they evaluate with.
 #[derive(Clone)]
 struct Caches {
     tenants: Store<Tenant>,
     subscriptions: Store<Subscription>,
-    synced: AllSynced,
+    synced: Arc<dyn CachesSynced>,
     policy: Policy,
 }
 
@@ -135,7 +144,7 @@ impl std::fmt::Debug for Metrics {
 #[derive(Default)]
 struct Shared {
     caches: RwLock<Option<Caches>>,
-    api: Option<Arc<ApiCounters>>,
+    api: Option<Arc<dyn RequestCounts>>,
     role: AtomicU8,
 }
 
@@ -153,7 +162,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A registry with every metric; `api` are the counters of the operator's client.
-    pub fn new(api: Option<Arc<ApiCounters>>) -> Self {
+    pub fn new(api: Option<Arc<dyn RequestCounts>>) -> Self {
         let shared = Arc::new(Shared {
             api,
             ..Shared::default()
@@ -282,7 +291,7 @@ impl Metrics {
         &self,
         tenants: Store<Tenant>,
         subscriptions: Store<Subscription>,
-        synced: AllSynced,
+        synced: impl CachesSynced + 'static,
         policy: Policy,
     ) {
         *self
@@ -292,7 +301,7 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner()) = Some(Caches {
             tenants,
             subscriptions,
-            synced,
+            synced: Arc::new(synced),
             policy,
         });
     }
@@ -749,6 +758,8 @@ mod process {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::api_counter::ApiCounters;
+    use crate::controller::feed::AllSynced;
     use kube::runtime::watcher;
 
     #[test]

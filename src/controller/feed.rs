@@ -73,6 +73,12 @@ impl AllSynced {
 /// copy.
 pub type Outlet<K> = mpsc::Receiver<Arc<K>>;
 
+impl crate::metrics::CachesSynced for AllSynced {
+    fn is_synced(&self) -> bool {
+        AllSynced::is_synced(self)
+    }
+}
+
 /// A shared watch: its cache, the streams its consumers asked for (`O`, see [`Opener`]), and
 /// the future that drives the watch (spawn it).
 pub struct Feed<K: Resource + 'static, O>
