@@ -110,50 +110,58 @@ async fn announce(ctx: &Context, sub: &Subscription, change: &SubscriptionChange
             .await;
         }
         SubscriptionChange::SharingChanged { added, removed } => {
-            let note = format!(
-                "Subscription {name} ({}) of tenant {owner} is now shared with [{}] (added: [{}], removed: [{}]); the tenants share its {} seats",
-                sub.spec.product,
-                sub.spec
-                    .shared_with
-                    .iter()
-                    .map(|t| t.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                added.join(", "),
-                removed.join(", "),
-                sub.spec.seats
-            );
-            publish(
-                &ctx.recorder,
-                &regarding,
-                &Notice::normal("SharingChanged", "Share", &note),
-            )
-            .await;
-            for t in added {
-                tell_tenant(
-                    ctx,
-                    t,
-                    Notice::normal(
-                        "SubscriptionShared",
-                        &format!("Share/{name}"),
-                        format!("{note}: it now covers {t}"),
-                    ),
-                )
-                .await;
-            }
-            for t in removed {
-                tell_tenant(
-                    ctx,
-                    t,
-                    Notice::normal(
-                        "SubscriptionUnshared",
-                        &format!("Share/{name}"),
-                        format!("{note}: it no longer covers {t}"),
-                    ),
-                )
-                .await;
-            }
+            announce_sharing(ctx, sub, added, removed).await;
         }
+    }
+}
+
+/// Announces a change of whom `sub` is shared with, on it and on the tenants added or removed.
+async fn announce_sharing(ctx: &Context, sub: &Subscription, added: &[String], removed: &[String]) {
+    let name = sub.name_any();
+    let regarding = sub.object_ref(&());
+    let owner = &sub.spec.tenant_ref;
+    let note = format!(
+        "Subscription {name} ({}) of tenant {owner} is now shared with [{}] (added: [{}], removed: [{}]); the tenants share its {} seats",
+        sub.spec.product,
+        sub.spec
+            .shared_with
+            .iter()
+            .map(|t| t.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        added.join(", "),
+        removed.join(", "),
+        sub.spec.seats
+    );
+    publish(
+        &ctx.recorder,
+        &regarding,
+        &Notice::normal("SharingChanged", "Share", &note),
+    )
+    .await;
+    for t in added {
+        tell_tenant(
+            ctx,
+            t,
+            Notice::normal(
+                "SubscriptionShared",
+                &format!("Share/{name}"),
+                format!("{note}: it now covers {t}"),
+            ),
+        )
+        .await;
+    }
+    for t in removed {
+        tell_tenant(
+            ctx,
+            t,
+            Notice::normal(
+                "SubscriptionUnshared",
+                &format!("Share/{name}"),
+                format!("{note}: it no longer covers {t}"),
+            ),
+        )
+        .await;
     }
 }
 
