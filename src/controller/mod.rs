@@ -7,6 +7,7 @@ pub mod context;
 pub mod feed;
 pub mod leader;
 pub mod lenient;
+pub mod notifier;
 pub mod runtime;
 pub mod subscription;
 pub mod tenant;
@@ -202,7 +203,7 @@ fn notifier_controller(
     let (Some(config), Some(outlet)) = (settings.notifier.clone(), outlet) else {
         return futures::future::ready(()).boxed();
     };
-    let n = Arc::new(crate::notifications::deliver::Notifier {
+    let n = Arc::new(notifier::Notifier {
         ctx: ctx.clone(),
         config,
         metrics: metrics.clone(),
@@ -214,7 +215,7 @@ fn notifier_controller(
         notifier,
         Spec {
             name: "notifier",
-            reconcile: crate::notifications::deliver::reconcile,
+            reconcile: notifier::reconcile,
             // `mailsec_reconcile_total` counts the lifecycle controllers only.
             metrics: None,
         },

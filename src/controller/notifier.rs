@@ -17,11 +17,11 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
+use super::context::Context;
+use super::runtime::{Error, Shared, requeue_at};
 use crate::api::{
     MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState, Tenant,
 };
-use crate::controller::context::Context;
-use crate::controller::runtime::{Error, Shared, requeue_at};
 use crate::effects::events::{Notice, publish, truncate};
 use crate::engine::MilestoneKind;
 use crate::notifications::outbox::{self, Recipient, Recorded};
