@@ -34,8 +34,8 @@ pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
 use feed::{Feed, Opener, Outlet, feed, trigger};
 use futures::channel::mpsc::UnboundedReceiver;
-use runtime::Spec;
 pub use runtime::{Error, MAX_REQUEUE, reconcile_span, requeue_at, requeue_wait};
+use runtime::{Runner, Spec};
 
 /// How long a shutdown waits for the reconciles in flight. A reconcile can wait without end (for
 /// caches that can not fill while the API server is unreachable): the process must stop anyway.
@@ -95,11 +95,16 @@ async fn run_controllers(
         namespaces,
         ..
     } = feeds;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let config = runtime::config(settings.concurrency);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let runner = Runner {
+        concurrency: settings.concurrency,
+        stop,
+    };
 
     let tenant_controller = tenant_controller(
         &ctx,
+        &runner,
+        metrics,
         TenantTriggers {
             tenants: tenants.outlets.tenant,
             cotenants: tenants.outlets.cotenants,
@@ -110,42 +115,22 @@ async fn run_controllers(
             namespaces: namespaces.outlets.tenants,
             departed_namespaces: namespaces.outlets.departures,
         },
-    )
-    .with_config(config.clone())
-    .graceful_shutdown_on(stopped(stop_rx.clone()));
-    let tenant_controller = runtime::run(
-        tenant_controller,
-        Spec {
-            name: "tenant",
-            reconcile: tenant::reconcile,
-            metrics: Some(metrics.clone()),
-        },
-        ctx.clone(),
     );
 
     let subscription_controller = subscription_controller(
         &ctx,
+        &runner,
+        metrics,
         subscriptions.outlets.subscription,
         tenants.outlets.subscriptions,
-    )
-    .with_config(config)
-    .graceful_shutdown_on(stopped(stop_rx.clone()));
-    let subscription_controller = runtime::run(
-        subscription_controller,
-        Spec {
-            name: "subscription",
-            reconcile: subscription::reconcile,
-            metrics: Some(metrics.clone()),
-        },
-        ctx.clone(),
     );
 
     let notifier_controller = notifier_controller(
         &ctx,
-        &settings,
+        &runner,
+        settings.notifier.clone(),
         metrics,
         tenants.outlets.notifier,
-        stop_rx.clone(),
     );
 
     let orphans = workloads::release::release_orphans(
@@ -195,12 +180,12 @@ async fn run_controllers(
 /// queue, so slow mail servers never hold up the lifecycle. Resolves at once when it is off.
 fn notifier_controller(
     ctx: &Arc<Context>,
-    settings: &Settings,
+    runner: &Runner,
+    config: Option<crate::notifications::NotifierConfig>,
     metrics: &Arc<Metrics>,
     outlet: Option<Outlet<Tenant>>,
-    stop: tokio::sync::watch::Receiver<bool>,
 ) -> futures::future::BoxFuture<'static, ()> {
-    let (Some(config), Some(outlet)) = (settings.notifier.clone(), outlet) else {
+    let (Some(config), Some(outlet)) = (config, outlet) else {
         return futures::future::ready(()).boxed();
     };
     let n = Arc::new(notifier::Notifier {
@@ -208,20 +193,18 @@ fn notifier_controller(
         config,
         metrics: metrics.clone(),
     });
-    let notifier = Controller::for_stream(trigger(outlet), ctx.tenants.clone())
-        .with_config(runtime::config(settings.concurrency))
-        .graceful_shutdown_on(stopped(stop));
-    runtime::run(
-        notifier,
-        Spec {
-            name: "notifier",
-            reconcile: notifier::reconcile,
-            // `mailsec_reconcile_total` counts the lifecycle controllers only.
-            metrics: None,
-        },
-        n,
-    )
-    .boxed()
+    runner
+        .run(
+            Controller::for_stream(trigger(outlet), ctx.tenants.clone()),
+            Spec {
+                name: "notifier",
+                reconcile: notifier::reconcile,
+                // `mailsec_reconcile_total` counts the lifecycle controllers only.
+                metrics: None,
+            },
+            n,
+        )
+        .boxed()
 }
 
 /// Each feed's reports of objects that can not be decoded.
@@ -257,11 +240,6 @@ async fn report_undecodable(ctx: &Context, metrics: &Arc<Metrics>, reports: Repo
         reporter::<Namespace>(ctx, metrics, Condition::None).run(reports.namespaces),
     )
     .await;
-}
-
-/// Resolves once `stop` turns true: the controllers' graceful shutdown.
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The watches the controllers run on, one per kind, each with the streams its consumers read.
@@ -425,7 +403,12 @@ struct TenantTriggers {
 }
 
 /// The tenant controller: a tenant, and every change that concerns it.
-fn tenant_controller(ctx: &Arc<Context>, triggers: TenantTriggers) -> Controller<Tenant> {
+fn tenant_controller(
+    ctx: &Arc<Context>,
+    runner: &Runner,
+    metrics: &Arc<Metrics>,
+    triggers: TenantTriggers,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
     let for_subscription = ctx.clone();
     let for_cotenants = ctx.clone();
     let for_namespace = ctx.clone();
@@ -436,7 +419,7 @@ fn tenant_controller(ctx: &Arc<Context>, triggers: TenantTriggers) -> Controller
         trigger(triggers.namespaces),
         triggers.departed_namespaces.map(Ok),
     );
-    Controller::for_stream(trigger(triggers.tenants), ctx.tenants.clone())
+    let controller = Controller::for_stream(trigger(triggers.tenants), ctx.tenants.clone())
         .watches_stream(trigger(triggers.subscriptions), move |sub: Subscription| {
             tenants_of_subscription(&for_subscription, &sub)
         })
@@ -455,7 +438,13 @@ fn tenant_controller(ctx: &Arc<Context>, triggers: TenantTriggers) -> Controller
         })
         .watches_stream(namespace_changes, move |ns: Namespace| {
             tenants_of_namespace(&for_namespace, &last_assigned, &ns)
-        })
+        });
+    let spec = Spec {
+        name: "tenant",
+        reconcile: tenant::reconcile,
+        metrics: Some(metrics.clone()),
+    };
+    runner.run(controller, spec, ctx.clone())
 }
 
 /// The tenant a workload or settings ConfigMap is labelled for.
@@ -547,15 +536,23 @@ fn tenants_of_namespace(
 /// The subscription controller: a subscription, and the tenants it concerns.
 fn subscription_controller(
     ctx: &Arc<Context>,
+    runner: &Runner,
+    metrics: &Arc<Metrics>,
     subscriptions: Outlet<Subscription>,
     tenants: Outlet<Tenant>,
-) -> Controller<Subscription> {
+) -> impl std::future::Future<Output = ()> + Send + use<> {
     let for_tenant = ctx.clone();
-    Controller::for_stream(trigger(subscriptions), ctx.subscriptions.clone())
+    let controller = Controller::for_stream(trigger(subscriptions), ctx.subscriptions.clone())
         // A tenant's existence and users decide its subscriptions' seat counts and references.
         .watches_stream(trigger(tenants), move |t: Tenant| {
             subscriptions_of_tenant(&for_tenant, &t)
-        })
+        });
+    let spec = Spec {
+        name: "subscription",
+        reconcile: subscription::reconcile,
+        metrics: Some(metrics.clone()),
+    };
+    runner.run(controller, spec, ctx.clone())
 }
 
 /// The subscriptions that name `t`, or that it held when last evaluated.

@@ -44,13 +44,13 @@ pub enum Error {
     },
 }
 
-/// The controllers' configuration.
+/// Every controller's configuration.
 ///
 /// A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
 /// one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
 /// It delays every reconcile by that much, scheduled transitions included: [`requeue_wait`]
 /// asks that much earlier.
-pub fn config(concurrency: u16) -> ControllerConfig {
+fn config(concurrency: u16) -> ControllerConfig {
     ControllerConfig::default()
         .concurrency(concurrency)
         .debounce(DEBOUNCE)
@@ -130,7 +130,7 @@ pub fn reconcile_span<K: Resource<DynamicType = ()>>(
     )
 }
 
-/// One controller as [`run`] drives it.
+/// One controller as [`Runner::run`] drives it.
 pub struct Spec<F> {
     /// Its name in spans, logs, metrics and backoff keys.
     pub name: &'static str,
@@ -139,9 +139,43 @@ pub struct Spec<F> {
     pub metrics: Option<Arc<Metrics>>,
 }
 
-/// Runs `controller` until it shuts down: each reconcile in its span and counted, failures
-/// retried by [`error_policy`], results handled by [`handle_result`].
-pub fn run<K, C, F, Fut>(
+/// How every controller runs: its concurrency, and the signal of a graceful shutdown.
+pub struct Runner {
+    pub concurrency: u16,
+    /// Turns true when the controllers are to finish their reconciles in flight and stop.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Runner {
+    /// Runs `controller` until it shuts down: configured by [`config`], each reconcile in its
+    /// span and counted, failures retried by [`error_policy`], results handled by
+    /// [`handle_result`].
+    pub fn run<K, C, F, Fut>(
+        &self,
+        controller: Controller<K>,
+        spec: Spec<F>,
+        ctx: Arc<C>,
+    ) -> impl Future<Output = ()> + Send + use<K, C, F, Fut>
+    where
+        K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+        K: Send + Sync + 'static,
+        C: Shared,
+        F: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
+        Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+    {
+        let controller = controller
+            .with_config(config(self.concurrency))
+            .graceful_shutdown_on(stopped(self.stop.clone()));
+        run(controller, spec, ctx)
+    }
+}
+
+/// Resolves once `stop` turns true.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn run<K, C, F, Fut>(
     controller: Controller<K>,
     spec: Spec<F>,
     ctx: Arc<C>,
