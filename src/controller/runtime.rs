@@ -163,38 +163,22 @@ impl Runner {
         F: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
         Fut: Future<Output = Result<Action, Error>> + Send + 'static,
     {
-        let controller = controller
+        let name = spec.name;
+        let results_ctx = ctx.clone();
+        controller
             .with_config(config(self.concurrency))
-            .graceful_shutdown_on(stopped(self.stop.clone()));
-        run(controller, spec, ctx)
+            .graceful_shutdown_on(stopped(self.stop.clone()))
+            .run(reconciler(spec), error_policy(name), ctx)
+            .for_each(move |result| {
+                handle_result(name, results_ctx.context(), result);
+                std::future::ready(())
+            })
     }
 }
 
 /// Resolves once `stop` turns true.
 async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-fn run<K, C, F, Fut>(
-    controller: Controller<K>,
-    spec: Spec<F>,
-    ctx: Arc<C>,
-) -> impl Future<Output = ()> + Send
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-    K: Send + Sync + 'static,
-    C: Shared,
-    F: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
-    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
-{
-    let name = spec.name;
-    let results_ctx = ctx.clone();
-    controller
-        .run(reconciler(spec), error_policy(name), ctx)
-        .for_each(move |result| {
-            handle_result(name, results_ctx.context(), result);
-            std::future::ready(())
-        })
 }
 
 /// `spec.reconcile` in the span naming the object, its result and duration counted.
@@ -263,7 +247,7 @@ fn handle_result<K: Resource<DynamicType = ()>>(
 ) {
     match result {
         Ok((obj, _)) => ctx.succeeded(&BackoffKey::new(controller, obj)),
-        Err(err) => tracing::debug!(controller, error = %err, "controller"),
+        Err(err) => tracing::debug!(controller, error = %err, "controller error"),
     }
 }
 
