@@ -69,15 +69,15 @@ impl AllSynced {
     }
 }
 
-/// One consumer's stream of changed objects, shared (`Arc`) so that buffered changes cost one
-/// copy.
-pub type Outlet<K> = mpsc::Receiver<Arc<K>>;
-
 impl crate::metrics::CachesSynced for AllSynced {
     fn is_synced(&self) -> bool {
         AllSynced::is_synced(self)
     }
 }
+
+/// One consumer's stream of changed objects, shared (`Arc`) so that buffered changes cost one
+/// copy.
+pub type Outlet<K> = mpsc::Receiver<Arc<K>>;
 
 /// A shared watch: its cache, the streams its consumers asked for (`O`, see [`Opener`]), and
 /// the future that drives the watch (spawn it).
