@@ -172,7 +172,7 @@ async fn one_leader_writes_a_standby_takes_over_on_kill_and_at_once_on_sigterm()
             && tenant_reconciled(&l))
         .then_some((l, s))
     });
-    let (leader_metrics, standby_metrics) = ready.unwrap_or_else(|| {
+    let (_, standby_metrics) = ready.unwrap_or_else(|| {
         panic!(
             "mailsec_leader is 1 on the leader, 0 on the standby, and the leader counted a \
              tenant reconcile: {}",
