@@ -43,11 +43,9 @@ use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
 use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
 use mailsec_operator::controller::{self, Settings};
 use mailsec_operator::engine::{Policy, World, evaluate_world};
+use mailsec_operator::fixtures::{ESG, ETDR};
 use mailsec_operator::fixtures::{subscription, tenant};
 use mailsec_operator::metrics::Metrics;
-
-const ESG: &str = "email-safeguard";
-const ETDR: &str = "email-threat-detection-response";
 
 #[derive(Parser, Debug)]
 struct Args {

@@ -10,6 +10,11 @@ use crate::api::{
     Tenant, TenantSpec,
 };
 
+/// Product names of the catalogue, as the tests and benchmarks spell them.
+pub const ESG: &str = "email-safeguard";
+pub const ETI: &str = "email-threat-isolation";
+pub const ETDR: &str = "email-threat-detection-response";
+
 /// A tenant using `products` (with empty settings) and `users` users, with one admin.
 pub fn tenant(name: &str, products: &[&str], users: i64) -> Tenant {
     let mut t = Tenant::new(

@@ -10,10 +10,9 @@ use common::operator::*;
 use common::{cluster, describe, unique_name};
 use kube::api::{Api, Patch, PatchParams};
 use mailsec_operator::api::{ServicePhase, Subscription, Tenant, TenantPhase};
+use mailsec_operator::fixtures::{ESG, ETI};
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
-const ETI: &str = "email-threat-isolation";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn setup() {

@@ -56,10 +56,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use mailsec_operator::api::{NotificationState, Subscription, Tenant, TenantPhase};
 use mailsec_operator::engine::{World, evaluate_world};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG};
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 /// The milestone kinds a tenant that is not renewed goes through, in order.
 const LIFECYCLE: [&str; 3] = ["ExpiringSoon", "ReadOnly", "Suspended"];
 

@@ -21,12 +21,11 @@ use common::sinks::{Sink, field, free_port};
 use common::{cluster, describe, unique_name};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use mailsec_operator::api::{Admin, Locale, Subscription, Tenant, TenantPhase};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG};
 use mailsec_operator::notifications::smtp::{SmtpServer, SmtpTls};
 use mailsec_operator::notifications::{EmailChannel, NotifierConfig, Retry};
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Harness {

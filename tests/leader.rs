@@ -14,8 +14,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
 use mailsec_operator::api::TenantPhase;
+use mailsec_operator::fixtures::ESG;
 
-const ESG: &str = "email-safeguard";
 /// The lease duration the operators run with in this test.
 const LEASE_SECS: u64 = 4;
 

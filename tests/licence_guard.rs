@@ -17,8 +17,8 @@ use common::operator::*;
 use common::{cluster, describe, unique_name};
 use kube::api::Api;
 use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
+use mailsec_operator::fixtures::ESG;
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
 const EDITOR: [&str; 2] = [
     "--as=jane@customer.example",

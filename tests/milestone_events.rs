@@ -19,9 +19,9 @@ use mailsec_operator::effects::events::milestone_event_name;
 use mailsec_operator::effects::status::apply_if_changed;
 use mailsec_operator::engine::subscription::evaluate_subscription;
 use mailsec_operator::engine::{TenantInput, TenantUsers, evaluate_tenant};
+use mailsec_operator::fixtures::ESG;
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The tests share one API server; the operators of the first must be gone before the second.

@@ -14,9 +14,9 @@ use common::{cluster, describe, unique_name};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use mailsec_operator::api::{Tenant, TenantPhase};
+use mailsec_operator::fixtures::ESG;
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
 const EDITOR: [&str; 2] = [
     "--as=jane@customer.example",

@@ -20,7 +20,7 @@ use kube::api::{Api, PostParams};
 use mailsec_operator::api::{
     Admin, Locale, NotificationChannel, NotificationState, Tenant, TenantPhase,
 };
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG};
 use mailsec_operator::notifications::outbox::{Recipient, delivery_id};
 use mailsec_operator::notifications::smtp::{SmtpServer, SmtpTls};
 use mailsec_operator::notifications::text::format_date;
@@ -28,7 +28,6 @@ use mailsec_operator::notifications::webhook::Webhook;
 use mailsec_operator::notifications::{EmailChannel, NotifierConfig, NotifierStats, Retry};
 use serde_json::Value;
 
-const ESG: &str = "email-safeguard";
 const SECRET: &str = "webhook-test-secret";
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -16,12 +16,9 @@ use common::operator::*;
 use common::{cluster, describe, unique_name};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use mailsec_operator::api::{ServicePhase, Subscription, Tenant, TenantPhase};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG, ETDR, ETI};
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
-const ETI: &str = "email-threat-isolation";
-const ETDR: &str = "email-threat-detection-response";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Starts the shared operator once; it runs until the test process exits.

@@ -20,11 +20,10 @@ use common::operator::{
 };
 use common::{cluster, describe, kubectl, kubectl_stdin, repo_dir, unique_name};
 use mailsec_operator::api::{NotificationState, TenantPhase};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG as BASE};
 use serde_json::Value;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-mailsec");
-const BASE: &str = "email-safeguard";
 /// The operator's warning and grace periods.
 const PERIOD: &str = "1h";
 

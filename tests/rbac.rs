@@ -29,9 +29,9 @@ use mailsec_operator::cli::run::{Operator, serve};
 use mailsec_operator::controller::Settings;
 use mailsec_operator::controller::api_counter::{ApiCounters, ApiRequest, CountingLayer};
 use mailsec_operator::controller::leader::{LeaderElection, identity};
+use mailsec_operator::fixtures::ESG;
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One RBAC rule, flattened: (group, resource with subresource, verb).

@@ -8,8 +8,7 @@ use std::time::Duration;
 use common::operator::*;
 use common::{cluster, unique_name};
 use mailsec_operator::api::TenantPhase;
-
-const ESG: &str = "email-safeguard";
+use mailsec_operator::fixtures::ESG;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_events() {

@@ -23,10 +23,10 @@ use common::{FIELD_MANAGER, cluster, describe, unique_name};
 use kube::api::{Api, Patch, PatchParams};
 use mailsec_operator::api::{Tenant, TenantPhase};
 use mailsec_operator::controller::{self, Settings};
+use mailsec_operator::fixtures::ESG;
 use mailsec_operator::metrics::Metrics;
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The operator of this test binary (in process), and its metrics.

@@ -17,10 +17,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use mailsec_operator::api::{Tenant, TenantPhase};
+use mailsec_operator::fixtures::{ESG, ETI};
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
-const ETI: &str = "email-threat-isolation";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn operator() {
