@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::operator::*;
-use common::sinks::{Sink, field, free_port, read_records};
-use common::{cluster, unique_name};
+use common::sinks::{Sink, field, read_records};
+use common::{cluster, free_port, unique_name};
 use kube::api::{Api, PostParams};
 use mailsec_operator::api::{
     Admin, Locale, NotificationChannel, NotificationState, Tenant, TenantPhase,
@@ -121,9 +121,7 @@ fn harness() -> &'static Harness {
             failed_after: 3,
         };
         let stats = config.stats.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::mem::forget(tx); // never stopped: it dies with the test process
-        let writes = start_with_notifier(rx, Some(config));
+        let writes = start_unstopped(Some(config));
         Harness {
             smtp_port,
             hook_port,

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::operator::*;
-use common::sinks::{Sink, field, free_port};
-use common::{cluster, unique_name};
+use common::sinks::{Sink, field};
+use common::{cluster, free_port, unique_name};
 use kube::api::{Api, PostParams};
 use mailsec_operator::api::{Admin, NotificationState, Tenant, TenantPhase};
 use mailsec_operator::fixtures::{self, ESG};
