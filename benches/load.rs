@@ -229,15 +229,10 @@ async fn create_all<K>(api: &Api<K>, objs: Vec<K>, concurrency: usize) -> anyhow
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    stream::iter(objs)
-        .map(|o| {
-            let api = api.clone();
-            async move { api.create(&PostParams::default(), &for_create(o)).await }
-        })
-        .buffer_unordered(concurrency)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
-    Ok(())
+    let creates = objs
+        .into_iter()
+        .map(|o| async move { api.create(&PostParams::default(), &for_create(o)).await });
+    all_of(creates, concurrency).await
 }
 
 /// Watches Tenants and Subscriptions until every one has a status for its generation.
