@@ -1,5 +1,6 @@
 //! Small constructors for Tenants and Subscriptions, used by tests, property tests and benchmarks
-//! (and handy for anyone scripting against the library).
+//! (and handy for anyone scripting against the library, with the `test-support` feature: the
+//! released binary leaves them out).
 
 use std::collections::BTreeMap;
 
