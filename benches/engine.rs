@@ -9,11 +9,8 @@ use chrono::{DateTime, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use mailsec_operator::api::{Subscription, Tenant};
 use mailsec_operator::engine::{Policy, TenantInput, TenantUsers, evaluate_tenant};
+use mailsec_operator::fixtures::{ESG, ETDR, ETI};
 use mailsec_operator::fixtures::{extended, shared, subscription, tenant, trial};
-
-const ESG: &str = "email-safeguard";
-const ETDR: &str = "email-threat-detection-response";
-const ETI: &str = "email-threat-isolation";
 
 fn inputs() -> (Tenant, Vec<Subscription>, TenantUsers) {
     let mut t = tenant("acme", &[ESG, ETDR, ETI], 420);

@@ -42,12 +42,10 @@ use kube::{Client, ResourceExt};
 use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
 use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
 use mailsec_operator::controller::{self, Settings};
-use mailsec_operator::engine::{Policy, World, evaluate_world};
+use mailsec_operator::engine::{Policy, World, WorldEvaluation, evaluate_world};
+use mailsec_operator::fixtures::{ESG, ETDR};
 use mailsec_operator::fixtures::{subscription, tenant};
 use mailsec_operator::metrics::Metrics;
-
-const ESG: &str = "email-safeguard";
-const ETDR: &str = "email-threat-detection-response";
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -231,15 +229,10 @@ async fn create_all<K>(api: &Api<K>, objs: Vec<K>, concurrency: usize) -> anyhow
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    stream::iter(objs)
-        .map(|o| {
-            let api = api.clone();
-            async move { api.create(&PostParams::default(), &for_create(o)).await }
-        })
-        .buffer_unordered(concurrency)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
-    Ok(())
+    let creates = objs
+        .into_iter()
+        .map(|o| async move { api.create(&PostParams::default(), &for_create(o)).await });
+    all_of(creates, concurrency).await
 }
 
 /// Watches Tenants and Subscriptions until every one has a status for its generation.
@@ -345,105 +338,236 @@ async fn harness() -> anyhow::Result<()> {
         eprintln!("load: a benchmark; run it with `cargo bench --bench load [-- --tenants N]`");
         return Ok(());
     }
-    let n = args.tenants;
-    let objects = 3 * n;
-    let started = Instant::now();
-    let log = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
-
-    let env = Envtest::start()?;
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    env.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
-    env.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ])?;
-    log("API server up, CRDs installed");
-
-    let client = env.client(None).await?;
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let subs: Api<Subscription> = Api::all(client.clone());
-    let now = Utc::now();
-    let world = population(n, now);
-    create_all(&tenants, world.tenants.clone(), args.create_concurrency).await?;
-    create_all(&subs, world.subscriptions.clone(), args.create_concurrency).await?;
-    log(&format!("created {n} tenants and {} subscriptions", 2 * n));
-
+    let run = Run::set_up(args).await?;
+    let args = &run.args;
     if args.memory_only {
-        return memory_only(&env, client, objects, args.concurrency).await;
+        let client = run.client.clone();
+        return memory_only(&run.env, client, run.objects(), args.concurrency).await;
+    }
+    let policy = Policy::default();
+    let baseline = baseline(&run, &policy).await?;
+    let (cold, operator) = cold_start(&run, &policy).await?;
+    let wrong = phases_wrong(&run, &policy).await?;
+    let steady = steady_state(&run, &operator).await;
+    let deadlines = deadlines(&run).await?;
+    let requests = operator.stop();
+    let memory = if args.skip_memory {
+        None
+    } else {
+        peak_memory(&run).await?
+    };
+    let results = Results {
+        baseline,
+        cold,
+        wrong,
+        steady,
+        deadlines,
+        requests,
+        memory,
+    };
+    report(&run, &results);
+    Ok(())
+}
+
+/// Time since the start of the run, for the progress lines on stderr.
+struct Progress(Instant);
+
+impl Progress {
+    fn log(&self, what: &str) {
+        eprintln!("[{:>6.1}s] {what}", self.0.elapsed().as_secs_f64());
+    }
+}
+
+/// The population's Tenants and Subscriptions, through a bare client.
+struct Apis {
+    tenants: Api<Tenant>,
+    subs: Api<Subscription>,
+}
+
+impl Apis {
+    /// Patches the status of the Tenant (`is_tenant`) or the Subscription `name`.
+    async fn patch_status(
+        &self,
+        is_tenant: bool,
+        name: &str,
+        pp: &PatchParams,
+        patch: &Patch<&serde_json::Value>,
+    ) -> kube::Result<()> {
+        if is_tenant {
+            self.tenants.patch_status(name, pp, patch).await.map(|_| ())
+        } else {
+            self.subs.patch_status(name, pp, patch).await.map(|_| ())
+        }
+    }
+}
+
+/// The API server with the population created on it.
+struct Run {
+    args: Args,
+    progress: Progress,
+    env: Envtest,
+    client: Client,
+    apis: Apis,
+    world: World,
+    now: DateTime<Utc>,
+}
+
+impl Run {
+    /// Starts the API server, installs the CRDs and creates the population.
+    async fn set_up(args: Args) -> anyhow::Result<Self> {
+        let progress = Progress(Instant::now());
+        let env = Envtest::start()?;
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        env.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
+        env.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ])?;
+        progress.log("API server up, CRDs installed");
+
+        let client = env.client(None).await?;
+        let apis = Apis {
+            tenants: Api::all(client.clone()),
+            subs: Api::all(client.clone()),
+        };
+        let n = args.tenants;
+        let now = Utc::now();
+        let world = population(n, now);
+        create_all(
+            &apis.tenants,
+            world.tenants.clone(),
+            args.create_concurrency,
+        )
+        .await?;
+        create_all(
+            &apis.subs,
+            world.subscriptions.clone(),
+            args.create_concurrency,
+        )
+        .await?;
+        progress.log(&format!("created {n} tenants and {} subscriptions", 2 * n));
+        Ok(Self {
+            args,
+            progress,
+            env,
+            client,
+            apis,
+            world,
+            now,
+        })
     }
 
-    // 1. Baseline: the same number of status writes, the statuses the engine computes.
-    let policy = Policy::default();
-    let eval = evaluate_world(&world, &policy, now);
-    let in_flight = 2 * usize::from(args.concurrency);
-    let pp = PatchParams::apply("load-baseline").force();
-    let mut patches: Vec<(bool, String, serde_json::Value)> = Vec::with_capacity(objects);
-    for (t, e) in world.tenants.iter().zip(&eval.tenants) {
+    /// Tenants and subscriptions of the population.
+    fn objects(&self) -> usize {
+        3 * self.args.tenants
+    }
+
+    /// Status applies and writes the baseline keeps in flight: the operator runs two
+    /// controllers of `concurrency` each.
+    fn in_flight(&self) -> usize {
+        2 * usize::from(self.args.concurrency)
+    }
+
+    fn log(&self, what: &str) {
+        self.progress.log(what);
+    }
+}
+
+/// Runs `requests`, `in_flight` at a time, until the first error.
+async fn all_of<T>(
+    requests: impl Iterator<Item = impl Future<Output = kube::Result<T>>>,
+    in_flight: usize,
+) -> anyhow::Result<()> {
+    stream::iter(requests)
+        .buffer_unordered(in_flight)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    Ok(())
+}
+
+/// One status write of the baseline: a Tenant (or else a Subscription), its name, the status.
+type StatusPatch = (bool, String, serde_json::Value);
+
+/// Sends `patch` (made from each status) to the status of each object of `patches`.
+async fn patch_statuses<'a>(
+    apis: &Apis,
+    patches: &'a [StatusPatch],
+    pp: &PatchParams,
+    in_flight: usize,
+    patch: impl Fn(&'a serde_json::Value) -> Patch<&'a serde_json::Value>,
+) -> anyhow::Result<()> {
+    let requests = patches.iter().map(|(is_tenant, name, body)| {
+        let patch = patch(body);
+        async move { apis.patch_status(*is_tenant, name, pp, &patch).await }
+    });
+    all_of(requests, in_flight).await
+}
+
+/// What the bare client took for the writes of a cold start.
+struct Baseline {
+    /// The status applies alone.
+    statuses: Duration,
+    /// The status applies and the rest of the write mix.
+    mix: Duration,
+    /// Milestone Events created.
+    milestones: usize,
+}
+
+/// Step 1: the statuses the engine computes, applied by a bare client, and the rest of the
+/// operator's write mix; the statuses are cleared again afterwards (not timed).
+async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
+    let objects = run.objects();
+    let eval = evaluate_world(&run.world, policy, run.now);
+    let mut patches: Vec<StatusPatch> = Vec::with_capacity(objects);
+    for (t, e) in run.world.tenants.iter().zip(&eval.tenants) {
         let body = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "status": e.status});
         patches.push((true, t.name_any(), body));
     }
-    for (s, e) in world.subscriptions.iter().zip(&eval.subscriptions) {
+    for (s, e) in run.world.subscriptions.iter().zip(&eval.subscriptions) {
         let body = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "Subscription", "status": e.status});
         patches.push((false, s.name_any(), body));
     }
     let t0 = Instant::now();
-    stream::iter(patches.iter())
-        .map(|(is_tenant, name, body)| {
-            let (tenants, subs, pp) = (tenants.clone(), subs.clone(), pp.clone());
-            async move {
-                if *is_tenant {
-                    tenants
-                        .patch_status(name, &pp, &Patch::Apply(body))
-                        .await
-                        .map(|_| ())
-                } else {
-                    subs.patch_status(name, &pp, &Patch::Apply(body))
-                        .await
-                        .map(|_| ())
-                }
-            }
-        })
-        .buffer_unordered(in_flight)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
-    let baseline = t0.elapsed();
-    log(&format!(
-        "baseline: {objects} status applies in {baseline:.2?}"
+    let pp = PatchParams::apply("load-baseline").force();
+    patch_statuses(&run.apis, &patches, &pp, run.in_flight(), Patch::Apply).await?;
+    let statuses = t0.elapsed();
+    run.log(&format!(
+        "baseline: {objects} status applies in {statuses:.2?}"
     ));
 
-    // 1b. The rest of what a cold start must write, by the same bare client: one metadata patch
-    // per tenant (the operator's deletion-guard finalizer) and one Event per milestone the engine
-    // says is due and not yet announced. Status applies + these = the operator's write mix.
-    let milestones: usize = eval
-        .tenants
-        .iter()
-        .map(|e| {
-            e.milestones
-                .iter()
-                .filter(|m| !m.kind.is_transfer())
-                .count()
-        })
-        .sum();
     let t0 = Instant::now();
-    let mark = serde_json::json!({"metadata": {"annotations": {"load.mailsec.io/baseline": "1"}}});
-    stream::iter(world.tenants.iter())
-        .map(|t| {
-            let (tenants, mark) = (tenants.clone(), mark.clone());
-            async move {
-                tenants
-                    .patch(&t.name_any(), &PatchParams::default(), &Patch::Merge(&mark))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(in_flight)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let regarding: Vec<(String, String)> = world
+    let milestones = rest_of_write_mix(run, &eval).await?;
+    let extra = t0.elapsed();
+    run.log(&format!(
+        "baseline, the rest of the write mix: {} metadata patches and {milestones} Events in {extra:.2?}",
+        run.args.tenants
+    ));
+
+    let clear = serde_json::json!({"status": null});
+    let pp = PatchParams::default();
+    let in_flight = run.args.create_concurrency;
+    patch_statuses(&run.apis, &patches, &pp, in_flight, |_| {
+        Patch::Merge(&clear)
+    })
+    .await?;
+    run.log("statuses cleared");
+    Ok(Baseline {
+        statuses,
+        mix: statuses + extra,
+        milestones,
+    })
+}
+
+/// Step 1b: the rest of what a cold start must write, by the same bare client: one metadata
+/// patch per tenant (the operator's deletion-guard finalizer) and one Event per milestone the
+/// engine says is due and not yet announced. Status applies + these = the operator's write mix.
+/// Returns the number of Events.
+async fn rest_of_write_mix(run: &Run, eval: &WorldEvaluation) -> anyhow::Result<usize> {
+    let regarding: Vec<(String, String)> = run
+        .world
         .tenants
         .iter()
         .zip(&eval.tenants)
@@ -454,80 +578,111 @@ async fn harness() -> anyhow::Result<()> {
                 .map(move |m| (t.name_any(), format!("{:?}", m.kind)))
         })
         .collect();
-    stream::iter(regarding.iter().enumerate())
-        .map(|(i, (tenant, reason))| {
-            let events = events.clone();
-            let event = baseline_event(i, tenant, reason);
-            async move {
-                events
-                    .create(&PostParams::default(), &event)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(in_flight)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
-    let extra = t0.elapsed();
-    let mix = baseline + extra;
-    log(&format!(
-        "baseline, the rest of the write mix: {n} metadata patches and {milestones} Events in {extra:.2?}"
-    ));
-    let clear = serde_json::json!({"status": null});
-    stream::iter(patches.iter())
-        .map(|(is_tenant, name, _)| {
-            let (tenants, subs, clear) = (tenants.clone(), subs.clone(), clear.clone());
-            async move {
-                let pp = PatchParams::default();
-                if *is_tenant {
-                    tenants
-                        .patch_status(name, &pp, &Patch::Merge(&clear))
-                        .await
-                        .map(|_| ())
-                } else {
-                    subs.patch_status(name, &pp, &Patch::Merge(&clear))
-                        .await
-                        .map(|_| ())
-                }
-            }
-        })
-        .buffer_unordered(args.create_concurrency)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
-    log("statuses cleared");
+    let mark = serde_json::json!({"metadata": {"annotations": {"load.mailsec.io/baseline": "1"}}});
+    let tenants = &run.apis.tenants;
+    let marks = run.world.tenants.iter().map(|t| {
+        let mark = &mark;
+        async move {
+            tenants
+                .patch(&t.name_any(), &PatchParams::default(), &Patch::Merge(mark))
+                .await
+                .map(|_| ())
+        }
+    });
+    all_of(marks, run.in_flight()).await?;
+    let events: Api<Event> = Api::namespaced(run.client.clone(), "default");
+    let creates = regarding.iter().enumerate().map(|(i, (tenant, reason))| {
+        let event = baseline_event(i, tenant, reason);
+        let events = &events;
+        async move {
+            events
+                .create(&PostParams::default(), &event)
+                .await
+                .map(|_| ())
+        }
+    });
+    all_of(creates, run.in_flight()).await?;
+    Ok(regarding.len())
+}
 
-    // 2. Cold start.
+/// The operator started in this process for steps 2 to 4, with its counting client.
+struct RunningOperator {
+    counters: Arc<ApiCounters>,
+    metrics: Arc<Metrics>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RunningOperator {
+    /// Stops the operator and returns the requests it sent (watches aside), by kind.
+    fn stop(self) -> Vec<String> {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+        self.counters
+            .recorded()
+            .into_iter()
+            .filter(|(r, _)| r.verb != "watch")
+            .map(|(r, n)| {
+                let sub = r.subresource.map(|s| format!("/{s}")).unwrap_or_default();
+                format!("{} {}{sub}: {n}", r.verb, r.resource)
+            })
+            .collect()
+    }
+}
+
+/// What the cold start took.
+struct ColdStart {
+    took: Duration,
+    reconciles: u64,
+    requests: u64,
+    writes: u64,
+}
+
+/// Step 2: the operator's cold start until every object's status is observed.
+async fn cold_start(run: &Run, policy: &Policy) -> anyhow::Result<(ColdStart, RunningOperator)> {
     let counters = Arc::new(ApiCounters::recording());
-    let op_client = env.client(Some(counters.clone())).await?;
+    let op_client = run.env.client(Some(counters.clone())).await?;
     let metrics = Arc::new(Metrics::new(Some(counters.clone())));
     let settings = Settings {
         policy: policy.clone(),
-        concurrency: args.concurrency,
+        concurrency: run.args.concurrency,
         instance: Some("load".into()),
         notifier: None,
         clock: Default::default(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let t0 = Instant::now();
-    let operator = start_operator(op_client, settings, metrics.clone(), stop_rx);
-    converged(client.clone(), objects, Duration::from_secs(1800)).await?;
-    let cold = t0.elapsed();
-    let cold_reconciles = reconciles(&metrics);
-    let cold_requests = counters.reads() + counters.writes();
-    let cold_writes = counters.writes();
-    log(&format!("converged in {cold:.2?}"));
+    let thread = start_operator(op_client, settings, metrics.clone(), stop_rx);
+    converged(run.client.clone(), run.objects(), Duration::from_secs(1800)).await?;
+    let cold = ColdStart {
+        took: t0.elapsed(),
+        reconciles: reconciles(&metrics),
+        requests: counters.reads() + counters.writes(),
+        writes: counters.writes(),
+    };
+    run.log(&format!("converged in {:.2?}", cold.took));
+    let operator = RunningOperator {
+        counters,
+        metrics,
+        stop,
+        thread,
+    };
+    Ok((cold, operator))
+}
 
-    // Correctness: every phase is what the engine says over the final objects.
+/// Correctness after the cold start: how many phases differ from what the engine says over the
+/// final objects.
+async fn phases_wrong(run: &Run, policy: &Policy) -> anyhow::Result<usize> {
     let (all_t, all_s) = (
-        tenants.list(&ListParams::default()).await?.items,
-        subs.list(&ListParams::default()).await?.items,
+        run.apis.tenants.list(&ListParams::default()).await?.items,
+        run.apis.subs.list(&ListParams::default()).await?.items,
     );
     let check = evaluate_world(
         &World {
             tenants: all_t.clone(),
             subscriptions: all_s.clone(),
         },
-        &policy,
+        policy,
         Utc::now(),
     );
     let wrong = all_t
@@ -546,43 +701,71 @@ async fn harness() -> anyhow::Result<()> {
             .entry(format!("{:?}", t.status.as_ref().and_then(|s| s.phase)))
             .or_default() += 1;
     }
-    log(&format!(
+    run.log(&format!(
         "tenant phases {phases:?}; phases differing from the engine: {wrong}"
     ));
+    Ok(wrong)
+}
 
-    // 3. Steady state.
+/// What the operator did in the steady-state window.
+struct Steady {
+    secs: u64,
+    writes: u64,
+    reads: u64,
+    reconciles: u64,
+}
+
+/// Step 3: the converged operator's requests over the window (after 5 s to settle).
+async fn steady_state(run: &Run, operator: &RunningOperator) -> Steady {
+    let (counters, metrics) = (&operator.counters, &operator.metrics);
+    let secs = run.args.steady_secs;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (w0, r0, q0) = (counters.writes(), reconciles(&metrics), counters.reads());
-    tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
-    let (w1, r1, q1) = (counters.writes(), reconciles(&metrics), counters.reads());
-    let per_min = (w1 - w0) as f64 * 60.0 / args.steady_secs as f64;
-    log(&format!(
+    let (w0, r0, q0) = (counters.writes(), reconciles(metrics), counters.reads());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (w1, r1, q1) = (counters.writes(), reconciles(metrics), counters.reads());
+    let steady = Steady {
+        secs,
+        writes: w1 - w0,
+        reads: q1 - q0,
+        reconciles: r1 - r0,
+    };
+    run.log(&format!(
         "steady: {} writes, {} reads, {} reconciles in {}s",
-        w1 - w0,
-        q1 - q0,
-        r1 - r0,
-        args.steady_secs
+        steady.writes, steady.reads, steady.reconciles, secs
     ));
+    steady
+}
 
-    // 4. Deadline precision.
-    let m = args.deadline_subs;
-    let first_due = Utc::now() + TimeDelta::seconds(20 + (m / 100) as i64);
-    let spread = args.deadline_spread_secs as f64;
+/// Deadline subscriptions: when each is due, and the tenants and subscriptions to create.
+struct DeadlinePopulation {
+    due: Vec<DateTime<Utc>>,
+    tenants: Vec<Tenant>,
+    subs: Vec<Subscription>,
+}
+
+/// `m` subscriptions (each with its own tenant, labelled `load=deadline`) ending at instants
+/// spread over `spread` seconds from `first_due`.
+fn deadline_population(
+    m: usize,
+    spread: f64,
+    first_due: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DeadlinePopulation {
     let due: Vec<DateTime<Utc>> = (0..m)
         .map(|i| {
             let ms = (spread * 1000.0 * i as f64 / m as f64) as i64;
             first_due + TimeDelta::milliseconds(ms)
         })
         .collect();
-    let mut dl_tenants = Vec::new();
-    let mut dl_subs = Vec::new();
+    let mut tenants = Vec::new();
+    let mut subs = Vec::new();
     for (i, end) in due.iter().enumerate() {
         let name = format!("dl-{i:04}");
         let mut t = tenant(&name, &[ESG], 10);
         t.metadata.labels = Some([("load".to_string(), "deadline".to_string())].into());
-        dl_tenants.push(t);
+        tenants.push(t);
         let end = end.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        dl_subs.push(subscription(
+        subs.push(subscription(
             &name,
             &name,
             ESG,
@@ -591,22 +774,66 @@ async fn harness() -> anyhow::Result<()> {
             50,
         ));
     }
+    DeadlinePopulation { due, tenants, subs }
+}
+
+/// How late the deadline transitions were seen.
+struct Deadlines {
+    /// Subscriptions with a deadline.
+    subs: usize,
+    /// Seen minus due, in seconds, sorted.
+    lateness: Vec<f64>,
+}
+
+/// Step 4: subscriptions ending at spread instants, and the delay until their tenants are seen
+/// `ReadOnly` through a watch.
+async fn deadlines(run: &Run) -> anyhow::Result<Deadlines> {
+    let args = &run.args;
+    let m = args.deadline_subs;
+    let first_due = Utc::now() + TimeDelta::seconds(20 + (m / 100) as i64);
+    let spread = args.deadline_spread_secs as f64;
+    let population = deadline_population(m, spread, first_due, run.now);
     let watch_cfg = watcher::Config::default().labels("load=deadline");
-    let mut seen: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    let mut stream = watcher(tenants.clone(), watch_cfg)
+    let stream = watcher(run.apis.tenants.clone(), watch_cfg)
         .default_backoff()
         .applied_objects()
         .boxed();
     // Subscriptions first: a tenant evaluated before its subscription exists is read-only
     // (product missing), which is not the transition measured here.
-    create_all(&subs, dl_subs, args.create_concurrency).await?;
-    create_all(&tenants, dl_tenants, args.create_concurrency).await?;
-    log(&format!(
+    create_all(&run.apis.subs, population.subs, args.create_concurrency).await?;
+    create_all(
+        &run.apis.tenants,
+        population.tenants,
+        args.create_concurrency,
+    )
+    .await?;
+    run.log(&format!(
         "created {m} deadline subscriptions, first due {first_due}"
     ));
     let until = tokio::time::Instant::now()
         + (first_due - Utc::now()).to_std().unwrap_or_default()
         + Duration::from_secs(args.deadline_spread_secs + 60);
+    let seen = read_only_seen(stream, m, until).await;
+    let mut lateness: Vec<f64> = seen
+        .iter()
+        .filter_map(|(name, at)| {
+            let i: usize = name.strip_prefix("dl-")?.parse().ok()?;
+            Some((*at - population.due[i]).num_microseconds()? as f64 / 1e6)
+        })
+        .collect();
+    lateness.sort_by(f64::total_cmp);
+    run.log(&format!("deadlines: {} of {m} seen", lateness.len()));
+    Ok(Deadlines { subs: m, lateness })
+}
+
+/// When each tenant of `stream` was first seen read-only because its subscription ended (not
+/// because it is missing), until `m` were or `until`.
+async fn read_only_seen(
+    mut stream: futures::stream::BoxStream<'_, Result<Tenant, watcher::Error>>,
+    m: usize,
+    until: tokio::time::Instant,
+) -> BTreeMap<String, DateTime<Utc>> {
+    let mut seen: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
     while seen.len() < m {
         let ev = tokio::select! {
             _ = tokio::time::sleep_until(until) => break,
@@ -623,74 +850,98 @@ async fn harness() -> anyhow::Result<()> {
             seen.entry(t.name_any()).or_insert_with(Utc::now);
         }
     }
-    let mut lat: Vec<f64> = seen
-        .iter()
-        .filter_map(|(name, at)| {
-            let i: usize = name.strip_prefix("dl-")?.parse().ok()?;
-            Some((*at - due[i]).num_microseconds()? as f64 / 1e6)
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    let early = lat.iter().filter(|l| **l < 0.0).count();
-    log(&format!("deadlines: {} of {m} seen", lat.len()));
+    seen
+}
 
-    let _ = stop_tx.send(());
-    let _ = operator.join();
-    let op_requests: Vec<String> = counters
-        .recorded()
-        .into_iter()
-        .filter(|(r, _)| r.verb != "watch")
-        .map(|(r, n)| {
-            let sub = r.subresource.map(|s| format!("/{s}")).unwrap_or_default();
-            format!("{} {}{sub}: {n}", r.verb, r.resource)
-        })
-        .collect();
+/// `mailsec-operator run` (the binary built with this benchmark, under `wrapper` if given) on
+/// the API server, with its metrics on any free port; killed when dropped.
+fn release_operator(
+    env: &Envtest,
+    wrapper: Option<&str>,
+    concurrency: u16,
+) -> tokio::process::Command {
+    let exe = env!("CARGO_BIN_EXE_mailsec-operator");
+    let mut command = match wrapper {
+        Some(wrapper) => {
+            let mut c = tokio::process::Command::new(wrapper);
+            c.arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
+    command
+        .args(["run", "--metrics-addr", "127.0.0.1:0", "--concurrency"])
+        .arg(concurrency.to_string())
+        .env("KUBECONFIG", &env.kubeconfig)
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
 
-    // 5. Memory: the release binary on every object.
-    let mut memory = None;
-    if !args.skip_memory {
-        let exe =
-            Some(PathBuf::from(env!("CARGO_BIN_EXE_mailsec-operator"))).filter(|p| p.is_file());
-        match exe {
-            None => log("the operator binary is missing: memory skipped"),
-            Some(exe) => {
-                let mut child = tokio::process::Command::new(exe)
-                    .args(["run", "--metrics-addr", "127.0.0.1:0", "--concurrency"])
-                    .arg(args.concurrency.to_string())
-                    .env("KUBECONFIG", &env.kubeconfig)
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn()?;
-                let pid = child.id().unwrap_or_default();
-                let t0 = Instant::now();
-                let (mut last, mut stable_since) = (0, Instant::now());
-                while t0.elapsed() < Duration::from_secs(180) {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let hwm = vm_field(pid, "VmHWM:").unwrap_or(0);
-                    if hwm != last {
-                        (last, stable_since) = (hwm, Instant::now());
-                    } else if t0.elapsed() > Duration::from_secs(20)
-                        && stable_since.elapsed() > Duration::from_secs(15)
-                    {
-                        break;
-                    }
-                }
-                let rss = vm_field(pid, "VmRSS:").unwrap_or(0);
-                let _ = child.kill().await;
-                memory = Some((last, rss, t0.elapsed()));
-            }
+/// Peak and current RSS of the release binary (KiB) and how long it was watched.
+type Memory = (u64, u64, Duration);
+
+/// Step 5: the release binary on every object, watched until its peak RSS has not grown for
+/// 15 s (at least 20 s, at most 180 s). None when the binary is missing.
+async fn peak_memory(run: &Run) -> anyhow::Result<Option<Memory>> {
+    if !Path::new(env!("CARGO_BIN_EXE_mailsec-operator")).is_file() {
+        run.log("the operator binary is missing: memory skipped");
+        return Ok(None);
+    }
+    let mut child = release_operator(&run.env, None, run.args.concurrency)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id().unwrap_or_default();
+    let t0 = Instant::now();
+    let (mut last, mut stable_since) = (0, Instant::now());
+    while t0.elapsed() < Duration::from_secs(180) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let hwm = vm_field(pid, "VmHWM:").unwrap_or(0);
+        if hwm != last {
+            (last, stable_since) = (hwm, Instant::now());
+        } else if t0.elapsed() > Duration::from_secs(20)
+            && stable_since.elapsed() > Duration::from_secs(15)
+        {
+            break;
         }
     }
+    let rss = vm_field(pid, "VmRSS:").unwrap_or(0);
+    let _ = child.kill().await;
+    Ok(Some((last, rss, t0.elapsed())))
+}
 
-    let total = objects + 2 * m;
+/// Everything measured, for the report.
+struct Results {
+    baseline: Baseline,
+    cold: ColdStart,
+    wrong: usize,
+    steady: Steady,
+    deadlines: Deadlines,
+    requests: Vec<String>,
+    memory: Option<Memory>,
+}
+
+/// Prints the results on stdout.
+fn report(run: &Run, r: &Results) {
+    let n = run.args.tenants;
+    let objects = run.objects();
+    let m = r.deadlines.subs;
+    let (baseline, cold) = (r.baseline.statuses, r.cold.took);
+    let milestones = r.baseline.milestones;
+    let (cold_reconciles, cold_writes, cold_requests) =
+        (r.cold.reconciles, r.cold.writes, r.cold.requests);
+    let wrong = r.wrong;
+    let per_min = r.steady.writes as f64 * 60.0 / r.steady.secs as f64;
+    let lat = &r.deadlines.lateness;
+    let early = lat.iter().filter(|l| **l < 0.0).count();
     println!(
         "\n== mailsec-operator load harness: {n} tenants, {} subscriptions (+{m} tenants and subscriptions for deadlines) ==",
         2 * n
     );
     println!(
-        "baseline: {objects} status applies (bare client, {in_flight} in flight): {:.2} s",
+        "baseline: {objects} status applies (bare client, {} in flight): {:.2} s",
+        run.in_flight(),
         baseline.as_secs_f64()
     );
     println!(
@@ -700,8 +951,8 @@ async fn harness() -> anyhow::Result<()> {
     );
     println!(
         "baseline with the operator's write mix: + {n} tenant metadata patches + {milestones} Event creates (bare client): {:.2} s -> ratio {:.2}",
-        mix.as_secs_f64(),
-        cold.as_secs_f64() / mix.as_secs_f64()
+        r.baseline.mix.as_secs_f64(),
+        cold.as_secs_f64() / r.baseline.mix.as_secs_f64()
     );
     println!(
         "  cold start: {cold_reconciles} reconciles, {cold_writes} writes, {cold_requests} requests ({:.2} per reconcile); phases wrong: {wrong}",
@@ -709,30 +960,30 @@ async fn harness() -> anyhow::Result<()> {
     );
     println!(
         "steady state ({} s): {per_min:.1} writes/min (target 0), {} reconciles, {:.2} requests per reconcile",
-        args.steady_secs,
-        r1 - r0,
-        (w1 - w0 + q1 - q0) as f64 / (r1 - r0).max(1) as f64
+        r.steady.secs,
+        r.steady.reconciles,
+        (r.steady.writes + r.steady.reads) as f64 / r.steady.reconciles.max(1) as f64
     );
     println!(
         "deadlines: {} of {m} seen; transition observed - due: p50 {:.3} s, p99 {:.3} s, max {:.3} s (target p99 <= 1 s); early: {early}",
         lat.len(),
-        percentile(&lat, 50.0),
-        percentile(&lat, 99.0),
+        percentile(lat, 50.0),
+        percentile(lat, 99.0),
         lat.last().copied().unwrap_or(f64::NAN)
     );
     println!(
         "operator requests (whole run, watches aside): {}",
-        op_requests.join(", ")
+        r.requests.join(", ")
     );
-    if let Some((hwm, rss, took)) = memory {
+    if let Some((hwm, rss, took)) = r.memory {
         println!(
-            "memory: release binary on {total} objects: VmHWM {:.1} MiB, VmRSS {:.1} MiB after {:.0} s (target <= 150 MiB)",
+            "memory: release binary on {} objects: VmHWM {:.1} MiB, VmRSS {:.1} MiB after {:.0} s (target <= 150 MiB)",
+            objects + 2 * m,
             hwm as f64 / 1024.0,
             rss as f64 / 1024.0,
             took.as_secs_f64()
         );
     }
-    Ok(())
 }
 
 /// Peak RSS of `mailsec-operator run` (the release binary) during a cold start on `objects`.
@@ -743,30 +994,18 @@ async fn memory_only(
     concurrency: u16,
 ) -> anyhow::Result<()> {
     // LOAD_OPERATOR_WRAPPER=heaptrack (or another profiler) runs the operator under it.
-    let exe = env!("CARGO_BIN_EXE_mailsec-operator");
-    let mut command = match std::env::var("LOAD_OPERATOR_WRAPPER") {
-        Ok(wrapper) if !wrapper.is_empty() => {
-            let mut c = tokio::process::Command::new(wrapper);
-            c.arg(exe);
-            c
-        }
-        _ => tokio::process::Command::new(exe),
-    };
-    let mut child = command
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--concurrency"])
-        .arg(concurrency.to_string())
-        .env("KUBECONFIG", &env.kubeconfig)
+    let wrapper = std::env::var("LOAD_OPERATOR_WRAPPER").ok();
+    let wrapper = wrapper.as_deref().filter(|w| !w.is_empty());
+    let mut child = release_operator(env, wrapper, concurrency)
         // LOAD_OPERATOR_LOG=<file> keeps the operator's log (RUST_LOG as set, else warn).
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .stdout(Stdio::null())
         .stderr(match std::env::var_os("LOAD_OPERATOR_LOG") {
             Some(path) => Stdio::from(std::fs::File::create(path)?),
             None => Stdio::null(),
         })
-        .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().unwrap_or_default();
     let t0 = Instant::now();

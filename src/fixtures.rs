@@ -1,5 +1,6 @@
 //! Small constructors for Tenants and Subscriptions, used by tests, property tests and benchmarks
-//! (and handy for anyone scripting against the library).
+//! (and handy for anyone scripting against the library, with the `test-support` feature: the
+//! released binary leaves them out).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,11 @@ use crate::api::{
     Admin, Extension, LicenseDate, Locale, Plan, ServiceSpec, Subscription, SubscriptionSpec,
     Tenant, TenantSpec,
 };
+
+/// Product names of the catalogue, as the tests and benchmarks spell them.
+pub const ESG: &str = "email-safeguard";
+pub const ETI: &str = "email-threat-isolation";
+pub const ETDR: &str = "email-threat-detection-response";
 
 /// A tenant using `products` (with empty settings) and `users` users, with one admin.
 pub fn tenant(name: &str, products: &[&str], users: i64) -> Tenant {

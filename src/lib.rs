@@ -11,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod effects;
 pub mod engine;
+#[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
 pub mod manifests;
 pub mod metrics;

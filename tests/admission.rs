@@ -10,10 +10,9 @@ use common::operator::*;
 use common::{cluster, describe, unique_name};
 use kube::api::{Api, Patch, PatchParams};
 use mailsec_operator::api::{ServicePhase, Subscription, Tenant, TenantPhase};
+use mailsec_operator::fixtures::{ESG, ETI};
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
-const ETI: &str = "email-threat-isolation";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn setup() {
@@ -31,9 +30,7 @@ fn setup() {
             "install the policy: {}",
             describe(&out)
         );
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::mem::forget(tx);
-        start_in_process(rx);
+        start_unstopped(None);
     });
 }
 
@@ -86,15 +83,7 @@ async fn frozen_add_on_settings_are_refused_with_the_way_out() {
     let client = cluster().client().await;
     let t = unique_name("vap-addon");
     let eti = unique_name("vap-eti");
-    create_subscription(
-        &client,
-        &unique_name("vap-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "vap-esg", &t, ESG, 86_400, 50).await;
     create_subscription(&client, &eti, &t, ETI, in_secs(-60), 50).await;
     let mut tn = mailsec_operator::fixtures::tenant(&t, &[ESG, ETI], 10);
     tn.metadata.generation = None;
@@ -165,15 +154,7 @@ async fn a_read_only_tenant_freezes_every_service_until_renewed() {
     let t = unique_name("vap-tenant");
     let esg = unique_name("vap-base");
     create_subscription(&client, &esg, &t, ESG, in_secs(1), 50).await;
-    create_subscription(
-        &client,
-        &unique_name("vap-eti2"),
-        &t,
-        ETI,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "vap-eti2", &t, ETI, 86_400, 50).await;
     create_tenant(&client, &t, &[ESG, ETI], 10).await;
     wait_phase(&client, &t, TenantPhase::ReadOnly, WAIT).await;
 
@@ -188,15 +169,7 @@ async fn a_read_only_tenant_freezes_every_service_until_renewed() {
     wait_phase(&client, &t, TenantPhase::Suspended, WAIT).await;
     until_denied(&client, &t, ESG, json!({"spamThreshold": 2})).await;
 
-    create_subscription(
-        &client,
-        &unique_name("vap-renew"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "vap-renew", &t, ESG, 86_400, 50).await;
     wait_phase(&client, &t, TenantPhase::Active, WAIT).await;
     set_settings(&client, &t, ESG, json!({"spamThreshold": 2}))
         .await

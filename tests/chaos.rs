@@ -56,10 +56,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use mailsec_operator::api::{NotificationState, Subscription, Tenant, TenantPhase};
 use mailsec_operator::engine::{World, evaluate_world};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG};
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 /// The milestone kinds a tenant that is not renewed goes through, in order.
 const LIFECYCLE: [&str; 3] = ["ExpiringSoon", "ReadOnly", "Suspended"];
 
@@ -119,7 +118,10 @@ fn log_tail(path: &Path, lines: usize) -> String {
 /// in the Events it publishes.
 fn start_operator(smtp_port: u16, log: &Path, instance: &str) -> OperatorProcess {
     let args = smtp_args(smtp_port);
-    let mut cmd = operator_command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut cmd = instance_command(
+        instance,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -129,8 +131,6 @@ fn start_operator(smtp_port: u16, log: &Path, instance: &str) -> OperatorProcess
         "RUST_LOG",
         std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
     )
-    .env("POD_NAME", instance)
-    .env_remove("POD_NAMESPACE")
     .stderr(Stdio::from(file));
     OperatorProcess::spawn_command(cmd)
 }
@@ -564,7 +564,7 @@ async fn operator_killed_and_api_server_restarted_under_load_converges_exactly()
     let dir = tempfile::tempdir().expect("tempdir");
     let mail_dir = dir.path().join("mails");
     let log = dir.path().join("operator.log");
-    let port = common::sinks::free_port();
+    let port = common::free_port();
     let sink = Sink::mail(port, &mail_dir, &[]);
 
     // The chaos window, estimated from the kill schedule (a kill cycle takes ~0.6 s on average,

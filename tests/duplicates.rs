@@ -17,16 +17,15 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use common::operator::*;
-use common::sinks::{Sink, field, free_port};
-use common::{cluster, describe, unique_name};
+use common::sinks::{Sink, field};
+use common::{EDITOR, cluster, describe, free_port, unique_name};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use mailsec_operator::api::{Admin, Locale, Subscription, Tenant, TenantPhase};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG};
 use mailsec_operator::notifications::smtp::{SmtpServer, SmtpTls};
 use mailsec_operator::notifications::{EmailChannel, NotifierConfig, Retry};
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Harness {
@@ -62,9 +61,7 @@ fn harness() -> &'static Harness {
             cap: TimeDelta::seconds(2),
             failed_after: 3,
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::mem::forget(tx); // never stopped: it dies with the test process
-        start_with_notifier(rx, Some(config));
+        start_unstopped(Some(config));
         Harness {
             mail_dir,
             _mail: mail,
@@ -457,8 +454,8 @@ async fn a_tenant_editor_can_clear_a_pair_with_the_annotation() {
         "tenant",
         &b,
         &format!("mailsec.io/not-duplicate-of={a}"),
-        "--as=jane@customer.example",
-        "--as-group=mailsec:tenant-editors",
+        EDITOR[0],
+        EDITOR[1],
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     wait_duplicate(&client, &a, false, "").await;

@@ -13,10 +13,10 @@ use common::{cluster, describe, kubectl, repo_dir, unique_name};
 use kube::api::{Api, Patch, PatchParams};
 use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
 use mailsec_operator::engine::{Policy, evaluate_world};
+use mailsec_operator::fixtures::ESG;
 use mailsec_operator::manifests::read_paths;
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Argo CD's view of `objects`: (kind/name, status, message).

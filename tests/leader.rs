@@ -8,27 +8,27 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::operator::*;
-use common::tools::{Reaper, free_port, http_get, sample, signal, spawn_operator};
-use common::{cluster, describe, kubectl, unique_name};
+use common::tools::{http_get, sample, signal};
+use common::{cluster, describe, free_port, kubectl, unique_name};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
 use mailsec_operator::api::TenantPhase;
+use mailsec_operator::fixtures::ESG;
 
-const ESG: &str = "email-safeguard";
 /// The lease duration the operators run with in this test.
 const LEASE_SECS: u64 = 4;
 
 struct Instance {
     name: String,
     port: u16,
-    process: Reaper,
+    process: OperatorProcess,
 }
 
 fn start(name: &str, ns: &str, lease: &str) -> Instance {
     let port = free_port();
     let duration = format!("{LEASE_SECS}s");
-    let process = spawn_operator(
+    let process = OperatorProcess::spawn_instance(
         name,
         port,
         &[
@@ -44,7 +44,7 @@ fn start(name: &str, ns: &str, lease: &str) -> Instance {
     Instance {
         name: name.to_string(),
         port,
-        process: Reaper(Some(process)),
+        process,
     }
 }
 
@@ -116,7 +116,7 @@ async fn one_leader_writes_a_standby_takes_over_on_kill_and_at_once_on_sigterm()
     });
     assert!(leading.is_some(), "the leader is ready (caches synced)");
     let t1 = unique_name("ha1");
-    create_subscription(&client, &unique_name("ha1-esg"), &t1, ESG, in_secs(2), 10).await;
+    subscribe(&client, "ha1-esg", &t1, ESG, 2, 10).await;
     create_tenant(&client, &t1, &[ESG], 5).await;
     // Warned (or further along already, on a loaded machine: the warning lasts 3 s).
     wait_tenant(&client, &t1, Duration::from_secs(20), "warned", |t| {
@@ -221,15 +221,7 @@ async fn one_leader_writes_a_standby_takes_over_on_kill_and_at_once_on_sigterm()
         "take-over after SIGKILL took {takeover:?}"
     );
     let t2 = unique_name("ha2");
-    create_subscription(
-        &client,
-        &unique_name("ha2-esg"),
-        &t2,
-        ESG,
-        in_secs(86_400),
-        10,
-    )
-    .await;
+    subscribe(&client, "ha2-esg", &t2, ESG, 86_400, 10).await;
     let created = Instant::now();
     create_tenant(&client, &t2, &[ESG], 5).await;
     wait_phase(&client, &t2, TenantPhase::Active, Duration::from_secs(20)).await;
@@ -270,15 +262,7 @@ async fn one_leader_writes_a_standby_takes_over_on_kill_and_at_once_on_sigterm()
         "the operator exits cleanly on SIGTERM: {status}"
     );
     let t3 = unique_name("ha3");
-    create_subscription(
-        &client,
-        &unique_name("ha3-esg"),
-        &t3,
-        ESG,
-        in_secs(86_400),
-        10,
-    )
-    .await;
+    subscribe(&client, "ha3-esg", &t3, ESG, 86_400, 10).await;
     create_tenant(&client, &t3, &[ESG], 5).await;
     wait_phase(&client, &t3, TenantPhase::Active, Duration::from_secs(20)).await;
 

@@ -14,16 +14,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::operator::*;
-use common::{cluster, describe, unique_name};
+use common::{EDITOR, cluster, describe, unique_name};
 use kube::api::Api;
 use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
+use mailsec_operator::fixtures::ESG;
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
-const EDITOR: [&str; 2] = [
-    "--as=jane@customer.example",
-    "--as-group=mailsec:tenant-editors",
-];
 const LICENCE_ADMIN: [&str; 2] = [
     "--as=lee@platform.example",
     "--as-group=mailsec:licence-admins",
@@ -41,9 +37,7 @@ fn setup() {
                 cluster().kubectl(&["apply", "--server-side", "-f", &path.display().to_string()]);
             assert!(out.status.success(), "install {file}: {}", describe(&out));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::mem::forget(tx);
-        start_in_process(rx);
+        start_unstopped(None);
     });
 }
 
@@ -52,6 +46,21 @@ fn kubectl_as(who: [&str; 2], args: &[&str]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(who);
     cluster().kubectl(&all)
+}
+
+/// `kubectl patch TARGET --type=TYPE -p PATCH` as `who`; `target` is the kind and name, and
+/// any flag that belongs before the patch (`--subresource=status`).
+fn patch_as(who: [&str; 2], target: &[&str], patch_type: &str, patch: &str) -> Output {
+    let type_flag = format!("--type={patch_type}");
+    let mut args = vec!["patch"];
+    args.extend_from_slice(target);
+    args.extend([type_flag.as_str(), "-p", patch]);
+    kubectl_as(who, &args)
+}
+
+/// `kubectl delete tenant NAME --wait=false` as `who`.
+fn delete_tenant_as(who: [&str; 2], name: &str) -> Output {
+    kubectl_as(who, &["delete", "tenant", name, "--wait=false"])
 }
 
 /// Asserts that the command was refused with a message containing every one of `texts`.
@@ -70,16 +79,11 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
     let t = unique_name("guarded");
     let s = format!("{t}-esg");
     create_tenant(&client, &t, &[ESG], 10).await;
-    let out = kubectl_as(
+    let out = patch_as(
         EDITOR,
-        &[
-            "patch",
-            "tenant",
-            &t,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"services":[{"product":"email-safeguard","settings":{"spamThreshold":5}}]}}"#,
-        ],
+        &["tenant", &t],
+        "merge",
+        r#"{"spec":{"services":[{"product":"email-safeguard","settings":{"spamThreshold":5}}]}}"#,
     );
     assert!(
         out.status.success(),
@@ -91,17 +95,11 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
 
     // Status is the operator's verdict: an editor can not rewrite it.
     for (kind, name) in [("tenant", t.as_str()), ("subscription", s.as_str())] {
-        let out = kubectl_as(
+        let out = patch_as(
             EDITOR,
-            &[
-                "patch",
-                kind,
-                name,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                r#"{"status":{"phase":"Active"}}"#,
-            ],
+            &[kind, name, "--subresource=status"],
+            "merge",
+            r#"{"status":{"phase":"Active"}}"#,
         );
         refused(
             &out,
@@ -112,31 +110,21 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
         );
     }
     // Frozen settings stay frozen, and a service added now is frozen too.
-    let out = kubectl_as(
+    let out = patch_as(
         EDITOR,
-        &[
-            "patch",
-            "tenant",
-            &t,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"services":[{"product":"email-safeguard","settings":{"spamThreshold":1}}]}}"#,
-        ],
+        &["tenant", &t],
+        "merge",
+        r#"{"spec":{"services":[{"product":"email-safeguard","settings":{"spamThreshold":1}}]}}"#,
     );
     refused(
         &out,
         &["settings of email-safeguard can not be changed while read-only"],
     );
-    let out = kubectl_as(
+    let out = patch_as(
         EDITOR,
-        &[
-            "patch",
-            "tenant",
-            &t,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"services":[{"product":"email-safeguard","settings":{"spamThreshold":5}},{"product":"email-threat-isolation","settings":{"isolate":"all"}}]}}"#,
-        ],
+        &["tenant", &t],
+        "merge",
+        r#"{"spec":{"services":[{"product":"email-safeguard","settings":{"spamThreshold":5}},{"product":"email-threat-isolation","settings":{"isolate":"all"}}]}}"#,
     );
     refused(
         &out,
@@ -148,7 +136,7 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
 
     // Deleting (to recreate it without its lapse) is refused, also without the finalizer and
     // with the force-delete annotation, which an editor can set.
-    let out = kubectl_as(EDITOR, &["delete", "tenant", &t, "--wait=false"]);
+    let out = delete_tenant_as(EDITOR, &t);
     refused(
         &out,
         &[
@@ -157,16 +145,11 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
             "mailsec:licence-admins",
         ],
     );
-    let out = kubectl_as(
+    let out = patch_as(
         EDITOR,
-        &[
-            "patch",
-            "tenant",
-            &t,
-            "--type=json",
-            "-p",
-            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
-        ],
+        &["tenant", &t],
+        "json",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
     );
     assert!(out.status.success(), "{}", describe(&out));
     let out = kubectl_as(
@@ -174,7 +157,7 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
         &["annotate", "tenant", &t, "mailsec.io/force-delete=true"],
     );
     assert!(out.status.success(), "{}", describe(&out));
-    let out = kubectl_as(EDITOR, &["delete", "tenant", &t, "--wait=false"]);
+    let out = delete_tenant_as(EDITOR, &t);
     refused(&out, &["can not be deleted: it is ReadOnly"]);
     let stored = tenant(&client, &t).await;
     assert!(stored.metadata.deletion_timestamp.is_none());
@@ -185,7 +168,7 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
     );
 
     // The deliberately privileged path: a licence administrator deletes it (force-delete set).
-    let out = kubectl_as(LICENCE_ADMIN, &["delete", "tenant", &t, "--wait=false"]);
+    let out = delete_tenant_as(LICENCE_ADMIN, &t);
     assert!(
         out.status.success(),
         "a licence admin deletes: {}",
@@ -226,7 +209,7 @@ async fn a_tenant_holding_a_licence_is_deleted_only_once_it_is_transferred() {
     .await;
     wait_phase(&client, &a, TenantPhase::Active, WAIT).await;
 
-    let out = kubectl_as(EDITOR, &["delete", "tenant", &a, "--wait=false"]);
+    let out = delete_tenant_as(EDITOR, &a);
     refused(
         &out,
         &[
@@ -237,7 +220,7 @@ async fn a_tenant_holding_a_licence_is_deleted_only_once_it_is_transferred() {
 
     // A licence administrator gets past admission; the operator's finalizer still holds the
     // deletion until the licence is transferred.
-    let out = kubectl_as(LICENCE_ADMIN, &["delete", "tenant", &a, "--wait=false"]);
+    let out = delete_tenant_as(LICENCE_ADMIN, &a);
     assert!(out.status.success(), "{}", describe(&out));
     wait_tenant(&client, &a, WAIT, "DeletionBlocked", |t| {
         tenant_condition(t, "Ready") == Some((false, "DeletionBlocked".into()))

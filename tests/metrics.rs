@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::tools::{Reaper, free_port, http_get, sample, spawn_operator};
-use common::{cluster, describe, kubectl, repo_dir};
+use common::operator::OperatorProcess;
+use common::tools::{http_get, sample};
+use common::{cluster, describe, free_port, kubectl, repo_dir};
 use mailsec_operator::engine::Policy;
 use mailsec_operator::engine::subscription::Timeline;
 use mailsec_operator::manifests::read_paths;
@@ -29,7 +30,7 @@ fn metrics_expose_the_expiry_of_every_example_subscription() {
     assert!(out.status.success(), "{}", describe(&out));
 
     let port = free_port();
-    let _operator = Reaper(Some(spawn_operator("metrics-test", port, &[])));
+    let _operator = OperatorProcess::spawn_instance("metrics-test", port, &[]);
     let ready = common::eventually(Duration::from_secs(30), || {
         (http_get(port, "/readyz")?.0 == 200).then_some(())
     });

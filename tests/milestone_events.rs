@@ -19,9 +19,9 @@ use mailsec_operator::effects::events::milestone_event_name;
 use mailsec_operator::effects::status::apply_if_changed;
 use mailsec_operator::engine::subscription::evaluate_subscription;
 use mailsec_operator::engine::{TenantInput, TenantUsers, evaluate_tenant};
+use mailsec_operator::fixtures::ESG;
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The tests share one API server; the operators of the first must be gone before the second.
@@ -38,32 +38,10 @@ struct Running {
 impl Running {
     fn start() -> Self {
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let (tx, counters) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("operator runtime");
-            runtime.block_on(async move {
-                let (client, counters) = counting_client().await;
-                let _ = tx.send(counters);
-                let settings = mailsec_operator::controller::Settings {
-                    policy: policy(),
-                    concurrency: 16,
-                    instance: Some("tests".into()),
-                    notifier: None,
-                    clock: Default::default(),
-                };
-                mailsec_operator::controller::run(client, settings, async move {
-                    let _ = rx.await;
-                })
-                .await;
-            });
-        });
-        let counters = counters
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the operator started");
+        let stopped = async move {
+            let _ = rx.await;
+        };
+        let (thread, counters) = spawn_in_process(None, Default::default(), stopped);
         Running {
             stop,
             thread,

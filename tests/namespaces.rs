@@ -6,40 +6,21 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::operator::*;
-use common::{cluster, describe, unique_name};
+use common::{EDITOR, cluster, describe, unique_name};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use mailsec_operator::api::{Tenant, TenantPhase};
+use mailsec_operator::fixtures::ESG;
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
-const EDITOR: [&str; 2] = [
-    "--as=jane@customer.example",
-    "--as-group=mailsec:tenant-editors",
-];
-
-fn operator() {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        cluster();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::mem::forget(tx);
-        start_in_process(rx);
-    });
-}
 
 /// Creates the Tenant as the editor, listing `namespaces`, with a setting to project.
 fn editor_creates_tenant(name: &str, namespaces: &[&str]) {
-    let mut t = mailsec_operator::fixtures::tenant(name, &[ESG], 10);
-    t.metadata.generation = None;
-    t.spec.workload_namespaces = namespaces.iter().map(|n| (*n).into()).collect();
-    t.spec.services[0].settings = [("spamThreshold".to_string(), json!(5))].into();
-    let manifest = serde_json::to_value(&t).expect("tenant");
+    let manifest = serde_json::to_value(tenant_with_settings(name, namespaces)).expect("tenant");
     let out = common::kubectl_stdin(
         &[EDITOR[0], EDITOR[1], "create", "-f", "-"],
         &manifest.to_string(),
@@ -64,7 +45,7 @@ fn settings_message(t: &Tenant) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_editor_listing_kube_system_or_another_teams_namespace_gets_nothing_written_there() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("ns-editor");
     let other_team = unique_name("team-b");
@@ -72,15 +53,7 @@ async fn an_editor_listing_kube_system_or_another_teams_namespace_gets_nothing_w
     // Another tenant's namespace.
     let neighbour = unique_name("ns-neighbour");
     create_namespace(&client, &neighbour, "someone-else").await;
-    create_subscription(
-        &client,
-        &unique_name("ns-editor-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "ns-editor-esg", &t, ESG, 86_400, 50).await;
     editor_creates_tenant(&t, &["kube-system", &other_team, &neighbour]);
 
     let seen = wait_tenant(&client, &t, WAIT, "NamespaceNotAssigned", |tn| {
@@ -151,7 +124,7 @@ async fn an_editor_listing_kube_system_or_another_teams_namespace_gets_nothing_w
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_teams_deployment_labelled_with_the_tenant_name_is_never_scaled() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("ns-victim");
     let own = unique_name("ns-own");
@@ -162,15 +135,7 @@ async fn another_teams_deployment_labelled_with_the_tenant_name_is_never_scaled(
     // chose the tenant name); the tenant's own one is in its assigned namespace.
     kubectl_apply(&deployment_manifest(&other_team, "payments", &t, None, 2));
     kubectl_apply(&deployment_manifest(&own, "filter", &t, None, 3));
-    create_subscription(
-        &client,
-        &unique_name("ns-victim-esg"),
-        &t,
-        ESG,
-        in_secs(-86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "ns-victim-esg", &t, ESG, -86_400, 50).await;
     editor_creates_tenant(&t, &[&own]);
 
     wait_phase(&client, &t, TenantPhase::Suspended, WAIT).await;
@@ -204,7 +169,7 @@ async fn another_teams_deployment_labelled_with_the_tenant_name_is_never_scaled(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configmap_of_that_name_the_operator_did_not_create_is_left_alone() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("ns-squat");
     let ns = unique_name("ns-squat");
@@ -219,15 +184,7 @@ async fn a_configmap_of_that_name_the_operator_did_not_create_is_left_alone() {
     cms.create(&PostParams::default(), &theirs)
         .await
         .expect("create their ConfigMap");
-    create_subscription(
-        &client,
-        &unique_name("ns-squat-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "ns-squat-esg", &t, ESG, 86_400, 50).await;
     editor_creates_tenant(&t, &[&ns]);
 
     wait_tenant(&client, &t, WAIT, "ConfigMapNotOwned", |tn| {
@@ -262,20 +219,12 @@ async fn a_configmap_of_that_name_the_operator_did_not_create_is_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_namespace_taken_from_a_tenant_is_reported_at_once() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("ns-moved");
     let ns = unique_name("ns-moved");
     create_namespace(&client, &ns, &t).await;
-    create_subscription(
-        &client,
-        &unique_name("ns-moved-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "ns-moved-esg", &t, ESG, 86_400, 50).await;
     editor_creates_tenant(&t, &[&ns]);
     wait_tenant(&client, &t, WAIT, "Applied", |tn| {
         tenant_condition(tn, "SettingsApplied") == Some((true, "Applied".into()))

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::operator::*;
-use common::sinks::{Sink, field, free_port, read_records};
-use common::{cluster, unique_name};
+use common::sinks::{Sink, field, read_records};
+use common::{cluster, free_port, unique_name};
 use kube::api::{Api, PostParams};
 use mailsec_operator::api::{
     Admin, Locale, NotificationChannel, NotificationState, Tenant, TenantPhase,
 };
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG};
 use mailsec_operator::notifications::outbox::{Recipient, delivery_id};
 use mailsec_operator::notifications::smtp::{SmtpServer, SmtpTls};
 use mailsec_operator::notifications::text::format_date;
@@ -28,7 +28,6 @@ use mailsec_operator::notifications::webhook::Webhook;
 use mailsec_operator::notifications::{EmailChannel, NotifierConfig, NotifierStats, Retry};
 use serde_json::Value;
 
-const ESG: &str = "email-safeguard";
 const SECRET: &str = "webhook-test-secret";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -122,9 +121,7 @@ fn harness() -> &'static Harness {
             failed_after: 3,
         };
         let stats = config.stats.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::mem::forget(tx); // never stopped: it dies with the test process
-        let writes = start_with_notifier(rx, Some(config));
+        let writes = start_unstopped(Some(config));
         Harness {
             smtp_port,
             hook_port,

@@ -9,14 +9,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::operator::*;
-use common::sinks::{Sink, field, free_port};
-use common::{cluster, unique_name};
+use common::sinks::{Sink, field};
+use common::{cluster, free_port, unique_name};
 use kube::api::{Api, PostParams};
 use mailsec_operator::api::{Admin, NotificationState, Tenant, TenantPhase};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG};
 use serde_json::Value;
-
-const ESG: &str = "email-safeguard";
 
 /// The operator with its notifier mailing through the SMTP server on `smtp_port`; a long SMTP
 /// timeout, so that the held message keeps it waiting until it is killed.

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -16,24 +15,10 @@ use common::operator::*;
 use common::{cluster, describe, unique_name};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use mailsec_operator::api::{ServicePhase, Subscription, Tenant, TenantPhase};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG, ETDR, ETI};
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
-const ETI: &str = "email-threat-isolation";
-const ETDR: &str = "email-threat-detection-response";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Starts the shared operator once; it runs until the test process exits.
-fn operator() {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        cluster();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::mem::forget(tx); // never stopped: it dies with the test process
-        start_in_process(rx);
-    });
-}
 
 fn service_phase(t: &Tenant, product: &str) -> Option<ServicePhase> {
     t.status
@@ -46,7 +31,7 @@ fn service_phase(t: &Tenant, product: &str) -> Option<ServicePhase> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn base_subscription_runs_out_on_time() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("runout");
     create_tenant(&client, &t, &[ESG], 10).await;
@@ -158,7 +143,7 @@ async fn base_subscription_runs_out_on_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn renewal_during_grace_and_after_suspension_restores_at_once() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     for (label, wait_for) in [
         ("grace", TenantPhase::ReadOnly),
@@ -166,10 +151,10 @@ async fn renewal_during_grace_and_after_suspension_restores_at_once() {
     ] {
         let t = unique_name(&format!("renew-{label}"));
         create_tenant(&client, &t, &[ESG], 10).await;
-        create_subscription(&client, &unique_name("old"), &t, ESG, in_secs(1), 50).await;
+        subscribe(&client, "old", &t, ESG, 1, 50).await;
         wait_phase(&client, &t, wait_for, WAIT).await;
         let renewed_at = Utc::now();
-        create_subscription(&client, &unique_name("new"), &t, ESG, in_secs(86_400), 50).await;
+        subscribe(&client, "new", &t, ESG, 86_400, 50).await;
         let seen = wait_phase(&client, &t, TenantPhase::Active, WAIT).await;
         assert!(
             seen - renewed_at <= TimeDelta::seconds(1),
@@ -185,19 +170,11 @@ async fn renewal_during_grace_and_after_suspension_restores_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn add_on_lapse_only_restricts_the_add_on() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("addon");
     create_tenant(&client, &t, &[ESG, ETI], 10).await;
-    create_subscription(
-        &client,
-        &unique_name("addon-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "addon-esg", &t, ESG, 86_400, 50).await;
     let end = in_secs(4);
     create_subscription(&client, &unique_name("addon-eti"), &t, ETI, end, 50).await;
 
@@ -251,19 +228,11 @@ async fn add_on_lapse_only_restricts_the_add_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_subscription_freezes_then_suspends_the_service() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("missing");
     create_tenant(&client, &t, &[ESG, ETDR], 10).await;
-    create_subscription(
-        &client,
-        &unique_name("missing-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "missing-esg", &t, ESG, 86_400, 50).await;
     wait_tenant(&client, &t, WAIT, "ETDR missing", |tn| {
         service_phase(tn, ETDR) == Some(ServicePhase::ReadOnly)
             && service_phase(tn, ESG) == Some(ServicePhase::Active)
@@ -307,7 +276,7 @@ async fn missing_subscription_freezes_then_suspends_the_service() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trial_licence_warns() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("trial");
     create_tenant(&client, &t, &[ESG], 10).await;
@@ -335,7 +304,7 @@ async fn trial_licence_warns() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transfer_moves_coverage_and_is_announced_on_both_tenants() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let (from, to) = (unique_name("xfer-old"), unique_name("xfer-new"));
     create_tenant(&client, &from, &[ESG], 10).await;
@@ -379,7 +348,7 @@ async fn transfer_moves_coverage_and_is_announced_on_both_tenants() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_subscription_over_its_seats_warns_both_tenants() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let (a, b) = (unique_name("merge-a"), unique_name("merge-b"));
     create_tenant(&client, &a, &[ESG], 300).await;
@@ -426,7 +395,7 @@ async fn shared_subscription_over_its_seats_warns_both_tenants() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn extension_lifts_read_only_and_is_announced() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("ext");
     create_tenant(&client, &t, &[ESG], 10).await;
@@ -478,7 +447,7 @@ async fn extension_lifts_read_only_and_is_announced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_guard_holds_a_tenant_that_owns_a_licence_in_force() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let tenants: Api<Tenant> = Api::all(client.clone());
     let (t, heir) = (unique_name("guard"), unique_name("heir"));
@@ -567,7 +536,7 @@ async fn deletion_guard_holds_a_tenant_that_owns_a_licence_in_force() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_references_become_conditions() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let s = unique_name("orphan");
     create_subscription(&client, &s, "no-such-tenant", ESG, in_secs(86_400), 5).await;
@@ -593,7 +562,7 @@ async fn bad_references_become_conditions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_licence_applied_twice_is_flagged() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("dup");
     create_tenant(&client, &t, &[ESG], 10).await;

@@ -16,15 +16,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::operator::{
-    create, create_subscription, create_tenant, events_about, rfc3339, wait_phase, wait_tenant,
+    create, create_subscription, create_tenant, events_about, rfc3339, smtp_args, wait_phase,
+    wait_tenant,
 };
 use common::{cluster, describe, kubectl, kubectl_stdin, repo_dir, unique_name};
 use mailsec_operator::api::{NotificationState, TenantPhase};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG as BASE};
 use serde_json::Value;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-mailsec");
-const BASE: &str = "email-safeguard";
 /// The operator's warning and grace periods.
 const PERIOD: &str = "1h";
 
@@ -40,12 +40,8 @@ fn lease_name() -> &'static str {
 fn operator() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let smtp = format!("smtp://127.0.0.1:{closed_port}");
-        let args: Vec<String> = [
+        let closed_port = common::free_port();
+        let mut args: Vec<String> = [
             "run",
             "--warning-period",
             PERIOD,
@@ -62,17 +58,10 @@ fn operator() {
             lease_name(),
             "--instance",
             "plugin-tests",
-            "--smtp-url",
-            &smtp,
-            "--smtp-from",
-            "licensing@ops.example",
-            "--notify-retry-base",
-            "1s",
-            "--notify-retry-cap",
-            "2s",
         ]
         .map(String::from)
         .to_vec();
+        args.extend(smtp_args(closed_port));
         let kubeconfig = cluster().kubeconfig().to_path_buf();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -29,9 +29,9 @@ use mailsec_operator::cli::run::{Operator, serve};
 use mailsec_operator::controller::Settings;
 use mailsec_operator::controller::api_counter::{ApiCounters, ApiRequest, CountingLayer};
 use mailsec_operator::controller::leader::{LeaderElection, identity};
+use mailsec_operator::fixtures::ESG;
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One RBAC rule, flattened: (group, resource with subresource, verb).
@@ -183,15 +183,7 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
         "metadata": {"name": format!("mailsec-settings-{c}"), "namespace": squatted},
         "data": {"theirs": "yes"},
     }));
-    create_subscription(
-        &client,
-        &unique_name("rbac-c-old"),
-        &c,
-        ESG,
-        in_secs(-3_600),
-        50,
-    )
-    .await;
+    subscribe(&client, "rbac-c-old", &c, ESG, -3_600, 50).await;
     let mut tc = mailsec_operator::fixtures::tenant(&c, &[ESG], 5);
     tc.metadata.generation = None;
     tc.spec.workload_namespaces = vec![wns.as_str().into(), squatted.as_str().into()];
@@ -237,15 +229,7 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
         (replicas("statefulset", "archive") == "1").then_some(())
     });
     assert!(back.is_some(), "the unlabelled StatefulSet is handed back");
-    create_subscription(
-        &client,
-        &unique_name("rbac-c-new"),
-        &c,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "rbac-c-new", &c, ESG, 86_400, 50).await;
     wait_phase(&client, &c, TenantPhase::Active, WAIT).await;
     wait_replicas(&client, &wns, "filter2", 3, WAIT).await;
     // A settings change: the operator's own ConfigMap is updated by server-side apply (patch).

@@ -8,8 +8,7 @@ use std::time::Duration;
 use common::operator::*;
 use common::{cluster, unique_name};
 use mailsec_operator::api::TenantPhase;
-
-const ESG: &str = "email-safeguard";
+use mailsec_operator::fixtures::ESG;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_events() {
@@ -19,15 +18,7 @@ async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_
     let mut tenants = Vec::new();
     for (i, end_in) in [3, 5, 7, 9].into_iter().enumerate() {
         let t = unique_name(&format!("restart{i}"));
-        create_subscription(
-            &client,
-            &unique_name("restart-esg"),
-            &t,
-            ESG,
-            in_secs(end_in),
-            50,
-        )
-        .await;
+        subscribe(&client, "restart-esg", &t, ESG, end_in, 50).await;
         create_tenant(&client, &t, &[ESG], 10).await;
         tenants.push(t);
     }

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use common::operator::*;
 use common::{cluster, unique_name};
-
-const ESG: &str = "email-safeguard";
-const ETDR: &str = "email-threat-detection-response";
+use mailsec_operator::fixtures::{ESG, ETDR};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn converged_operator_sends_no_writes() {

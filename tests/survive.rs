@@ -22,11 +22,10 @@ use common::operator::*;
 use common::{FIELD_MANAGER, cluster, describe, unique_name};
 use kube::api::{Api, Patch, PatchParams};
 use mailsec_operator::api::{Tenant, TenantPhase};
-use mailsec_operator::controller::{self, Settings};
+use mailsec_operator::fixtures::ESG;
 use mailsec_operator::metrics::Metrics;
 use serde_json::{Value, json};
 
-const ESG: &str = "email-safeguard";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The operator of this test binary (in process), and its metrics.
@@ -36,34 +35,7 @@ fn operator() -> Arc<Metrics> {
         .get_or_init(|| {
             cluster();
             let metrics = Arc::new(Metrics::default());
-            let for_operator = metrics.clone();
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("operator runtime");
-                if std::env::var_os("RUST_LOG").is_some() {
-                    mailsec_operator::telemetry::init(mailsec_operator::telemetry::LogFormat::Text);
-                }
-                runtime.block_on(async move {
-                    let client = cluster().client().await;
-                    let settings = Settings {
-                        policy: policy(),
-                        concurrency: 16,
-                        instance: Some("tests".into()),
-                        notifier: None,
-                        clock: Default::default(),
-                    };
-                    controller::run_observed(
-                        client,
-                        settings,
-                        for_operator,
-                        std::future::pending::<()>(),
-                    )
-                    .await;
-                });
-            });
+            spawn_in_process(None, metrics.clone(), std::future::pending());
             metrics
         })
         .clone()
@@ -223,15 +195,7 @@ async fn undecodable_tenants_are_skipped_and_reported_while_the_others_converge(
 
     // An ordinary tenant alongside, then the operator.
     let ok = unique_name("ordinary");
-    create_subscription(
-        &client,
-        &unique_name("ordinary-esg"),
-        &ok,
-        ESG,
-        in_secs(86_400),
-        5,
-    )
-    .await;
+    subscribe(&client, "ordinary-esg", &ok, ESG, 86_400, 5).await;
     create_tenant(&client, &ok, &[ESG], 1).await;
     let metrics = operator();
     wait_phase(&client, &ok, TenantPhase::Active, WAIT).await;

@@ -12,9 +12,8 @@ use common::operator::{OperatorProcess, create_tenant, expect_events, tenant, wa
 use common::{cluster, unique_name};
 use kube::api::{Api, PostParams};
 use mailsec_operator::api::{Subscription, TenantPhase};
-use mailsec_operator::fixtures;
+use mailsec_operator::fixtures::{self, ESG};
 
-const ESG: &str = "email-safeguard";
 /// One lapsed day per real second.
 const SPEED: u32 = 86_400;
 

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::operator::*;
@@ -17,21 +16,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use mailsec_operator::api::{Tenant, TenantPhase};
+use mailsec_operator::fixtures::{ESG, ETI};
 use serde_json::json;
 
-const ESG: &str = "email-safeguard";
-const ETI: &str = "email-threat-isolation";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn operator() {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        cluster();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::mem::forget(tx);
-        start_in_process(rx);
-    });
-}
 
 async fn count_objects(client: &kube::Client, ns: &str) -> (usize, usize) {
     let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -52,23 +40,15 @@ async fn count_objects(client: &kube::Client, ns: &str) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn suspension_scales_to_zero_and_renewal_restores_the_exact_count() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
     let t = unique_name("scale");
     create_namespace(&client, &ns, &t).await;
     kubectl_apply(&deployment_manifest(&ns, "filter", &t, None, 3));
     kubectl_apply(&deployment_manifest(&ns, "isolation", &t, Some(ETI), 2));
-    create_subscription(&client, &unique_name("scale-esg"), &t, ESG, in_secs(1), 50).await;
-    create_subscription(
-        &client,
-        &unique_name("scale-eti"),
-        &t,
-        ETI,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "scale-esg", &t, ESG, 1, 50).await;
+    subscribe(&client, "scale-eti", &t, ETI, 86_400, 50).await;
     create_tenant(&client, &t, &[ESG, ETI], 10).await;
 
     wait_replicas(&client, &ns, "filter", 3, WAIT).await;
@@ -95,15 +75,7 @@ async fn suspension_scales_to_zero_and_renewal_restores_the_exact_count() {
     );
 
     // Renewal: back to exactly 3 and 2, annotations gone.
-    create_subscription(
-        &client,
-        &unique_name("scale-renew"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "scale-renew", &t, ESG, 86_400, 50).await;
     let (replicas, remembered, phase_label) = wait_replicas(&client, &ns, "filter", 3, WAIT).await;
     assert_eq!(
         (replicas, remembered, phase_label.as_deref()),
@@ -117,31 +89,15 @@ async fn suspension_scales_to_zero_and_renewal_restores_the_exact_count() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_lapsed_add_on_stops() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
     let t = unique_name("addon-wl");
     create_namespace(&client, &ns, &t).await;
     kubectl_apply(&deployment_manifest(&ns, "filter", &t, None, 2));
     kubectl_apply(&deployment_manifest(&ns, "isolation", &t, Some(ETI), 4));
-    create_subscription(
-        &client,
-        &unique_name("addon-wl-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
-    create_subscription(
-        &client,
-        &unique_name("addon-wl-eti"),
-        &t,
-        ETI,
-        in_secs(1),
-        50,
-    )
-    .await;
+    subscribe(&client, "addon-wl-esg", &t, ESG, 86_400, 50).await;
+    subscribe(&client, "addon-wl-eti", &t, ETI, 1, 50).await;
     create_tenant(&client, &t, &[ESG, ETI], 10).await;
     let (_, remembered, phase) = wait_replicas(&client, &ns, "isolation", 0, WAIT).await;
     assert_eq!(
@@ -166,7 +122,7 @@ async fn only_the_lapsed_add_on_stops() {
 /// product nobody bought.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unlisted_add_on_is_enforced_like_a_listed_one() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
     let t = unique_name("unlisted");
@@ -180,24 +136,8 @@ async fn an_unlisted_add_on_is_enforced_like_a_listed_one() {
         Some("email-threat-detection-response"),
         1,
     ));
-    create_subscription(
-        &client,
-        &unique_name("unlisted-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
-    create_subscription(
-        &client,
-        &unique_name("unlisted-eti"),
-        &t,
-        ETI,
-        in_secs(1),
-        50,
-    )
-    .await;
+    subscribe(&client, "unlisted-esg", &t, ESG, 86_400, 50).await;
+    subscribe(&client, "unlisted-eti", &t, ETI, 1, 50).await;
     // Only the base product is listed.
     create_tenant(&client, &t, &[ESG], 10).await;
     let (_, remembered, _) = wait_replicas(&client, &ns, "isolation", 0, WAIT).await;
@@ -218,20 +158,12 @@ async fn an_unlisted_add_on_is_enforced_like_a_listed_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workload_created_during_suspension_is_suspended_and_reapplies_are_put_back() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
     let t = unique_name("late-wl");
     create_namespace(&client, &ns, &t).await;
-    create_subscription(
-        &client,
-        &unique_name("late-wl-esg"),
-        &t,
-        ESG,
-        in_secs(-86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "late-wl-esg", &t, ESG, -86_400, 50).await;
     create_tenant(&client, &t, &[ESG], 10).await;
     wait_phase(&client, &t, TenantPhase::Suspended, WAIT).await;
 
@@ -270,34 +202,18 @@ async fn workload_created_during_suspension_is_suspended_and_reapplies_are_put_b
     assert!(scaled_back.is_some(), "a WorkloadsScaledBack Event");
 
     // Renewal restores the count remembered at the first suspension.
-    create_subscription(
-        &client,
-        &unique_name("late-wl-new"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "late-wl-new", &t, ESG, 86_400, 50).await;
     wait_replicas(&client, &ns, "filter", 5, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn removing_the_tenant_label_hands_the_workload_back() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
     let t = unique_name("unlabel");
     create_namespace(&client, &ns, &t).await;
-    create_subscription(
-        &client,
-        &unique_name("unlabel-esg"),
-        &t,
-        ESG,
-        in_secs(-86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "unlabel-esg", &t, ESG, -86_400, 50).await;
     create_tenant(&client, &t, &[ESG], 10).await;
     kubectl_apply(&deployment_manifest(&ns, "filter", &t, None, 3));
     wait_replicas(&client, &ns, "filter", 0, WAIT).await;
@@ -320,7 +236,7 @@ async fn removing_the_tenant_label_hands_the_workload_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn settings_are_projected_and_frozen_while_read_only() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let ns = unique_name("mail");
     let t = unique_name("settings");
@@ -328,12 +244,8 @@ async fn settings_are_projected_and_frozen_while_read_only() {
     let s = unique_name("settings-esg");
     create_subscription(&client, &s, &t, ESG, in_secs(2), 50).await;
     let tenants: Api<Tenant> = Api::all(client.clone());
-    let mut tn = mailsec_operator::fixtures::tenant(&t, &[ESG], 10);
-    tn.metadata.generation = None;
-    tn.spec.workload_namespaces = vec![ns.as_str().into()];
-    tn.spec.services[0].settings = [("spamThreshold".to_string(), json!(5))].into();
     tenants
-        .create(&Default::default(), &tn)
+        .create(&Default::default(), &tenant_with_settings(&t, &[&ns]))
         .await
         .expect("create tenant");
 
@@ -412,15 +324,7 @@ async fn settings_are_projected_and_frozen_while_read_only() {
     assert!(restored.is_some(), "the frozen settings are put back");
 
     // Renewal applies the change.
-    create_subscription(
-        &client,
-        &unique_name("settings-renew"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
+    subscribe(&client, "settings-renew", &t, ESG, 86_400, 50).await;
     let applied = common::eventually_async(WAIT, || async {
         read().await.filter(|t| {
             serde_json::from_str::<serde_json::Value>(t).ok() == Some(json!({"spamThreshold": 9}))
@@ -449,21 +353,11 @@ async fn settings_are_projected_and_frozen_while_read_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_workload_namespace_is_a_condition_not_a_stuck_tenant() {
-    operator();
+    shared_operator();
     let client = cluster().client().await;
     let t = unique_name("nons");
-    create_subscription(
-        &client,
-        &unique_name("nons-esg"),
-        &t,
-        ESG,
-        in_secs(86_400),
-        50,
-    )
-    .await;
-    let mut tn = mailsec_operator::fixtures::tenant(&t, &[ESG], 10);
-    tn.metadata.generation = None;
-    tn.spec.workload_namespaces = vec![unique_name("absent").as_str().into()];
+    subscribe(&client, "nons-esg", &t, ESG, 86_400, 50).await;
+    let tn = tenant_in(&t, &[&unique_name("absent")]);
     Api::<Tenant>::all(client.clone())
         .create(&Default::default(), &tn)
         .await

@@ -2,11 +2,15 @@
 //! operator writes nothing, the "API requests per reconcile" figure and the
 //! `mailsec_api_requests_total{verb}` metric. It can also record what each request asked for
 //! in the terms RBAC rules use (verb, API group, resource, subresource, namespace), which the
-//! chart's RBAC test checks against the ClusterRole and Role the chart ships.
+//! chart's RBAC test checks against the ClusterRole and Role the chart ships (the recording is
+//! test support, left out of the released binary).
 
+#[cfg(any(test, feature = "test-support"))]
 use std::collections::BTreeMap;
+use std::sync::Arc;
+#[cfg(any(test, feature = "test-support"))]
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Uri};
@@ -33,11 +37,13 @@ pub struct ApiCounters {
     pub writes: AtomicU64,
     by_verb: [AtomicU64; VERBS.len()],
     /// When recording: every distinct request (name left out) and how often it was sent.
+    #[cfg(any(test, feature = "test-support"))]
     log: Option<Mutex<BTreeMap<ApiRequest, u64>>>,
 }
 
 impl ApiCounters {
     /// Counters that also record every distinct request (see [`ApiCounters::recorded`]).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn recording() -> Self {
         Self {
             log: Some(Mutex::new(BTreeMap::new())),
@@ -71,6 +77,7 @@ impl ApiCounters {
 
     /// The distinct requests recorded so far with their counts (empty unless built with
     /// [`ApiCounters::recording`]).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn recorded(&self) -> BTreeMap<ApiRequest, u64> {
         self.log
             .as_ref()
@@ -92,6 +99,7 @@ impl ApiCounters {
             .position(|v| *v == request.verb)
             .unwrap_or(VERBS.len() - 1);
         self.by_verb[index].fetch_add(1, Ordering::Relaxed);
+        #[cfg(any(test, feature = "test-support"))]
         if let Some(log) = &self.log {
             let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
             *log.entry(request).or_insert(0) += 1;
@@ -183,6 +191,7 @@ impl ApiRequest {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl std::fmt::Display for ApiRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(url) = &self.non_resource_url {

@@ -158,15 +158,20 @@ impl Cluster {
 
     /// A kube client for this cluster (the kubeconfig's current context).
     pub async fn client(&self) -> kube::Client {
+        kube::Client::try_from(self.config().await)
+            .expect("build a kube client from the kubeconfig")
+    }
+
+    /// The client configuration of the kubeconfig.
+    pub async fn config(&self) -> kube::Config {
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
             .unwrap_or_else(|e| panic!("read kubeconfig {}: {e}", self.kubeconfig.display()));
-        let config = kube::Config::from_custom_kubeconfig(
+        kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),
         )
         .await
-        .unwrap_or_else(|e| panic!("load kubeconfig {}: {e}", self.kubeconfig.display()));
-        kube::Client::try_from(config).expect("build a kube client from the kubeconfig")
+        .unwrap_or_else(|e| panic!("load kubeconfig {}: {e}", self.kubeconfig.display()))
     }
 
     /// Restarts the API server this harness started: kills the kube-apiserver process with
@@ -183,7 +188,6 @@ impl Cluster {
     /// `kube-apiserver.pid`, so the normal clean-up (`Drop`, `atexit`, the watchdog) stops it.
     /// Holds the harness' lock file meanwhile, so a clean-up never runs half-way through.
     pub fn restart_apiserver(&self, down: Duration) -> Result<Duration, String> {
-        use std::os::unix::process::CommandExt;
         if self.is_external() {
             return Err(format!(
                 "{USE_EXISTING_CLUSTER_ENV} or {EXTERNAL_KUBECONFIG_ENV} is set: the harness did not \
@@ -264,16 +268,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| format!("dup the log: {e}"))?)
             .stderr(log);
-        // SAFETY: setsid(2) is async-signal-safe; it only makes the child a session leader
-        // (as `setsid` in envtest.sh does), so signals to the test's terminal do not reach it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
+        let mut child = spawn_in_own_session(&mut cmd)
             .map_err(|e| format!("respawn {}: {e}", program.to_string_lossy()))?;
         let new_pid = child.id();
         let tmp = run.join("kube-apiserver.pid.tmp");
@@ -392,6 +387,13 @@ pub fn cluster() -> &'static Cluster {
         Err(e) => panic!("no Kubernetes API server for the tests: {e}"),
     }
 }
+
+/// kubectl's flags to act as a tenant editor (the `mailsec:tenant-editors` group of
+/// docs/security.md).
+pub const EDITOR: [&str; 2] = [
+    "--as=jane@customer.example",
+    "--as-group=mailsec:tenant-editors",
+];
 
 /// Shortcut for `cluster().kubectl(args)`.
 pub fn kubectl(args: &[&str]) -> Output {
@@ -732,12 +734,30 @@ fn current_kubeconfig(guard: &ServerGuard) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// A free TCP port on loopback (free when this returns; the binaries bind it right after).
-fn free_port() -> Result<u16, String> {
+/// Spawns `cmd` as the leader of a new session (as `setsid` in envtest.sh does), so signals to
+/// the test's terminal do not reach it.
+fn spawn_in_own_session(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid(2) is async-signal-safe; it only makes the child a session leader.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// A TCP port free on loopback when this returns (the caller binds it right after).
+pub fn try_free_port() -> std::io::Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// [`try_free_port`], for a test: panics when there is none.
+pub fn free_port() -> u16 {
+    try_free_port().expect("a free loopback port")
 }
 
 /// The kube-apiserver flags controller-runtime's envtest uses (its `DefaultArgs` and the
@@ -820,7 +840,6 @@ fn spawn_server(
     log: &Path,
     pid_file: &Path,
 ) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
     let log_file =
         std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
     let mut cmd = Command::new(program);
@@ -832,16 +851,8 @@ fn spawn_server(
                 .map_err(|e| format!("dup the log: {e}"))?,
         )
         .stderr(log_file);
-    // SAFETY: setsid(2) is async-signal-safe; it only makes the child a session leader.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", program.display()))?;
+    let mut child =
+        spawn_in_own_session(&mut cmd).map_err(|e| format!("start {}: {e}", program.display()))?;
     std::fs::write(pid_file, format!("{}\n", child.id()))
         .map_err(|e| format!("write {}: {e}", pid_file.display()))?;
     // Reap it when it exits, so that `kill -0` in the clean-up never waits for a zombie.
@@ -918,6 +929,7 @@ fn start_assets(
     let run = guard.run_dir();
     let pki = run.join("pki");
     let token = make_pki(&pki)?;
+    let free_port = || try_free_port().map_err(|e| format!("no free loopback port: {e}"));
     let (etcd_port, peer_port, port) = (free_port()?, free_port()?, free_port()?);
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");

@@ -1,7 +1,8 @@
 //! Running the operator against the test cluster, and reading what it did.
 
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,9 +14,10 @@ use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
 use mailsec_operator::controller::{self, Settings};
 use mailsec_operator::engine::Policy;
 use mailsec_operator::fixtures;
+use mailsec_operator::metrics::Metrics;
 use mailsec_operator::notifications::NotifierConfig;
 
-use super::cluster;
+use super::{cluster, unique_name};
 
 /// Compressed time for the tests: warned 3 s before the end, suspended 3 s after it.
 pub const PERIOD_SECS: i64 = 3;
@@ -31,14 +33,7 @@ pub fn policy() -> Policy {
 
 /// A client for the test cluster that counts the requests it sends.
 pub async fn counting_client() -> (kube::Client, Arc<ApiCounters>) {
-    let path = cluster().kubeconfig().to_path_buf();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read the test kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("load the test kubeconfig");
+    let config = cluster().config().await;
     let counters = Arc::new(ApiCounters::default());
     let client = ClientBuilder::try_from(config)
         .expect("client builder")
@@ -47,6 +42,23 @@ pub async fn counting_client() -> (kube::Client, Arc<ApiCounters>) {
         })
         .build();
     (client, counters)
+}
+
+/// The one operator of this test binary, started in process on the first call and never
+/// stopped (it dies with the test process).
+pub fn shared_operator() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        cluster();
+        start_unstopped(None);
+    });
+}
+
+/// An operator running in this test process, with `notifier`, never stopped (it dies with the
+/// test process). Returns its request counters.
+pub fn start_unstopped(notifier: Option<NotifierConfig>) -> Arc<ApiCounters> {
+    let metrics = Arc::new(Metrics::default());
+    spawn_in_process(notifier, metrics, std::future::pending()).1
 }
 
 /// An operator running in this test process on its own thread and runtime, until `stop` is
@@ -60,8 +72,22 @@ pub fn start_with_notifier(
     stop: tokio::sync::oneshot::Receiver<()>,
     notifier: Option<NotifierConfig>,
 ) -> Arc<ApiCounters> {
+    let stopped = async move {
+        let _ = stop.await;
+    };
+    spawn_in_process(notifier, Arc::new(Metrics::default()), stopped).1
+}
+
+/// An operator with `notifier`, reporting to `metrics`, running in this test process on its own
+/// thread and runtime until `stop` completes. Returns the thread and the operator's request
+/// counters once it has its client.
+pub fn spawn_in_process(
+    notifier: Option<NotifierConfig>,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> (JoinHandle<()>, Arc<ApiCounters>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -81,14 +107,13 @@ pub fn start_with_notifier(
                 notifier,
                 clock: Default::default(),
             };
-            controller::run(client, settings, async move {
-                let _ = stop.await;
-            })
-            .await;
+            controller::run_observed(client, settings, metrics, stop).await;
         });
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("the operator started")
+    let counters = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the operator started");
+    (thread, counters)
 }
 
 /// The operator binary, `run` against the test cluster with compressed periods ([`PERIOD_SECS`])
@@ -137,6 +162,14 @@ pub fn smtp_args(port: u16) -> Vec<String> {
     .to_vec()
 }
 
+/// [`operator_command`] for the replica `instance` (`POD_NAME`, which names it in its Events
+/// and its Lease holder), outside any namespace.
+pub fn instance_command(instance: &str, extra: &[&str]) -> Command {
+    let mut cmd = operator_command(extra);
+    cmd.env("POD_NAME", instance).env_remove("POD_NAMESPACE");
+    cmd
+}
+
 /// A running operator process. Dropping it kills (SIGKILL) and reaps it, so no operator
 /// outlives a failed test.
 pub struct OperatorProcess(Option<Child>);
@@ -147,6 +180,15 @@ impl OperatorProcess {
         Self::spawn_command(operator_command(extra))
     }
 
+    /// Starts the replica `instance` with its metrics on `port` of loopback
+    /// ([`instance_command`] with `extra`).
+    pub fn spawn_instance(instance: &str, port: u16, extra: &[&str]) -> Self {
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec!["--metrics-addr", addr.as_str()];
+        args.extend_from_slice(extra);
+        Self::spawn_command(instance_command(instance, &args))
+    }
+
     /// Starts a command made with [`operator_command`] (and changed, e.g. its stderr).
     pub fn spawn_command(mut cmd: Command) -> Self {
         Self(Some(cmd.spawn().expect("start the operator binary")))
@@ -154,6 +196,16 @@ impl OperatorProcess {
 
     pub fn id(&self) -> u32 {
         self.0.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// The process, while this guard still holds it.
+    pub fn child(&self) -> &Child {
+        self.0.as_ref().expect("running")
+    }
+
+    /// The process, which the caller now stops and reaps itself.
+    pub fn take(&mut self) -> Child {
+        self.0.take().expect("running")
     }
 
     /// The exit status, if the process has exited by itself.
@@ -217,6 +269,35 @@ pub async fn create_subscription(
     let start = rfc3339(Utc::now() - TimeDelta::days(1));
     let sub = fixtures::subscription(name, tenant, product, &start, &rfc3339(end), seats);
     create(client, sub).await
+}
+
+/// [`create_subscription`] under a fresh name made from `prefix`, ending `secs` from now.
+pub async fn subscribe(
+    client: &kube::Client,
+    prefix: &str,
+    tenant: &str,
+    product: &str,
+    secs: i64,
+    seats: i64,
+) -> Subscription {
+    let name = unique_name(prefix);
+    create_subscription(client, &name, tenant, product, in_secs(secs), seats).await
+}
+
+/// A Tenant as its editor writes it (no generation): `name` using the base product for 10
+/// users, its workloads in `namespaces`.
+pub fn tenant_in(name: &str, namespaces: &[&str]) -> Tenant {
+    let mut t = fixtures::tenant(name, &[fixtures::ESG], 10);
+    t.metadata.generation = None;
+    t.spec.workload_namespaces = namespaces.iter().map(|n| (*n).into()).collect();
+    t
+}
+
+/// [`tenant_in`], with a setting for the operator to project (`spamThreshold: 5`).
+pub fn tenant_with_settings(name: &str, namespaces: &[&str]) -> Tenant {
+    let mut t = tenant_in(name, namespaces);
+    t.spec.services[0].settings = [("spamThreshold".to_string(), serde_json::json!(5))].into();
+    t
 }
 
 pub async fn create(client: &kube::Client, mut sub: Subscription) -> Subscription {

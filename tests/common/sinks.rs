@@ -33,14 +33,6 @@ pub fn ensure_aiosmtpd() {
     });
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// One running sink; killed when dropped.
 pub struct Sink {
     child: Option<Child>,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -106,14 +106,6 @@ pub fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
-/// A port free on loopback right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// `GET path` on 127.0.0.1:port: (status code, body), or None when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -141,46 +133,10 @@ pub fn sample(scrape: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// The operator binary running `run ARGS` against the test cluster, with compressed periods
-/// (3 s), its metrics on `port`, and `POD_NAME=instance`. Its log goes to stderr of the test
-/// when `RUST_LOG` is set.
-pub fn spawn_operator(instance: &str, port: u16, extra: &[&str]) -> Child {
-    let addr = format!("127.0.0.1:{port}");
-    let mut args = vec!["--metrics-addr", addr.as_str()];
-    args.extend_from_slice(extra);
-    super::operator::operator_command(&args)
-        .env("POD_NAME", instance)
-        .env_remove("POD_NAMESPACE")
-        .spawn()
-        .expect("start the operator binary")
-}
-
 /// Sends `signal` to a child process.
 pub fn signal(child: &Child, signal: i32) {
     let pid = i32::try_from(child.id()).expect("pid fits i32");
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped yet.
     let rc = unsafe { libc::kill(pid, signal) };
     assert_eq!(rc, 0, "kill({pid}, {signal})");
-}
-
-/// Kills (SIGKILL) and reaps a child when dropped, so no operator outlives a failed test.
-pub struct Reaper(pub Option<Child>);
-
-impl Reaper {
-    pub fn child(&self) -> &Child {
-        self.0.as_ref().expect("running")
-    }
-
-    pub fn take(&mut self) -> Child {
-        self.0.take().expect("running")
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
