@@ -77,6 +77,31 @@ impl Timeline {
     }
 }
 
+/// The tenants whose evaluation `sub` can change, and so the tenants that read it: the owner
+/// and the sharers in spec (coverage), the owner and sharers it was last seen with (they lose
+/// coverage before the transfer or un-sharing is recorded), and both parties of every recorded
+/// transfer (their transfer milestones). A name may come more than once.
+pub fn tenants_named(sub: &Subscription) -> impl Iterator<Item = &str> {
+    let status = sub.status.iter();
+    sub.tenants()
+        .chain(status.clone().flat_map(|s| s.tenant.as_deref()))
+        .chain(
+            status
+                .clone()
+                .flat_map(|s| s.shared_with.iter().map(String::as_str)),
+        )
+        .chain(status.flat_map(|s| {
+            s.transfers
+                .iter()
+                .flat_map(|t| [t.from.as_str(), t.to.as_str()])
+        }))
+}
+
+/// Whether `sub` names `tenant` (see [`tenants_named`]).
+pub fn names_tenant(sub: &Subscription, tenant: &str) -> bool {
+    tenants_named(sub).any(|t| t == tenant)
+}
+
 /// Something that happened to a subscription since its last status, announced as an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubscriptionChange {
