@@ -78,21 +78,11 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     // tenant's status before (a cache filled by a list after start-up already holds the writes
     // of earlier processes, so a cold start reads nothing).
     let mut tenant = tenant;
-    if !eval.milestones.is_empty() && ctx.wrote_status_of(&name) {
-        match api.get(&name).await {
-            Ok(stored) => {
-                if stored.resource_version() != tenant.resource_version() {
-                    tenant = Arc::new(stored);
-                    eval = evaluate(&tenant);
-                }
-            }
-            // The stored version can not be decoded (the feed reports it): go on with the
-            // cached one, the last version that could be read, rather than stop enforcing.
-            Err(kube::Error::SerdeError(err)) => {
-                tracing::debug!(tenant = %name, error = %err, "stored tenant can not be decoded; using the cached version");
-            }
-            Err(err) => return Err(err.into()),
-        }
+    if !eval.milestones.is_empty()
+        && let Some(stored) = stored_if_newer(&api, &tenant, &ctx).await?
+    {
+        tenant = stored;
+        eval = evaluate(&tenant);
     }
 
     let namespaces = listed_namespaces(&tenant, &ctx);
@@ -179,6 +169,31 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         wait = wait.min(EVENT_RETRY);
     }
     Ok(Action::requeue(wait))
+}
+
+/// The stored tenant, when this process has written its status before and the stored version
+/// is newer than `tenant` (the cached one).
+async fn stored_if_newer(
+    api: &Api<Tenant>,
+    tenant: &Tenant,
+    ctx: &Context,
+) -> Result<Option<Arc<Tenant>>, Error> {
+    let name = tenant.name_any();
+    if !ctx.wrote_status_of(&name) {
+        return Ok(None);
+    }
+    match api.get(&name).await {
+        Ok(stored) => {
+            Ok((stored.resource_version() != tenant.resource_version()).then(|| Arc::new(stored)))
+        }
+        // The stored version can not be decoded (the feed reports it): go on with the
+        // cached one, the last version that could be read, rather than stop enforcing.
+        Err(kube::Error::SerdeError(err)) => {
+            tracing::debug!(tenant = %name, error = %err, "stored tenant can not be decoded; using the cached version");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// How soon milestone Events that could not be published are tried again.
