@@ -4,7 +4,7 @@
 //! [`api`] types → pure [`engine`] → [`controller`]s → [`effects`] (status, Events) → [`cli`].
 //! Each feature beside the engine holds its pure part and its writes together:
 //! [`workloads`] (scaling), [`settings`] (the settings ConfigMaps), [`notifications`] (texts,
-//! outbox, channels and the delivering controller).
+//! outbox, channels; the delivering controller is [`controller::notifier`]).
 
 pub mod api;
 pub mod cli;

@@ -47,8 +47,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::api::{NotificationState, Subscription, Tenant, TenantPhase};
-use crate::controller::api_counter::ApiCounters;
-use crate::controller::feed::AllSynced;
 use crate::engine::Policy;
 use crate::engine::subscription::Timeline;
 
@@ -103,12 +101,23 @@ pub enum Role {
     Leading = 2,
 }
 
+/// Requests sent to the API server, as the client counts them (`mailsec_api_requests_total`).
+pub trait RequestCounts: Send + Sync {
+    /// Requests sent so far, per verb.
+    fn by_verb(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// Whether the controllers' caches hold a full list (`/readyz`).
+pub trait CachesSynced: Send + Sync {
+    fn is_synced(&self) -> bool;
+}
+
 /// The caches the controllers run on, with the policy they evaluate with.
 #[derive(Clone)]
 struct Caches {
     tenants: Store<Tenant>,
     subscriptions: Store<Subscription>,
-    synced: AllSynced,
+    synced: Arc<dyn CachesSynced>,
     policy: Policy,
 }
 
@@ -135,7 +144,7 @@ impl std::fmt::Debug for Metrics {
 #[derive(Default)]
 struct Shared {
     caches: RwLock<Option<Caches>>,
-    api: Option<Arc<ApiCounters>>,
+    api: Option<Arc<dyn RequestCounts>>,
     role: AtomicU8,
 }
 
@@ -153,7 +162,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A registry with every metric; `api` are the counters of the operator's client.
-    pub fn new(api: Option<Arc<ApiCounters>>) -> Self {
+    pub fn new(api: Option<Arc<dyn RequestCounts>>) -> Self {
         let shared = Arc::new(Shared {
             api,
             ..Shared::default()
@@ -282,7 +291,7 @@ impl Metrics {
         &self,
         tenants: Store<Tenant>,
         subscriptions: Store<Subscription>,
-        synced: AllSynced,
+        synced: impl CachesSynced + 'static,
         policy: Policy,
     ) {
         *self
@@ -292,7 +301,7 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner()) = Some(Caches {
             tenants,
             subscriptions,
-            synced,
+            synced: Arc::new(synced),
             policy,
         });
     }
@@ -346,32 +355,9 @@ struct CacheCollector(Arc<Shared>);
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         if let Some(api) = &self.0.api {
-            let counter = ConstCounter::new(0u64);
-            let mut family = encoder.encode_descriptor(
-                "mailsec_api_requests",
-                "Requests sent to the Kubernetes API server, by verb",
-                None,
-                counter.metric_type(),
-            )?;
-            for (verb, n) in api.by_verb() {
-                let labels = [("verb", verb)];
-                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
-            }
+            encode_api_requests(api.as_ref(), &mut encoder)?;
         }
-        {
-            let counter = ConstCounter::new(0u64);
-            let mut family = encoder.encode_descriptor(
-                "mailsec_status_writes",
-                "Status writes (server-side apply of .status) by kind and result (success, error)",
-                None,
-                counter.metric_type(),
-            )?;
-            for (kind, result, n) in STATUS_WRITES.snapshot() {
-                let labels = [("kind", kind.as_str()), ("result", result)];
-                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
-            }
-        }
-
+        encode_status_writes(&mut encoder)?;
         let caches = self
             .0
             .caches
@@ -381,151 +367,210 @@ impl Collector for CacheCollector {
         let Some(caches) = caches else {
             return Ok(());
         };
-
         let mut tenants = caches.tenants.state();
         tenants.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let phase_of = |t: &Tenant| match t.status.as_ref().and_then(|s| s.phase) {
-            Some(TenantPhase::Active) => "Active",
-            Some(TenantPhase::Warning) => "Warning",
-            Some(TenantPhase::ReadOnly) => "ReadOnly",
-            Some(TenantPhase::Suspended) => "Suspended",
-            None => "Unknown",
-        };
-        let mut per_phase = [0i64; PHASES.len()];
-        for t in &tenants {
-            if let Some(i) = PHASES.iter().position(|p| *p == phase_of(t)) {
-                per_phase[i] += 1;
-            }
-        }
-        {
-            let gauge = ConstGauge::new(0i64);
-            let mut family = encoder.encode_descriptor(
-                "mailsec_tenants",
-                "Tenants by status.phase, from the operator's cache",
-                None,
-                gauge.metric_type(),
-            )?;
-            for (phase, n) in PHASES.iter().zip(per_phase) {
-                let labels = [("phase", *phase)];
-                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        {
-            // Counted from status.possibleDuplicates, so no scrape compares tenants.
-            let flagged = tenants
-                .iter()
-                .filter(|t| {
-                    t.status
-                        .as_ref()
-                        .is_some_and(|s| !s.possible_duplicates.is_empty())
-                })
-                .count();
-            let gauge = ConstGauge::new(i64::try_from(flagged).unwrap_or(i64::MAX));
-            let metric_type = gauge.metric_type();
-            gauge.encode(encoder.encode_descriptor(
-                "mailsec_tenants_possible_duplicate",
-                "Tenants flagged PossibleDuplicate (another tenant lists one of their \
-                 administrator addresses and is not linked to them on purpose)",
-                None,
-                metric_type,
-            )?)?;
-        }
-        {
-            let gauge = ConstGauge::new(0i64);
-            let mut family = encoder.encode_descriptor(
-                "mailsec_tenant_phase",
-                "1 for the tenant's status.phase, 0 for the other phases (Unknown: no status yet)",
-                None,
-                gauge.metric_type(),
-            )?;
-            for t in &tenants {
-                let name = t.metadata.name.as_deref().unwrap_or_default();
-                let current = phase_of(t);
-                for phase in PHASES {
-                    let labels = [("tenant", name), ("phase", phase)];
-                    ConstGauge::new(i64::from(phase == current))
-                        .encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let gauge = ConstGauge::new(0i64);
-            let mut family = encoder.encode_descriptor(
-                "mailsec_notifications_undelivered",
-                "Entries of status.notifications not delivered yet, by tenant, channel and state \
-                 (Pending, Failed); no series while a tenant has none",
-                None,
-                gauge.metric_type(),
-            )?;
-            for t in &tenants {
-                let Some(status) = t.status.as_ref() else {
-                    continue;
-                };
-                let mut undelivered: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-                for n in &status.notifications {
-                    let state = match n.state {
-                        NotificationState::Pending => "Pending",
-                        NotificationState::Failed => "Failed",
-                        NotificationState::Delivered => continue,
-                    };
-                    *undelivered.entry((n.channel.as_str(), state)).or_insert(0) += 1;
-                }
-                let name = t.metadata.name.as_deref().unwrap_or_default();
-                for ((channel, state), n) in undelivered {
-                    let channel = channel.to_ascii_lowercase();
-                    let labels = [
-                        ("tenant", name),
-                        ("channel", channel.as_str()),
-                        ("state", state),
-                    ];
-                    ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-
+        encode_tenants(&tenants, &mut encoder)?;
+        encode_undelivered(&tenants, &mut encoder)?;
         let mut subs = caches.subscriptions.state();
         subs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let timelines: Vec<(Labels, Timeline)> = subs
+        encode_subscriptions(&subs, &caches.policy, &mut encoder)
+    }
+}
+
+/// `mailsec_api_requests_total{verb}`.
+fn encode_api_requests(
+    api: &dyn RequestCounts,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(0u64);
+    let mut family = encoder.encode_descriptor(
+        "mailsec_api_requests",
+        "Requests sent to the Kubernetes API server, by verb",
+        None,
+        counter.metric_type(),
+    )?;
+    for (verb, n) in api.by_verb() {
+        let labels = [("verb", verb)];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// `mailsec_status_writes_total{kind,result}`.
+fn encode_status_writes(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(0u64);
+    let mut family = encoder.encode_descriptor(
+        "mailsec_status_writes",
+        "Status writes (server-side apply of .status) by kind and result (success, error)",
+        None,
+        counter.metric_type(),
+    )?;
+    for (kind, result, n) in STATUS_WRITES.snapshot() {
+        let labels = [("kind", kind.as_str()), ("result", result)];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// `mailsec_tenants{phase}`, `mailsec_tenants_possible_duplicate` and
+/// `mailsec_tenant_phase{tenant,phase}`, from the cached `tenants` sorted by name.
+fn encode_tenants(
+    tenants: &[Arc<Tenant>],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let phase_of = |t: &Tenant| match t.status.as_ref().and_then(|s| s.phase) {
+        Some(TenantPhase::Active) => "Active",
+        Some(TenantPhase::Warning) => "Warning",
+        Some(TenantPhase::ReadOnly) => "ReadOnly",
+        Some(TenantPhase::Suspended) => "Suspended",
+        None => "Unknown",
+    };
+    let mut per_phase = [0i64; PHASES.len()];
+    for t in tenants {
+        if let Some(i) = PHASES.iter().position(|p| *p == phase_of(t)) {
+            per_phase[i] += 1;
+        }
+    }
+    {
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "mailsec_tenants",
+            "Tenants by status.phase, from the operator's cache",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (phase, n) in PHASES.iter().zip(per_phase) {
+            let labels = [("phase", *phase)];
+            ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    {
+        // Counted from status.possibleDuplicates, so no scrape compares tenants.
+        let flagged = tenants
             .iter()
-            .filter_map(|s| {
-                // A date the schema let through but the engine can not read has no timeline;
-                // the subscription's Ready condition reports it.
-                let timeline = Timeline::of(s, &caches.policy).ok()?;
-                let mut plan = String::new();
-                let _ = write!(plan, "{:?}", s.spec.plan);
-                let labels = vec![
-                    (
-                        "subscription".to_string(),
-                        s.metadata.name.clone().unwrap_or_default(),
-                    ),
-                    ("tenant".to_string(), s.spec.tenant_ref.clone()),
-                    ("product".to_string(), s.spec.product.clone()),
-                    ("plan".to_string(), plan),
-                ];
-                Some((labels, timeline))
+            .filter(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| !s.possible_duplicates.is_empty())
             })
-            .collect();
-        for (name, help, pick) in [
-            (
-                "mailsec_subscription_expiration_timestamp_seconds",
-                "Unix time the subscription ends: the later of endDate and extension.until",
-                (|t: &Timeline| t.effective_end_at) as fn(&Timeline) -> _,
-            ),
-            (
-                "mailsec_subscription_grace_expiration_timestamp_seconds",
-                "Unix time the grace period after the effective end ends and the service is suspended",
-                |t: &Timeline| t.grace_ends_at,
-            ),
-        ] {
-            let gauge = ConstGauge::new(0i64);
-            let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            for (labels, timeline) in &timelines {
-                ConstGauge::new(pick(timeline).timestamp())
-                    .encode(family.encode_family(labels)?)?;
+            .count();
+        let gauge = ConstGauge::new(i64::try_from(flagged).unwrap_or(i64::MAX));
+        let metric_type = gauge.metric_type();
+        gauge.encode(encoder.encode_descriptor(
+            "mailsec_tenants_possible_duplicate",
+            "Tenants flagged PossibleDuplicate (another tenant lists one of their \
+             administrator addresses and is not linked to them on purpose)",
+            None,
+            metric_type,
+        )?)?;
+    }
+    {
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "mailsec_tenant_phase",
+            "1 for the tenant's status.phase, 0 for the other phases (Unknown: no status yet)",
+            None,
+            gauge.metric_type(),
+        )?;
+        for t in tenants {
+            let name = t.metadata.name.as_deref().unwrap_or_default();
+            let current = phase_of(t);
+            for phase in PHASES {
+                let labels = [("tenant", name), ("phase", phase)];
+                ConstGauge::new(i64::from(phase == current))
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
-        Ok(())
     }
+    Ok(())
+}
+
+/// `mailsec_notifications_undelivered{tenant,channel,state}`.
+fn encode_undelivered(
+    tenants: &[Arc<Tenant>],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(0i64);
+    let mut family = encoder.encode_descriptor(
+        "mailsec_notifications_undelivered",
+        "Entries of status.notifications not delivered yet, by tenant, channel and state \
+         (Pending, Failed); no series while a tenant has none",
+        None,
+        gauge.metric_type(),
+    )?;
+    for t in tenants {
+        let Some(status) = t.status.as_ref() else {
+            continue;
+        };
+        let mut undelivered: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for n in &status.notifications {
+            let state = match n.state {
+                NotificationState::Pending => "Pending",
+                NotificationState::Failed => "Failed",
+                NotificationState::Delivered => continue,
+            };
+            *undelivered.entry((n.channel.as_str(), state)).or_insert(0) += 1;
+        }
+        let name = t.metadata.name.as_deref().unwrap_or_default();
+        for ((channel, state), n) in undelivered {
+            let channel = channel.to_ascii_lowercase();
+            let labels = [
+                ("tenant", name),
+                ("channel", channel.as_str()),
+                ("state", state),
+            ];
+            ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The expiration timestamps of the cached subscriptions (sorted by name), through the
+/// engine's timeline.
+fn encode_subscriptions(
+    subs: &[Arc<Subscription>],
+    policy: &Policy,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let timelines: Vec<(Labels, Timeline)> = subs
+        .iter()
+        .filter_map(|s| {
+            // A date the schema let through but the engine can not read has no timeline;
+            // the subscription's Ready condition reports it.
+            let timeline = Timeline::of(s, policy).ok()?;
+            let mut plan = String::new();
+            let _ = write!(plan, "{:?}", s.spec.plan);
+            let labels = vec![
+                (
+                    "subscription".to_string(),
+                    s.metadata.name.clone().unwrap_or_default(),
+                ),
+                ("tenant".to_string(), s.spec.tenant_ref.clone()),
+                ("product".to_string(), s.spec.product.clone()),
+                ("plan".to_string(), plan),
+            ];
+            Some((labels, timeline))
+        })
+        .collect();
+    for (name, help, pick) in [
+        (
+            "mailsec_subscription_expiration_timestamp_seconds",
+            "Unix time the subscription ends: the later of endDate and extension.until",
+            (|t: &Timeline| t.effective_end_at) as fn(&Timeline) -> _,
+        ),
+        (
+            "mailsec_subscription_grace_expiration_timestamp_seconds",
+            "Unix time the grace period after the effective end ends and the service is suspended",
+            |t: &Timeline| t.grace_ends_at,
+        ),
+    ] {
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+        for (labels, timeline) in &timelines {
+            ConstGauge::new(pick(timeline).timestamp()).encode(family.encode_family(labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// The process metrics of the Prometheus client libraries (`process_cpu_seconds_total`,
@@ -749,6 +794,8 @@ mod process {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::api_counter::ApiCounters;
+    use crate::controller::feed::AllSynced;
     use kube::runtime::watcher;
 
     #[test]

@@ -156,21 +156,29 @@ async fn one_leader_writes_a_standby_takes_over_on_kill_and_at_once_on_sigterm()
         "Events reported by {reporters:?}, the leader is {}",
         leader.name
     );
+    // The Event is published during the reconcile, which is counted when it returns: wait for
+    // the count too.
+    let tenant_reconciled = |m: &str| {
+        sample(
+            m,
+            "mailsec_reconcile_total{controller=\"tenant\",result=\"success\"}",
+        )
+        .is_some_and(|n| n >= 1.0)
+    };
     let ready = common::eventually(Duration::from_secs(10), || {
         let (l, s) = (scrape(leader), scrape(standby));
-        (sample(&l, "mailsec_leader") == Some(1.0) && sample(&s, "mailsec_leader") == Some(0.0))
-            .then_some((l, s))
+        (sample(&l, "mailsec_leader") == Some(1.0)
+            && sample(&s, "mailsec_leader") == Some(0.0)
+            && tenant_reconciled(&l))
+        .then_some((l, s))
     });
-    let (leader_metrics, standby_metrics) =
-        ready.expect("mailsec_leader is 1 on the leader, 0 on the standby");
-    assert!(
-        sample(
-            &leader_metrics,
-            "mailsec_reconcile_total{controller=\"tenant\",result=\"success\"}"
+    let (_, standby_metrics) = ready.unwrap_or_else(|| {
+        panic!(
+            "mailsec_leader is 1 on the leader, 0 on the standby, and the leader counted a \
+             tenant reconcile: {}",
+            scrape(leader)
         )
-        .is_some_and(|n| n >= 1.0),
-        "{leader_metrics}"
-    );
+    });
     assert!(
         !standby_metrics.contains("mailsec_reconcile_total{"),
         "the standby reconciled: {standby_metrics}"

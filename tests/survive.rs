@@ -244,6 +244,32 @@ async fn undecodable_tenants_are_skipped_and_reported_while_the_others_converge(
         });
         assert!(reason.is_some(), "{name}: no Stalled condition");
     }
+    // The plugin reads the others and names the unreadable ones on standard error; asked for
+    // one of them by name, it says what is wrong instead of the decoder's bare message.
+    let out = mailsec(&["status", "tenant", &ok]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let out = mailsec(&["report", "-o", "wide"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (listed, warned) = (
+        stdout_of(&out),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(listed.contains(&ok) && !listed.contains(&deep), "{listed}");
+    assert!(
+        warned.contains(&format!(
+            "warning: Tenant \"{deep}\" left out: it can not be read"
+        )) && warned.contains("recursion limit exceeded"),
+        "{warned}"
+    );
+    let out = mailsec(&["status", "tenant", &deep]);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("Tenant \"{deep}\" is stored but can not be read"))
+            && err.contains("Stalled condition (reason InvalidObject)"),
+        "{err}"
+    );
+
     // Never readable: never evaluated. (The other one may have been read before its status
     // was broken, if the operator already ran: it is then still enforced on that version.)
     assert_eq!(kubectl_jsonpath(&deep, "{.status.phase}"), "", "skipped");
@@ -293,6 +319,20 @@ async fn undecodable_tenants_are_skipped_and_reported_while_the_others_converge(
             .then_some(())
     });
     assert!(counted.is_some(), "{:?}", metrics.encode_text());
+}
+
+/// Runs the kubectl plugin against the test cluster.
+fn mailsec(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-mailsec"))
+        .args(args)
+        .env("KUBECONFIG", cluster().kubeconfig())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run kubectl-mailsec")
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// (d): every status write of the tenant is refused; its workloads still stop on time.

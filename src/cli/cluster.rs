@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::controller::lenient::Lenient;
+
 /// Where the cluster is and who talks to it.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ClusterArgs {
@@ -30,6 +32,44 @@ pub struct ClusterArgs {
     /// Give up on a request to the API server after this long, e.g. 30s.
     #[arg(long, global = true, value_parser = parse_timeout, help_heading = "Cluster")]
     pub request_timeout: Option<Duration>,
+}
+
+/// Every object of kind `K` in the cluster, each decoded on its own: an object stored that this
+/// version's types can not hold (a value outside a field's range, settings nested deeper than
+/// the decoder allows) is left out and named on standard error, so that one such object does
+/// not take `status`, `report` or `whatif` away for all the others. The operator skips and
+/// reports the same objects (a `Stalled` condition with reason `InvalidObject`).
+pub async fn list_readable<K>(client: &kube::Client) -> Result<Vec<K>, kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
+{
+    let api: kube::Api<Lenient<K>> = kube::Api::all(client.clone());
+    let list = api.list(&kube::api::ListParams::default()).await?;
+    Ok(readable(
+        K::kind(&()).as_ref(),
+        list.items,
+        &mut std::io::stderr(),
+    ))
+}
+
+/// The decoded objects; a line on `warnings` for each one that could not be decoded.
+fn readable<K>(kind: &str, items: Vec<Lenient<K>>, warnings: &mut dyn std::io::Write) -> Vec<K> {
+    let mut good = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Lenient::Good(k) => good.push(k),
+            Lenient::Bad(bad) => {
+                // Nothing to do if standard error is closed: the object is still left out.
+                let _ = writeln!(
+                    warnings,
+                    "warning: {kind} {:?} left out: it can not be read ({})",
+                    bad.meta.name.as_deref().unwrap_or("<no name>"),
+                    bad.error
+                );
+            }
+        }
+    }
+    good
 }
 
 /// Why no client could be made.

@@ -98,11 +98,11 @@ pub async fn from_cluster(cluster: &super::cluster::ClusterArgs) -> Result<World
     Ok(world(&client).await?)
 }
 
-/// Every Tenant and Subscription of the cluster, as stored.
+/// Every Tenant and Subscription of the cluster, as stored (those that can not be read are left
+/// out and named on standard error).
 pub async fn world(client: &kube::Client) -> Result<World, kube::Error> {
-    let params = kube::api::ListParams::default();
-    let tenants = kube::Api::all(client.clone()).list(&params).await?.items;
-    let subscriptions = kube::Api::all(client.clone()).list(&params).await?.items;
+    let tenants = super::cluster::list_readable(client).await?;
+    let subscriptions = super::cluster::list_readable(client).await?;
     Ok(World {
         tenants,
         subscriptions,

@@ -16,13 +16,14 @@ use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
 
-use super::cluster::{ClusterArgs, ClusterError};
+use super::cluster::{ClusterArgs, ClusterError, list_readable};
 use super::human;
 use crate::api::condition::Condition;
 use crate::api::{
     NotificationState, ServicePhase, ServiceStatus, Subscription, SubscriptionPhase, Tenant,
     TenantPhase,
 };
+use crate::controller::lenient::Lenient;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -112,6 +113,15 @@ pub enum StatusError {
     Kube(#[from] kube::Error),
     #[error("could not write the output: {0}")]
     Output(String),
+    #[error(
+        "{kind} {name:?} is stored but can not be read ({error}); the operator skips it too \
+         and says so in its Stalled condition (reason InvalidObject): fix or replace the object"
+    )]
+    Unreadable {
+        kind: String,
+        name: String,
+        error: String,
+    },
 }
 
 impl StatusError {
@@ -139,30 +149,21 @@ pub async fn run(
     let client = args.cluster.client().await?;
     let (text, verdict) = match &args.target {
         StatusTarget::Tenant { name } => {
-            let Some(tenant) = Api::<Tenant>::all(client.clone()).get_opt(name).await? else {
+            let Some(tenant) = get_readable::<Tenant>(&client, name).await? else {
                 eprintln!("Tenant {name:?} not found.");
                 return Ok(Verdict::NotFound);
             };
-            let subscriptions = Api::<Subscription>::all(client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items;
+            let subscriptions = list_readable::<Subscription>(&client).await?;
             let uid = tenant.metadata.uid.clone();
             let events = events_about(&client, "Tenant", name, uid.as_deref()).await;
             render_tenant(&tenant, &subscriptions, &events, args.events, now)
         }
         StatusTarget::Subscription { name } => {
-            let Some(sub) = Api::<Subscription>::all(client.clone())
-                .get_opt(name)
-                .await?
-            else {
+            let Some(sub) = get_readable::<Subscription>(&client, name).await? else {
                 eprintln!("Subscription {name:?} not found.");
                 return Ok(Verdict::NotFound);
             };
-            let tenants = Api::<Tenant>::all(client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items;
+            let tenants = list_readable::<Tenant>(&client).await?;
             let uid = sub.metadata.uid.clone();
             let events = events_about(&client, "Subscription", name, uid.as_deref()).await;
             render_subscription(&sub, &tenants, &events, args.events, now)
@@ -171,6 +172,24 @@ pub async fn run(
     out.write_all(text.as_bytes())
         .map_err(|e| StatusError::Output(e.to_string()))?;
     Ok(verdict)
+}
+
+/// The object named `name`, if it exists; an error that says so if it is stored but this
+/// version's types can not hold it (rather than the decoder's bare message).
+async fn get_readable<K>(client: &kube::Client, name: &str) -> Result<Option<K>, StatusError>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
+{
+    let api: Api<Lenient<K>> = Api::all(client.clone());
+    match api.get_opt(name).await? {
+        None => Ok(None),
+        Some(Lenient::Good(k)) => Ok(Some(k)),
+        Some(Lenient::Bad(bad)) => Err(StatusError::Unreadable {
+            kind: K::kind(&()).into_owned(),
+            name: name.to_string(),
+            error: bad.error,
+        }),
+    }
 }
 
 /// The Events about a cluster-scoped `mailsec.io` object: they live in namespace `default`

@@ -245,6 +245,12 @@ where
     }
 }
 
+impl crate::metrics::RequestCounts for ApiCounters {
+    fn by_verb(&self) -> Vec<(&'static str, u64)> {
+        ApiCounters::by_verb(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

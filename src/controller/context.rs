@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 
 use super::clock::Clock;
 use super::feed::AllSynced;
+use super::runtime::BackoffKey;
 use crate::api::{Subscription, Tenant};
 use crate::engine::duplicates::MAX_TENANTS_PER_ADDRESS;
 use crate::engine::{Policy, TenantUsers};
@@ -39,7 +40,7 @@ pub struct Context {
     pub workloads: WorkloadStores,
     /// Whether every cache above holds a full list.
     pub synced: AllSynced,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<BackoffKey, u32>>,
     /// Tenants whose status this process has written (its cache may lag behind those writes).
     written: Mutex<HashSet<String>>,
     /// Where [`Context::now`] reads the time; requeues turn its instants into real sleeps.
@@ -226,9 +227,9 @@ impl Context {
     }
 
     /// Exponential backoff per object: 1 s, 2 s, 4 s, ... up to 5 minutes.
-    pub fn backoff(&self, key: &str) -> Duration {
+    pub fn backoff(&self, key: &BackoffKey) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(key.to_string()).or_insert(0);
+        let n = failures.entry(key.clone()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
     }
@@ -249,7 +250,7 @@ impl Context {
     }
 
     /// Forgets the failures of an object after a successful reconcile.
-    pub fn succeeded(&self, key: &str) {
+    pub fn succeeded(&self, key: &BackoffKey) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(key);
     }

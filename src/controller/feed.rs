@@ -69,17 +69,24 @@ impl AllSynced {
     }
 }
 
-/// A shared watch: its cache, the streams of changed objects for each consumer, optionally the
-/// stream of objects that left the watch (deleted, or no longer matching its label selector),
-/// and the future that drives the watch (spawn it).
-pub struct Feed<K: Resource + 'static>
+impl crate::metrics::CachesSynced for AllSynced {
+    fn is_synced(&self) -> bool {
+        AllSynced::is_synced(self)
+    }
+}
+
+/// One consumer's stream of changed objects, shared (`Arc`) so that buffered changes cost one
+/// copy.
+pub type Outlet<K> = mpsc::Receiver<Arc<K>>;
+
+/// A shared watch: its cache, the streams its consumers asked for (`O`, see [`Opener`]), and
+/// the future that drives the watch (spawn it).
+pub struct Feed<K: Resource + 'static, O>
 where
     K::DynamicType: std::hash::Hash + Eq,
 {
     pub store: Store<K>,
-    /// Changed objects for each consumer, shared (`Arc`) so that buffered changes cost one copy.
-    pub outlets: Vec<mpsc::Receiver<Arc<K>>>,
-    pub departures: Option<mpsc::Receiver<K>>,
+    pub outlets: O,
     /// Set once the cache holds the first full list.
     pub synced: Synced,
     /// Objects that could not be decoded, and those that decode again (see [`super::lenient`]).
@@ -87,25 +94,40 @@ where
     pub driver: futures::future::BoxFuture<'static, ()>,
 }
 
+/// Opens the streams of a feed for its consumers, which name them in a struct of their own:
+/// a consumer without its stream does not compile.
+pub struct Opener<K> {
+    changes: Vec<mpsc::Sender<Arc<K>>>,
+    departures: Vec<mpsc::Sender<K>>,
+}
+
+impl<K> Opener<K> {
+    /// Every change, for one consumer.
+    pub fn outlet(&mut self) -> Outlet<K> {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        self.changes.push(tx);
+        rx
+    }
+
+    /// The objects that leave the watch (deleted, or no longer matching its label selector).
+    pub fn departures(&mut self) -> mpsc::Receiver<K> {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        self.departures.push(tx);
+        rx
+    }
+}
+
 /// Watches every object of kind `K` (list + watch with backoff on errors) into one cache and
-/// `consumers` streams; with `track_departures`, objects that leave the watch are also sent to
-/// `departures`.
-pub fn feed<K>(
+/// the streams `open` opens.
+pub fn feed<K, O>(
     client: Client,
     config: watcher::Config,
-    consumers: usize,
-    track_departures: bool,
-) -> Feed<K>
+    open: impl FnOnce(&mut Opener<K>) -> O,
+) -> Feed<K, O>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    feed_indexed(
-        client,
-        config,
-        consumers,
-        track_departures,
-        |_: &watcher::Event<K>| {},
-    )
+    feed_indexed(client, config, open, |_: &watcher::Event<K>| {})
 }
 
 /// [`feed`], calling `index` with every watch event once the cache holds it and before any
@@ -119,26 +141,25 @@ where
 /// cache (or, if the cache holds an earlier version that could be read, that version stays, also
 /// across re-lists, so the operator keeps acting on it) and sent to [`Feed::reports`]; every
 /// other object is cached and announced as usual.
-pub fn feed_indexed<K>(
+pub fn feed_indexed<K, O>(
     client: Client,
     config: watcher::Config,
-    consumers: usize,
-    track_departures: bool,
+    open: impl FnOnce(&mut Opener<K>) -> O,
     mut index: impl FnMut(&watcher::Event<K>) + Send + 'static,
-) -> Feed<K>
+) -> Feed<K, O>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let (senders, outlets): (Vec<_>, Vec<_>) = (0..consumers)
-        .map(|_| mpsc::channel::<Arc<K>>(BUFFER))
-        .unzip();
-    let (departed_tx, departures) = if track_departures {
-        let (tx, rx) = mpsc::channel::<K>(BUFFER);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
+    let mut opener = Opener {
+        changes: Vec::new(),
+        departures: Vec::new(),
     };
+    let outlets = open(&mut opener);
+    let Opener {
+        changes: mut senders,
+        departures: mut departed_tx,
+    } = opener;
     let (synced_tx, synced) = Synced::pair();
     let (reports_tx, reports) = mpsc::unbounded();
     let kind = K::kind(&()).to_string();
@@ -151,8 +172,6 @@ where
         listed: Default::default(),
     };
     let driver = async move {
-        let mut senders = senders;
-        let mut departed_tx = departed_tx;
         let events = reflector::reflector(
             writer,
             watcher(api, config)
@@ -186,8 +205,10 @@ where
                     continue;
                 }
             };
-            if departed && let Some(tx) = departed_tx.as_mut() {
-                let _ = tx.send(obj.clone()).await;
+            if departed {
+                for tx in &mut departed_tx {
+                    let _ = tx.send(obj.clone()).await;
+                }
             }
             let obj = Arc::new(obj);
             for tx in &mut senders {
@@ -199,7 +220,6 @@ where
     Feed {
         store,
         outlets,
-        departures,
         synced,
         reports,
         driver: Box::pin(driver),
@@ -319,7 +339,7 @@ fn slim(meta: &mut kube::api::ObjectMeta) {
 
 /// A consumer stream in the shape kube-runtime's controllers take.
 pub fn trigger<K>(
-    outlet: mpsc::Receiver<Arc<K>>,
+    outlet: Outlet<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Clone + Send + Sync + 'static,

@@ -33,121 +33,141 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
     }
 
     // Announce after the status is written, so a retry never announces twice.
+    for change in &eval.changes {
+        announce(&ctx, &sub, change).await;
+    }
+    warn_on_problems(&ctx, &sub, &eval).await;
+    tracing::debug!(phase = ?eval.status.phase, next = ?eval.next_transition, "subscription reconciled");
+    Ok(requeue_at(eval.next_transition, now, &ctx.clock))
+}
+
+/// Announces one change of `sub`, on the subscription and on the tenants concerned.
+async fn announce(ctx: &Context, sub: &Subscription, change: &SubscriptionChange) {
+    let name = sub.name_any();
     let regarding = sub.object_ref(&());
     let owner = &sub.spec.tenant_ref;
-    for change in &eval.changes {
-        match change {
-            SubscriptionChange::Transferred { from, to } => {
-                let note = format!(
-                    "Subscription {name} ({}) was transferred from tenant {from} to tenant {to}",
-                    sub.spec.product
-                );
-                publish(
-                    &ctx.recorder,
-                    &regarding,
-                    &Notice::normal("Transferred", "Transfer", &note),
-                )
-                .await;
-                // On the two tenants, the Tenant controller announces the transfer as the
-                // milestones TransferredOut and TransferredIn (Events SubscriptionTransferredOut
-                // and SubscriptionTransferredIn), once each, also across restarts.
-            }
-            SubscriptionChange::Extended { from, until } => {
-                let reason = sub
-                    .spec
-                    .extension
-                    .as_ref()
-                    .and_then(|e| e.reason.clone())
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default();
-                let note = format!(
-                    "Subscription {name} ({}) extended from {} until {}{reason}",
-                    sub.spec.product,
-                    human(*from),
-                    human(*until)
-                );
-                publish(
-                    &ctx.recorder,
-                    &regarding,
-                    &Notice::normal("Extended", "Extend", &note),
-                )
-                .await;
-                tell_tenant(
-                    &ctx,
-                    owner,
-                    Notice::normal("SubscriptionExtended", &format!("Extend/{name}"), note),
-                )
-                .await;
-            }
-            SubscriptionChange::Renewed { from, until } => {
-                let note = format!(
-                    "Subscription {name} ({}) now runs until {} instead of {}",
-                    sub.spec.product,
-                    human(*until),
-                    human(*from)
-                );
-                publish(
-                    &ctx.recorder,
-                    &regarding,
-                    &Notice::normal("EndDateMoved", "Renew", &note),
-                )
-                .await;
-                tell_tenant(
-                    &ctx,
-                    owner,
-                    Notice::normal("SubscriptionRenewed", &format!("Renew/{name}"), note),
-                )
-                .await;
-            }
-            SubscriptionChange::SharingChanged { added, removed } => {
-                let note = format!(
-                    "Subscription {name} ({}) of tenant {owner} is now shared with [{}] (added: [{}], removed: [{}]); the tenants share its {} seats",
-                    sub.spec.product,
-                    sub.spec
-                        .shared_with
-                        .iter()
-                        .map(|t| t.0.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    added.join(", "),
-                    removed.join(", "),
-                    sub.spec.seats
-                );
-                publish(
-                    &ctx.recorder,
-                    &regarding,
-                    &Notice::normal("SharingChanged", "Share", &note),
-                )
-                .await;
-                for t in added {
-                    tell_tenant(
-                        &ctx,
-                        t,
-                        Notice::normal(
-                            "SubscriptionShared",
-                            &format!("Share/{name}"),
-                            format!("{note}: it now covers {t}"),
-                        ),
-                    )
-                    .await;
-                }
-                for t in removed {
-                    tell_tenant(
-                        &ctx,
-                        t,
-                        Notice::normal(
-                            "SubscriptionUnshared",
-                            &format!("Share/{name}"),
-                            format!("{note}: it no longer covers {t}"),
-                        ),
-                    )
-                    .await;
-                }
-            }
+    match change {
+        SubscriptionChange::Transferred { from, to } => {
+            let note = format!(
+                "Subscription {name} ({}) was transferred from tenant {from} to tenant {to}",
+                sub.spec.product
+            );
+            publish(
+                &ctx.recorder,
+                &regarding,
+                &Notice::normal("Transferred", "Transfer", &note),
+            )
+            .await;
+            // On the two tenants, the Tenant controller announces the transfer as the
+            // milestones TransferredOut and TransferredIn (Events SubscriptionTransferredOut
+            // and SubscriptionTransferredIn), once each, also across restarts.
+        }
+        SubscriptionChange::Extended { from, until } => {
+            let reason = sub
+                .spec
+                .extension
+                .as_ref()
+                .and_then(|e| e.reason.clone())
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let note = format!(
+                "Subscription {name} ({}) extended from {} until {}{reason}",
+                sub.spec.product,
+                human(*from),
+                human(*until)
+            );
+            publish(
+                &ctx.recorder,
+                &regarding,
+                &Notice::normal("Extended", "Extend", &note),
+            )
+            .await;
+            tell_tenant(
+                ctx,
+                owner,
+                Notice::normal("SubscriptionExtended", &format!("Extend/{name}"), note),
+            )
+            .await;
+        }
+        SubscriptionChange::Renewed { from, until } => {
+            let note = format!(
+                "Subscription {name} ({}) now runs until {} instead of {}",
+                sub.spec.product,
+                human(*until),
+                human(*from)
+            );
+            publish(
+                &ctx.recorder,
+                &regarding,
+                &Notice::normal("EndDateMoved", "Renew", &note),
+            )
+            .await;
+            tell_tenant(
+                ctx,
+                owner,
+                Notice::normal("SubscriptionRenewed", &format!("Renew/{name}"), note),
+            )
+            .await;
+        }
+        SubscriptionChange::SharingChanged { added, removed } => {
+            announce_sharing(ctx, sub, added, removed).await;
         }
     }
+}
 
-    // Problems become Warning events when their condition turns on.
+/// Announces a change of whom `sub` is shared with, on it and on the tenants added or removed.
+async fn announce_sharing(ctx: &Context, sub: &Subscription, added: &[String], removed: &[String]) {
+    let name = sub.name_any();
+    let regarding = sub.object_ref(&());
+    let owner = &sub.spec.tenant_ref;
+    let note = format!(
+        "Subscription {name} ({}) of tenant {owner} is now shared with [{}] (added: [{}], removed: [{}]); the tenants share its {} seats",
+        sub.spec.product,
+        sub.spec
+            .shared_with
+            .iter()
+            .map(|t| t.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        added.join(", "),
+        removed.join(", "),
+        sub.spec.seats
+    );
+    publish(
+        &ctx.recorder,
+        &regarding,
+        &Notice::normal("SharingChanged", "Share", &note),
+    )
+    .await;
+    for t in added {
+        tell_tenant(
+            ctx,
+            t,
+            Notice::normal(
+                "SubscriptionShared",
+                &format!("Share/{name}"),
+                format!("{note}: it now covers {t}"),
+            ),
+        )
+        .await;
+    }
+    for t in removed {
+        tell_tenant(
+            ctx,
+            t,
+            Notice::normal(
+                "SubscriptionUnshared",
+                &format!("Share/{name}"),
+                format!("{note}: it no longer covers {t}"),
+            ),
+        )
+        .await;
+    }
+}
+
+/// Problems become Warning events when their condition turns on.
+async fn warn_on_problems(ctx: &Context, sub: &Subscription, eval: &SubscriptionEvaluation) {
+    let regarding = sub.object_ref(&());
     let previous = sub
         .status
         .as_ref()
@@ -169,8 +189,6 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
             .await;
         }
     }
-    tracing::debug!(phase = ?eval.status.phase, next = ?eval.next_transition, "subscription reconciled");
-    Ok(requeue_at(eval.next_transition, now, &ctx.clock))
 }
 
 /// How soon a reconcile that found its read stale runs again, should no watch event come.

@@ -4,9 +4,10 @@
 //! - [`text`]: what the messages say, in English and Japanese;
 //! - [`outbox`]: the pure planning of `status.notifications` (what to send, when to retry);
 //! - [`smtp`] and [`webhook`]: the two channels;
-//! - [`deliver`]: the controller that ties them to the cluster, writing through [`record`].
+//! - [`record`]: the write of `status.notifications`.
+//!
+//! The controller that ties them to the cluster is [`crate::controller::notifier`].
 
-pub mod deliver;
 pub mod outbox;
 pub mod record;
 pub mod smtp;

@@ -2,3 +2,4 @@
 //! each service phase ([`plan`], pure) and the writes that make them so ([`apply`]).
 pub mod apply;
 pub mod plan;
+pub mod release;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A webhook receiver for the notification tests, on loopback.
 
-Checks the signature as the README tells receivers to, with Python's own hmac module:
+Checks the signature as docs/guide/notifications.md tells receivers to, with Python's own hmac module:
 X-Mailsec-Signature must be sha256=<hex HMAC-SHA256 of "<X-Mailsec-Timestamp>.<raw body>" with
 SECRET>, the timestamp (Unix seconds) within --tolerance seconds (default 300) of this clock,
 and the signature not one already accepted (a replay inside the tolerance). Writes every call to

@@ -17,11 +17,11 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
+use super::context::Context;
+use super::runtime::{Error, Shared, requeue_at};
 use crate::api::{
     MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState, Tenant,
 };
-use crate::controller::context::Context;
-use crate::controller::{Error, MAX_REQUEUE};
 use crate::effects::events::{Notice, publish, truncate};
 use crate::engine::MilestoneKind;
 use crate::notifications::outbox::{self, Recipient, Recorded};
@@ -39,6 +39,12 @@ pub struct Notifier {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+impl Shared for Notifier {
+    fn context(&self) -> &Context {
+        &self.ctx
+    }
+}
+
 impl Notifier {
     /// The controllers' clock (real time or a time lapse), in whole milliseconds as the outbox
     /// records instants.
@@ -47,15 +53,9 @@ impl Notifier {
         DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
     }
 
-    /// When to look at the tenant again: right after the clock reads `next` (a real sleep of
-    /// the clock span divided by a time lapse's speed).
+    /// When to look at the tenant again: right after the clock reads `next`.
     fn requeue(&self, next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
-        match next.filter(|t| *t >= now) {
-            Some(t) => Action::requeue(
-                (self.ctx.clock.real_until(t, now) + Duration::from_millis(5)).min(MAX_REQUEUE),
-            ),
-            None => Action::requeue(MAX_REQUEUE),
-        }
+        requeue_at(next, now, &self.ctx.clock)
     }
 }
 
@@ -405,12 +405,4 @@ async fn record_outcomes(
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Per-tenant backoff after a failed reconcile (an API error, a conflict on the claim).
-pub fn error_policy(tenant: Arc<Tenant>, err: &Error, n: Arc<Notifier>) -> Action {
-    let key = format!("Notifier/{}", tenant.name_any());
-    let wait = n.ctx.backoff(&key);
-    tracing::warn!(tenant = %tenant.name_any(), error = %err, retry_in = ?wait, "notifier reconcile failed");
-    Action::requeue(wait)
 }

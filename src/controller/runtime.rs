@@ -1,0 +1,275 @@
+//! What every controller (tenant, subscription, notifier) runs with: one configuration, one
+//! reconcile wrapper (span, metrics), one error policy, one result handler and one requeue
+//! helper. The debounce and the requeue that compensates it live side by side here.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use kube::api::DynamicObject;
+use kube::runtime::controller::{self, Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::clock::Clock;
+use super::context::Context;
+use crate::metrics::Metrics;
+
+/// Re-evaluate at least this often even when nothing is scheduled (clock drift, missed events).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// See [`config`].
+const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Wake this long after a transition instant, so the engine sees it as reached.
+const AFTER_TRANSITION: Duration = Duration::from_millis(5);
+
+/// Why a reconcile failed; it is retried with per-object backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("could not build a patch: {0}")]
+    Patch(#[from] serde_json::Error),
+    /// The status write failed (counted in `mailsec_status_writes_total{result="error"}`). Retried with
+    /// backoff, but never later than `next_transition`: workloads are scaled by the reconcile
+    /// whether or not its status write succeeds, so it must run at the instant they change.
+    #[error("status write failed: {source}")]
+    StatusWrite {
+        source: kube::Error,
+        next_transition: Option<DateTime<Utc>>,
+    },
+}
+
+/// Every controller's configuration.
+///
+/// A short debounce lets a Tenant and its Subscriptions applied together (one `kubectl apply`,
+/// one GitOps sync) be evaluated together, instead of the tenant first looking uncovered.
+/// It delays every reconcile by that much, scheduled transitions included: [`requeue_wait`]
+/// asks that much earlier.
+fn config(concurrency: u16) -> ControllerConfig {
+    ControllerConfig::default()
+        .concurrency(concurrency)
+        .debounce(DEBOUNCE)
+}
+
+/// Requeue so the next reconcile runs right after the clock reads `next` (or after
+/// [`MAX_REQUEUE`]); `now` is the clock's time (see [`requeue_wait`]).
+pub fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>, clock: &Clock) -> Action {
+    Action::requeue(requeue_wait(next, now, clock))
+}
+
+/// The real time to wait until the clock reads `next`, as [`requeue_at`] asks for it: under a
+/// time lapse the clock span is divided by its speed.
+pub fn requeue_wait(next: Option<DateTime<Utc>>, now: DateTime<Utc>, clock: &Clock) -> Duration {
+    // The controller's debounce delays every scheduled reconcile by DEBOUNCE: ask that much
+    // earlier, so the reconcile runs just after the instant (never before: see AFTER_TRANSITION).
+    next.filter(|t| *t >= now)
+        .map(|t| {
+            (clock.real_until(t, now) + AFTER_TRANSITION)
+                .saturating_sub(DEBOUNCE)
+                .min(MAX_REQUEUE)
+        })
+        .unwrap_or(MAX_REQUEUE)
+}
+
+/// An object as one controller sees it: the key of its error backoff. The same object has a
+/// backoff in each controller that reconciles it (a Tenant in the tenant controller and in the
+/// notifier).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackoffKey {
+    controller: &'static str,
+    object: ObjectRef<DynamicObject>,
+}
+
+impl BackoffKey {
+    pub fn new<K: Resource<DynamicType = ()>>(
+        controller: &'static str,
+        object: ObjectRef<K>,
+    ) -> Self {
+        Self {
+            controller,
+            object: object.erase(),
+        }
+    }
+}
+
+impl std::fmt::Display for BackoffKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.object)
+    }
+}
+
+/// The shared state a controller's reconciles get, from which the runtime reads the clock and
+/// the backoff.
+pub trait Shared: Send + Sync + 'static {
+    fn context(&self) -> &Context;
+}
+
+impl Shared for Context {
+    fn context(&self) -> &Context {
+        self
+    }
+}
+
+/// The span a reconcile runs in, so that its log lines name the object (`object.ref`, as
+/// kube-runtime's own span, and `object.kind`/`object.name`).
+pub fn reconcile_span<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+    obj: &K,
+) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        controller,
+        "object.ref" = %ObjectRef::from_obj(obj),
+        "object.kind" = %K::kind(&()),
+        "object.name" = %obj.name_any(),
+    )
+}
+
+/// One controller as [`Runner::run`] drives it.
+pub struct Spec<F> {
+    /// Its name in spans, logs, metrics and backoff keys.
+    pub name: &'static str,
+    pub reconcile: F,
+    /// Where its reconciles' results and durations are counted; None: not counted.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// How every controller runs: its concurrency, and the signal of a graceful shutdown.
+pub struct Runner {
+    pub concurrency: u16,
+    /// Turns true when the controllers are to finish their reconciles in flight and stop.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Runner {
+    /// Runs `controller` until it shuts down: configured by [`config`], each reconcile in its
+    /// span and counted, failures retried by [`error_policy`], results handled by
+    /// [`handle_result`].
+    pub fn run<K, C, F, Fut>(
+        &self,
+        controller: Controller<K>,
+        spec: Spec<F>,
+        ctx: Arc<C>,
+    ) -> impl Future<Output = ()> + Send + use<K, C, F, Fut>
+    where
+        K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+        K: Send + Sync + 'static,
+        C: Shared,
+        F: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
+        Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+    {
+        let name = spec.name;
+        let results_ctx = ctx.clone();
+        controller
+            .with_config(config(self.concurrency))
+            .graceful_shutdown_on(stopped(self.stop.clone()))
+            .run(reconciler(spec), error_policy(name), ctx)
+            .for_each(move |result| {
+                handle_result(name, results_ctx.context(), result);
+                std::future::ready(())
+            })
+    }
+}
+
+/// Resolves once `stop` turns true.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// `spec.reconcile` in the span naming the object, its result and duration counted.
+fn reconciler<K, C, F, Fut>(
+    spec: Spec<F>,
+) -> impl FnMut(Arc<K>, Arc<C>) -> BoxFuture<'static, Result<Action, Error>>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    C: Shared,
+    F: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let Spec {
+        name,
+        reconcile,
+        metrics,
+    } = spec;
+    move |obj, ctx| {
+        let metrics = metrics.clone();
+        let span = reconcile_span(name, obj.as_ref());
+        Box::pin(
+            async move {
+                let started = std::time::Instant::now();
+                let result = reconcile(obj, ctx).await;
+                if let Some(metrics) = metrics {
+                    metrics.reconciled(name, result.is_ok(), started.elapsed());
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The error policy of every controller: exponential backoff per object, but a failed status
+/// write is retried no later than the transition it scheduled.
+fn error_policy<K, C>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<C>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+    C: Shared,
+{
+    move |obj, err, ctx| {
+        let ctx = ctx.context();
+        let key = BackoffKey::new(controller, ObjectRef::from_obj(obj.as_ref()));
+        let mut wait = ctx.backoff(&key);
+        if let Error::StatusWrite {
+            next_transition: Some(next),
+            ..
+        } = err
+        {
+            let now = ctx.now();
+            let due = (*next - now).to_std().unwrap_or_default() + AFTER_TRANSITION;
+            wait = wait.min(due.saturating_sub(DEBOUNCE).max(AFTER_TRANSITION));
+        }
+        tracing::warn!(controller, object = %key, error = %err, retry_in = ?wait, "reconcile failed");
+        Action::requeue(wait)
+    }
+}
+
+/// What every controller does with a reconcile's result: a success forgets the object's
+/// failures; a failure was already logged by [`error_policy`], anything else is logged here.
+fn handle_result<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+    ctx: &Context,
+    result: Result<(ObjectRef<K>, Action), controller::Error<Error, watcher::Error>>,
+) {
+    match result {
+        Ok((obj, _)) => ctx.succeeded(&BackoffKey::new(controller, obj)),
+        Err(err) => tracing::debug!(controller, error = %err, "controller error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Tenant;
+
+    #[test]
+    fn backoff_keys_name_the_object_per_controller() {
+        let from_cache = ObjectRef::<Tenant>::new("acme");
+        let mut tenant = crate::fixtures::tenant("acme", &["email-safeguard"], 1);
+        tenant.metadata.resource_version = Some("42".into());
+        let from_object = ObjectRef::from_obj(&tenant);
+        assert_eq!(
+            BackoffKey::new("tenant", from_cache.clone()),
+            BackoffKey::new("tenant", from_object),
+            "the success path (a reference) and the error path (the object) find the same key"
+        );
+        assert_ne!(
+            BackoffKey::new("tenant", from_cache.clone()),
+            BackoffKey::new("notifier", from_cache)
+        );
+    }
+}
