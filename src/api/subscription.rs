@@ -221,15 +221,6 @@ pub struct Transfer {
 }
 
 impl Subscription {
-    /// True when `tenant` is a party to one of the recorded transfers.
-    pub fn transferred_with(&self, tenant: &str) -> bool {
-        self.status.as_ref().is_some_and(|s| {
-            s.transfers
-                .iter()
-                .any(|t| t.from == tenant || t.to == tenant)
-        })
-    }
-
     /// True when `tenant` owns this subscription or it is shared with `tenant`.
     pub fn concerns(&self, tenant: &str) -> bool {
         self.spec.tenant_ref == tenant || self.spec.shared_with.iter().any(|t| t.0 == tenant)

@@ -120,12 +120,12 @@ impl Context {
         self.clock.now()
     }
 
-    /// Subscriptions owned by or shared with `tenant`, or transferred to or from it, from the
-    /// cache, by name.
+    /// Subscriptions that name `tenant` (see [`crate::engine::subscription::tenants_named`]),
+    /// from the cache, by name.
     pub fn subscriptions_of(&self, tenant: &str) -> Vec<Arc<Subscription>> {
         self.subscription_index
             .subscriptions(&self.subscriptions, tenant, |s| {
-                s.concerns(tenant) || s.transferred_with(tenant)
+                crate::engine::subscription::names_tenant(s, tenant)
             })
     }
 
@@ -319,18 +319,9 @@ struct IndexState {
 }
 
 fn named_tenants(sub: &Subscription) -> Vec<String> {
-    let mut names: Vec<String> = sub.tenants().map(str::to_string).collect();
-    if let Some(status) = &sub.status {
-        names.extend(status.tenant.iter().cloned());
-        names.extend(status.shared_with.iter().cloned());
-        // The parties of recorded transfers get their transfer confirmations.
-        names.extend(
-            status
-                .transfers
-                .iter()
-                .flat_map(|t| [t.from.clone(), t.to.clone()]),
-        );
-    }
+    let mut names: Vec<String> = crate::engine::subscription::tenants_named(sub)
+        .map(str::to_string)
+        .collect();
     names.sort();
     names.dedup();
     names

@@ -455,20 +455,12 @@ fn by_tenant_label(labels: &std::collections::BTreeMap<String, String>) -> Vec<O
         .collect()
 }
 
-/// A subscription concerns its owner, the tenants it is shared with, and the owner and sharers
-/// it was last seen with (after a transfer or un-sharing); and, through the possible-duplicate
-/// hints that name it, the tenants that share administrators with them.
+/// A subscription concerns the tenants it names (see `tenants_named`); and, through the
+/// possible-duplicate hints that name it, the tenants that share administrators with them.
 fn tenants_of_subscription(ctx: &Context, sub: &Subscription) -> Vec<ObjectRef<Tenant>> {
-    let mut names: Vec<String> = sub.tenants().map(str::to_string).collect();
-    if let Some(status) = &sub.status {
-        names.extend(status.tenant.iter().cloned());
-        names.extend(status.shared_with.iter().cloned());
-        // Both parties of the latest transfer (its confirmation milestones).
-        if let Some(t) = status.transfers.last() {
-            names.push(t.from.clone());
-            names.push(t.to.clone());
-        }
-    }
+    let mut names: Vec<String> = crate::engine::subscription::tenants_named(sub)
+        .map(str::to_string)
+        .collect();
     let paired: Vec<String> = names
         .iter()
         .filter_map(|n| ctx.tenants.get(&ObjectRef::new(n)))

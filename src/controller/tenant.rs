@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -10,22 +11,25 @@ use serde_json::json;
 
 use super::context::Context;
 use super::{Error, requeue_at, requeue_wait};
-use crate::api::{ConditionStatus, MilestoneRecord, Subscription, Tenant, TenantStatus};
+use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
 use crate::effects::events::{
     Notice, REPUBLISH_WINDOW, announce_milestone, milestone_event_name, milestone_notice, publish,
     record_notice,
 };
 use crate::effects::status::apply_if_changed;
-use crate::engine::{Milestone, Neighbour, TenantEvaluation, TenantInput, evaluate_tenant};
+use crate::engine::plan::{
+    ClusterFacts, Deletion, ListedNamespaces, Projection, ProjectionOutcome, TenantPlan,
+    Unassigned, WorkloadChange, WorkloadPlan, WriteOutcomes, plan_tenant, settings_written,
+};
+use crate::engine::{Milestone, Neighbour, TenantInput, evaluate_tenant};
 use crate::settings::apply as settings_map;
-use crate::settings::plan as settings;
 use crate::workloads::apply as workloads;
-use crate::workloads::plan::{TENANT_LABEL, Workload, desired_state};
+use crate::workloads::plan::{TENANT_LABEL, Workload};
 
 /// Held on every Tenant so that deleting one that still owns a licence in force is stopped.
 pub const FINALIZER: &str = "mailsec.io/licence-guard";
 /// Set to "true" on a Tenant to delete it although it owns a licence in force.
-pub const FORCE_DELETE_ANNOTATION: &str = "mailsec.io/force-delete";
+pub const FORCE_DELETE_ANNOTATION: &str = crate::engine::plan::FORCE_DELETE_ANNOTATION;
 
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = tenant.name_any();
@@ -74,29 +78,25 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     // tenant's status before (a cache filled by a list after start-up already holds the writes
     // of earlier processes, so a cold start reads nothing).
     let mut tenant = tenant;
-    if !eval.milestones.is_empty() && ctx.wrote_status_of(&name) {
-        match api.get(&name).await {
-            Ok(stored) => {
-                if stored.resource_version() != tenant.resource_version() {
-                    tenant = Arc::new(stored);
-                    eval = evaluate(&tenant);
-                }
-            }
-            // The stored version can not be decoded (the feed reports it): go on with the
-            // cached one, the last version that could be read, rather than stop enforcing.
-            Err(kube::Error::SerdeError(err)) => {
-                tracing::debug!(tenant = %name, error = %err, "stored tenant can not be decoded; using the cached version");
-            }
-            Err(err) => return Err(err.into()),
-        }
+    if !eval.milestones.is_empty()
+        && let Some(stored) = stored_if_newer(&api, &tenant, &ctx).await?
+    {
+        tenant = stored;
+        eval = evaluate(&tenant);
     }
 
-    if tenant.meta().deletion_timestamp.is_some() {
-        return guard_deletion(&api, &tenant, eval, &ctx, now).await;
+    let namespaces = listed_namespaces(&tenant, &ctx);
+    let cluster = ClusterFacts {
+        workloads: &workloads,
+        namespaces: &namespaces.listed,
+    };
+    let mut plan = plan_tenant(&tenant, eval, &cluster, &ctx.policy.catalogue.base, now);
+    if let Some(deletion) = plan.deletion.take() {
+        return guard_deletion(&api, &tenant, plan, deletion, &ctx, now).await;
     }
     // Workloads first, and whatever becomes of the status write: suspension must not depend on
     // a status the API server may refuse (an object at the size limit, an admission policy).
-    let scaled = scale_workloads(&tenant, &workloads, &eval.status, &ctx).await;
+    let scaled = scale_workloads(&tenant, &plan.workloads, &ctx).await;
     // The deletion guard and the status are independent requests (metadata and the status
     // subresource): sent together, a new tenant costs one round trip, not two.
     let guard = async {
@@ -106,10 +106,19 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
             add_finalizer(&api, &tenant).await
         }
     };
+    let mut eval = plan.evaluation;
     let next_transition = eval.next_transition;
     let status = &mut eval.status;
     let write_status = async {
-        let projection = project_settings(&tenant, status, &ctx, now).await;
+        let projection = project_settings(
+            &tenant,
+            status,
+            &plan.settings,
+            &namespaces.current,
+            &ctx,
+            now,
+        )
+        .await;
         let written =
             match apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), status).await {
                 Ok(written) => written,
@@ -160,6 +169,31 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         wait = wait.min(EVENT_RETRY);
     }
     Ok(Action::requeue(wait))
+}
+
+/// The stored tenant, when this process has written its status before and the stored version
+/// is newer than `tenant` (the cached one).
+async fn stored_if_newer(
+    api: &Api<Tenant>,
+    tenant: &Tenant,
+    ctx: &Context,
+) -> Result<Option<Arc<Tenant>>, Error> {
+    let name = tenant.name_any();
+    if !ctx.wrote_status_of(&name) {
+        return Ok(None);
+    }
+    match api.get(&name).await {
+        Ok(stored) => {
+            Ok((stored.resource_version() != tenant.resource_version()).then(|| Arc::new(stored)))
+        }
+        // The stored version can not be decoded (the feed reports it): go on with the
+        // cached one, the last version that could be read, rather than stop enforcing.
+        Err(kube::Error::SerdeError(err)) => {
+            tracing::debug!(tenant = %name, error = %err, "stored tenant can not be decoded; using the cached version");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// How soon milestone Events that could not be published are tried again.
@@ -280,27 +314,13 @@ async fn add_finalizer(api: &Api<Tenant>, tenant: &Tenant) -> Result<(), Error> 
     Ok(())
 }
 
-/// The licences `tenant` holds (`status.licencesHeld`, as just evaluated) with the end of their
-/// grace period, for the message that refuses deletion.
-fn licences_held(eval: &TenantEvaluation) -> Vec<(String, Option<DateTime<Utc>>)> {
-    eval.status
-        .licences_held
-        .iter()
-        .map(|n| {
-            let until = eval
-                .subscriptions
-                .get(n)
-                .and_then(|e| e.timeline)
-                .map(|t| t.grace_ends_at);
-            (n.clone(), until)
-        })
-        .collect()
-}
-
+/// Applies the engine's verdict on a tenant being deleted: lifts the guard, or writes the
+/// refusal into the status and announces it.
 async fn guard_deletion(
     api: &Api<Tenant>,
     tenant: &Tenant,
-    mut eval: TenantEvaluation,
+    plan: TenantPlan,
+    deletion: Deletion,
     ctx: &Context,
     now: DateTime<Utc>,
 ) -> Result<Action, Error> {
@@ -308,146 +328,83 @@ async fn guard_deletion(
     let Some(index) = tenant.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(Action::await_change());
     };
-    let held = licences_held(&eval);
-    let forced = tenant
-        .annotations()
-        .get(FORCE_DELETE_ANNOTATION)
-        .is_some_and(|v| v == "true");
-    if held.is_empty() || forced {
-        let patch: json_patch::Patch = serde_json::from_value(json!([
-            { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER },
-            { "op": "remove", "path": format!("/metadata/finalizers/{index}") },
-        ]))?;
-        api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
-            .await?;
-        if forced && !held.is_empty() {
-            let names: Vec<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
-            tracing::warn!(tenant = %name, subscriptions = ?names, "tenant deleted by force while owning licences in force");
+    match deletion {
+        Deletion::Allowed { forced_over } => {
+            let patch: json_patch::Patch = serde_json::from_value(json!([
+                { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER },
+                { "op": "remove", "path": format!("/metadata/finalizers/{index}") },
+            ]))?;
+            api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+                .await?;
+            if !forced_over.is_empty() {
+                tracing::warn!(tenant = %name, subscriptions = ?forced_over, "tenant deleted by force while owning licences in force");
+            }
+            tracing::info!(tenant = %name, "deletion allowed: finalizer removed (subscriptions and workloads are left in place)");
+            Ok(Action::await_change())
         }
-        tracing::info!(tenant = %name, "deletion allowed: finalizer removed (subscriptions and workloads are left in place)");
-        return Ok(Action::await_change());
-    }
-
-    let list: Vec<String> = held
-        .iter()
-        .map(|(n, until)| match until {
-            Some(t) => format!("{n} (in use until {})", crate::engine::human(*t)),
-            None => n.clone(),
-        })
-        .collect();
-    let message = format!(
-        "Deletion is held back: this tenant owns subscription(s) still in use: {}. Transfer them (set spec.tenantRef to the tenant that should keep them), or annotate the tenant {FORCE_DELETE_ANNOTATION}=true to delete it anyway. Subscriptions and workloads are never deleted with a tenant.",
-        list.join(", ")
-    );
-    let previous = tenant
-        .status
-        .as_ref()
-        .and_then(|s| crate::api::condition::find(&s.conditions, "Ready"));
-    let announced = previous.is_some_and(|c| c.reason == "DeletionBlocked");
-    if let Some(ready) = eval
-        .status
-        .conditions
-        .iter_mut()
-        .find(|c| c.type_ == "Ready")
-    {
-        if ready.status != ConditionStatus::False {
-            ready.last_transition_time = crate::engine::whole_seconds(now);
-        }
-        ready.status = ConditionStatus::False;
-        ready.reason = "DeletionBlocked".into();
-        ready.message = message.clone();
-        if let Some(prev) = previous.filter(|c| c.status == ConditionStatus::False) {
-            ready.last_transition_time = prev.last_transition_time;
+        Deletion::Refused {
+            message,
+            announce,
+            recheck_at,
+        } => {
+            let status = &plan.evaluation.status;
+            apply_if_changed(api, &name, owned_status(tenant).as_ref(), status).await?;
+            if announce {
+                publish(
+                    &ctx.recorder,
+                    &tenant.object_ref(&()),
+                    &Notice::warning("DeletionBlocked", "GuardDeletion", message),
+                )
+                .await;
+            }
+            Ok(requeue_at(recheck_at, now, &ctx.clock))
         }
     }
-    apply_if_changed(api, &name, owned_status(tenant).as_ref(), &eval.status).await?;
-    if !announced {
-        publish(
-            &ctx.recorder,
-            &tenant.object_ref(&()),
-            &Notice::warning("DeletionBlocked", "GuardDeletion", message),
-        )
-        .await;
-    }
-    // The guard lifts by itself once the held subscriptions have expired.
-    let lifts = held.iter().filter_map(|(_, t)| *t).max();
-    Ok(requeue_at(
-        eval.next_transition
-            .into_iter()
-            .chain(lifts)
-            .filter(|t| *t > now)
-            .min(),
-        now,
-        &ctx.clock,
-    ))
 }
 
-/// Projects the service settings into the tenant's ConfigMaps, holding back changes to frozen
-/// services, and records the outcome in `status`.
+/// Writes the planned settings into the tenant's ConfigMaps (`current`: the cached copy in each
+/// namespace of the plan), and has the engine record how it went in `status`.
 async fn project_settings(
     tenant: &Tenant,
     status: &mut TenantStatus,
+    projection: &Projection,
+    current: &[Option<Arc<ConfigMap>>],
     ctx: &Context,
     now: DateTime<Utc>,
 ) -> ProjectionOutcome {
-    if tenant.spec.workload_namespaces.is_empty() {
+    let Projection::Write {
+        data,
+        namespaces,
+        unassigned,
+    } = projection
+    else {
         return ProjectionOutcome::Done;
-    }
-    let (namespaces, unassigned) = assigned_namespaces(tenant, ctx);
-    let name = settings_map::configmap_name(&tenant.name_any());
-    let current: Vec<_> = namespaces
-        .iter()
-        .map(|ns| {
-            ctx.workloads
-                .configmaps
-                .get(&kube::runtime::reflector::ObjectRef::new(&name).within(ns))
-        })
-        .collect();
-    // The settings in effect come from a source a tenant editor can not forge (a copy edited
-    // by hand does not match the digest in status): see `settings::in_effect`.
-    let copies: Vec<settings::ProductSettings> = current
-        .iter()
-        .flatten()
-        .map(|cm| settings_map::read(cm))
-        .collect();
-    let applied = match settings::in_effect(tenant, &copies) {
-        settings::InEffect::Spec => None,
-        settings::InEffect::Known(settings) => Some(settings),
-        settings::InEffect::Unknown => {
-            settings::record_unknown(status, tenant, tenant.status.as_ref(), now);
-            return ProjectionOutcome::Done;
-        }
     };
-    let plan = settings::plan(tenant, status, applied.as_ref());
-    settings::record_in_effect(status, &plan.data);
-    let data = settings_map::render(&plan.data);
-    // A namespace that does not exist (yet) must not keep the status from being written: the
-    // failure becomes the SettingsApplied condition, and the projection is retried.
-    let mut failures = Vec::new();
-    let mut not_ours = Vec::new();
-    for (ns, cm) in namespaces.iter().zip(&current) {
+    let data = settings_map::render(data);
+    let mut outcomes = WriteOutcomes::default();
+    for (ns, cm) in namespaces.iter().zip(current) {
         match settings_map::apply(&ctx.client, tenant, ns, &data, cm.as_deref()).await {
-            Ok(settings_map::Applied::NotOurs) => not_ours.push(ns.0.clone()),
+            Ok(settings_map::Applied::NotOurs) => outcomes.not_ours.push(ns.0.clone()),
             Ok(_) => {}
-            Err(err) => failures.push(format!("namespace {}: {}", ns.0, short_error(&err))),
+            Err(err) => {
+                outcomes
+                    .failures
+                    .push(format!("namespace {}: {}", ns.0, short_error(&err)))
+            }
         }
     }
-    settings::record(status, tenant, &plan, tenant.status.as_ref(), now);
-    if failures.is_empty() {
-        record_not_written(status, tenant, &name, &unassigned, &not_ours, now)
-    } else {
-        settings::record_failures(status, tenant, &failures, tenant.status.as_ref(), now);
-        ProjectionOutcome::Retry
-    }
+    settings_written(status, tenant, unassigned, &outcomes, now)
 }
 
-/// The tenant's `workloadNamespaces` that the platform assigned to it (see
-/// [`Context::namespace_assigned`]), and those it did not, each with the tenant it is assigned
-/// to instead, if any.
-fn assigned_namespaces(
-    tenant: &Tenant,
-    ctx: &Context,
-) -> (Vec<crate::api::NamespaceName>, Vec<Unassigned>) {
+/// The tenant's `workloadNamespaces` as the platform assigned them (see
+/// [`Context::namespace_assigned`]), with the cached copy of its settings ConfigMap in each
+/// assigned one (in the order of `listed.assigned`).
+struct Namespaces {
+    listed: ListedNamespaces,
+    current: Vec<Option<Arc<ConfigMap>>>,
+}
+
+fn listed_namespaces(tenant: &Tenant, ctx: &Context) -> Namespaces {
     let name = tenant.name_any();
     let (assigned, unassigned): (Vec<_>, Vec<_>) = tenant
         .spec
@@ -462,83 +419,27 @@ fn assigned_namespaces(
             name: ns.0,
         })
         .collect();
-    (assigned, unassigned)
-}
-
-/// A listed namespace not assigned to the tenant.
-struct Unassigned {
-    name: String,
-    /// The tenant it is assigned to instead.
-    other: Option<String>,
-}
-
-/// Reports in `SettingsApplied` the listed namespaces where nothing was written: not assigned
-/// to the tenant, or holding a ConfigMap named `configmap` that the operator did not create.
-fn record_not_written(
-    status: &mut TenantStatus,
-    tenant: &Tenant,
-    configmap: &str,
-    unassigned: &[Unassigned],
-    not_ours: &[String],
-    now: DateTime<Utc>,
-) -> ProjectionOutcome {
-    let tenant_name = tenant.name_any();
-    let mut parts = Vec::new();
-    if !unassigned.is_empty() {
-        let names: Vec<String> = unassigned
-            .iter()
-            .map(|ns| match &ns.other {
-                Some(other) => format!("{} (assigned to tenant {other})", ns.name),
-                None => ns.name.clone(),
-            })
-            .collect();
-        let fix: Vec<String> = unassigned
-            .iter()
-            .map(|ns| {
-                let overwrite = if ns.other.is_some() {
-                    " --overwrite"
-                } else {
-                    ""
-                };
-                format!(
-                    "kubectl label namespace {} {TENANT_LABEL}={tenant_name}{overwrite}",
-                    ns.name
-                )
-            })
-            .collect();
-        parts.push(format!(
-            "namespace(s) {} are not assigned to this tenant, so nothing is written or scaled there; a platform administrator assigns a namespace with: {}",
-            names.join(", "),
-            fix.join("; ")
-        ));
-    }
-    if !not_ours.is_empty() {
-        parts.push(format!(
-            "a ConfigMap {configmap} that the operator did not create exists in namespace(s) {}: it is left alone; rename or remove it to let the operator create its own",
-            not_ours.join(", ")
-        ));
-    }
-    if parts.is_empty() {
-        return ProjectionOutcome::Done;
-    }
-    let reason = if unassigned.is_empty() {
-        "ConfigMapNotOwned"
-    } else {
-        "NamespaceNotAssigned"
-    };
-    settings::record_not_written(
-        status,
-        tenant,
-        reason,
-        format!("Settings not written everywhere: {}", parts.join("; ")),
-        tenant.status.as_ref(),
-        now,
-    );
-    if not_ours.is_empty() {
-        // A namespace's label change triggers a reconcile.
-        ProjectionOutcome::Done
-    } else {
-        ProjectionOutcome::Retry
+    let configmap = settings_map::configmap_name(&name);
+    let current: Vec<Option<Arc<ConfigMap>>> = assigned
+        .iter()
+        .map(|ns| {
+            ctx.workloads
+                .configmaps
+                .get(&kube::runtime::reflector::ObjectRef::new(&configmap).within(ns))
+        })
+        .collect();
+    let copies = current
+        .iter()
+        .flatten()
+        .map(|cm| settings_map::read(cm))
+        .collect();
+    Namespaces {
+        listed: ListedNamespaces {
+            assigned,
+            copies,
+            unassigned,
+        },
+        current,
     }
 }
 
@@ -567,12 +468,6 @@ async fn report_ignored(tenant: &str, ignored: &[Workload], ctx: &Context) {
     }
 }
 
-/// Whether the settings reached every workload namespace.
-enum ProjectionOutcome {
-    Done,
-    Retry,
-}
-
 /// How soon a failed settings projection is tried again.
 const PROJECTION_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -584,34 +479,30 @@ fn short_error(err: &kube::Error) -> String {
     }
 }
 
-/// Scales the tenant's workloads to what its status says, and announces what changed.
+/// Brings the tenant's workloads to their planned state, and announces what changed.
 async fn scale_workloads(
     tenant: &Tenant,
-    found: &[Workload],
-    status: &TenantStatus,
+    planned: &[WorkloadPlan],
     ctx: &Context,
 ) -> Result<(), Error> {
     let (mut suspended, mut restored, mut scaled_back) = (Vec::new(), Vec::new(), Vec::new());
-    for w in found {
-        let Some(state) = desired_state(w, status, &ctx.policy.catalogue.base) else {
-            continue;
-        };
-        workloads::apply(&ctx.client, w, &state).await?;
+    for WorkloadPlan {
+        workload: w,
+        state,
+        change,
+    } in planned
+    {
+        workloads::apply(&ctx.client, w, state).await?;
         let what = format!("{} {}", w.kind, w.id());
-        match (w.is_suspended(), state.suspended) {
-            (false, true) => suspended.push(format!(
-                "{what} (was {} replicas)",
-                state.remembered.unwrap_or_default()
-            )),
-            (true, false) => restored.push(format!(
-                "{what} (to {} replicas)",
-                state.replicas.unwrap_or_default()
-            )),
-            (true, true) if w.replicas != Some(0) => scaled_back.push(format!(
-                "{what} (scaled to {} while suspended)",
-                w.replicas.unwrap_or(1)
-            )),
-            _ => {}
+        match *change {
+            WorkloadChange::Suspended { was } => {
+                suspended.push(format!("{what} (was {was} replicas)"))
+            }
+            WorkloadChange::Restored { to } => restored.push(format!("{what} (to {to} replicas)")),
+            WorkloadChange::ScaledBack { was } => {
+                scaled_back.push(format!("{what} (scaled to {was} while suspended)"))
+            }
+            WorkloadChange::None => {}
         }
     }
     let regarding = tenant.object_ref(&());

@@ -8,11 +8,14 @@
 pub mod conditions;
 pub mod coverage;
 pub mod duplicates;
+pub mod plan;
 pub mod policy;
 pub mod subscription;
 pub mod tenant;
 pub mod world;
 
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;
 

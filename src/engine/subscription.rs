@@ -77,6 +77,31 @@ impl Timeline {
     }
 }
 
+/// The tenants whose evaluation `sub` can change, and so the tenants that read it: the owner
+/// and the sharers in spec (coverage), the owner and sharers it was last seen with (they lose
+/// coverage before the transfer or un-sharing is recorded), and both parties of every recorded
+/// transfer (their transfer milestones). A name may come more than once.
+pub fn tenants_named(sub: &Subscription) -> impl Iterator<Item = &str> {
+    let status = sub.status.iter();
+    sub.tenants()
+        .chain(status.clone().flat_map(|s| s.tenant.as_deref()))
+        .chain(
+            status
+                .clone()
+                .flat_map(|s| s.shared_with.iter().map(String::as_str)),
+        )
+        .chain(status.flat_map(|s| {
+            s.transfers
+                .iter()
+                .flat_map(|t| [t.from.as_str(), t.to.as_str()])
+        }))
+}
+
+/// Whether `sub` names `tenant` (see [`tenants_named`]).
+pub fn names_tenant(sub: &Subscription, tenant: &str) -> bool {
+    tenants_named(sub).any(|t| t == tenant)
+}
+
 /// Something that happened to a subscription since its last status, announced as an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubscriptionChange {
@@ -164,17 +189,96 @@ pub fn evaluate_subscription_among(
         }
     };
     let generation = sub.metadata.generation;
-    let spec = &sub.spec;
     let mut conditions = ConditionSet::new(&previous.conditions, generation, now);
+    let seats = SeatUse::of(sub, users);
+    let (mut changes, transfers) = tenancy_changes(sub, previous, now);
+    let mut status = SubscriptionStatus {
+        tenant: Some(sub.spec.tenant_ref.clone()),
+        shared_with: sub.spec.shared_with.iter().map(|t| t.0.clone()).collect(),
+        transfers,
+        seats_used: Some(seats.used),
+        observed_generation: generation,
+        ..Default::default()
+    };
 
-    let seats_used = sub
-        .tenants()
-        .filter_map(|t| users.get(t))
-        .fold(0i64, |sum, u| sum.saturating_add((*u).max(0)))
-        .min(crate::api::bounds::MAX_STATUS_INT);
-    let missing_tenants: Vec<&str> = sub.tenants().filter(|t| !users.contains_key(*t)).collect();
-    let owner_missing = !users.contains_key(&spec.tenant_ref);
+    let (timeline, next_transition, seats_exceeded) = match Timeline::of(sub, policy) {
+        Err(err) => {
+            conditions.set(
+                "Ready",
+                false,
+                "InvalidDate",
+                format!("{err}; fix the date so the operator can evaluate this subscription"),
+            );
+            conditions.set("Stalled", true, "InvalidDate", err.to_string());
+            (None, None, false)
+        }
+        Ok(tl) => {
+            let phase = tl.phase(now);
+            let next = tl.next_transition(now);
+            record_timeline(&mut status, &tl, phase, next);
+            changes.extend(end_moved(sub, previous, &tl));
+            let (ready, reason, message) = readiness(sub, others, &seats, policy, phase, &tl);
+            conditions.set("Ready", ready, reason, message);
+            let (reason, message) = in_force(&tl, phase);
+            conditions.set("InForce", tl.in_force(now), reason, message);
+            let exceeded = seats.exceeded(sub, phase);
+            let (reason, message) = seat_limit(sub, users, &seats, exceeded);
+            conditions.set("SeatLimitExceeded", exceeded, reason, message);
+            (Some(tl), next, exceeded)
+        }
+    };
 
+    status.conditions = conditions.finish();
+    SubscriptionEvaluation {
+        status,
+        timeline,
+        seats_used: seats.used,
+        seats_exceeded,
+        changes,
+        next_transition,
+    }
+}
+
+/// The users counted against a subscription's seats, and the tenants it names that do not exist.
+struct SeatUse<'a> {
+    used: i64,
+    missing_tenants: Vec<&'a str>,
+    owner_missing: bool,
+}
+
+impl<'a> SeatUse<'a> {
+    fn of(sub: &'a Subscription, users: &TenantUsers) -> Self {
+        let used = sub
+            .tenants()
+            .filter_map(|t| users.get(t))
+            .fold(0i64, |sum, u| sum.saturating_add((*u).max(0)))
+            .min(crate::api::bounds::MAX_STATUS_INT);
+        Self {
+            used,
+            missing_tenants: sub.tenants().filter(|t| !users.contains_key(*t)).collect(),
+            owner_missing: !users.contains_key(&sub.spec.tenant_ref),
+        }
+    }
+
+    /// Seats count while the subscription is in use (not before it starts, not once expired).
+    fn exceeded(&self, sub: &Subscription, phase: SubscriptionPhase) -> bool {
+        let counts = matches!(
+            phase,
+            SubscriptionPhase::Active
+                | SubscriptionPhase::ExpiringSoon
+                | SubscriptionPhase::GracePeriod
+        );
+        counts && self.used > sub.spec.seats
+    }
+}
+
+/// Transfers and sharing changes since the last status, and the transfer history to record.
+fn tenancy_changes(
+    sub: &Subscription,
+    previous: &SubscriptionStatus,
+    now: DateTime<Utc>,
+) -> (Vec<SubscriptionChange>, Vec<Transfer>) {
+    let spec = &sub.spec;
     // Transfers: the owner last seen differs from the one in spec.
     let mut changes = Vec::new();
     let mut transfers = previous.transfers.clone();
@@ -195,202 +299,195 @@ pub fn evaluate_subscription_among(
     }
 
     // Sharing: compare with the tenants last seen (only once the subscription has been seen).
-    let shared_now: Vec<String> = spec.shared_with.iter().map(|t| t.0.clone()).collect();
     if previous.tenant.is_some() {
-        let added: Vec<String> = shared_now
+        let added: Vec<String> = spec
+            .shared_with
             .iter()
+            .map(|t| &t.0)
             .filter(|t| !previous.shared_with.contains(t))
             .cloned()
             .collect();
         let removed: Vec<String> = previous
             .shared_with
             .iter()
-            .filter(|t| !shared_now.contains(t))
+            .filter(|t| !spec.shared_with.iter().any(|s| &s.0 == *t))
             .cloned()
             .collect();
         if !added.is_empty() || !removed.is_empty() {
             changes.push(SubscriptionChange::SharingChanged { added, removed });
         }
     }
+    (changes, transfers)
+}
 
-    let timeline = Timeline::of(sub, policy);
-    let mut status = SubscriptionStatus {
-        tenant: Some(spec.tenant_ref.clone()),
-        shared_with: shared_now,
-        transfers,
-        seats_used: Some(seats_used),
-        observed_generation: generation,
-        ..Default::default()
-    };
+/// Writes the phase and instants of a readable timeline into `status`.
+fn record_timeline(
+    status: &mut SubscriptionStatus,
+    tl: &Timeline,
+    phase: SubscriptionPhase,
+    next: Option<DateTime<Utc>>,
+) {
+    status.phase = Some(phase);
+    status.starts_at = Some(tl.starts_at);
+    status.effective_end_at = Some(tl.effective_end_at);
+    status.expiring_soon_at = Some(tl.expiring_soon_at);
+    status.grace_ends_at = Some(tl.grace_ends_at);
+    status.next_transition_at = next;
+}
 
-    let (timeline, next_transition, seats_exceeded) = match timeline {
-        Err(err) => {
-            conditions.set(
-                "Ready",
-                false,
-                "InvalidDate",
-                format!("{err}; fix the date so the operator can evaluate this subscription"),
-            );
-            conditions.set("Stalled", true, "InvalidDate", err.to_string());
-            (None, None, false)
+/// The effective end moved later since the last status: by the extension, or by a renewal.
+fn end_moved(
+    sub: &Subscription,
+    previous: &SubscriptionStatus,
+    tl: &Timeline,
+) -> Option<SubscriptionChange> {
+    let prev_end = previous.effective_end_at?;
+    if prev_end >= tl.effective_end_at {
+        return None;
+    }
+    let by_extension = sub
+        .spec
+        .extension
+        .as_ref()
+        .and_then(|e| e.until.end_instant().ok())
+        == Some(tl.effective_end_at);
+    Some(if by_extension {
+        SubscriptionChange::Extended {
+            from: prev_end,
+            until: tl.effective_end_at,
         }
-        Ok(tl) => {
-            let phase = tl.phase(now);
-            status.phase = Some(phase);
-            status.starts_at = Some(tl.starts_at);
-            status.effective_end_at = Some(tl.effective_end_at);
-            status.expiring_soon_at = Some(tl.expiring_soon_at);
-            status.grace_ends_at = Some(tl.grace_ends_at);
-            let next = tl.next_transition(now);
-            status.next_transition_at = next;
-
-            if let Some(prev_end) = previous.effective_end_at
-                && prev_end < tl.effective_end_at
-            {
-                let by_extension = spec
-                    .extension
-                    .as_ref()
-                    .and_then(|e| e.until.end_instant().ok())
-                    == Some(tl.effective_end_at);
-                changes.push(if by_extension {
-                    SubscriptionChange::Extended {
-                        from: prev_end,
-                        until: tl.effective_end_at,
-                    }
-                } else {
-                    SubscriptionChange::Renewed {
-                        from: prev_end,
-                        until: tl.effective_end_at,
-                    }
-                });
-            }
-
-            let (ready, reason, message) = if owner_missing {
-                (
-                    false,
-                    "TenantNotFound",
-                    format!(
-                        "tenantRef {:?} names no Tenant: create the tenant or correct tenantRef",
-                        spec.tenant_ref
-                    ),
-                )
-            } else if !missing_tenants.is_empty() {
-                (
-                    false,
-                    "SharedTenantNotFound",
-                    format!(
-                        "sharedWith names tenants that do not exist: {}",
-                        missing_tenants.join(", ")
-                    ),
-                )
-            } else if !policy.catalogue.knows(&spec.product) {
-                (
-                    false,
-                    "UnknownProduct",
-                    format!(
-                        "product {:?} is not in the operator's catalogue ({}, {})",
-                        spec.product,
-                        policy.catalogue.base,
-                        policy.catalogue.add_ons.join(", ")
-                    ),
-                )
-            } else if let Some(first) = duplicates(sub, others).first() {
-                (
-                    false,
-                    "DuplicateSubscription",
-                    format!(
-                        "subscription {first} has the same tenant, product and dates: the same licence seems applied twice; delete one of them"
-                    ),
-                )
-            } else {
-                (
-                    true,
-                    "Evaluated",
-                    format!(
-                        "{} for tenant {}: {}",
-                        describe_phase(phase),
-                        spec.tenant_ref,
-                        describe_dates(&tl)
-                    ),
-                )
-            };
-            conditions.set("Ready", ready, reason, message);
-
-            let in_force = tl.in_force(now);
-            let (reason, message) = match phase {
-                SubscriptionPhase::Pending => (
-                    "NotStarted",
-                    format!("in force from {}", human_from(tl.starts_at)),
-                ),
-                SubscriptionPhase::Active => (
-                    "Active",
-                    format!("in force until {}", human(tl.effective_end_at)),
-                ),
-                SubscriptionPhase::ExpiringSoon => (
-                    "ExpiringSoon",
-                    format!(
-                        "in force until {}: renew it before then to avoid read-only mode",
-                        human(tl.effective_end_at)
-                    ),
-                ),
-                SubscriptionPhase::GracePeriod => (
-                    "SubscriptionExpired",
-                    format!(
-                        "ran until {}; grace period until {}",
-                        human(tl.effective_end_at),
-                        human(tl.grace_ends_at)
-                    ),
-                ),
-                SubscriptionPhase::Expired => (
-                    "SubscriptionExpired",
-                    format!(
-                        "ran until {}; grace period over since {}",
-                        human(tl.effective_end_at),
-                        human_from(tl.grace_ends_at)
-                    ),
-                ),
-            };
-            conditions.set("InForce", in_force, reason, message);
-
-            // Seats count while the subscription is in use (not before it starts, not once expired).
-            let counts = matches!(
-                phase,
-                SubscriptionPhase::Active
-                    | SubscriptionPhase::ExpiringSoon
-                    | SubscriptionPhase::GracePeriod
-            );
-            let exceeded = counts && seats_used > spec.seats;
-            if exceeded {
-                let who: Vec<String> = sub
-                    .tenants()
-                    .filter_map(|t| users.get(t).map(|u| format!("{t} ({u})")))
-                    .collect();
-                conditions.set(
-                    "SeatLimitExceeded",
-                    true,
-                    "SeatLimitExceeded",
-                    format!("{seats_used} users on {} exceed the {} licensed seats: buy more seats or reduce users", who.join(", "), spec.seats),
-                );
-            } else {
-                conditions.set(
-                    "SeatLimitExceeded",
-                    false,
-                    "WithinSeatLimit",
-                    format!("{seats_used} of {} seats used", spec.seats),
-                );
-            }
-            (Some(tl), next, exceeded)
+    } else {
+        SubscriptionChange::Renewed {
+            from: prev_end,
+            until: tl.effective_end_at,
         }
-    };
+    })
+}
 
-    status.conditions = conditions.finish();
-    SubscriptionEvaluation {
-        status,
-        timeline,
-        seats_used,
-        seats_exceeded,
-        changes,
-        next_transition,
+/// The `Ready` condition of a subscription whose dates can be read: the first wrong reference
+/// (owner, sharers, product, a duplicate) or, when none, a summary of its phase and dates.
+fn readiness(
+    sub: &Subscription,
+    others: &[&Subscription],
+    seats: &SeatUse<'_>,
+    policy: &Policy,
+    phase: SubscriptionPhase,
+    tl: &Timeline,
+) -> (bool, &'static str, String) {
+    let spec = &sub.spec;
+    if seats.owner_missing {
+        (
+            false,
+            "TenantNotFound",
+            format!(
+                "tenantRef {:?} names no Tenant: create the tenant or correct tenantRef",
+                spec.tenant_ref
+            ),
+        )
+    } else if !seats.missing_tenants.is_empty() {
+        (
+            false,
+            "SharedTenantNotFound",
+            format!(
+                "sharedWith names tenants that do not exist: {}",
+                seats.missing_tenants.join(", ")
+            ),
+        )
+    } else if !policy.catalogue.knows(&spec.product) {
+        (
+            false,
+            "UnknownProduct",
+            format!(
+                "product {:?} is not in the operator's catalogue ({}, {})",
+                spec.product,
+                policy.catalogue.base,
+                policy.catalogue.add_ons.join(", ")
+            ),
+        )
+    } else if let Some(first) = duplicates(sub, others).first() {
+        (
+            false,
+            "DuplicateSubscription",
+            format!(
+                "subscription {first} has the same tenant, product and dates: the same licence seems applied twice; delete one of them"
+            ),
+        )
+    } else {
+        (
+            true,
+            "Evaluated",
+            format!(
+                "{} for tenant {}: {}",
+                describe_phase(phase),
+                spec.tenant_ref,
+                describe_dates(tl)
+            ),
+        )
+    }
+}
+
+/// The reason and message of the `InForce` condition in `phase`.
+fn in_force(tl: &Timeline, phase: SubscriptionPhase) -> (&'static str, String) {
+    match phase {
+        SubscriptionPhase::Pending => (
+            "NotStarted",
+            format!("in force from {}", human_from(tl.starts_at)),
+        ),
+        SubscriptionPhase::Active => (
+            "Active",
+            format!("in force until {}", human(tl.effective_end_at)),
+        ),
+        SubscriptionPhase::ExpiringSoon => (
+            "ExpiringSoon",
+            format!(
+                "in force until {}: renew it before then to avoid read-only mode",
+                human(tl.effective_end_at)
+            ),
+        ),
+        SubscriptionPhase::GracePeriod => (
+            "SubscriptionExpired",
+            format!(
+                "ran until {}; grace period until {}",
+                human(tl.effective_end_at),
+                human(tl.grace_ends_at)
+            ),
+        ),
+        SubscriptionPhase::Expired => (
+            "SubscriptionExpired",
+            format!(
+                "ran until {}; grace period over since {}",
+                human(tl.effective_end_at),
+                human_from(tl.grace_ends_at)
+            ),
+        ),
+    }
+}
+
+/// The reason and message of the `SeatLimitExceeded` condition.
+fn seat_limit(
+    sub: &Subscription,
+    users: &TenantUsers,
+    seats: &SeatUse<'_>,
+    exceeded: bool,
+) -> (&'static str, String) {
+    let (used, licensed) = (seats.used, sub.spec.seats);
+    if exceeded {
+        let who: Vec<String> = sub
+            .tenants()
+            .filter_map(|t| users.get(t).map(|u| format!("{t} ({u})")))
+            .collect();
+        (
+            "SeatLimitExceeded",
+            format!(
+                "{used} users on {} exceed the {licensed} licensed seats: buy more seats or reduce users",
+                who.join(", ")
+            ),
+        )
+    } else {
+        (
+            "WithinSeatLimit",
+            format!("{used} of {licensed} seats used"),
+        )
     }
 }
 

@@ -233,62 +233,164 @@ pub fn licences_held(
 /// At most this many are listed in `status.licencesHeld`.
 pub const MAX_LICENCES_HELD: usize = 16;
 
-/// Evaluates a tenant at `now`.
+/// Evaluates a tenant at `now`: a chain of steps over the gathered input, each adding what it
+/// finds (services, milestones reached, causes for attention, instants of change).
 pub fn evaluate_tenant(
     input: &TenantInput<'_>,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> TenantEvaluation {
-    let TenantInput {
-        tenant,
-        subscriptions,
-        neighbours,
-        workload_products,
-        users,
-    } = *input;
-    let name = tenant.metadata.name.as_deref().unwrap_or_default();
-    let no_status;
-    let previous: &TenantStatus = match &tenant.status {
-        Some(status) => status,
-        None => {
-            no_status = TenantStatus::default();
-            &no_status
-        }
+    let no_status = TenantStatus::default();
+    let facts = Facts::gather(input, policy, now, &no_status);
+    let mut found = Findings {
+        next: facts
+            .subs
+            .values()
+            .filter_map(|e| e.next_transition)
+            .collect(),
+        ..Findings::default()
     };
-    // Milestones already recorded: their messages are never read, so they are not written.
-    // (A few dozen at most: a sorted vector is cheaper than a tree.)
-    let mut recorded: Vec<&str> = previous.milestones.iter().map(|r| r.id.as_str()).collect();
-    recorded.sort_unstable();
-    let recorded = |id: &str| recorded.binary_search(&id).is_ok();
-    let generation = tenant.metadata.generation;
-    let base_product = policy.catalogue.base.as_str();
+    for product in service_products(&facts, input.workload_products) {
+        evaluate_service(&facts, product, &mut found);
+    }
+    seat_limits(&facts, &mut found);
+    transfers(&facts, input.subscriptions, &mut found);
+    let duplicates = possible_duplicates(&facts, input.neighbours, &mut found);
 
-    let mut subs: BTreeMap<String, SubscriptionEvaluation> = BTreeMap::new();
-    let mut concerning: Vec<&Subscription> = Vec::new();
-    for sub in subscriptions.iter().copied().filter(|s| s.concerns(name)) {
-        let sub_name = sub.metadata.name.clone().unwrap_or_default();
-        subs.insert(sub_name, evaluate_subscription(sub, users, policy, now));
-        concerning.push(sub);
+    let phase = tenant_phase(&found);
+    let conditions = tenant_conditions(&facts, phase, &mut found, &duplicates);
+    let (milestones, fresh) = milestone_records(&facts, found.reached);
+    let next_transition = found.next.into_iter().filter(|t| *t > now).min();
+    let status = TenantStatus {
+        phase: Some(phase),
+        services: found.services,
+        next_transition_at: next_transition,
+        conditions,
+        milestones,
+        // Owned by the settings projection (see `settings::plan`); carried over here.
+        settings_applied_generation: facts.previous.settings_applied_generation,
+        settings_digest: facts.previous.settings_digest.clone(),
+        settings_in_effect: facts.previous.settings_in_effect.clone(),
+        notifications: Vec::new(),
+        licences_held: licences_held(facts.name, &facts.concerning, &facts.subs),
+        possible_duplicates: duplicate_records(&duplicates),
+        observed_generation: facts.generation,
+    };
+    TenantEvaluation {
+        status,
+        subscriptions: facts.subs,
+        milestones: fresh,
+        next_transition,
+    }
+}
+
+/// What every step reads: the tenant, its last status, and the subscriptions that concern it,
+/// evaluated.
+struct Facts<'a> {
+    tenant: &'a Tenant,
+    name: &'a str,
+    previous: &'a TenantStatus,
+    generation: Option<i64>,
+    /// Milestones already recorded: their messages are never read, so they are not written.
+    recorded: Recorded<'a>,
+    /// The subscriptions owned by or shared with the tenant, evaluated, by name.
+    subs: BTreeMap<String, SubscriptionEvaluation>,
+    concerning: Vec<&'a Subscription>,
+    policy: &'a Policy,
+    base_product: &'a str,
+    now: DateTime<Utc>,
+}
+
+impl<'a> Facts<'a> {
+    fn gather(
+        input: &TenantInput<'a>,
+        policy: &'a Policy,
+        now: DateTime<Utc>,
+        no_status: &'a TenantStatus,
+    ) -> Self {
+        let tenant = input.tenant;
+        let name = tenant.metadata.name.as_deref().unwrap_or_default();
+        let previous = tenant.status.as_ref().unwrap_or(no_status);
+        let mut subs = BTreeMap::new();
+        let mut concerning = Vec::new();
+        for sub in input
+            .subscriptions
+            .iter()
+            .copied()
+            .filter(|s| s.concerns(name))
+        {
+            let sub_name = sub.metadata.name.clone().unwrap_or_default();
+            subs.insert(
+                sub_name,
+                evaluate_subscription(sub, input.users, policy, now),
+            );
+            concerning.push(sub);
+        }
+        Self {
+            tenant,
+            name,
+            previous,
+            generation: tenant.metadata.generation,
+            recorded: Recorded::of(&previous.milestones),
+            subs,
+            concerning,
+            policy,
+            base_product: policy.catalogue.base.as_str(),
+            now,
+        }
     }
 
-    // The base product is always a service of the tenant; then the listed ones, in spec order;
-    // then every other product it holds a started subscription for (owned or shared: a lapsed
-    // add-on warns although nobody listed it) or runs labelled workloads for (they are stopped
-    // when it lapses), by name. A subscription not started yet adds nothing: it would only
-    // show as missing until it starts.
-    let mut products: Vec<&str> = vec![base_product];
-    for svc in &tenant.spec.services {
+    /// The timeline of the concerning subscription named `name`, when its dates can be read.
+    fn timeline(&self, name: &str) -> Option<super::subscription::Timeline> {
+        self.subs.get(name).and_then(|e| e.timeline)
+    }
+}
+
+/// Milestone ids, sorted for lookup. (A few dozen at most: a sorted vector is cheaper than a
+/// tree.)
+struct Recorded<'a>(Vec<&'a str>);
+
+impl<'a> Recorded<'a> {
+    fn of(records: &'a [MilestoneRecord]) -> Self {
+        let mut ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        Self(ids)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.binary_search(&id).is_ok()
+    }
+}
+
+/// What the steps found so far.
+#[derive(Default)]
+struct Findings {
+    services: Vec<ServiceStatus>,
+    reached: Vec<Milestone>,
+    causes: Vec<Cause>,
+    next: Vec<DateTime<Utc>>,
+}
+
+/// The tenant's services: the base product always; then the listed ones, in spec order; then
+/// every other product it holds a started subscription for (owned or shared: a lapsed add-on
+/// warns although nobody listed it) or runs labelled workloads for (they are stopped when it
+/// lapses), by name. A subscription not started yet adds nothing: it would only show as missing
+/// until it starts.
+fn service_products<'a>(facts: &Facts<'a>, workload_products: &'a [String]) -> Vec<&'a str> {
+    let mut products: Vec<&str> = vec![facts.base_product];
+    for svc in &facts.tenant.spec.services {
         if !products.contains(&svc.product.as_str()) {
             products.push(&svc.product);
         }
     }
-    let mut held: Vec<&str> = concerning
+    let mut held: Vec<&str> = facts
+        .concerning
         .iter()
-        .filter(|s| policy.catalogue.knows(&s.spec.product))
+        .filter(|s| facts.policy.catalogue.knows(&s.spec.product))
         .filter(|s| {
-            subs.get(s.metadata.name.as_deref().unwrap_or_default())
-                .and_then(|e| e.timeline)
-                .is_some_and(|t| t.starts_at <= now)
+            facts
+                .timeline(s.metadata.name.as_deref().unwrap_or_default())
+                .is_some_and(|t| t.starts_at <= facts.now)
         })
         .map(|s| s.spec.product.as_str())
         .chain(workload_products.iter().map(String::as_str))
@@ -297,324 +399,421 @@ pub fn evaluate_tenant(
     held.sort_unstable();
     held.dedup();
     products.extend(held);
+    products
+}
 
-    let mut services = Vec::with_capacity(products.len());
-    let mut reached: Vec<Milestone> = Vec::new();
-    let mut causes: Vec<Cause> = Vec::new();
-    let mut next: Vec<DateTime<Utc>> = subs.values().filter_map(|e| e.next_transition).collect();
+/// One service being evaluated: what its milestones are made of.
+struct Service<'f, 'a> {
+    facts: &'f Facts<'a>,
+    product: &'f str,
+    base: bool,
+}
 
-    for product in products {
-        let base = product == base_product;
-        let prev = previous.services.iter().find(|s| s.product == product);
-        let licences: Vec<Licence> = concerning
-            .iter()
-            .filter(|s| s.spec.product == product)
-            .filter_map(|s| {
-                let n = s.metadata.name.as_deref().unwrap_or_default();
-                subs.get(n)
-                    .and_then(|e| e.timeline)
-                    .map(|timeline| Licence {
-                        name: n,
-                        plan: s.spec.plan,
-                        timeline,
-                    })
-            })
-            .collect();
-
-        let milestone = |kind: MilestoneKind,
-                         due_at: DateTime<Utc>,
-                         key: DateTime<Utc>,
-                         subscription: Option<&str>,
-                         message: &dyn Fn() -> String| {
-            let id = format!(
-                "{}/{}/{}",
-                kind.as_str(),
-                product,
-                crate::api::date::format_instant(key)
-            );
-            let message = if recorded(&id) {
-                String::new()
-            } else {
-                message()
-            };
-            Milestone {
-                id,
-                kind,
-                product: product.to_string(),
-                base,
-                subscription: subscription.map(str::to_string),
-                due_at,
-                late: now - due_at > policy.late_after,
-                effective_end_at: None,
-                suspends_at: None,
-                peer: None,
-                event_only: false,
-                message,
-            }
+impl Service<'_, '_> {
+    /// A lifecycle milestone of this service, identified by its kind, product and `key`; its
+    /// message is only written when it is not recorded yet.
+    fn milestone(
+        &self,
+        kind: MilestoneKind,
+        due_at: DateTime<Utc>,
+        key: DateTime<Utc>,
+        subscription: Option<&str>,
+        message: &dyn Fn() -> String,
+    ) -> Milestone {
+        let id = format!(
+            "{}/{}/{}",
+            kind.as_str(),
+            self.product,
+            crate::api::date::format_instant(key)
+        );
+        let message = if self.facts.recorded.contains(&id) {
+            String::new()
+        } else {
+            message()
         };
-
-        let status = match coverage(&licences, now) {
-            Some(cov) => {
-                let end = cov.end;
-                let warn_at = earlier(end, policy.warning_period);
-                let suspend_at = later(end, policy.grace_period);
-                let phase = if now < warn_at {
-                    ServicePhase::Active
-                } else if now < end {
-                    ServicePhase::ExpiringSoon
-                } else if now < suspend_at {
-                    ServicePhase::ReadOnly
-                } else {
-                    ServicePhase::Suspended
-                };
-                next.extend(next_after(now, [warn_at, end, suspend_at]));
-                let sub = cov.subscription;
-                let (h_end, h_susp) = (human(end), human(suspend_at));
-                let h_suspended = human_from(suspend_at);
-                let with_dates = |mut m: Milestone| {
-                    m.effective_end_at = Some(end);
-                    m.suspends_at = Some(suspend_at);
-                    m
-                };
-                if now >= warn_at {
-                    reached.push(with_dates(milestone(
-                        MilestoneKind::ExpiringSoon,
-                        warn_at,
-                        warn_at,
-                        Some(sub),
-                        &|| format!("Subscription {sub} for {product} runs until {h_end}: renew it before then to avoid read-only mode"),
-                    )));
-                }
-                if now >= end {
-                    reached.push(with_dates(milestone(
-                        MilestoneKind::ReadOnly,
-                        end,
-                        end,
-                        Some(sub),
-                        &|| format!("Subscription {sub} for {product} ran until {h_end}: {} read-only; renew it before {h_susp} to avoid suspension", if base { "the tenant's settings are" } else { "this add-on's settings are" }),
-                    )));
-                }
-                if now >= suspend_at {
-                    reached.push(with_dates(milestone(
-                        MilestoneKind::Suspended,
-                        suspend_at,
-                        suspend_at,
-                        Some(sub),
-                        &|| format!("Subscription {sub} for {product} ran until {h_end} and its grace period until {h_susp}: {} suspended; renew it to restore service", if base { "the service is" } else { "this add-on is" }),
-                    )));
-                }
-                match phase {
-                    ServicePhase::Active => {}
-                    ServicePhase::ExpiringSoon => causes.push(Cause {
-                        severity: 2,
-                        base,
-                        reason: "ExpiringSoon",
-                        message: format!("{product}: subscription {sub} runs until {h_end}; renew it before then to avoid read-only mode"),
-                    }),
-                    ServicePhase::ReadOnly => causes.push(Cause {
-                        severity: 3,
-                        base,
-                        reason: "SubscriptionExpired",
-                        message: format!("{product}: subscription {sub} ran until {h_end}; settings are read-only, renew before {h_susp} to avoid suspension"),
-                    }),
-                    ServicePhase::Suspended => causes.push(Cause {
-                        severity: 4,
-                        base,
-                        reason: "SubscriptionExpired",
-                        message: format!("{product}: subscription {sub} ran until {h_end}, suspended since {h_suspended}; renew it to restore service"),
-                    }),
-                }
-                if cov.plan_in_force == Some(Plan::Trial) {
-                    let id = format!("TrialLicense/{product}/{sub}");
-                    let message = if recorded(&id) {
-                        String::new()
-                    } else {
-                        format!(
-                            "{product} is covered only by a trial licence ({sub}, until {h_end}): buy a paid subscription to keep the service"
-                        )
-                    };
-                    reached.push(Milestone {
-                        id,
-                        kind: MilestoneKind::TrialLicense,
-                        product: product.to_string(),
-                        base,
-                        subscription: Some(sub.to_string()),
-                        due_at: whole_seconds(now),
-                        late: false,
-                        effective_end_at: Some(end),
-                        suspends_at: Some(suspend_at),
-                        peer: None,
-                        event_only: false,
-                        message,
-                    });
-                    causes.push(Cause {
-                        severity: 1,
-                        base,
-                        reason: "TrialLicense",
-                        message: format!("{product}: only trial subscription {sub} is in force (until {h_end}); buy a paid subscription"),
-                    });
-                }
-                // A service that comes back because its coverage now ends later. A service
-                // covered for the first time (say, by a subscription applied a moment after its
-                // tenant, which was then seen missing) is not renewed: it had no end to move.
-                let improved = prev.is_some_and(|p| {
-                    p.phase > phase && p.effective_end_at.is_some_and(|e| e < end)
-                });
-                if improved {
-                    reached.push(with_dates(milestone(
-                        MilestoneKind::Renewed,
-                        whole_seconds(now),
-                        end,
-                        Some(sub),
-                        &|| {
-                            format!(
-                                "{product} is covered again by subscription {sub} until {h_end}"
-                            )
-                        },
-                    )));
-                }
-                ServiceStatus {
-                    product: product.to_string(),
-                    base,
-                    phase,
-                    subscription: Some(sub.to_string()),
-                    plan: cov.plan_in_force,
-                    effective_end_at: Some(end),
-                    expiring_soon_at: Some(warn_at),
-                    read_only_since: (phase >= ServicePhase::ReadOnly).then_some(end),
-                    suspends_at: Some(suspend_at),
-                    missing_since: None,
-                }
-            }
-            None => {
-                let since = prev
-                    .and_then(|p| p.missing_since)
-                    .unwrap_or_else(|| whole_seconds(now));
-                let suspend_at = later(since, policy.grace_period);
-                let phase = if now < suspend_at {
-                    ServicePhase::ReadOnly
-                } else {
-                    ServicePhase::Suspended
-                };
-                next.extend(next_after(now, [suspend_at]));
-                let (h_since, h_susp) = (human_from(since), human(suspend_at));
-                let h_suspended = human_from(suspend_at);
-                let mut m = milestone(
-                    MilestoneKind::SubscriptionMissing,
-                    since,
-                    since,
-                    None,
-                    &|| {
-                        format!(
-                            "{product} has no subscription: {} read-only; apply a Subscription for it before {h_susp} to avoid suspension",
-                            if base {
-                                "the tenant's settings are"
-                            } else {
-                                "this add-on's settings are"
-                            }
-                        )
-                    },
-                );
-                m.suspends_at = Some(suspend_at);
-                reached.push(m);
-                if phase == ServicePhase::Suspended {
-                    let mut m = milestone(
-                        MilestoneKind::Suspended,
-                        suspend_at,
-                        suspend_at,
-                        None,
-                        &|| {
-                            format!(
-                                "{product} has had no subscription since {h_since}: {} suspended since {h_suspended}; apply a Subscription to restore it",
-                                if base {
-                                    "the service is"
-                                } else {
-                                    "this add-on is"
-                                }
-                            )
-                        },
-                    );
-                    m.suspends_at = Some(suspend_at);
-                    reached.push(m);
-                }
-                causes.push(Cause {
-                    severity: if phase == ServicePhase::Suspended { 4 } else { 3 },
-                    base,
-                    reason: "SubscriptionMissing",
-                    message: if phase == ServicePhase::Suspended {
-                        format!("{product}: no subscription since {h_since}, suspended since {h_suspended}; apply a Subscription to restore it")
-                    } else {
-                        format!("{product}: no subscription (missing since {h_since}); settings are read-only, apply a Subscription before {h_susp} to avoid suspension")
-                    },
-                });
-                ServiceStatus {
-                    product: product.to_string(),
-                    base,
-                    phase,
-                    subscription: None,
-                    plan: None,
-                    effective_end_at: None,
-                    expiring_soon_at: None,
-                    read_only_since: Some(since),
-                    suspends_at: Some(suspend_at),
-                    missing_since: Some(since),
-                }
-            }
-        };
-        services.push(status);
-    }
-
-    // Seats: every subscription covering the tenant that is over its limit.
-    for (sub_name, eval) in &subs {
-        if eval.seats_exceeded {
-            let seats = concerning
-                .iter()
-                .find(|s| s.metadata.name.as_deref() == Some(sub_name))
-                .map(|s| s.spec.seats)
-                .unwrap_or_default();
-            let product = concerning
-                .iter()
-                .find(|s| s.metadata.name.as_deref() == Some(sub_name))
-                .map(|s| s.spec.product.clone())
-                .unwrap_or_default();
-            let message = format!(
-                "Subscription {sub_name} ({product}) is used by {} users but licenses {seats} seats: buy more seats or reduce spec.users on the tenants sharing it",
-                eval.seats_used
-            );
-            reached.push(Milestone {
-                id: format!("SeatLimitExceeded/{sub_name}/{seats}"),
-                kind: MilestoneKind::SeatLimitExceeded,
-                base: product == base_product,
-                product,
-                subscription: Some(sub_name.clone()),
-                due_at: whole_seconds(now),
-                late: false,
-                effective_end_at: eval.timeline.map(|t| t.effective_end_at),
-                suspends_at: None,
-                peer: None,
-                event_only: false,
-                message: message.clone(),
-            });
-            causes.push(Cause {
-                severity: 0,
-                base: false,
-                reason: "SeatLimitExceeded",
-                message,
-            });
+        Milestone {
+            id,
+            kind,
+            product: self.product.to_string(),
+            base: self.base,
+            subscription: subscription.map(str::to_string),
+            due_at,
+            late: self.facts.now - due_at > self.facts.policy.late_after,
+            effective_end_at: None,
+            suspends_at: None,
+            peer: None,
+            event_only: false,
+            message,
         }
     }
 
-    // Transfers, from what the Subscription controller recorded in `status.transfers`: the
-    // latest one to this tenant (if it still owns the subscription) and the latest one from it
-    // (if it does not). Only recent ones (within `late_after`): the history that a first run of
-    // this version finds is not announced again.
+    /// "the tenant's …" for the base service, "this add-on's …" for an add-on.
+    fn whose(&self, base: &'static str, add_on: &'static str) -> &'static str {
+        if self.base { base } else { add_on }
+    }
+}
+
+/// Evaluates one service: covered by its best subscription, or missing.
+fn evaluate_service(facts: &Facts<'_>, product: &str, found: &mut Findings) {
+    let service = Service {
+        facts,
+        product,
+        base: product == facts.base_product,
+    };
+    let licences: Vec<Licence> = facts
+        .concerning
+        .iter()
+        .filter(|s| s.spec.product == product)
+        .filter_map(|s| {
+            let n = s.metadata.name.as_deref().unwrap_or_default();
+            facts.timeline(n).map(|timeline| Licence {
+                name: n,
+                plan: s.spec.plan,
+                timeline,
+            })
+        })
+        .collect();
+    let status = match coverage(&licences, facts.now) {
+        Some(cov) => covered_service(&service, &cov, found),
+        None => missing_service(&service, found),
+    };
+    found.services.push(status);
+}
+
+/// The instants of a covered service: E − W, E and E + G.
+struct Instants {
+    end: DateTime<Utc>,
+    warn_at: DateTime<Utc>,
+    suspend_at: DateTime<Utc>,
+}
+
+impl Instants {
+    fn phase(&self, now: DateTime<Utc>) -> ServicePhase {
+        if now < self.warn_at {
+            ServicePhase::Active
+        } else if now < self.end {
+            ServicePhase::ExpiringSoon
+        } else if now < self.suspend_at {
+            ServicePhase::ReadOnly
+        } else {
+            ServicePhase::Suspended
+        }
+    }
+}
+
+/// A service covered by the subscription `cov` names.
+fn covered_service(
+    service: &Service<'_, '_>,
+    cov: &super::coverage::Coverage<'_>,
+    found: &mut Findings,
+) -> ServiceStatus {
+    let (facts, product) = (service.facts, service.product);
+    let end = cov.end;
+    let at = Instants {
+        end,
+        warn_at: earlier(end, facts.policy.warning_period),
+        suspend_at: later(end, facts.policy.grace_period),
+    };
+    let phase = at.phase(facts.now);
+    found
+        .next
+        .extend(next_after(facts.now, [at.warn_at, end, at.suspend_at]));
+    let sub = cov.subscription;
+    lifecycle_milestones(service, sub, &at, found);
+    covered_cause(service, sub, &at, phase, found);
+    if cov.plan_in_force == Some(Plan::Trial) {
+        trial_licence(service, sub, &at, found);
+    }
+    renewal(service, sub, &at, phase, found);
+    ServiceStatus {
+        product: product.to_string(),
+        base: service.base,
+        phase,
+        subscription: Some(sub.to_string()),
+        plan: cov.plan_in_force,
+        effective_end_at: Some(end),
+        expiring_soon_at: Some(at.warn_at),
+        read_only_since: (phase >= ServicePhase::ReadOnly).then_some(end),
+        suspends_at: Some(at.suspend_at),
+        missing_since: None,
+    }
+}
+
+/// The warning, read-only and suspension milestones of a covered service, as they are reached.
+fn lifecycle_milestones(service: &Service<'_, '_>, sub: &str, at: &Instants, found: &mut Findings) {
+    let (now, product) = (service.facts.now, service.product);
+    let (end, warn_at, suspend_at) = (at.end, at.warn_at, at.suspend_at);
+    let (h_end, h_susp) = (human(end), human(suspend_at));
+    let with_dates = |mut m: Milestone| {
+        m.effective_end_at = Some(end);
+        m.suspends_at = Some(suspend_at);
+        m
+    };
+    if now >= warn_at {
+        found.reached.push(with_dates(service.milestone(
+            MilestoneKind::ExpiringSoon,
+            warn_at,
+            warn_at,
+            Some(sub),
+            &|| format!("Subscription {sub} for {product} runs until {h_end}: renew it before then to avoid read-only mode"),
+        )));
+    }
+    if now >= end {
+        let whose = service.whose("the tenant's settings are", "this add-on's settings are");
+        found.reached.push(with_dates(service.milestone(
+            MilestoneKind::ReadOnly,
+            end,
+            end,
+            Some(sub),
+            &|| format!("Subscription {sub} for {product} ran until {h_end}: {whose} read-only; renew it before {h_susp} to avoid suspension"),
+        )));
+    }
+    if now >= suspend_at {
+        let whose = service.whose("the service is", "this add-on is");
+        found.reached.push(with_dates(service.milestone(
+            MilestoneKind::Suspended,
+            suspend_at,
+            suspend_at,
+            Some(sub),
+            &|| format!("Subscription {sub} for {product} ran until {h_end} and its grace period until {h_susp}: {whose} suspended; renew it to restore service"),
+        )));
+    }
+}
+
+/// The cause for attention of a covered service past its warning instant.
+fn covered_cause(
+    service: &Service<'_, '_>,
+    sub: &str,
+    at: &Instants,
+    phase: ServicePhase,
+    found: &mut Findings,
+) {
+    let product = service.product;
+    let (h_end, h_susp) = (human(at.end), human(at.suspend_at));
+    let (severity, reason, message) = match phase {
+        ServicePhase::Active => return,
+        ServicePhase::ExpiringSoon => (
+            2,
+            "ExpiringSoon",
+            format!(
+                "{product}: subscription {sub} runs until {h_end}; renew it before then to avoid read-only mode"
+            ),
+        ),
+        ServicePhase::ReadOnly => (
+            3,
+            "SubscriptionExpired",
+            format!(
+                "{product}: subscription {sub} ran until {h_end}; settings are read-only, renew before {h_susp} to avoid suspension"
+            ),
+        ),
+        ServicePhase::Suspended => (
+            4,
+            "SubscriptionExpired",
+            format!(
+                "{product}: subscription {sub} ran until {h_end}, suspended since {}; renew it to restore service",
+                human_from(at.suspend_at)
+            ),
+        ),
+    };
+    found.causes.push(Cause {
+        severity,
+        base: service.base,
+        reason,
+        message,
+    });
+}
+
+/// A service covered only by a trial: a milestone and a cause.
+fn trial_licence(service: &Service<'_, '_>, sub: &str, at: &Instants, found: &mut Findings) {
+    let (facts, product) = (service.facts, service.product);
+    let h_end = human(at.end);
+    let id = format!("TrialLicense/{product}/{sub}");
+    let message = if facts.recorded.contains(&id) {
+        String::new()
+    } else {
+        format!(
+            "{product} is covered only by a trial licence ({sub}, until {h_end}): buy a paid subscription to keep the service"
+        )
+    };
+    found.reached.push(Milestone {
+        id,
+        kind: MilestoneKind::TrialLicense,
+        product: product.to_string(),
+        base: service.base,
+        subscription: Some(sub.to_string()),
+        due_at: whole_seconds(facts.now),
+        late: false,
+        effective_end_at: Some(at.end),
+        suspends_at: Some(at.suspend_at),
+        peer: None,
+        event_only: false,
+        message,
+    });
+    found.causes.push(Cause {
+        severity: 1,
+        base: service.base,
+        reason: "TrialLicense",
+        message: format!(
+            "{product}: only trial subscription {sub} is in force (until {h_end}); buy a paid subscription"
+        ),
+    });
+}
+
+/// A service that comes back because its coverage now ends later. A service covered for the
+/// first time (say, by a subscription applied a moment after its tenant, which was then seen
+/// missing) is not renewed: it had no end to move.
+fn renewal(
+    service: &Service<'_, '_>,
+    sub: &str,
+    at: &Instants,
+    phase: ServicePhase,
+    found: &mut Findings,
+) {
+    let (facts, product) = (service.facts, service.product);
+    let prev = facts
+        .previous
+        .services
+        .iter()
+        .find(|s| s.product == product);
+    let improved =
+        prev.is_some_and(|p| p.phase > phase && p.effective_end_at.is_some_and(|e| e < at.end));
+    if !improved {
+        return;
+    }
+    let h_end = human(at.end);
+    let mut m = service.milestone(
+        MilestoneKind::Renewed,
+        whole_seconds(facts.now),
+        at.end,
+        Some(sub),
+        &|| format!("{product} is covered again by subscription {sub} until {h_end}"),
+    );
+    m.effective_end_at = Some(at.end);
+    m.suspends_at = Some(at.suspend_at);
+    found.reached.push(m);
+}
+
+/// A service with no started subscription: read-only from the moment it was first seen
+/// missing (kept in status), suspended a grace period later.
+fn missing_service(service: &Service<'_, '_>, found: &mut Findings) -> ServiceStatus {
+    let (facts, product) = (service.facts, service.product);
+    let now = facts.now;
+    let since = facts
+        .previous
+        .services
+        .iter()
+        .find(|s| s.product == product)
+        .and_then(|p| p.missing_since)
+        .unwrap_or_else(|| whole_seconds(now));
+    let suspend_at = later(since, facts.policy.grace_period);
+    let phase = if now < suspend_at {
+        ServicePhase::ReadOnly
+    } else {
+        ServicePhase::Suspended
+    };
+    found.next.extend(next_after(now, [suspend_at]));
+    let (h_since, h_susp) = (human_from(since), human(suspend_at));
+    let h_suspended = human_from(suspend_at);
+    let whose = service.whose("the tenant's settings are", "this add-on's settings are");
+    let mut m = service.milestone(
+        MilestoneKind::SubscriptionMissing,
+        since,
+        since,
+        None,
+        &|| format!("{product} has no subscription: {whose} read-only; apply a Subscription for it before {h_susp} to avoid suspension"),
+    );
+    m.suspends_at = Some(suspend_at);
+    found.reached.push(m);
+    let suspended = phase == ServicePhase::Suspended;
+    if suspended {
+        let whose = service.whose("the service is", "this add-on is");
+        let mut m = service.milestone(
+            MilestoneKind::Suspended,
+            suspend_at,
+            suspend_at,
+            None,
+            &|| format!("{product} has had no subscription since {h_since}: {whose} suspended since {h_suspended}; apply a Subscription to restore it"),
+        );
+        m.suspends_at = Some(suspend_at);
+        found.reached.push(m);
+    }
+    found.causes.push(Cause {
+        severity: if suspended { 4 } else { 3 },
+        base: service.base,
+        reason: "SubscriptionMissing",
+        message: if suspended {
+            format!("{product}: no subscription since {h_since}, suspended since {h_suspended}; apply a Subscription to restore it")
+        } else {
+            format!("{product}: no subscription (missing since {h_since}); settings are read-only, apply a Subscription before {h_susp} to avoid suspension")
+        },
+    });
+    ServiceStatus {
+        product: product.to_string(),
+        base: service.base,
+        phase,
+        subscription: None,
+        plan: None,
+        effective_end_at: None,
+        expiring_soon_at: None,
+        read_only_since: Some(since),
+        suspends_at: Some(suspend_at),
+        missing_since: Some(since),
+    }
+}
+
+/// Seats: every subscription covering the tenant that is over its limit.
+fn seat_limits(facts: &Facts<'_>, found: &mut Findings) {
+    for (sub_name, eval) in &facts.subs {
+        if !eval.seats_exceeded {
+            continue;
+        }
+        let spec = facts
+            .concerning
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(sub_name))
+            .map(|s| &s.spec);
+        let seats = spec.map(|s| s.seats).unwrap_or_default();
+        let product = spec.map(|s| s.product.clone()).unwrap_or_default();
+        let message = format!(
+            "Subscription {sub_name} ({product}) is used by {} users but licenses {seats} seats: buy more seats or reduce spec.users on the tenants sharing it",
+            eval.seats_used
+        );
+        found.reached.push(Milestone {
+            id: format!("SeatLimitExceeded/{sub_name}/{seats}"),
+            kind: MilestoneKind::SeatLimitExceeded,
+            base: product == facts.base_product,
+            product,
+            subscription: Some(sub_name.clone()),
+            due_at: whole_seconds(facts.now),
+            late: false,
+            effective_end_at: eval.timeline.map(|t| t.effective_end_at),
+            suspends_at: None,
+            peer: None,
+            event_only: false,
+            message: message.clone(),
+        });
+        found.causes.push(Cause {
+            severity: 0,
+            base: false,
+            reason: "SeatLimitExceeded",
+            message,
+        });
+    }
+}
+
+/// Transfers, from what the Subscription controller recorded in `status.transfers`: the latest
+/// one to this tenant (if it still owns the subscription) and the latest one from it (if it
+/// does not). Only recent ones (within `late_after`): the history that a first run of this
+/// version finds is not announced again.
+fn transfers(facts: &Facts<'_>, subscriptions: &[&Subscription], found: &mut Findings) {
+    let (name, now) = (facts.name, facts.now);
     for sub in subscriptions.iter().copied() {
         let Some(sub_status) = &sub.status else {
             continue;
         };
-        let sub_name = sub.metadata.name.as_deref().unwrap_or_default();
         let owner = sub.spec.tenant_ref.as_str();
-        let recent = |t: &&crate::api::Transfer| t.at <= now && now - t.at <= policy.late_after;
+        let recent =
+            |t: &&crate::api::Transfer| t.at <= now && now - t.at <= facts.policy.late_after;
         let inbound = (owner == name)
             .then(|| sub_status.transfers.iter().rev().find(|t| t.to == name))
             .flatten()
@@ -623,92 +822,125 @@ pub fn evaluate_tenant(
             .then(|| sub_status.transfers.iter().rev().find(|t| t.from == name))
             .flatten()
             .filter(recent);
-        let product = sub.spec.product.as_str();
         for (kind, transfer) in [
             (MilestoneKind::TransferredIn, inbound),
             (MilestoneKind::TransferredOut, outbound),
         ] {
-            let Some(t) = transfer else { continue };
-            let (peer, covers) = if kind == MilestoneKind::TransferredIn {
-                (&t.from, "it now covers this tenant")
-            } else {
-                (&t.to, "it no longer covers this tenant")
-            };
-            reached.push(Milestone {
-                id: format!(
-                    "{}/{}/{}",
-                    kind.as_str(),
-                    sub_name,
-                    crate::api::date::format_instant(t.at)
-                ),
-                kind,
-                product: product.to_string(),
-                base: product == base_product,
-                subscription: Some(sub_name.to_string()),
-                due_at: t.at,
-                late: false,
-                effective_end_at: subs
-                    .get(sub_name)
-                    .and_then(|e| e.timeline)
-                    .map(|tl| tl.effective_end_at),
-                suspends_at: None,
-                peer: Some(peer.clone()),
-                event_only: false,
-                message: format!(
-                    "Subscription {sub_name} ({product}) was transferred from tenant {} to tenant {}: {covers}",
-                    t.from, t.to
-                ),
-            });
+            if let Some(t) = transfer {
+                found.reached.push(transfer_milestone(facts, sub, kind, t));
+            }
         }
     }
+}
 
-    // Possible duplicates: a condition and a milestone each, never a phase.
-    let found = duplicates::possible_duplicates(tenant, &concerning, neighbours, policy, now);
-    next.extend(duplicates::next_change(
+/// The milestone of transfer `t` of `sub`, to or from this tenant (`kind`).
+fn transfer_milestone(
+    facts: &Facts<'_>,
+    sub: &Subscription,
+    kind: MilestoneKind,
+    t: &crate::api::Transfer,
+) -> Milestone {
+    let sub_name = sub.metadata.name.as_deref().unwrap_or_default();
+    let product = sub.spec.product.as_str();
+    let (peer, covers) = if kind == MilestoneKind::TransferredIn {
+        (&t.from, "it now covers this tenant")
+    } else {
+        (&t.to, "it no longer covers this tenant")
+    };
+    Milestone {
+        id: format!(
+            "{}/{}/{}",
+            kind.as_str(),
+            sub_name,
+            crate::api::date::format_instant(t.at)
+        ),
+        kind,
+        product: product.to_string(),
+        base: product == facts.base_product,
+        subscription: Some(sub_name.to_string()),
+        due_at: t.at,
+        late: false,
+        effective_end_at: facts.timeline(sub_name).map(|tl| tl.effective_end_at),
+        suspends_at: None,
+        peer: Some(peer.clone()),
+        event_only: false,
+        message: format!(
+            "Subscription {sub_name} ({product}) was transferred from tenant {} to tenant {}: {covers}",
+            t.from, t.to
+        ),
+    }
+}
+
+/// Possible duplicates: a condition and a milestone each, never a phase.
+fn possible_duplicates(
+    facts: &Facts<'_>,
+    neighbours: &[Neighbour<'_>],
+    found: &mut Findings,
+) -> Vec<duplicates::Duplicate> {
+    let (tenant, policy, now) = (facts.tenant, facts.policy, facts.now);
+    let dups = duplicates::possible_duplicates(tenant, &facts.concerning, neighbours, policy, now);
+    found.next.extend(duplicates::next_change(
         tenant,
-        &concerning,
+        &facts.concerning,
         neighbours,
-        &found,
+        &dups,
         policy,
         now,
     ));
-    for d in &found {
+    let base_product = facts.base_product;
+    for d in &dups {
         let id = format!("{}/{}", MilestoneKind::PossibleDuplicate.as_str(), d.other);
-        let message = if recorded(&id) {
+        let message = if facts.recorded.contains(&id) {
             String::new()
         } else {
             d.message.clone()
         };
-        reached.push(Milestone {
+        let first = d.moves.first();
+        found.reached.push(Milestone {
             id,
             kind: MilestoneKind::PossibleDuplicate,
-            product: d
-                .moves
-                .first()
+            product: first
                 .map_or(base_product, |m| m.product.as_str())
                 .to_string(),
-            base: d.moves.first().is_none_or(|m| m.product == base_product),
-            subscription: d.moves.first().map(|m| m.subscription.clone()),
+            base: first.is_none_or(|m| m.product == base_product),
+            subscription: first.map(|m| m.subscription.clone()),
             due_at: whole_seconds(now),
             late: false,
-            effective_end_at: d.moves.first().map(|m| m.effective_end_at),
+            effective_end_at: first.map(|m| m.effective_end_at),
             suspends_at: None,
             peer: Some(d.other.clone()),
-            event_only: d.in_use != name,
+            event_only: d.in_use != facts.name,
             message,
         });
     }
+    dups
+}
 
-    let base_status = services.first();
-    let base_phase = base_status.map(|s| s.phase).unwrap_or(ServicePhase::Active);
-    let phase = match base_phase {
+/// The tenant's phase follows its base service; any cause for attention is a warning.
+fn tenant_phase(found: &Findings) -> TenantPhase {
+    let base_phase = found
+        .services
+        .first()
+        .map(|s| s.phase)
+        .unwrap_or(ServicePhase::Active);
+    match base_phase {
         ServicePhase::Suspended => TenantPhase::Suspended,
         ServicePhase::ReadOnly => TenantPhase::ReadOnly,
-        _ if !causes.is_empty() => TenantPhase::Warning,
+        _ if !found.causes.is_empty() => TenantPhase::Warning,
         _ => TenantPhase::Active,
-    };
+    }
+}
 
-    // Conditions.
+/// The tenant's conditions: `Ready`, `Warning` (every cause, the most severe first),
+/// `ReadOnly` and `Suspended` (the base service's cause; add-ons are named in the message),
+/// and `PossibleDuplicate`.
+fn tenant_conditions(
+    facts: &Facts<'_>,
+    phase: TenantPhase,
+    found: &mut Findings,
+    dups: &[duplicates::Duplicate],
+) -> Vec<crate::api::Condition> {
+    let causes = &mut found.causes;
     causes.sort_by(|a, b| b.severity.cmp(&a.severity).then(b.base.cmp(&a.base)));
     let all_causes = causes
         .iter()
@@ -716,18 +948,20 @@ pub fn evaluate_tenant(
         .collect::<Vec<_>>()
         .join("; ");
     let base_cause = causes.iter().find(|c| c.base && c.severity >= 3);
-    let frozen_add_ons: Vec<&str> = services
-        .iter()
-        .filter(|s| !s.base && s.phase >= ServicePhase::ReadOnly)
-        .map(|s| s.product.as_str())
-        .collect();
-    let suspended_add_ons: Vec<&str> = services
-        .iter()
-        .filter(|s| !s.base && s.phase == ServicePhase::Suspended)
-        .map(|s| s.product.as_str())
-        .collect();
+    let add_ons = |at_least: ServicePhase| -> Vec<&str> {
+        found
+            .services
+            .iter()
+            .filter(|s| !s.base && s.phase >= at_least)
+            .map(|s| s.product.as_str())
+            .collect()
+    };
+    let (frozen_add_ons, suspended_add_ons) = (
+        add_ons(ServicePhase::ReadOnly),
+        add_ons(ServicePhase::Suspended),
+    );
 
-    let mut conditions = ConditionSet::new(&previous.conditions, generation, now);
+    let mut conditions = ConditionSet::new(&facts.previous.conditions, facts.generation, facts.now);
     conditions.set("Ready", true, "Reconciled", format!("Tenant is {phase:?}"));
     match causes.first() {
         Some(top) => conditions.set("Warning", true, top.reason, all_causes.clone()),
@@ -768,17 +1002,25 @@ pub fn evaluate_tenant(
             ),
         ),
     }
+    let (status, message) = duplicate_condition(dups);
+    if status {
+        conditions.set("PossibleDuplicate", true, "SharesAdmins", message);
+    } else {
+        conditions.set("PossibleDuplicate", false, "NoDuplicate", message);
+    }
+    conditions.finish()
+}
 
-    match found.len() {
-        0 => conditions.set(
-            "PossibleDuplicate",
+/// Whether the `PossibleDuplicate` condition is true, and its message.
+fn duplicate_condition(dups: &[duplicates::Duplicate]) -> (bool, String) {
+    match dups.len() {
+        0 => (
             false,
-            "NoDuplicate",
-            "No other tenant lists one of this tenant's administrator addresses (tenants linked by a shared subscription or the mailsec.io/not-duplicate-of annotation are not counted)",
+            "No other tenant lists one of this tenant's administrator addresses (tenants linked by a shared subscription or the mailsec.io/not-duplicate-of annotation are not counted)".to_string(),
         ),
-        1 => conditions.set("PossibleDuplicate", true, "SharesAdmins", found[0].message.clone()),
+        1 => (true, dups[0].message.clone()),
         n => {
-            let shown: Vec<&str> = found
+            let shown: Vec<&str> = dups
                 .iter()
                 .take(duplicates::MAX_REPORTED)
                 .map(|d| d.message.as_str())
@@ -788,27 +1030,52 @@ pub fn evaluate_tenant(
             if more > 0 {
                 message.push_str(&format!(" | and {more} more (see status.possibleDuplicates)"));
             }
-            conditions.set("PossibleDuplicate", true, "SharesAdmins", message)
+            (true, message)
         }
     }
+}
 
-    // Milestones: announce those reached and not recorded; keep records of those still reached,
-    // plus a bounded history so a milestone that comes back after a change is not repeated at once.
+/// `status.possibleDuplicates`, within their bounds.
+fn duplicate_records(dups: &[duplicates::Duplicate]) -> Vec<PossibleDuplicate> {
+    dups.iter()
+        .take(duplicates::MAX_REPORTED)
+        .map(|d| PossibleDuplicate {
+            tenant: d.other.clone(),
+            shared_admins: d
+                .shared_admins
+                .iter()
+                .take(duplicates::MAX_ADDRESSES)
+                .cloned()
+                .collect(),
+            tenant_in_use: d.in_use.clone(),
+            subscriptions_to_move: d
+                .moves
+                .iter()
+                .take(duplicates::MAX_MOVES)
+                .map(|m| m.subscription.clone())
+                .collect(),
+        })
+        .collect()
+}
+
+/// Milestones: announce those reached and not recorded; keep records of those still reached,
+/// plus a bounded history so a milestone that comes back after a change is not repeated at
+/// once. Returns the records to write and the milestones to announce.
+fn milestone_records(
+    facts: &Facts<'_>,
+    mut reached: Vec<Milestone>,
+) -> (Vec<MilestoneRecord>, Vec<Milestone>) {
+    let previous = &facts.previous.milestones;
     reached.sort_by(|a, b| a.due_at.cmp(&b.due_at).then(a.kind.cmp(&b.kind)));
     cap_reached(&mut reached);
     let mut current: Vec<&str> = reached.iter().map(|m| m.id.as_str()).collect();
     current.sort_unstable();
     let current = |id: &str| current.binary_search(&id).is_ok();
-    let stale = previous
-        .milestones
-        .iter()
-        .filter(|r| !current(&r.id))
-        .count();
+    let stale = previous.iter().filter(|r| !current(&r.id)).count();
     let mut to_drop = stale.saturating_sub(MILESTONE_HISTORY);
-    let mut records: Vec<MilestoneRecord> = Vec::with_capacity(previous.milestones.len() + 2);
+    let mut records: Vec<MilestoneRecord> = Vec::with_capacity(previous.len() + 2);
     records.extend(
         previous
-            .milestones
             .iter()
             .filter(|r| {
                 if to_drop > 0 && !current(&r.id) {
@@ -819,8 +1086,11 @@ pub fn evaluate_tenant(
             })
             .cloned(),
     );
-    let fresh: Vec<Milestone> = reached.into_iter().filter(|m| !recorded(&m.id)).collect();
-    let announced_at = whole_seconds(now);
+    let fresh: Vec<Milestone> = reached
+        .into_iter()
+        .filter(|m| !facts.recorded.contains(&m.id))
+        .collect();
+    let announced_at = whole_seconds(facts.now);
     records.extend(fresh.iter().map(|m| MilestoneRecord {
         id: m.id.clone(),
         kind: m.kind.as_str().to_string(),
@@ -833,46 +1103,5 @@ pub fn evaluate_tenant(
         effective_end_at: m.effective_end_at,
         suspends_at: m.suspends_at,
     }));
-
-    let next_transition = next.into_iter().filter(|t| *t > now).min();
-    let status = TenantStatus {
-        phase: Some(phase),
-        services,
-        next_transition_at: next_transition,
-        conditions: conditions.finish(),
-        milestones: records,
-        // Owned by the settings projection (see `settings::plan`); carried over here.
-        settings_applied_generation: previous.settings_applied_generation,
-        settings_digest: previous.settings_digest.clone(),
-        settings_in_effect: previous.settings_in_effect.clone(),
-        notifications: Vec::new(),
-        licences_held: licences_held(name, &concerning, &subs),
-        possible_duplicates: found
-            .iter()
-            .take(duplicates::MAX_REPORTED)
-            .map(|d| PossibleDuplicate {
-                tenant: d.other.clone(),
-                shared_admins: d
-                    .shared_admins
-                    .iter()
-                    .take(duplicates::MAX_ADDRESSES)
-                    .cloned()
-                    .collect(),
-                tenant_in_use: d.in_use.clone(),
-                subscriptions_to_move: d
-                    .moves
-                    .iter()
-                    .take(duplicates::MAX_MOVES)
-                    .map(|m| m.subscription.clone())
-                    .collect(),
-            })
-            .collect(),
-        observed_generation: generation,
-    };
-    TenantEvaluation {
-        status,
-        subscriptions: subs,
-        milestones: fresh,
-        next_transition,
-    }
+    (records, fresh)
 }

@@ -1076,3 +1076,55 @@ fn condition_messages_are_cut_to_their_bound() {
     assert!(message.len() > crate::api::bounds::MAX_CONDITION_MESSAGE - 8);
     assert!(message.ends_with('…'));
 }
+
+/// Which tenants a subscription names: the one answer the controllers' indexes, their watch
+/// mapping and the `evaluate` CLI share.
+#[test]
+fn a_subscription_names_its_spec_last_seen_and_transfer_tenants() {
+    use crate::api::{SubscriptionStatus, Transfer};
+    let transfer = |from: &str, to: &str| Transfer {
+        from: from.into(),
+        to: to.into(),
+        at: at("2026-06-01"),
+    };
+    let base_shared = || {
+        shared(
+            subscription("s", "acme", ESG, "2026-01-01", "2026-12-31", 10),
+            &["beta"],
+        )
+    };
+    let with_status = |status: SubscriptionStatus| {
+        let mut s = base_shared();
+        s.status = Some(status);
+        s
+    };
+    let rows: Vec<(Subscription, Vec<&str>)> = vec![
+        (base_shared(), vec!["acme", "beta"]),
+        (
+            with_status(SubscriptionStatus {
+                tenant: Some("old".into()),
+                shared_with: vec!["gone".into()],
+                ..Default::default()
+            }),
+            vec!["acme", "beta", "gone", "old"],
+        ),
+        (
+            with_status(SubscriptionStatus {
+                tenant: Some("acme".into()),
+                transfers: vec![transfer("first", "second"), transfer("second", "acme")],
+                ..Default::default()
+            }),
+            vec!["acme", "beta", "first", "second"],
+        ),
+    ];
+    for (sub, expected) in rows {
+        let mut names: Vec<&str> = subscription::tenants_named(&sub).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names, expected);
+        for name in &expected {
+            assert!(subscription::names_tenant(&sub, name));
+        }
+        assert!(!subscription::names_tenant(&sub, "stranger"));
+    }
+}

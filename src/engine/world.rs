@@ -34,25 +34,16 @@ impl World {
             .collect()
     }
 
-    /// The subscriptions that concern each tenant (owned, shared, or transferred to or from it),
-    /// by tenant name.
+    /// The subscriptions that name each tenant (see [`super::subscription::tenants_named`]), by
+    /// tenant name.
     pub fn subscriptions_by_tenant(&self) -> BTreeMap<&str, Vec<&Subscription>> {
         let mut index: BTreeMap<&str, Vec<&Subscription>> = BTreeMap::new();
         for sub in &self.subscriptions {
-            for tenant in sub.tenants() {
+            for tenant in super::subscription::tenants_named(sub) {
                 let list = index.entry(tenant).or_default();
                 // A tenant named twice (owner and sharedWith) counts the subscription once.
                 if !list.iter().any(|s| std::ptr::eq(*s, sub)) {
                     list.push(sub);
-                }
-            }
-            // The parties of recorded transfers see it too (transfer milestones).
-            for t in sub.status.iter().flat_map(|s| s.transfers.iter()) {
-                for tenant in [t.from.as_str(), t.to.as_str()] {
-                    let list = index.entry(tenant).or_default();
-                    if !list.iter().any(|s| std::ptr::eq(*s, sub)) {
-                        list.push(sub);
-                    }
                 }
             }
         }
