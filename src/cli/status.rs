@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
 
 use super::cluster::{ClusterArgs, ClusterError, list_readable};
-use super::human;
+use super::human::{self, dash, indent};
 use crate::api::condition::Condition;
 use crate::api::{
     NotificationState, ServicePhase, ServiceStatus, Subscription, SubscriptionPhase, Tenant,
@@ -254,18 +254,6 @@ pub async fn events_about(
     Ok(lines)
 }
 
-fn dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".to_string()
-    } else {
-        s.to_string()
-    }
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
-}
-
 fn conditions_section(conditions: &[Condition]) -> String {
     if conditions.is_empty() {
         return "Conditions: none yet\n".to_string();
@@ -284,7 +272,7 @@ fn conditions_section(conditions: &[Condition]) -> String {
             dash(&c.message),
         ]);
     }
-    format!("Conditions:\n{}", indent(&super::columns(&rows)))
+    format!("Conditions:\n{}", indent(&human::columns(&rows)))
 }
 
 fn events_section(
@@ -317,7 +305,7 @@ fn events_section(
                 "Events (newest last, {} of {}):\n{}",
                 shown.len(),
                 list.len(),
-                indent(&super::columns(&rows))
+                indent(&human::columns(&rows))
             )
         }
     }
@@ -591,7 +579,7 @@ fn duplicates_section(t: &Tenant) -> String {
     }
     format!(
         "\nPossible duplicates (tenants that list the same administrator):\n{}",
-        indent(&super::columns(&rows))
+        indent(&human::columns(&rows))
     )
 }
 
@@ -649,7 +637,7 @@ fn notifications_section(t: &Tenant, now: DateTime<Utc>) -> String {
     format!(
         "Undelivered notifications ({}):\n{}",
         pending.len(),
-        indent(&super::columns(&rows))
+        indent(&human::columns(&rows))
     )
 }
 
@@ -932,7 +920,7 @@ fn covers_section(sub: &Subscription, tenants: &[Tenant]) -> String {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    format!("Covers:\n{}", indent(&super::columns(&rows)))
+    format!("Covers:\n{}", indent(&human::columns(&rows)))
 }
 
 /// What to do about a subscription: a stale status, a lapse, a trial, exceeded seats, not ready.
