@@ -3,6 +3,10 @@
 //! Every template lives here. Each names the tenant (display name and name), the product, the
 //! subscription, the date of the next step and what the administrator must do. Instants are
 //! written in UTC with the zone spelled out, so nobody has to guess.
+//!
+//! Each language has a module with one function per milestone kind (`en`, `ja`) that words the
+//! notice; `english` and `japanese` add the greeting, the late-notice line and the signature, so
+//! the frame of a message is written once per language.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
