@@ -172,5 +172,5 @@ fn table(manifests: &Manifests, eval: &WorldEvaluation, at: DateTime<Utc>) -> St
             ),
         ]);
     }
-    super::render_columns(&format!("evaluated at {}", format_instant(at)), &rows)
+    super::human::render_columns(&format!("evaluated at {}", format_instant(at)), &rows)
 }

@@ -1,4 +1,5 @@
-//! Instants and durations as people read them in the plugin's text output.
+//! How the plugin's text output is written: instants and durations as people read them, and
+//! the tables and cells every command's output is made of.
 //!
 //! An end of coverage is an exclusive instant: a licence whose `endDate` is `2026-12-31` ends at
 //! `2027-01-01T00:00:00Z`. Written as a bare date that would read a day late, so an instant at
@@ -86,6 +87,50 @@ pub fn days_left(now: DateTime<Utc>, end: DateTime<Utc>) -> i64 {
     (end - now).num_seconds().div_euclid(86_400)
 }
 
+/// Renders rows as left-aligned columns separated by two spaces, under a `# title` line.
+pub fn render_columns<R: AsRef<[String]>>(title: &str, rows: &[R]) -> String {
+    format!("# {title}\n{}", columns(rows))
+}
+
+/// Renders rows as left-aligned columns separated by two spaces.
+pub fn columns<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let columns = rows.first().map(|r| r.as_ref().len()).unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.as_ref().get(i).map(|c| c.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .as_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A cell that is never blank, so columns stay aligned: `-` for an empty text.
+pub fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `text` indented by two spaces, line by line (a section's body under its heading).
+pub fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +169,24 @@ mod tests {
         assert_eq!(relative(now, now), "now");
         assert_eq!(days_left(now, t("2027-01-01")), 17);
         assert_eq!(days_left(now, t("2026-12-14T12:00:00Z")), -1);
+    }
+
+    #[test]
+    fn tables_align_columns_and_never_leave_a_cell_blank() {
+        let rows = vec![
+            vec!["NAME".to_string(), "PHASE".to_string(), dash("")],
+            vec!["globex".to_string(), dash("Active"), "x".to_string()],
+        ];
+        let cases = [
+            (columns(&rows), "NAME    PHASE   -\nglobex  Active  x\n"),
+            (
+                render_columns("t", &rows),
+                "# t\nNAME    PHASE   -\nglobex  Active  x\n",
+            ),
+            (indent("a\nb\n"), "  a\n  b\n"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 }

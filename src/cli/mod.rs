@@ -231,36 +231,6 @@ pub enum ReportFormat {
     Name,
 }
 
-/// Renders rows as left-aligned columns separated by two spaces, under a `# title` line.
-pub fn render_columns<R: AsRef<[String]>>(title: &str, rows: &[R]) -> String {
-    format!("# {title}\n{}", columns(rows))
-}
-
-/// Renders rows as left-aligned columns separated by two spaces.
-pub fn columns<R: AsRef<[String]>>(rows: &[R]) -> String {
-    let columns = rows.first().map(|r| r.as_ref().len()).unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.as_ref().get(i).map(|c| c.chars().count()).unwrap_or(0))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .as_ref()
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| format!("{cell:<w$}", w = widths.get(i).copied().unwrap_or(0)))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     /// A human summary.

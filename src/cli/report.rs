@@ -303,12 +303,12 @@ pub fn render_with(
                 table.push(line);
             }
             Ok(if headers {
-                super::render_columns(
+                super::human::render_columns(
                     &format!("service subscriptions at {}", format_instant(at)),
                     &table,
                 )
             } else {
-                super::columns(&table)
+                super::human::columns(&table)
             })
         }
     }

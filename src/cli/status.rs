@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
 
 use super::cluster::{ClusterArgs, ClusterError, list_readable};
-use super::human;
+use super::human::{self, dash, indent};
 use crate::api::condition::Condition;
 use crate::api::{
     NotificationState, ServicePhase, ServiceStatus, Subscription, SubscriptionPhase, Tenant,
@@ -254,18 +254,6 @@ pub async fn events_about(
     Ok(lines)
 }
 
-fn dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".to_string()
-    } else {
-        s.to_string()
-    }
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
-}
-
 fn conditions_section(conditions: &[Condition]) -> String {
     if conditions.is_empty() {
         return "Conditions: none yet\n".to_string();
@@ -284,7 +272,7 @@ fn conditions_section(conditions: &[Condition]) -> String {
             dash(&c.message),
         ]);
     }
-    format!("Conditions:\n{}", indent(&super::columns(&rows)))
+    format!("Conditions:\n{}", indent(&human::columns(&rows)))
 }
 
 fn events_section(
@@ -317,7 +305,7 @@ fn events_section(
                 "Events (newest last, {} of {}):\n{}",
                 shown.len(),
                 list.len(),
-                indent(&super::columns(&rows))
+                indent(&human::columns(&rows))
             )
         }
     }
@@ -591,7 +579,7 @@ fn duplicates_section(t: &Tenant) -> String {
     }
     format!(
         "\nPossible duplicates (tenants that list the same administrator):\n{}",
-        indent(&super::columns(&rows))
+        indent(&human::columns(&rows))
     )
 }
 
@@ -649,7 +637,7 @@ fn notifications_section(t: &Tenant, now: DateTime<Utc>) -> String {
     format!(
         "Undelivered notifications ({}):\n{}",
         pending.len(),
-        indent(&super::columns(&rows))
+        indent(&human::columns(&rows))
     )
 }
 
@@ -746,11 +734,31 @@ pub fn render_subscription(
     max_events: usize,
     now: DateTime<Utc>,
 ) -> (String, Verdict) {
+    let status = sub.status.as_ref();
+    let verdict = Verdict::of_subscription(status.and_then(|s| s.phase));
+    let mut out = subscription_summary(sub, verdict, now);
+    out.push('\n');
+    out.push_str(&conditions_section(
+        status.map(|s| s.conditions.as_slice()).unwrap_or_default(),
+    ));
+    out.push('\n');
+    out.push_str(&covers_section(sub, tenants));
+    out.push('\n');
+    out.push_str(&actions_section(
+        &subscription_actions(sub),
+        "the licence is in force",
+    ));
+    out.push('\n');
+    out.push_str(&events_section(events, max_events, now));
+    (out, verdict)
+}
+
+/// The head of `status subscription`: phase, owner, product, licence period, seats, transfers.
+fn subscription_summary(sub: &Subscription, verdict: Verdict, now: DateTime<Utc>) -> String {
     let name = sub.metadata.name.clone().unwrap_or_default();
     let spec = &sub.spec;
     let status = sub.status.as_ref();
     let phase = status.and_then(|s| s.phase);
-    let verdict = Verdict::of_subscription(phase);
     let mut out = String::new();
     out.push_str(&format!("Subscription: {name}\n"));
     out.push_str(&format!(
@@ -780,41 +788,7 @@ pub fn render_subscription(
         "Product:      {} ({:?})\n",
         spec.product, spec.plan
     ));
-    let written = format!(
-        "startDate {}, endDate {}{}",
-        spec.start_date.as_str(),
-        spec.end_date.as_str(),
-        spec.extension
-            .as_ref()
-            .map(|x| format!(
-                ", extended until {}{}",
-                x.until.as_str(),
-                x.reason
-                    .as_ref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            ))
-            .unwrap_or_default()
-    );
-    match (
-        status.and_then(|s| s.starts_at),
-        status.and_then(|s| s.effective_end_at),
-    ) {
-        (Some(start), Some(end)) => {
-            out.push_str(&format!(
-                "Licence:      from {} {} ({written})\n",
-                human::instant(start),
-                human::until(end)
-            ));
-            let left = if end > now {
-                human::days_left(now, end).to_string()
-            } else {
-                format!("ended {}", human::relative(now, end))
-            };
-            out.push_str(&format!("Days left:    {left}\n"));
-        }
-        _ => out.push_str(&format!("Licence:      {written}\n")),
-    }
+    out.push_str(&licence_lines(sub, now));
     if let Some(grace) = status.and_then(|s| s.grace_ends_at) {
         out.push_str(&format!(
             "Grace ends:   {} ({})\n",
@@ -848,13 +822,54 @@ pub fn render_subscription(
             human::instant(t.at)
         ));
     }
-    out.push('\n');
-    out.push_str(&conditions_section(
-        status.map(|s| s.conditions.as_slice()).unwrap_or_default(),
-    ));
-    out.push('\n');
+    out
+}
 
-    // The tenants it is meant to cover, and whether it is what covers them.
+/// The licence period as written and, once the operator computed it, as instants with the days
+/// left.
+fn licence_lines(sub: &Subscription, now: DateTime<Utc>) -> String {
+    let spec = &sub.spec;
+    let status = sub.status.as_ref();
+    let written = format!(
+        "startDate {}, endDate {}{}",
+        spec.start_date.as_str(),
+        spec.end_date.as_str(),
+        spec.extension
+            .as_ref()
+            .map(|x| format!(
+                ", extended until {}{}",
+                x.until.as_str(),
+                x.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ))
+            .unwrap_or_default()
+    );
+    match (
+        status.and_then(|s| s.starts_at),
+        status.and_then(|s| s.effective_end_at),
+    ) {
+        (Some(start), Some(end)) => {
+            let left = if end > now {
+                human::days_left(now, end).to_string()
+            } else {
+                format!("ended {}", human::relative(now, end))
+            };
+            format!(
+                "Licence:      from {} {} ({written})\nDays left:    {left}\n",
+                human::instant(start),
+                human::until(end)
+            )
+        }
+        _ => format!("Licence:      {written}\n"),
+    }
+}
+
+/// The tenants a subscription is meant to cover, and whether it is what covers them.
+fn covers_section(sub: &Subscription, tenants: &[Tenant]) -> String {
+    let name = sub.metadata.name.clone().unwrap_or_default();
+    let spec = &sub.spec;
     let mut rows = vec![
         [
             "TENANT",
@@ -905,9 +920,15 @@ pub fn render_subscription(
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    out.push_str(&format!("Covers:\n{}", indent(&super::columns(&rows))));
-    out.push('\n');
+    format!("Covers:\n{}", indent(&human::columns(&rows)))
+}
 
+/// What to do about a subscription: a stale status, a lapse, a trial, exceeded seats, not ready.
+fn subscription_actions(sub: &Subscription) -> Vec<String> {
+    let name = sub.metadata.name.clone().unwrap_or_default();
+    let spec = &sub.spec;
+    let status = sub.status.as_ref();
+    let phase = status.and_then(|s| s.phase);
     let mut actions = Vec::new();
     if let (Some(observed), Some(generation)) = (
         status.and_then(|s| s.observed_generation),
@@ -950,10 +971,7 @@ pub fn render_subscription(
             actions.push(format!("Not ready ({}): {}", c.reason, c.message));
         }
     }
-    out.push_str(&actions_section(&actions, "the licence is in force"));
-    out.push('\n');
-    out.push_str(&events_section(events, max_events, now));
-    (out, verdict)
+    actions
 }
 
 #[cfg(test)]

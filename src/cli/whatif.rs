@@ -243,7 +243,7 @@ pub fn render(world: &World, policy: &Policy, args: &WhatIfArgs) -> Result<Strin
                 table.push(line);
             }
             Ok(if headers {
-                super::render_columns(
+                super::human::render_columns(
                     &format!(
                         "what-if at {} (now: as stored; then: evaluated with warning period {}, grace period {})",
                         format_instant(at),
@@ -253,7 +253,7 @@ pub fn render(world: &World, policy: &Policy, args: &WhatIfArgs) -> Result<Strin
                     &table,
                 )
             } else {
-                super::columns(&table)
+                super::human::columns(&table)
             })
         }
     }

@@ -3,6 +3,10 @@
 //! Every template lives here. Each names the tenant (display name and name), the product, the
 //! subscription, the date of the next step and what the administrator must do. Instants are
 //! written in UTC with the zone spelled out, so nobody has to guess.
+//!
+//! Each language has a module with one function per milestone kind (`en`, `ja`) that words the
+//! notice; `english` and `japanese` add the greeting, the late-notice line and the signature, so
+//! the frame of a message is written once per language.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
@@ -195,6 +199,12 @@ struct Parts {
     due: String,
     end: String,
     susp: String,
+    /// What is restricted: the whole tenant for the base service, else only the add-on.
+    scope: String,
+    /// [`Parts::scope`] at the start of a sentence (English only; Japanese has no capitals).
+    scope_cap: String,
+    /// There is a subscription to name ([`Parts::sub`] is not a placeholder).
+    has_sub: bool,
 }
 
 fn parts(locale: Locale, f: &Facts) -> Parts {
@@ -206,11 +216,31 @@ fn parts(locale: Locale, f: &Facts) -> Parts {
         t.map(|t| format_date(locale, t))
             .unwrap_or_else(|| unknown.to_string())
     };
+    let product = product_name(&f.product);
+    let display = f.display_name.clone();
+    let (scope, scope_cap) = match (locale, f.base) {
+        (Locale::En, true) => (
+            format!("the service of tenant {display}"),
+            format!("The service of tenant {display}"),
+        ),
+        (Locale::En, false) => (
+            format!("the add-on {product}"),
+            format!("The add-on {product}"),
+        ),
+        (Locale::Ja, true) => (
+            "テナントのサービス".to_string(),
+            "テナントのサービス".to_string(),
+        ),
+        (Locale::Ja, false) => (
+            format!("アドオン {product} "),
+            format!("アドオン {product} "),
+        ),
+    };
     Parts {
         peer: f.peer.clone().unwrap_or_else(|| unknown.to_string()),
-        display: f.display_name.clone(),
+        display,
         tenant: f.tenant.clone(),
-        product: product_name(&f.product),
+        product,
         sub: f.subscription.clone().unwrap_or_else(|| match locale {
             Locale::En => "(none)".into(),
             Locale::Ja => "(なし)".into(),
@@ -218,52 +248,124 @@ fn parts(locale: Locale, f: &Facts) -> Parts {
         due: format_date(locale, f.due_at),
         end: date(f.effective_end_at),
         susp: date(f.suspends_at),
+        scope,
+        scope_cap,
+        has_sub: f.subscription.is_some(),
     }
 }
 
+/// What one milestone's notice says, before the greeting and the signature are added.
+struct Wording {
+    subject: String,
+    /// What happened and what happens next (may span lines).
+    what: String,
+    /// What the administrator must do.
+    todo: String,
+    /// [`Text::hint`].
+    hint: String,
+}
+
+impl Wording {
+    fn new(subject: String, what: String, todo: String, hint: String) -> Self {
+        Self {
+            subject,
+            what,
+            todo,
+            hint,
+        }
+    }
+}
+
+/// The notice in English: the wording of the milestone, framed by greeting and signature.
 fn english(f: &Facts, name: Option<&str>) -> Text {
     let p = parts(Locale::En, f);
-    let Parts {
-        peer,
-        display,
-        tenant,
-        product,
-        sub,
-        due,
-        end,
-        susp,
-    } = &p;
-    // What is restricted: the whole tenant for the base service, else only the add-on.
-    let (scope, scope_cap) = if f.base {
-        (
-            format!("the service of tenant {display}"),
-            format!("The service of tenant {display}"),
-        )
-    } else {
-        (
-            format!("the add-on {product}"),
-            format!("The add-on {product}"),
-        )
+    let w = match f.kind {
+        MilestoneKind::ExpiringSoon => en::expiring_soon(&p),
+        MilestoneKind::ReadOnly => en::read_only(&p),
+        MilestoneKind::Suspended => en::suspended(&p),
+        MilestoneKind::SubscriptionMissing => en::subscription_missing(&p),
+        MilestoneKind::Renewed => en::renewed(&p),
+        MilestoneKind::TrialLicense => en::trial_license(&p),
+        MilestoneKind::SeatLimitExceeded => en::seat_limit_exceeded(&p),
+        MilestoneKind::TransferredIn => en::transferred_in(&p),
+        MilestoneKind::TransferredOut => en::transferred_out(&p),
+        MilestoneKind::PossibleDuplicate => en::possible_duplicate(&p),
     };
-    let frozen = "mail is still filtered, but settings can not be changed";
-    let (subject, what, todo, hint) = match f.kind {
-        MilestoneKind::ExpiringSoon => (
+    let mut body = String::new();
+    body.push_str(&match name {
+        Some(n) => format!("Hello {n},\n\n"),
+        None => "Hello,\n\n".to_string(),
+    });
+    body.push_str(&w.what);
+    body.push_str("\n\nWhat to do: ");
+    body.push_str(&w.todo);
+    body.push('\n');
+    if f.late {
+        body.push_str(&format!(
+            "\n(This notice is late: it was due on {}, while the licensing operator was not running.)\n",
+            p.due
+        ));
+    }
+    body.push_str(&format!(
+        "\n-- \nSent automatically by the mailsec licensing operator for tenant {}.\n\
+         Milestone: {}\n",
+        p.tenant, f.milestone_id
+    ));
+    Text {
+        subject: w.subject,
+        body,
+        hint: w.hint,
+    }
+}
+
+/// The English wording, one function per milestone kind.
+mod en {
+    use super::{Parts, Wording};
+
+    const FROZEN: &str = "mail is still filtered, but settings can not be changed";
+
+    pub(super) fn expiring_soon(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            susp,
+            scope,
+            ..
+        } = p;
+        Wording::new(
             format!("[Action required] {product} for {display} ends on {end}"),
             format!(
                 "Subscription {sub} for {product} of tenant {display} ({tenant}) ends on {end}.\n\
-                 From then on {scope} is read-only for a grace period ({frozen}). \
+                 From then on {scope} is read-only for a grace period ({FROZEN}). \
                  On {susp} {scope} is suspended."
             ),
             format!(
                 "Renew subscription {sub} before {end} (ask your reseller or sales representative)."
             ),
             format!("Renew subscription {sub} before {end} to avoid read-only mode."),
-        ),
-        MilestoneKind::ReadOnly => (
+        )
+    }
+
+    pub(super) fn read_only(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            susp,
+            scope,
+            scope_cap,
+            ..
+        } = p;
+        Wording::new(
             format!("[Action required] {product} for {display} is read-only since {end}"),
             format!(
                 "Subscription {sub} for {product} of tenant {display} ({tenant}) ended on {end}.\n\
-                 {scope_cap} is read-only for the grace period: {frozen}. \
+                 {scope_cap} is read-only for the grace period: {FROZEN}. \
                  On {susp} {scope} will be suspended."
             ),
             format!(
@@ -271,8 +373,20 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
                  ask your reseller for a temporary extension."
             ),
             format!("Renew subscription {sub} before {susp} to avoid suspension."),
-        ),
-        MilestoneKind::Suspended => (
+        )
+    }
+
+    pub(super) fn suspended(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            susp,
+            scope,
+            ..
+        } = p;
+        Wording::new(
             format!("[Action required] {product} for {display} is suspended"),
             format!(
                 "The grace period after subscription {sub} for {product} of tenant {display} \
@@ -281,20 +395,44 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
             ),
             format!("Renew subscription {sub} (or buy a new one) to restore the service."),
             format!("Renew or buy a subscription for {product} to restore the service."),
-        ),
-        MilestoneKind::SubscriptionMissing => (
+        )
+    }
+
+    pub(super) fn subscription_missing(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            due,
+            susp,
+            scope,
+            scope_cap,
+            ..
+        } = p;
+        Wording::new(
             format!("[Action required] {product} for {display} has no subscription"),
             format!(
                 "Tenant {display} ({tenant}) uses {product} but holds no subscription for it \
-                 (since {due}).\n{scope_cap} is read-only ({frozen}). \
+                 (since {due}).\n{scope_cap} is read-only ({FROZEN}). \
                  On {susp} {scope} will be suspended."
             ),
             format!(
                 "Buy a subscription for {product}, or transfer one to tenant {tenant}, before {susp}."
             ),
             format!("Get a subscription for {product} before {susp} to avoid suspension."),
-        ),
-        MilestoneKind::Renewed => (
+        )
+    }
+
+    pub(super) fn renewed(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            ..
+        } = p;
+        Wording::new(
             format!("{product} for {display} is active again"),
             format!(
                 "{product} of tenant {display} ({tenant}) is covered again by subscription {sub}, \
@@ -302,8 +440,19 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
             ),
             "Nothing.".to_string(),
             "No action needed.".to_string(),
-        ),
-        MilestoneKind::TrialLicense => (
+        )
+    }
+
+    pub(super) fn trial_license(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            ..
+        } = p;
+        Wording::new(
             format!("{product} for {display} runs on a trial licence until {end}"),
             format!(
                 "{product} of tenant {display} ({tenant}) is covered only by the trial \
@@ -311,8 +460,18 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
             ),
             format!("Buy a paid subscription for {product} before {end} to keep the service."),
             format!("Buy a paid subscription before {end}."),
-        ),
-        MilestoneKind::SeatLimitExceeded => (
+        )
+    }
+
+    pub(super) fn seat_limit_exceeded(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            ..
+        } = p;
+        Wording::new(
             format!("[Action required] Subscription {sub} of {display} exceeds its seats"),
             format!(
                 "Subscription {sub} ({product}), which covers tenant {display} ({tenant}), \
@@ -321,8 +480,21 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
             "Buy more seats, or reduce the users (spec.users) of the tenants that share it."
                 .to_string(),
             format!("Buy more seats for subscription {sub} or reduce its users."),
-        ),
-        MilestoneKind::TransferredIn => (
+        )
+    }
+
+    pub(super) fn transferred_in(p: &Parts) -> Wording {
+        let Parts {
+            peer,
+            display,
+            tenant,
+            product,
+            sub,
+            due,
+            end,
+            ..
+        } = p;
+        Wording::new(
             format!("Subscription {sub} ({product}) was transferred to {display}"),
             format!(
                 "Subscription {sub} for {product} was transferred from tenant {peer} to tenant \
@@ -331,8 +503,20 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
             "Nothing. If you did not expect this transfer, contact your reseller or support."
                 .to_string(),
             "No action needed.".to_string(),
-        ),
-        MilestoneKind::TransferredOut => (
+        )
+    }
+
+    pub(super) fn transferred_out(p: &Parts) -> Wording {
+        let Parts {
+            peer,
+            display,
+            tenant,
+            product,
+            sub,
+            due,
+            ..
+        } = p;
+        Wording::new(
             format!("Subscription {sub} ({product}) was transferred away from {display}"),
             format!(
                 "Subscription {sub} for {product} was transferred from tenant {display} \
@@ -343,139 +527,224 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
                  a tenant that is no longer used can be deleted."
             ),
             format!("If {display} still uses {product}, make sure another subscription covers it."),
-        ),
-        MilestoneKind::PossibleDuplicate => {
-            let annotate = "If both tenants are used on purpose, ask your platform team to annotate \
-                            one of them mailsec.io/not-duplicate-of with the other's name.";
-            let risk = format!(
-                "Tenant {display} ({tenant}) and tenant {peer} list the same administrator address. \
-                 A renewal processed late can create a second tenant that holds the new contract, \
-                 while the tenant in use warns, becomes read-only and is suspended although the \
-                 licence was paid."
-            );
-            match &f.subscription {
-                Some(_) => (
-                    format!("[Action required] {display} may have a duplicate tenant: {peer}"),
-                    format!(
-                        "{risk}\nTenant {peer} holds subscription {sub} ({product}), valid until {end}, \
-                         which {display} is not covered by for as long."
-                    ),
-                    format!(
-                        "Move subscription {sub} to tenant {tenant} (spec.tenantRef: {tenant}), then \
-                         delete tenant {peer} once it owns nothing in force. {annotate}"
-                    ),
-                    format!(
-                        "Move subscription {sub} to tenant {tenant}, then delete tenant {peer}."
-                    ),
-                ),
-                None => (
-                    format!("{display} may have a duplicate tenant: {peer}"),
-                    risk,
-                    format!(
-                        "If tenant {peer} is not used, delete it once it owns nothing in force. {annotate}"
-                    ),
-                    format!("Check whether tenant {peer} duplicates {display}."),
-                ),
-            }
-        }
-    };
-    let mut body = String::new();
-    body.push_str(&match name {
-        Some(n) => format!("Hello {n},\n\n"),
-        None => "Hello,\n\n".to_string(),
-    });
-    body.push_str(&what);
-    body.push_str("\n\nWhat to do: ");
-    body.push_str(&todo);
-    body.push('\n');
-    if f.late {
-        body.push_str(&format!(
-            "\n(This notice is late: it was due on {due}, while the licensing operator was not running.)\n"
-        ));
+        )
     }
-    body.push_str(&format!(
-        "\n-- \nSent automatically by the mailsec licensing operator for tenant {tenant}.\n\
-         Milestone: {}\n",
-        f.milestone_id
-    ));
-    Text {
-        subject,
-        body,
-        hint,
+
+    pub(super) fn possible_duplicate(p: &Parts) -> Wording {
+        let Parts {
+            peer,
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            ..
+        } = p;
+        let annotate = "If both tenants are used on purpose, ask your platform team to annotate \
+                        one of them mailsec.io/not-duplicate-of with the other's name.";
+        let risk = format!(
+            "Tenant {display} ({tenant}) and tenant {peer} list the same administrator address. \
+             A renewal processed late can create a second tenant that holds the new contract, \
+             while the tenant in use warns, becomes read-only and is suspended although the \
+             licence was paid."
+        );
+        if p.has_sub {
+            Wording::new(
+                format!("[Action required] {display} may have a duplicate tenant: {peer}"),
+                format!(
+                    "{risk}\nTenant {peer} holds subscription {sub} ({product}), valid until {end}, \
+                     which {display} is not covered by for as long."
+                ),
+                format!(
+                    "Move subscription {sub} to tenant {tenant} (spec.tenantRef: {tenant}), then \
+                     delete tenant {peer} once it owns nothing in force. {annotate}"
+                ),
+                format!("Move subscription {sub} to tenant {tenant}, then delete tenant {peer}."),
+            )
+        } else {
+            Wording::new(
+                format!("{display} may have a duplicate tenant: {peer}"),
+                risk,
+                format!(
+                    "If tenant {peer} is not used, delete it once it owns nothing in force. {annotate}"
+                ),
+                format!("Check whether tenant {peer} duplicates {display}."),
+            )
+        }
     }
 }
 
+/// The notice in Japanese: the wording of the milestone, framed by greeting and signature.
 fn japanese(f: &Facts, name: Option<&str>) -> Text {
     let p = parts(Locale::Ja, f);
-    let Parts {
-        peer,
-        display,
-        tenant,
-        product,
-        sub,
-        due,
-        end,
-        susp,
-    } = &p;
-    let scope = if f.base {
-        "テナントのサービス".to_string()
-    } else {
-        format!("アドオン {product} ")
+    let w = match f.kind {
+        MilestoneKind::ExpiringSoon => ja::expiring_soon(&p),
+        MilestoneKind::ReadOnly => ja::read_only(&p),
+        MilestoneKind::Suspended => ja::suspended(&p),
+        MilestoneKind::SubscriptionMissing => ja::subscription_missing(&p),
+        MilestoneKind::Renewed => ja::renewed(&p),
+        MilestoneKind::TrialLicense => ja::trial_license(&p),
+        MilestoneKind::SeatLimitExceeded => ja::seat_limit_exceeded(&p),
+        MilestoneKind::TransferredIn => ja::transferred_in(&p),
+        MilestoneKind::TransferredOut => ja::transferred_out(&p),
+        MilestoneKind::PossibleDuplicate => ja::possible_duplicate(&p),
     };
-    let frozen = "メールのフィルタリングは継続しますが、設定は変更できません";
-    let (subject, what, todo, hint) = match f.kind {
-        MilestoneKind::ExpiringSoon => (
-            format!("【要対応】{display}: {product} のサブスクリプションは {end} に有効期限を迎えます"),
+    let mut body = String::new();
+    body.push_str(&match name {
+        Some(n) => format!("{n} 様\n\n"),
+        None => "ご担当者様\n\n".to_string(),
+    });
+    body.push_str(&w.what);
+    body.push_str("\n\n必要な対応: ");
+    body.push_str(&w.todo);
+    body.push('\n');
+    if f.late {
+        body.push_str(&format!(
+            "\n(この通知は遅れて送信されています。本来の通知日時: {})\n",
+            p.due
+        ));
+    }
+    body.push_str(&format!(
+        "\n-- \nこのメールはテナント {} のため mailsec ライセンス管理オペレーターが自動送信しています。\n\
+         マイルストーン: {}\n",
+        p.tenant, f.milestone_id
+    ));
+    Text {
+        subject: w.subject,
+        body,
+        hint: w.hint,
+    }
+}
+
+/// The Japanese wording, one function per milestone kind.
+mod ja {
+    use super::{Parts, Wording};
+
+    const FROZEN: &str = "メールのフィルタリングは継続しますが、設定は変更できません";
+
+    pub(super) fn expiring_soon(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            susp,
+            scope,
+            ..
+        } = p;
+        Wording::new(
+            format!(
+                "【要対応】{display}: {product} のサブスクリプションは {end} に有効期限を迎えます"
+            ),
             format!(
                 "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} は \
                  {end} に有効期限を迎えます。\n\
-                 有効期限後は猶予期間として{scope}が読み取り専用になります ({frozen})。\
+                 有効期限後は猶予期間として{scope}が読み取り専用になります ({FROZEN})。\
                  {susp} に{scope}が停止されます。"
             ),
             format!(
                 "{end} までにサブスクリプション {sub} を更新してください \
                  (購入元の販売代理店または担当営業にお問い合わせください)。"
             ),
-            format!("読み取り専用を避けるため、{end} までにサブスクリプション {sub} を更新してください。"),
-        ),
-        MilestoneKind::ReadOnly => (
+            format!(
+                "読み取り専用を避けるため、{end} までにサブスクリプション {sub} を更新してください。"
+            ),
+        )
+    }
+
+    pub(super) fn read_only(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            susp,
+            scope,
+            ..
+        } = p;
+        Wording::new(
             format!("【要対応】{display}: {product} は {end} から読み取り専用です"),
             format!(
                 "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} は \
                  {end} に有効期限が切れました。\n\
-                 猶予期間中のため{scope}は読み取り専用です ({frozen})。\
+                 猶予期間中のため{scope}は読み取り専用です ({FROZEN})。\
                  {susp} に{scope}が停止されます。"
             ),
             format!(
                 "{susp} までにサブスクリプション {sub} を更新してください。\
                  更新手続きに時間がかかる場合は、購入元の販売代理店に一時的なサービスの延長を申請してください。"
             ),
-            format!("サービス停止を避けるため、{susp} までにサブスクリプション {sub} を更新してください。"),
-        ),
-        MilestoneKind::Suspended => (
+            format!(
+                "サービス停止を避けるため、{susp} までにサブスクリプション {sub} を更新してください。"
+            ),
+        )
+    }
+
+    pub(super) fn suspended(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            susp,
+            scope,
+            ..
+        } = p;
+        Wording::new(
             format!("【要対応】{display}: {product} は停止されました"),
             format!(
                 "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} の\
                  猶予期間が {susp} に終了し、{scope}は停止されました。\n\
                  データや設定が失われることはありません。"
             ),
-            format!("サブスクリプション {sub} を更新 (または新たに購入) すると、サービスが再開されます。"),
-            format!("{product} のサブスクリプションを更新または購入すると、サービスが再開されます。"),
-        ),
-        MilestoneKind::SubscriptionMissing => (
+            format!(
+                "サブスクリプション {sub} を更新 (または新たに購入) すると、サービスが再開されます。"
+            ),
+            format!(
+                "{product} のサブスクリプションを更新または購入すると、サービスが再開されます。"
+            ),
+        )
+    }
+
+    pub(super) fn subscription_missing(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            due,
+            susp,
+            scope,
+            ..
+        } = p;
+        Wording::new(
             format!("【要対応】{display}: {product} のサブスクリプションがありません"),
             format!(
                 "テナント「{display}」({tenant}) は {product} を利用していますが、\
                  有効なサブスクリプションがありません ({due} 以降)。\n\
-                 {scope}は読み取り専用です ({frozen})。{susp} に{scope}が停止されます。"
+                 {scope}は読み取り専用です ({FROZEN})。{susp} に{scope}が停止されます。"
             ),
             format!(
                 "{susp} までに {product} のサブスクリプションを購入するか、\
                  テナント {tenant} へサブスクリプションを転送してください。"
             ),
-            format!("サービス停止を避けるため、{susp} までに {product} のサブスクリプションを用意してください。"),
-        ),
-        MilestoneKind::Renewed => (
+            format!(
+                "サービス停止を避けるため、{susp} までに {product} のサブスクリプションを用意してください。"
+            ),
+        )
+    }
+
+    pub(super) fn renewed(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            ..
+        } = p;
+        Wording::new(
             format!("{display}: {product} は再び有効になりました"),
             format!(
                 "テナント「{display}」({tenant}) の {product} は、サブスクリプション {sub} により \
@@ -483,17 +752,40 @@ fn japanese(f: &Facts, name: Option<&str>) -> Text {
             ),
             "ありません。".to_string(),
             "対応は不要です。".to_string(),
-        ),
-        MilestoneKind::TrialLicense => (
+        )
+    }
+
+    pub(super) fn trial_license(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            ..
+        } = p;
+        Wording::new(
             format!("{display}: {product} は {end} まで試用版ライセンスで利用中です"),
             format!(
                 "テナント「{display}」({tenant}) の {product} は、試用版のサブスクリプション {sub} \
                  のみで有効になっています ({end} まで)。"
             ),
-            format!("サービスを継続するには、{end} までに {product} の有償サブスクリプションを購入してください。"),
+            format!(
+                "サービスを継続するには、{end} までに {product} の有償サブスクリプションを購入してください。"
+            ),
             format!("{end} までに有償サブスクリプションを購入してください。"),
-        ),
-        MilestoneKind::SeatLimitExceeded => (
+        )
+    }
+
+    pub(super) fn seat_limit_exceeded(p: &Parts) -> Wording {
+        let Parts {
+            display,
+            tenant,
+            product,
+            sub,
+            ..
+        } = p;
+        Wording::new(
             format!("【要対応】{display}: サブスクリプション {sub} のライセンス数を超えています"),
             format!(
                 "テナント「{display}」({tenant}) が利用するサブスクリプション {sub} ({product}) の\
@@ -502,8 +794,21 @@ fn japanese(f: &Facts, name: Option<&str>) -> Text {
             "ライセンス数を追加購入するか、このサブスクリプションを共有するテナントのユーザー数 (spec.users) を減らしてください。"
                 .to_string(),
             format!("サブスクリプション {sub} のライセンス数を追加するか、ユーザー数を減らしてください。"),
-        ),
-        MilestoneKind::TransferredIn => (
+        )
+    }
+
+    pub(super) fn transferred_in(p: &Parts) -> Wording {
+        let Parts {
+            peer,
+            display,
+            tenant,
+            product,
+            sub,
+            due,
+            end,
+            ..
+        } = p;
+        Wording::new(
             format!("{display}: サブスクリプション {sub} ({product}) が転送されました"),
             format!(
                 "サブスクリプション {sub} ({product}) は {due} にテナント {peer} から\
@@ -513,9 +818,23 @@ fn japanese(f: &Facts, name: Option<&str>) -> Text {
             "ありません。心当たりのない転送の場合は、購入元の販売代理店またはサポートセンターにお問い合わせください。"
                 .to_string(),
             "対応は不要です。".to_string(),
-        ),
-        MilestoneKind::TransferredOut => (
-            format!("{display}: サブスクリプション {sub} ({product}) が他のテナントへ転送されました"),
+        )
+    }
+
+    pub(super) fn transferred_out(p: &Parts) -> Wording {
+        let Parts {
+            peer,
+            display,
+            tenant,
+            product,
+            sub,
+            due,
+            ..
+        } = p;
+        Wording::new(
+            format!(
+                "{display}: サブスクリプション {sub} ({product}) が他のテナントへ転送されました"
+            ),
             format!(
                 "サブスクリプション {sub} ({product}) は {due} にテナント「{display}」({tenant}) から\
                  テナント {peer} へ転送されました。このテナントでは無効になりました。"
@@ -524,65 +843,56 @@ fn japanese(f: &Facts, name: Option<&str>) -> Text {
                 "このテナントで引き続き {product} を利用する場合は、別のサブスクリプションを用意してください。\
                  利用していないテナントであれば削除できます。"
             ),
-            format!("このテナントで {product} を引き続き利用する場合は、別のサブスクリプションを用意してください。"),
-        ),
-        MilestoneKind::PossibleDuplicate => {
-            let annotate = "両方のテナントを意図して利用している場合は、どちらかのテナントに \
-                            mailsec.io/not-duplicate-of アノテーション (値はもう一方のテナント名) を\
-                            設定するようプラットフォーム管理者に依頼してください。";
-            let risk = format!(
-                "テナント「{display}」({tenant}) とテナント {peer} に同じ管理者のメールアドレスが\
-                 登録されています。更新手続きが遅れた場合、新しい契約が別の新しいテナントに登録され、\
-                 利用中のテナントは契約済みにもかかわらず警告、読み取り専用、停止へと進むことがあります。"
-            );
-            match &f.subscription {
-                Some(_) => (
-                    format!("【要対応】{display}: 重複したテナント {peer} がある可能性があります"),
-                    format!(
-                        "{risk}\nテナント {peer} は、このテナントでは同じ期間有効でない {product} の\
-                         サブスクリプション {sub} ({end} まで) を保有しています。"
-                    ),
-                    format!(
-                        "サブスクリプション {sub} をテナント {tenant} へ移行 (spec.tenantRef: {tenant}) し、\
-                         テナント {peer} が有効なサブスクリプションを保有しなくなった後で削除してください。{annotate}"
-                    ),
-                    format!("サブスクリプション {sub} をテナント {tenant} へ移行し、テナント {peer} を削除してください。"),
-                ),
-                None => (
-                    format!("{display}: 重複したテナント {peer} がある可能性があります"),
-                    risk,
-                    format!(
-                        "テナント {peer} を利用していない場合は、有効なサブスクリプションを保有しなくなった後で\
-                         削除してください。{annotate}"
-                    ),
-                    format!("テナント {peer} が重複したテナントでないか確認してください。"),
-                ),
-            }
-        }
-    };
-    let mut body = String::new();
-    body.push_str(&match name {
-        Some(n) => format!("{n} 様\n\n"),
-        None => "ご担当者様\n\n".to_string(),
-    });
-    body.push_str(&what);
-    body.push_str("\n\n必要な対応: ");
-    body.push_str(&todo);
-    body.push('\n');
-    if f.late {
-        body.push_str(&format!(
-            "\n(この通知は遅れて送信されています。本来の通知日時: {due})\n"
-        ));
+            format!(
+                "このテナントで {product} を引き続き利用する場合は、別のサブスクリプションを用意してください。"
+            ),
+        )
     }
-    body.push_str(&format!(
-        "\n-- \nこのメールはテナント {tenant} のため mailsec ライセンス管理オペレーターが自動送信しています。\n\
-         マイルストーン: {}\n",
-        f.milestone_id
-    ));
-    Text {
-        subject,
-        body,
-        hint,
+
+    pub(super) fn possible_duplicate(p: &Parts) -> Wording {
+        let Parts {
+            peer,
+            display,
+            tenant,
+            product,
+            sub,
+            end,
+            ..
+        } = p;
+        let annotate = "両方のテナントを意図して利用している場合は、どちらかのテナントに \
+                        mailsec.io/not-duplicate-of アノテーション (値はもう一方のテナント名) を\
+                        設定するようプラットフォーム管理者に依頼してください。";
+        let risk = format!(
+            "テナント「{display}」({tenant}) とテナント {peer} に同じ管理者のメールアドレスが\
+             登録されています。更新手続きが遅れた場合、新しい契約が別の新しいテナントに登録され、\
+             利用中のテナントは契約済みにもかかわらず警告、読み取り専用、停止へと進むことがあります。"
+        );
+        if p.has_sub {
+            Wording::new(
+                format!("【要対応】{display}: 重複したテナント {peer} がある可能性があります"),
+                format!(
+                    "{risk}\nテナント {peer} は、このテナントでは同じ期間有効でない {product} の\
+                     サブスクリプション {sub} ({end} まで) を保有しています。"
+                ),
+                format!(
+                    "サブスクリプション {sub} をテナント {tenant} へ移行 (spec.tenantRef: {tenant}) し、\
+                     テナント {peer} が有効なサブスクリプションを保有しなくなった後で削除してください。{annotate}"
+                ),
+                format!(
+                    "サブスクリプション {sub} をテナント {tenant} へ移行し、テナント {peer} を削除してください。"
+                ),
+            )
+        } else {
+            Wording::new(
+                format!("{display}: 重複したテナント {peer} がある可能性があります"),
+                risk,
+                format!(
+                    "テナント {peer} を利用していない場合は、有効なサブスクリプションを保有しなくなった後で\
+                     削除してください。{annotate}"
+                ),
+                format!("テナント {peer} が重複したテナントでないか確認してください。"),
+            )
+        }
     }
 }
 
