@@ -1,4 +1,4 @@
-//! Engine throughput: one tenant with 3 services and 5 subscriptions (the shape),
+//! Engine throughput: one tenant with 3 services and 5 subscriptions (a typical production tenant),
 //! evaluated at an instant in each phase. The baseline in the same run is cloning the inputs
 //! the engine reads (a tenant and its 5 subscriptions), so the figure is reported as a ratio that
 //! survives noisy machines: `cargo bench --bench engine`.

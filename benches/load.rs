@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo bench --bench load -- --tenants 1000      # quick (about a minute)
-//! cargo bench --bench load                        # the issue's size: 10,000 tenants
+//! cargo bench --bench load                        # full size: 10,000 tenants
 //! ```
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it does nothing: it is a benchmark,

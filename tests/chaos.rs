@@ -1,4 +1,4 @@
-//! Chaos (issue 7): many tenants go through every phase under compressed time while the
+//! Chaos: many tenants go through every phase under compressed time while the
 //! operator binary is SIGKILLed again and again and the API server is restarted; afterwards one
 //! last operator settles and the cluster must look exactly as if nothing had happened.
 //!

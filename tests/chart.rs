@@ -548,7 +548,7 @@ fn helm_install_upgrade_and_uninstall_carry_crd_changes_and_keep_the_crds_and_th
     // The next chart version changes a CRD (a new printer column): `helm upgrade` carries it.
     // The first upgrade that changes the handed-over CRDs takes their fields over from the
     // field manager that applied them before (Helm 4 applies server-side: without
-    // --force-conflicts it stops at "conflict with mailsec-tests"), as the README says.
+    // --force-conflicts it stops at "conflict with mailsec-tests"), as the chart README says.
     let next = tempfile::tempdir().expect("tempdir");
     let next_chart = next.path().join("mailsec-operator");
     copy_dir(&chart_dir(), &next_chart);

@@ -1,4 +1,4 @@
-//! Told once, never twice and never not at all (hardening issue, finding 6):
+//! Told once, never twice and never not at all (every milestone exactly once):
 //! - a milestone recorded in status by a process that died before publishing its Event gets its
 //!   Event from the next process, exactly once, under the name derived from the milestone;
 //! - a Subscription status computed from a stale read can not record a transfer a second time

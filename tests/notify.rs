@@ -889,7 +889,7 @@ async fn a_claim_on_a_stale_read_is_refused() {
     assert!(now.notifications.is_empty(), "nothing was written");
 }
 
-/// The webhook signature covers a timestamp: a receiver that checks it as the README says
+/// The webhook signature covers a timestamp: a receiver that checks it as docs/guide/notifications.md says
 /// (the test sink does) accepts a fresh call once, and rejects the same request replayed (409)
 /// and one captured earlier (a timestamp older than 5 minutes: 401), as well as a wrong secret.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,4 @@
-//! `mailsec-operator report`: the seed's "service subscriptions" report (start date, end date,
+//! `mailsec-operator report`: the "service subscriptions" report (start date, end date,
 //! status of every subscription, plus effective end, days left, seats and sharing), from
 //! manifests and from the cluster.
 
