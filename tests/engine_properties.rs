@@ -16,6 +16,7 @@
 //!    are not linked by a shared subscription or the annotation; never a change of phase.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use mailsec_operator::api::ConditionType;
 use proptest::prelude::*;
 
 use mailsec_operator::api::date::LICENSE_DATE_PATTERN;
@@ -413,7 +414,7 @@ proptest! {
 }
 
 fn duplicate_condition(status: &TenantStatus) -> Option<(ConditionStatus, String)> {
-    mailsec_operator::api::condition::find(&status.conditions, "PossibleDuplicate")
+    mailsec_operator::api::condition::find(&status.conditions, ConditionType::PossibleDuplicate)
         .map(|c| (c.status, c.reason.clone()))
 }
 

@@ -14,7 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaPropsOrStringArray,
 };
 
-pub use condition::{Condition, ConditionStatus};
+pub use condition::{Condition, ConditionStatus, ConditionType, Reason};
 pub use date::LicenseDate;
 pub use names::{NamespaceName, TenantName};
 pub use subscription::{

@@ -18,6 +18,7 @@ use kube::api::{Api, ListParams};
 
 use super::cluster::{ClusterArgs, ClusterError, list_readable};
 use super::human::{self, dash, indent};
+use crate::api::ConditionType;
 use crate::api::condition::Condition;
 use crate::api::{
     NotificationState, ServicePhase, ServiceStatus, Subscription, SubscriptionPhase, Tenant,
@@ -508,7 +509,8 @@ fn tenant_actions(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> Vec<
     }
     for sub in subs.iter().filter(|s| concerns(s, &name)) {
         let exceeded = sub.status.as_ref().and_then(|st| {
-            crate::api::condition::find(&st.conditions, "SeatLimitExceeded").filter(|c| c.is_true())
+            crate::api::condition::find(&st.conditions, ConditionType::SeatLimitExceeded)
+                .filter(|c| c.is_true())
         });
         if exceeded.is_some() {
             let used = sub.status.as_ref().and_then(|s| s.seats_used).unwrap_or(0);
@@ -961,13 +963,13 @@ fn subscription_actions(sub: &Subscription) -> Vec<String> {
         ));
     }
     for c in status.iter().flat_map(|s| s.conditions.iter()) {
-        if c.type_ == "SeatLimitExceeded" && c.is_true() {
+        if c.is(ConditionType::SeatLimitExceeded) && c.is_true() {
             actions.push(format!(
                 "Seats exceeded: raise spec.seats or lower spec.users of the tenants using it ({})",
                 c.message
             ));
         }
-        if c.type_ == "Ready" && !c.is_true() {
+        if c.is(ConditionType::Ready) && !c.is_true() {
             actions.push(format!("Not ready ({}): {}", c.reason, c.message));
         }
     }

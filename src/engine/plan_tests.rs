@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::plan::*;
 use super::{Policy, TenantInput, TenantUsers, evaluate_tenant};
+use crate::api::ConditionType;
 use crate::api::{ConditionStatus, NamespaceName, Subscription, Tenant, TenantPhase, TenantStatus};
 use crate::fixtures::{subscription, tenant};
 use crate::workloads::plan::Workload;
@@ -144,7 +145,8 @@ fn deletion_is_refused_while_a_licence_is_in_force_unless_forced() {
         assert!(p.workloads.is_empty());
         assert_eq!(p.settings, Projection::Nothing);
         let ready =
-            crate::api::condition::find(&p.evaluation.status.conditions, "Ready").expect("Ready");
+            crate::api::condition::find(&p.evaluation.status.conditions, ConditionType::Ready)
+                .expect("Ready");
         match p.deletion.expect("a verdict while deleting") {
             Deletion::Refused {
                 message,
@@ -204,7 +206,7 @@ fn a_refusal_already_recorded_is_not_announced_again() {
     };
     assert!(!announce);
     let ready = |p: &TenantPlan| {
-        crate::api::condition::find(&p.evaluation.status.conditions, "Ready")
+        crate::api::condition::find(&p.evaluation.status.conditions, ConditionType::Ready)
             .map(|c| c.last_transition_time)
     };
     assert_eq!(ready(&second), ready(&first));
@@ -252,7 +254,7 @@ fn settings_are_planned_and_the_writes_outcome_is_recorded() {
     assert!(p.evaluation.status.settings_in_effect.is_some());
 
     let condition = |status: &TenantStatus| {
-        crate::api::condition::find(&status.conditions, "SettingsApplied")
+        crate::api::condition::find(&status.conditions, ConditionType::SettingsApplied)
             .map(|c| (c.status, c.reason.clone()))
     };
     let rows: Vec<WriteRow> = vec![
@@ -312,6 +314,10 @@ fn no_workload_namespaces_no_projection() {
     assert!(p.deletion.is_none());
     assert_eq!(p.evaluation.status.phase, Some(TenantPhase::Active));
     assert!(
-        crate::api::condition::find(&p.evaluation.status.conditions, "SettingsApplied").is_none()
+        crate::api::condition::find(
+            &p.evaluation.status.conditions,
+            ConditionType::SettingsApplied
+        )
+        .is_none()
     );
 }

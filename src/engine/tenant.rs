@@ -10,8 +10,8 @@ use super::duplicates::{self, Neighbour};
 use super::subscription::{SubscriptionEvaluation, evaluate_subscription};
 use super::{Policy, TenantUsers, earlier, human, human_from, later, next_after, whole_seconds};
 use crate::api::{
-    MilestoneRecord, Plan, PossibleDuplicate, ServicePhase, ServiceStatus, Subscription, Tenant,
-    TenantPhase, TenantStatus,
+    ConditionType, MilestoneRecord, Plan, PossibleDuplicate, Reason, ServicePhase, ServiceStatus,
+    Subscription, Tenant, TenantPhase, TenantStatus,
 };
 
 /// Milestone records kept in status beyond those that are still reached.
@@ -166,7 +166,7 @@ pub struct TenantEvaluation {
 struct Cause {
     severity: u8,
     base: bool,
-    reason: &'static str,
+    reason: Reason,
     message: String,
 }
 
@@ -594,21 +594,21 @@ fn covered_cause(
         ServicePhase::Active => return,
         ServicePhase::ExpiringSoon => (
             2,
-            "ExpiringSoon",
+            Reason::ExpiringSoon,
             format!(
                 "{product}: subscription {sub} runs until {h_end}; renew it before then to avoid read-only mode"
             ),
         ),
         ServicePhase::ReadOnly => (
             3,
-            "SubscriptionExpired",
+            Reason::SubscriptionExpired,
             format!(
                 "{product}: subscription {sub} ran until {h_end}; settings are read-only, renew before {h_susp} to avoid suspension"
             ),
         ),
         ServicePhase::Suspended => (
             4,
-            "SubscriptionExpired",
+            Reason::SubscriptionExpired,
             format!(
                 "{product}: subscription {sub} ran until {h_end}, suspended since {}; renew it to restore service",
                 human_from(at.suspend_at)
@@ -652,7 +652,7 @@ fn trial_licence(service: &Service<'_, '_>, sub: &str, at: &Instants, found: &mu
     found.causes.push(Cause {
         severity: 1,
         base: service.base,
-        reason: "TrialLicense",
+        reason: Reason::TrialLicense,
         message: format!(
             "{product}: only trial subscription {sub} is in force (until {h_end}); buy a paid subscription"
         ),
@@ -740,7 +740,7 @@ fn missing_service(service: &Service<'_, '_>, found: &mut Findings) -> ServiceSt
     found.causes.push(Cause {
         severity: if suspended { 4 } else { 3 },
         base: service.base,
-        reason: "SubscriptionMissing",
+        reason: Reason::SubscriptionMissing,
         message: if suspended {
             format!("{product}: no subscription since {h_since}, suspended since {h_suspended}; apply a Subscription to restore it")
         } else {
@@ -795,7 +795,7 @@ fn seat_limits(facts: &Facts<'_>, found: &mut Findings) {
         found.causes.push(Cause {
             severity: 0,
             base: false,
-            reason: "SeatLimitExceeded",
+            reason: Reason::SeatLimitExceeded,
             message,
         });
     }
@@ -962,25 +962,35 @@ fn tenant_conditions(
     );
 
     let mut conditions = ConditionSet::new(&facts.previous.conditions, facts.generation, facts.now);
-    conditions.set("Ready", true, "Reconciled", format!("Tenant is {phase:?}"));
+    conditions.set(
+        ConditionType::Ready,
+        true,
+        Reason::Reconciled,
+        format!("Tenant is {phase:?}"),
+    );
     match causes.first() {
-        Some(top) => conditions.set("Warning", true, top.reason, all_causes.clone()),
+        Some(top) => conditions.set(ConditionType::Warning, true, top.reason, all_causes.clone()),
         None => conditions.set(
-            "Warning",
+            ConditionType::Warning,
             false,
-            "SubscriptionsActive",
+            Reason::SubscriptionsActive,
             "Every service is covered by a paid subscription",
         ),
     }
     match (phase >= TenantPhase::ReadOnly, base_cause) {
-        (true, Some(c)) => conditions.set("ReadOnly", true, c.reason, c.message.clone()),
-        _ if frozen_add_ons.is_empty() => {
-            conditions.set("ReadOnly", false, "NotReadOnly", "Settings can be changed")
+        (true, Some(c)) => {
+            conditions.set(ConditionType::ReadOnly, true, c.reason, c.message.clone())
         }
-        _ => conditions.set(
-            "ReadOnly",
+        _ if frozen_add_ons.is_empty() => conditions.set(
+            ConditionType::ReadOnly,
             false,
-            "NotReadOnly",
+            Reason::NotReadOnly,
+            "Settings can be changed",
+        ),
+        _ => conditions.set(
+            ConditionType::ReadOnly,
+            false,
+            Reason::NotReadOnly,
             format!(
                 "The base service's settings can be changed; read-only add-ons: {}",
                 frozen_add_ons.join(", ")
@@ -988,14 +998,19 @@ fn tenant_conditions(
         ),
     }
     match (phase == TenantPhase::Suspended, base_cause) {
-        (true, Some(c)) => conditions.set("Suspended", true, c.reason, c.message.clone()),
-        _ if suspended_add_ons.is_empty() => {
-            conditions.set("Suspended", false, "NotSuspended", "The service is running")
+        (true, Some(c)) => {
+            conditions.set(ConditionType::Suspended, true, c.reason, c.message.clone())
         }
-        _ => conditions.set(
-            "Suspended",
+        _ if suspended_add_ons.is_empty() => conditions.set(
+            ConditionType::Suspended,
             false,
-            "NotSuspended",
+            Reason::NotSuspended,
+            "The service is running",
+        ),
+        _ => conditions.set(
+            ConditionType::Suspended,
+            false,
+            Reason::NotSuspended,
             format!(
                 "The base service is running; suspended add-ons: {}",
                 suspended_add_ons.join(", ")
@@ -1004,9 +1019,19 @@ fn tenant_conditions(
     }
     let (status, message) = duplicate_condition(dups);
     if status {
-        conditions.set("PossibleDuplicate", true, "SharesAdmins", message);
+        conditions.set(
+            ConditionType::PossibleDuplicate,
+            true,
+            Reason::SharesAdmins,
+            message,
+        );
     } else {
-        conditions.set("PossibleDuplicate", false, "NoDuplicate", message);
+        conditions.set(
+            ConditionType::PossibleDuplicate,
+            false,
+            Reason::NoDuplicate,
+            message,
+        );
     }
     conditions.finish()
 }
