@@ -20,11 +20,11 @@ use mailsec_operator::api::ConditionType;
 use proptest::prelude::*;
 
 use mailsec_operator::api::date::LICENSE_DATE_PATTERN;
+use mailsec_operator::api::labels::NOT_DUPLICATE_ANNOTATION;
 use mailsec_operator::api::{
     Admin, ConditionStatus, LicenseDate, Plan, PossibleDuplicate, ServicePhase, Subscription,
     SubscriptionPhase, TenantPhase, TenantStatus,
 };
-use mailsec_operator::engine::duplicates::NOT_DUPLICATE_ANNOTATION;
 use mailsec_operator::engine::{Policy, World, evaluate_world};
 use mailsec_operator::fixtures::{extended, shared, subscription, tenant};
 

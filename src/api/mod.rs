@@ -5,6 +5,7 @@ pub mod bounds;
 pub mod cel;
 pub mod condition;
 pub mod date;
+pub mod labels;
 pub mod names;
 pub mod subscription;
 pub mod tenant;

@@ -213,13 +213,13 @@ pub async fn events_about(
         .into_iter()
         .filter(|e| {
             let o = &e.involved_object;
-            o.api_version
-                .as_deref()
-                .is_none_or(|v| v.starts_with("mailsec.io/"))
-                && match (uid, o.uid.as_deref()) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                }
+            o.api_version.as_deref().is_none_or(|v| {
+                v.strip_prefix(crate::api::GROUP)
+                    .is_some_and(|r| r.starts_with('/'))
+            }) && match (uid, o.uid.as_deref()) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
         })
         .map(|e| {
             let time = e
@@ -538,8 +538,10 @@ fn tenant_actions(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> Vec<
         actions.push(format!(
             "possible duplicate {}: if tenant {unused} is not used, delete it once it owns nothing in force \
              (kubectl delete tenant {unused}); if both are used on purpose: \
-             kubectl annotate tenant {name} mailsec.io/not-duplicate-of={}",
-            d.tenant, d.tenant
+             kubectl annotate tenant {name} {}={}",
+            d.tenant,
+            crate::api::labels::NOT_DUPLICATE_ANNOTATION,
+            d.tenant
         ));
     }
     if matches!(

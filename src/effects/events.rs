@@ -15,6 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use sha2::{Digest, Sha256};
 
 use crate::api::MilestoneRecord;
+use crate::api::labels::{MILESTONE_ANNOTATION, MILESTONE_EVENT_LABEL};
 use crate::engine::{Milestone, MilestoneKind};
 use crate::notifications::text::sanitize;
 
@@ -106,10 +107,6 @@ pub fn record_notice(r: &MilestoneRecord) -> Notice {
     }
 }
 
-/// Label on every milestone Event (value `"true"`), so that they can be listed.
-pub const MILESTONE_EVENT_LABEL: &str = "mailsec.io/milestone-event";
-/// Annotation on a milestone Event: the milestone's id.
-pub const MILESTONE_ANNOTATION: &str = "mailsec.io/milestone";
 /// Namespace of the Events about cluster-scoped objects (Tenants).
 pub const EVENT_NAMESPACE: &str = "default";
 

@@ -6,12 +6,10 @@
 use chrono::{DateTime, Utc};
 
 use super::{TenantEvaluation, human, whole_seconds};
+use crate::api::labels::{FORCE_DELETE_ANNOTATION, TENANT_LABEL};
 use crate::api::{ConditionStatus, ConditionType, NamespaceName, Reason, Tenant, TenantStatus};
 use crate::settings::plan::{self as settings, ProductSettings};
-use crate::workloads::plan::{TENANT_LABEL, Workload, WorkloadState, desired_state};
-
-/// Set to "true" on a Tenant to delete it although it owns a licence in force.
-pub const FORCE_DELETE_ANNOTATION: &str = "mailsec.io/force-delete";
+use crate::workloads::plan::{Workload, WorkloadState, desired_state};
 
 /// What the plan needs from the cluster besides the evaluation's input, gathered by the
 /// controller.

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::plan::*;
 use super::{Policy, TenantInput, TenantUsers, evaluate_tenant};
 use crate::api::ConditionType;
+use crate::api::labels::FORCE_DELETE_ANNOTATION;
 use crate::api::{ConditionStatus, NamespaceName, Subscription, Tenant, TenantPhase, TenantStatus};
 use crate::fixtures::{subscription, tenant};
 use crate::workloads::plan::Workload;

@@ -9,6 +9,7 @@ use super::coverage::{Licence, coverage};
 use super::duplicates::{self, Neighbour};
 use super::subscription::{SubscriptionEvaluation, evaluate_subscription};
 use super::{Policy, TenantUsers, earlier, human, human_from, later, next_after, whole_seconds};
+use crate::api::labels::NOT_DUPLICATE_ANNOTATION;
 use crate::api::{
     ConditionType, MilestoneRecord, Plan, PossibleDuplicate, Reason, ServicePhase, ServiceStatus,
     Subscription, Tenant, TenantPhase, TenantStatus,
@@ -1041,7 +1042,9 @@ fn duplicate_condition(dups: &[duplicates::Duplicate]) -> (bool, String) {
     match dups.len() {
         0 => (
             false,
-            "No other tenant lists one of this tenant's administrator addresses (tenants linked by a shared subscription or the mailsec.io/not-duplicate-of annotation are not counted)".to_string(),
+            format!(
+                "No other tenant lists one of this tenant's administrator addresses (tenants linked by a shared subscription or the {NOT_DUPLICATE_ANNOTATION} annotation are not counted)"
+            ),
         ),
         1 => (true, dups[0].message.clone()),
         n => {
@@ -1053,7 +1056,9 @@ fn duplicate_condition(dups: &[duplicates::Duplicate]) -> (bool, String) {
             let more = n.saturating_sub(duplicates::MAX_REPORTED);
             let mut message = format!("{n} possible duplicates. {}", shown.join(" | "));
             if more > 0 {
-                message.push_str(&format!(" | and {more} more (see status.possibleDuplicates)"));
+                message.push_str(&format!(
+                    " | and {more} more (see status.possibleDuplicates)"
+                ));
             }
             (true, message)
         }

@@ -7,10 +7,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
+use crate::api::labels::{PHASE_LABEL, PRODUCT_LABEL, SUSPENDED_REPLICAS_ANNOTATION, TENANT_LABEL};
 use crate::effects::FIELD_MANAGER;
-use crate::workloads::plan::{
-    PHASE_LABEL, SUSPENDED_REPLICAS_ANNOTATION, TENANT_LABEL, Workload, WorkloadState,
-};
+use crate::workloads::plan::{Workload, WorkloadState};
 
 /// Reads what the engine needs to know about a Deployment.
 pub fn deployment_facts(d: &Deployment) -> Workload {
@@ -48,7 +47,7 @@ fn facts(
         kind: kind.to_string(),
         namespace: namespace.unwrap_or_default(),
         name,
-        product: labels.get(crate::workloads::plan::PRODUCT_LABEL).cloned(),
+        product: labels.get(PRODUCT_LABEL).cloned(),
         replicas,
         remembered: annotations
             .get(SUSPENDED_REPLICAS_ANNOTATION)

@@ -3,15 +3,6 @@
 
 use crate::api::{ServicePhase, TenantPhase, TenantStatus};
 
-/// Label naming the tenant a workload belongs to (required).
-pub const TENANT_LABEL: &str = "mailsec.io/tenant";
-/// Label naming the product a workload serves (optional; absent = the base product).
-pub const PRODUCT_LABEL: &str = "mailsec.io/product";
-/// Label the operator sets to the service phase the workload is in.
-pub const PHASE_LABEL: &str = "mailsec.io/phase";
-/// Annotation holding the replica count to restore, while the workload is suspended.
-pub const SUSPENDED_REPLICAS_ANNOTATION: &str = "mailsec.io/suspended-replicas";
-
 /// What the controller knows about one workload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
