@@ -9,6 +9,7 @@ pub mod labels;
 pub mod names;
 pub mod subscription;
 pub mod tenant;
+pub mod workload;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -27,6 +28,7 @@ pub use tenant::{
     PossibleDuplicate, ServicePhase, ServiceSpec, ServiceStatus, Tenant, TenantPhase, TenantSpec,
     TenantStatus,
 };
+pub use workload::WorkloadKind;
 
 /// The API group of both resources.
 pub const GROUP: &str = "mailsec.io";

@@ -446,7 +446,7 @@ async fn report_ignored(tenant: &str, ignored: &[Workload], ctx: &Context) {
         tracing::warn!(tenant = %tenant, workload = %w.id(), kind = %w.kind, "workload labelled for a tenant in a namespace not assigned to it: ignored");
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("apps/v1".into()),
-            kind: Some(w.kind.clone()),
+            kind: Some(w.kind.to_string()),
             name: Some(w.name.clone()),
             namespace: Some(w.namespace.clone()),
             ..Default::default()

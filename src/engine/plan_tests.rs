@@ -44,7 +44,7 @@ fn plan(
 
 fn workload(replicas: Option<i32>, remembered: Option<i32>, phase: &str) -> Workload {
     Workload {
-        kind: "Deployment".into(),
+        kind: crate::api::WorkloadKind::Deployment,
         namespace: "acme-mail".into(),
         name: "filter".into(),
         product: None,

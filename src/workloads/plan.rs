@@ -1,13 +1,12 @@
 //! What the tenant's filtering workloads should look like: running, or scaled to zero with the
 //! previous replica count remembered. Pure: the controller reads the workloads and applies this.
 
-use crate::api::{ServicePhase, TenantPhase, TenantStatus};
+use crate::api::{ServicePhase, TenantPhase, TenantStatus, WorkloadKind};
 
 /// What the controller knows about one workload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
-    /// `Deployment` or `StatefulSet`.
-    pub kind: String,
+    pub kind: WorkloadKind,
     pub namespace: String,
     pub name: String,
     /// The `mailsec.io/product` label.
@@ -151,7 +150,7 @@ mod tests {
         phase: Option<&str>,
     ) -> Workload {
         Workload {
-            kind: "Deployment".into(),
+            kind: WorkloadKind::Deployment,
             namespace: "mail".into(),
             name: "filter".into(),
             product: product.map(str::to_string),

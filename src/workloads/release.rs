@@ -10,6 +10,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::apply::{deployment_facts, release, statefulset_facts, tenant_of};
 use super::plan::Workload;
+use crate::api::WorkloadKind;
 use crate::api::labels::TENANT_LABEL;
 use crate::effects::events::{Notice, publish};
 
@@ -69,7 +70,7 @@ async fn current_workload(
     client: &Client,
     w: &Workload,
 ) -> Result<Option<(Workload, bool, ObjectReference)>, kube::Error> {
-    if w.kind == "StatefulSet" {
+    if w.kind == WorkloadKind::StatefulSet {
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
         Ok(api.get_opt(&w.name).await?.map(|s| {
             (
