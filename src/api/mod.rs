@@ -212,6 +212,38 @@ mod format_tests {
         }
     }
 
+    /// The condition types that the description of `status.conditions` names (in backticks).
+    fn documented_conditions(kind: &str) -> Vec<String> {
+        let crd = crds()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap_or_else(|| panic!("the {kind} CRD"));
+        let doc = serde_json::to_value(&crd).expect("CRD as JSON");
+        let description = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["status"]["properties"]["conditions"]["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{kind}: status.conditions has a description"))
+            .to_string();
+        description
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn crd_docs_list_exactly_the_conditions_of_each_kind() {
+        use condition::{SUBSCRIPTION_CONDITIONS, TENANT_CONDITIONS};
+        for (kind, types) in [
+            ("Tenant", TENANT_CONDITIONS),
+            ("Subscription", SUBSCRIPTION_CONDITIONS),
+        ] {
+            let expected: Vec<String> = types.iter().map(|t| t.as_str().to_string()).collect();
+            assert_eq!(documented_conditions(kind), expected, "{kind}");
+        }
+    }
+
     #[test]
     fn unsigned_counters_keep_their_bounds() {
         let crd = crds()

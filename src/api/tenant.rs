@@ -172,7 +172,9 @@ pub struct TenantStatus {
     )]
     #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub next_transition_at: Option<DateTime<Utc>>,
-    /// `Ready`, `Warning`, `ReadOnly`, `Suspended`, `PossibleDuplicate` (and `Reconciling`/`Stalled` when they apply).
+    /// `Ready`, `Warning`, `ReadOnly`, `Suspended`, `SettingsApplied` (once the tenant lists
+    /// workload namespaces), `PossibleDuplicate`, and `Stalled` (only while the operator can not
+    /// read the object).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"], "maxItems" = 16))]
     pub conditions: Vec<Condition>,
