@@ -6,6 +6,7 @@ pub mod cel;
 pub mod condition;
 pub mod date;
 pub mod labels;
+pub mod milestone;
 pub mod names;
 pub mod subscription;
 pub mod tenant;
@@ -18,6 +19,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason};
 pub use date::LicenseDate;
+pub use milestone::MilestoneKind;
 pub use names::{NamespaceName, TenantName};
 pub use subscription::{
     Extension, Plan, Subscription, SubscriptionPhase, SubscriptionSpec, SubscriptionStatus,

@@ -439,6 +439,14 @@ pub enum NotificationChannel {
     Webhook,
 }
 
+impl MilestoneRecord {
+    /// The record's kind, typed; `None` for a kind this version does not know (a record written
+    /// by another version of the operator).
+    pub fn milestone_kind(&self) -> Option<super::MilestoneKind> {
+        super::MilestoneKind::parse(&self.kind)
+    }
+}
+
 impl NotificationChannel {
     pub fn as_str(self) -> &'static str {
         match self {

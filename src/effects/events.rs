@@ -84,7 +84,7 @@ pub fn milestone_reason(kind: MilestoneKind) -> &'static str {
 /// The Event of a milestone whose message is no longer at hand (it is no longer reached, so
 /// the engine does not describe it again): what the record says.
 pub fn record_notice(r: &MilestoneRecord) -> Notice {
-    let kind = MilestoneKind::parse(&r.kind);
+    let kind = r.milestone_kind();
     let mut note = format!("{} reached", r.kind);
     if let Some(p) = &r.product {
         note.push_str(&format!(" for {p}"));
