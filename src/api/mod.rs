@@ -214,17 +214,21 @@ mod format_tests {
         }
     }
 
-    /// The condition types that the description of `status.conditions` names (in backticks).
-    fn documented_conditions(kind: &str) -> Vec<String> {
+    /// The names that the description of the schema at `path` (under `openAPIV3Schema`) of
+    /// `kind`'s CRD quotes in backticks.
+    fn documented_names(kind: &str, path: &[&str]) -> Vec<String> {
         let crd = crds()
             .into_iter()
             .find(|c| c.spec.names.kind == kind)
             .unwrap_or_else(|| panic!("the {kind} CRD"));
         let doc = serde_json::to_value(&crd).expect("CRD as JSON");
-        let description = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
-            ["status"]["properties"]["conditions"]["description"]
+        let schema = path.iter().fold(
+            &doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            |schema, key| &schema[*key],
+        );
+        let description = schema["description"]
             .as_str()
-            .unwrap_or_else(|| panic!("{kind}: status.conditions has a description"))
+            .unwrap_or_else(|| panic!("{kind}: {} has a description", path.join(".")))
             .to_string();
         description
             .split('`')
@@ -242,8 +246,27 @@ mod format_tests {
             ("Subscription", SUBSCRIPTION_CONDITIONS),
         ] {
             let expected: Vec<String> = types.iter().map(|t| t.as_str().to_string()).collect();
-            assert_eq!(documented_conditions(kind), expected, "{kind}");
+            let path = ["properties", "status", "properties", "conditions"];
+            assert_eq!(documented_names(kind, &path), expected, "{kind}");
         }
+    }
+
+    #[test]
+    fn crd_docs_list_every_milestone_kind() {
+        let path = [
+            "properties",
+            "status",
+            "properties",
+            "milestones",
+            "items",
+            "properties",
+            "kind",
+        ];
+        let expected: Vec<String> = MilestoneKind::ALL
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        assert_eq!(documented_names("Tenant", &path), expected);
     }
 
     #[test]

@@ -188,7 +188,14 @@ pub fn render(world: &World, policy: &Policy, args: &WhatIfArgs) -> Result<Strin
         }
         ReportFormat::Name => Ok(rows
             .iter()
-            .map(|r| format!("{}.mailsec.io/{}\n", r.kind.to_lowercase(), r.name))
+            .map(|r| {
+                format!(
+                    "{}.{}/{}\n",
+                    r.kind.to_lowercase(),
+                    crate::api::GROUP,
+                    r.name
+                )
+            })
             .collect()),
         ReportFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
