@@ -496,7 +496,7 @@ mod tests {
         assert_eq!(
             st.conditions
                 .iter()
-                .filter(|c| c.type_ == "SettingsApplied")
+                .filter(|c| c.is(ConditionType::SettingsApplied))
                 .count(),
             1
         );
