@@ -11,6 +11,7 @@
 
 mod common;
 
+use mailsec_operator::api::ConditionType;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -113,7 +114,7 @@ async fn create_tenant_with(
 fn condition(t: &Tenant) -> Option<(bool, String, String)> {
     let c = mailsec_operator::api::condition::find(
         &t.status.as_ref()?.conditions,
-        "PossibleDuplicate",
+        ConditionType::PossibleDuplicate,
     )?;
     Some((c.is_true(), c.reason.clone(), c.message.clone()))
 }

@@ -16,14 +16,15 @@
 //!    are not linked by a shared subscription or the annotation; never a change of phase.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use mailsec_operator::api::ConditionType;
 use proptest::prelude::*;
 
 use mailsec_operator::api::date::LICENSE_DATE_PATTERN;
+use mailsec_operator::api::labels::NOT_DUPLICATE_ANNOTATION;
 use mailsec_operator::api::{
     Admin, ConditionStatus, LicenseDate, Plan, PossibleDuplicate, ServicePhase, Subscription,
     SubscriptionPhase, TenantPhase, TenantStatus,
 };
-use mailsec_operator::engine::duplicates::NOT_DUPLICATE_ANNOTATION;
 use mailsec_operator::engine::{Policy, World, evaluate_world};
 use mailsec_operator::fixtures::{extended, shared, subscription, tenant};
 
@@ -413,7 +414,7 @@ proptest! {
 }
 
 fn duplicate_condition(status: &TenantStatus) -> Option<(ConditionStatus, String)> {
-    mailsec_operator::api::condition::find(&status.conditions, "PossibleDuplicate")
+    mailsec_operator::api::condition::find(&status.conditions, ConditionType::PossibleDuplicate)
         .map(|c| (c.status, c.reason.clone()))
 }
 

@@ -9,6 +9,7 @@
 
 mod common;
 
+use mailsec_operator::api::ConditionType;
 use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -223,7 +224,7 @@ async fn a_tenant_holding_a_licence_is_deleted_only_once_it_is_transferred() {
     let out = delete_tenant_as(LICENCE_ADMIN, &a);
     assert!(out.status.success(), "{}", describe(&out));
     wait_tenant(&client, &a, WAIT, "DeletionBlocked", |t| {
-        tenant_condition(t, "Ready") == Some((false, "DeletionBlocked".into()))
+        tenant_condition(t, ConditionType::Ready) == Some((false, "DeletionBlocked".into()))
     })
     .await;
     let subs: Api<Subscription> = Api::all(client.clone());

@@ -6,6 +6,7 @@
 
 mod common;
 
+use mailsec_operator::api::ConditionType;
 use std::time::Duration;
 
 use common::operator::*;
@@ -38,7 +39,9 @@ async fn settings_configmap(client: &kube::Client, ns: &str, tenant: &str) -> Op
 fn settings_message(t: &Tenant) -> String {
     t.status
         .as_ref()
-        .and_then(|s| mailsec_operator::api::condition::find(&s.conditions, "SettingsApplied"))
+        .and_then(|s| {
+            mailsec_operator::api::condition::find(&s.conditions, ConditionType::SettingsApplied)
+        })
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }
@@ -57,7 +60,8 @@ async fn an_editor_listing_kube_system_or_another_teams_namespace_gets_nothing_w
     editor_creates_tenant(&t, &["kube-system", &other_team, &neighbour]);
 
     let seen = wait_tenant(&client, &t, WAIT, "NamespaceNotAssigned", |tn| {
-        tenant_condition(tn, "SettingsApplied") == Some((false, "NamespaceNotAssigned".into()))
+        tenant_condition(tn, ConditionType::SettingsApplied)
+            == Some((false, "NamespaceNotAssigned".into()))
     })
     .await;
     let tn = tenant(&client, &t).await;
@@ -188,7 +192,8 @@ async fn a_configmap_of_that_name_the_operator_did_not_create_is_left_alone() {
     editor_creates_tenant(&t, &[&ns]);
 
     wait_tenant(&client, &t, WAIT, "ConfigMapNotOwned", |tn| {
-        tenant_condition(tn, "SettingsApplied") == Some((false, "ConfigMapNotOwned".into()))
+        tenant_condition(tn, ConditionType::SettingsApplied)
+            == Some((false, "ConfigMapNotOwned".into()))
     })
     .await;
     let message = settings_message(&tenant(&client, &t).await);
@@ -227,7 +232,7 @@ async fn a_namespace_taken_from_a_tenant_is_reported_at_once() {
     subscribe(&client, "ns-moved-esg", &t, ESG, 86_400, 50).await;
     editor_creates_tenant(&t, &[&ns]);
     wait_tenant(&client, &t, WAIT, "Applied", |tn| {
-        tenant_condition(tn, "SettingsApplied") == Some((true, "Applied".into()))
+        tenant_condition(tn, ConditionType::SettingsApplied) == Some((true, "Applied".into()))
     })
     .await;
 
@@ -245,7 +250,8 @@ async fn a_namespace_taken_from_a_tenant_is_reported_at_once() {
     };
     label("=someone-else");
     wait_tenant(&client, &t, WAIT, "moved to someone-else", |tn| {
-        tenant_condition(tn, "SettingsApplied") == Some((false, "NamespaceNotAssigned".into()))
+        tenant_condition(tn, ConditionType::SettingsApplied)
+            == Some((false, "NamespaceNotAssigned".into()))
             && settings_message(tn).contains("(assigned to tenant someone-else)")
     })
     .await;
@@ -254,7 +260,8 @@ async fn a_namespace_taken_from_a_tenant_is_reported_at_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     label("-");
     wait_tenant(&client, &t, WAIT, "unassigned", |tn| {
-        tenant_condition(tn, "SettingsApplied") == Some((false, "NamespaceNotAssigned".into()))
+        tenant_condition(tn, ConditionType::SettingsApplied)
+            == Some((false, "NamespaceNotAssigned".into()))
             && !settings_message(tn).contains("someone-else")
     })
     .await;

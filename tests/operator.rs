@@ -8,6 +8,7 @@
 
 mod common;
 
+use mailsec_operator::api::ConditionType;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -49,7 +50,7 @@ async fn base_subscription_runs_out_on_time() {
     );
     let tn = tenant(&client, &t).await;
     assert_eq!(
-        tenant_condition(&tn, "Warning"),
+        tenant_condition(&tn, ConditionType::Warning),
         Some((true, "ExpiringSoon".into()))
     );
     assert_eq!(
@@ -82,11 +83,11 @@ async fn base_subscription_runs_out_on_time() {
     );
     let tn = tenant(&client, &t).await;
     assert_eq!(
-        tenant_condition(&tn, "ReadOnly"),
+        tenant_condition(&tn, ConditionType::ReadOnly),
         Some((true, "SubscriptionExpired".into()))
     );
     assert_eq!(
-        tenant_condition(&tn, "Suspended"),
+        tenant_condition(&tn, ConditionType::Suspended),
         Some((false, "NotSuspended".into()))
     );
 
@@ -108,11 +109,11 @@ async fn base_subscription_runs_out_on_time() {
     );
     let tn = tenant(&client, &t).await;
     assert_eq!(
-        tenant_condition(&tn, "Suspended"),
+        tenant_condition(&tn, ConditionType::Suspended),
         Some((true, "SubscriptionExpired".into()))
     );
     assert_eq!(
-        tenant_condition(&tn, "Ready"),
+        tenant_condition(&tn, ConditionType::Ready),
         Some((true, "Reconciled".into())),
         "a correctly suspended tenant is Ready"
     );
@@ -162,8 +163,14 @@ async fn renewal_during_grace_and_after_suspension_restores_at_once() {
             seen - renewed_at
         );
         let tn = tenant(&client, &t).await;
-        assert_eq!(tenant_condition(&tn, "ReadOnly").map(|c| c.0), Some(false));
-        assert_eq!(tenant_condition(&tn, "Suspended").map(|c| c.0), Some(false));
+        assert_eq!(
+            tenant_condition(&tn, ConditionType::ReadOnly).map(|c| c.0),
+            Some(false)
+        );
+        assert_eq!(
+            tenant_condition(&tn, ConditionType::Suspended).map(|c| c.0),
+            Some(false)
+        );
         expect_events(&client, "Tenant", &t, "Renewed", 1).await;
     }
 }
@@ -194,12 +201,12 @@ async fn add_on_lapse_only_restricts_the_add_on() {
     );
     assert_eq!(service_phase(&tn, ESG), Some(ServicePhase::Active));
     assert_eq!(
-        tenant_condition(&tn, "ReadOnly").map(|c| c.0),
+        tenant_condition(&tn, ConditionType::ReadOnly).map(|c| c.0),
         Some(false),
         "the tenant as a whole is not read-only"
     );
     assert_eq!(
-        tenant_condition(&tn, "Warning"),
+        tenant_condition(&tn, ConditionType::Warning),
         Some((true, "SubscriptionExpired".into()))
     );
 
@@ -214,7 +221,10 @@ async fn add_on_lapse_only_restricts_the_add_on() {
         tn.status.as_ref().and_then(|s| s.phase),
         Some(TenantPhase::Warning)
     );
-    assert_eq!(tenant_condition(&tn, "Suspended").map(|c| c.0), Some(false));
+    assert_eq!(
+        tenant_condition(&tn, ConditionType::Suspended).map(|c| c.0),
+        Some(false)
+    );
     expect_events(&client, "Tenant", &t, "Suspended", 1).await;
     let events = events_about(&client, "Tenant", &t).await;
     let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
@@ -240,7 +250,7 @@ async fn missing_subscription_freezes_then_suspends_the_service() {
     .await;
     let tn = tenant(&client, &t).await;
     assert_eq!(
-        tenant_condition(&tn, "Warning"),
+        tenant_condition(&tn, ConditionType::Warning),
         Some((true, "SubscriptionMissing".into()))
     );
     let svc = tn
@@ -291,7 +301,7 @@ async fn trial_licence_warns() {
     ));
     create(&client, sub).await;
     wait_tenant(&client, &t, WAIT, "trial warning", |tn| {
-        tenant_condition(tn, "Warning") == Some((true, "TrialLicense".into()))
+        tenant_condition(tn, ConditionType::Warning) == Some((true, "TrialLicense".into()))
     })
     .await;
     let tn = tenant(&client, &t).await;
@@ -362,7 +372,7 @@ async fn shared_subscription_over_its_seats_warns_both_tenants() {
     create(&client, sub).await;
     for t in [&a, &b] {
         wait_tenant(&client, t, WAIT, "seat warning", |tn| {
-            tenant_condition(tn, "Warning") == Some((true, "SeatLimitExceeded".into()))
+            tenant_condition(tn, ConditionType::Warning) == Some((true, "SeatLimitExceeded".into()))
         })
         .await;
         expect_events(&client, "Tenant", t, "SeatLimitExceeded", 1).await;
@@ -468,13 +478,13 @@ async fn deletion_guard_holds_a_tenant_that_owns_a_licence_in_force() {
         .await
         .expect("delete");
     wait_tenant(&client, &t, WAIT, "DeletionBlocked", |tn| {
-        tenant_condition(tn, "Ready") == Some((false, "DeletionBlocked".into()))
+        tenant_condition(tn, ConditionType::Ready) == Some((false, "DeletionBlocked".into()))
     })
     .await;
     let tn = tenant(&client, &t).await;
     let msg = mailsec_operator::api::condition::find(
         &tn.status.as_ref().expect("status").conditions,
-        "Ready",
+        ConditionType::Ready,
     )
     .expect("Ready")
     .message

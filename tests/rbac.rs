@@ -13,6 +13,7 @@
 
 mod common;
 
+use mailsec_operator::api::ConditionType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,7 +148,8 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
         .await
         .expect("delete b");
     wait_tenant(&client, &b, WAIT, "DeletionBlocked", |t| {
-        tenant_condition(t, "Ready").is_some_and(|(ok, reason)| !ok && reason == "DeletionBlocked")
+        tenant_condition(t, ConditionType::Ready)
+            .is_some_and(|(ok, reason)| !ok && reason == "DeletionBlocked")
     })
     .await;
     tenants

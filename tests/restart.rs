@@ -3,6 +3,7 @@
 
 mod common;
 
+use mailsec_operator::api::ConditionType;
 use std::time::Duration;
 
 use common::operator::*;
@@ -41,7 +42,7 @@ async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_
     for t in &tenants {
         let tn = tenant(&client, t).await;
         assert_eq!(
-            tenant_condition(&tn, "Suspended"),
+            tenant_condition(&tn, ConditionType::Suspended),
             Some((true, "SubscriptionExpired".into())),
             "{t}"
         );

@@ -8,6 +8,7 @@
 
 mod common;
 
+use mailsec_operator::api::ConditionType;
 use std::time::Duration;
 
 use common::operator::*;
@@ -287,7 +288,8 @@ async fn settings_are_projected_and_frozen_while_read_only() {
         .await
         .expect("settings change (no admission policy in this test binary)");
     wait_tenant(&client, &t, WAIT, "SettingsFrozen", |tn| {
-        tenant_condition(tn, "SettingsApplied") == Some((false, "SettingsFrozen".into()))
+        tenant_condition(tn, ConditionType::SettingsApplied)
+            == Some((false, "SettingsFrozen".into()))
     })
     .await;
     let st = tenant(&client, &t).await;
@@ -336,7 +338,7 @@ async fn settings_are_projected_and_frozen_while_read_only() {
         "the change reached the ConfigMap after renewal"
     );
     wait_tenant(&client, &t, WAIT, "SettingsApplied", |tn| {
-        tenant_condition(tn, "SettingsApplied") == Some((true, "Applied".into()))
+        tenant_condition(tn, ConditionType::SettingsApplied) == Some((true, "Applied".into()))
             && tn
                 .status
                 .as_ref()
@@ -365,7 +367,7 @@ async fn a_missing_workload_namespace_is_a_condition_not_a_stuck_tenant() {
     // A namespace that does not exist is not assigned to the tenant either.
     wait_tenant(&client, &t, WAIT, "NamespaceNotAssigned", |tn| {
         tn.status.as_ref().and_then(|s| s.phase) == Some(TenantPhase::Active)
-            && tenant_condition(tn, "SettingsApplied")
+            && tenant_condition(tn, ConditionType::SettingsApplied)
                 == Some((false, "NamespaceNotAssigned".into()))
     })
     .await;

@@ -51,9 +51,165 @@ impl Condition {
     pub fn is_true(&self) -> bool {
         self.status == ConditionStatus::True
     }
+
+    /// Whether this is the condition of type `type_` (an unknown type on the wire is none).
+    pub fn is(&self, type_: ConditionType) -> bool {
+        self.type_ == type_.as_str()
+    }
 }
 
 /// Finds a condition by type.
-pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
+pub fn find(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
+    conditions.iter().find(|c| c.is(type_))
+}
+
+/// The condition types the operator writes. On the wire a type stays a string (`type_`), so
+/// that objects stored by any version read back; this is the set the operator itself produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConditionType {
+    /// Tenant: always true once evaluated, false while deletion is held back. Subscription:
+    /// false while the subscription has a problem (no such tenant, unknown product, ...).
+    Ready,
+    /// Tenant: something needs attention (expiry, missing subscription, trial, seats).
+    Warning,
+    /// Tenant: the base service's settings are frozen.
+    ReadOnly,
+    /// Tenant: the base service is scaled to zero.
+    Suspended,
+    /// Tenant: whether the workloads see the settings of the current generation.
+    SettingsApplied,
+    /// Tenant: another tenant lists one of its administrator addresses.
+    PossibleDuplicate,
+    /// Subscription: the licence is in force now.
+    InForce,
+    /// Subscription: its tenants use more seats than it licenses.
+    SeatLimitExceeded,
+    /// Either kind: the object can not be evaluated until it is changed (a date that does not
+    /// parse, an object the operator can not decode).
+    Stalled,
+}
+
+impl ConditionType {
+    /// The type as written in `status.conditions[].type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Warning => "Warning",
+            Self::ReadOnly => "ReadOnly",
+            Self::Suspended => "Suspended",
+            Self::SettingsApplied => "SettingsApplied",
+            Self::PossibleDuplicate => "PossibleDuplicate",
+            Self::InForce => "InForce",
+            Self::SeatLimitExceeded => "SeatLimitExceeded",
+            Self::Stalled => "Stalled",
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every condition type a Tenant can get, in the order its CRD documents them.
+pub const TENANT_CONDITIONS: &[ConditionType] = &[
+    ConditionType::Ready,
+    ConditionType::Warning,
+    ConditionType::ReadOnly,
+    ConditionType::Suspended,
+    ConditionType::SettingsApplied,
+    ConditionType::PossibleDuplicate,
+    ConditionType::Stalled,
+];
+
+/// Every condition type a Subscription can get, in the order its CRD documents them.
+pub const SUBSCRIPTION_CONDITIONS: &[ConditionType] = &[
+    ConditionType::Ready,
+    ConditionType::InForce,
+    ConditionType::SeatLimitExceeded,
+    ConditionType::Stalled,
+];
+
+/// The reasons the operator writes into conditions (`status.conditions[].reason`), one CamelCase
+/// word each. Several condition types share some (`SubscriptionExpired`, `InvalidDate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    // Tenant `Ready`.
+    Reconciled,
+    DeletionBlocked,
+    // Tenant `Warning`, `ReadOnly`, `Suspended` (the most severe cause), and Subscription
+    // `InForce` for the expiry ones.
+    SubscriptionsActive,
+    ExpiringSoon,
+    SubscriptionExpired,
+    SubscriptionMissing,
+    TrialLicense,
+    SeatLimitExceeded,
+    NotReadOnly,
+    NotSuspended,
+    // Tenant `PossibleDuplicate`.
+    SharesAdmins,
+    NoDuplicate,
+    // Tenant `SettingsApplied`.
+    Applied,
+    SettingsFrozen,
+    SettingsTampered,
+    ProjectionFailed,
+    ConfigMapNotOwned,
+    NamespaceNotAssigned,
+    // Subscription `Ready`, `InForce`, `SeatLimitExceeded`, `Stalled`.
+    Evaluated,
+    TenantNotFound,
+    SharedTenantNotFound,
+    UnknownProduct,
+    DuplicateSubscription,
+    InvalidDate,
+    NotStarted,
+    Active,
+    WithinSeatLimit,
+    // `Stalled` on either kind, written when the object can not be decoded.
+    InvalidObject,
+}
+
+impl Reason {
+    /// The reason as written in `status.conditions[].reason`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Reconciled => "Reconciled",
+            Self::DeletionBlocked => "DeletionBlocked",
+            Self::SubscriptionsActive => "SubscriptionsActive",
+            Self::ExpiringSoon => "ExpiringSoon",
+            Self::SubscriptionExpired => "SubscriptionExpired",
+            Self::SubscriptionMissing => "SubscriptionMissing",
+            Self::TrialLicense => "TrialLicense",
+            Self::SeatLimitExceeded => "SeatLimitExceeded",
+            Self::NotReadOnly => "NotReadOnly",
+            Self::NotSuspended => "NotSuspended",
+            Self::SharesAdmins => "SharesAdmins",
+            Self::NoDuplicate => "NoDuplicate",
+            Self::Applied => "Applied",
+            Self::SettingsFrozen => "SettingsFrozen",
+            Self::SettingsTampered => "SettingsTampered",
+            Self::ProjectionFailed => "ProjectionFailed",
+            Self::ConfigMapNotOwned => "ConfigMapNotOwned",
+            Self::NamespaceNotAssigned => "NamespaceNotAssigned",
+            Self::Evaluated => "Evaluated",
+            Self::TenantNotFound => "TenantNotFound",
+            Self::SharedTenantNotFound => "SharedTenantNotFound",
+            Self::UnknownProduct => "UnknownProduct",
+            Self::DuplicateSubscription => "DuplicateSubscription",
+            Self::InvalidDate => "InvalidDate",
+            Self::NotStarted => "NotStarted",
+            Self::Active => "Active",
+            Self::WithinSeatLimit => "WithinSeatLimit",
+            Self::InvalidObject => "InvalidObject",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -5,17 +5,21 @@ pub mod bounds;
 pub mod cel;
 pub mod condition;
 pub mod date;
+pub mod labels;
+pub mod milestone;
 pub mod names;
 pub mod subscription;
 pub mod tenant;
+pub mod workload;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
     JSONSchemaPropsOrStringArray,
 };
 
-pub use condition::{Condition, ConditionStatus};
+pub use condition::{Condition, ConditionStatus, ConditionType, Reason};
 pub use date::LicenseDate;
+pub use milestone::MilestoneKind;
 pub use names::{NamespaceName, TenantName};
 pub use subscription::{
     Extension, Plan, Subscription, SubscriptionPhase, SubscriptionSpec, SubscriptionStatus,
@@ -26,6 +30,7 @@ pub use tenant::{
     PossibleDuplicate, ServicePhase, ServiceSpec, ServiceStatus, Tenant, TenantPhase, TenantSpec,
     TenantStatus,
 };
+pub use workload::WorkloadKind;
 
 /// The API group of both resources.
 pub const GROUP: &str = "mailsec.io";
@@ -207,6 +212,61 @@ mod format_tests {
                 );
             }
         }
+    }
+
+    /// The names that the description of the schema at `path` (under `openAPIV3Schema`) of
+    /// `kind`'s CRD quotes in backticks.
+    fn documented_names(kind: &str, path: &[&str]) -> Vec<String> {
+        let crd = crds()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap_or_else(|| panic!("the {kind} CRD"));
+        let doc = serde_json::to_value(&crd).expect("CRD as JSON");
+        let schema = path.iter().fold(
+            &doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            |schema, key| &schema[*key],
+        );
+        let description = schema["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{kind}: {} has a description", path.join(".")))
+            .to_string();
+        description
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn crd_docs_list_exactly_the_conditions_of_each_kind() {
+        use condition::{SUBSCRIPTION_CONDITIONS, TENANT_CONDITIONS};
+        for (kind, types) in [
+            ("Tenant", TENANT_CONDITIONS),
+            ("Subscription", SUBSCRIPTION_CONDITIONS),
+        ] {
+            let expected: Vec<String> = types.iter().map(|t| t.as_str().to_string()).collect();
+            let path = ["properties", "status", "properties", "conditions"];
+            assert_eq!(documented_names(kind, &path), expected, "{kind}");
+        }
+    }
+
+    #[test]
+    fn crd_docs_list_every_milestone_kind() {
+        let path = [
+            "properties",
+            "status",
+            "properties",
+            "milestones",
+            "items",
+            "properties",
+            "kind",
+        ];
+        let expected: Vec<String> = MilestoneKind::ALL
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        assert_eq!(documented_names("Tenant", &path), expected);
     }
 
     #[test]

@@ -194,7 +194,8 @@ pub struct SubscriptionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "atomic", "maxItems" = 10))]
     pub transfers: Vec<Transfer>,
-    /// `Ready`, `InForce` and `SeatLimitExceeded`.
+    /// `Ready`, `InForce`, `SeatLimitExceeded`, and `Stalled` (while a date is invalid, or the
+    /// operator can not read the object).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"], "maxItems" = 16))]
     pub conditions: Vec<Condition>,

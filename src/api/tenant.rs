@@ -172,7 +172,9 @@ pub struct TenantStatus {
     )]
     #[schemars(schema_with = "crate::api::date::instant_schema")]
     pub next_transition_at: Option<DateTime<Utc>>,
-    /// `Ready`, `Warning`, `ReadOnly`, `Suspended`, `PossibleDuplicate` (and `Reconciling`/`Stalled` when they apply).
+    /// `Ready`, `Warning`, `ReadOnly`, `Suspended`, `SettingsApplied` (once the tenant lists
+    /// workload namespaces), `PossibleDuplicate`, and `Stalled` (only while the operator can not
+    /// read the object).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"], "maxItems" = 16))]
     pub conditions: Vec<Condition>,
@@ -435,6 +437,14 @@ pub enum NotificationChannel {
     Email,
     /// An HTTP POST to the operator's webhook.
     Webhook,
+}
+
+impl MilestoneRecord {
+    /// The record's kind, typed; `None` for a kind this version does not know (a record written
+    /// by another version of the operator).
+    pub fn milestone_kind(&self) -> Option<super::MilestoneKind> {
+        super::MilestoneKind::parse(&self.kind)
+    }
 }
 
 impl NotificationChannel {

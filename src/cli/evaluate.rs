@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 
 use super::{EvaluateArgs, OutputFormat};
+use crate::api::ConditionType;
 use crate::api::date::format_instant;
 use crate::engine::{Policy, WorldEvaluation, evaluate_world};
 use crate::manifests::{ManifestError, Manifests, read_paths};
@@ -109,7 +110,7 @@ fn table(manifests: &Manifests, eval: &WorldEvaluation, at: DateTime<Utc>) -> St
     let mut rows: Vec<[String; 6]> =
         vec![["KIND", "NAME", "PHASE", "REASON", "NEXT CHANGE", "DETAILS"].map(String::from)];
     for (t, e) in manifests.world.tenants.iter().zip(&eval.tenants) {
-        let warning = crate::api::condition::find(&e.status.conditions, "Warning");
+        let warning = crate::api::condition::find(&e.status.conditions, ConditionType::Warning);
         let mut services: Vec<String> = e
             .status
             .services
@@ -147,7 +148,8 @@ fn table(manifests: &Manifests, eval: &WorldEvaluation, at: DateTime<Utc>) -> St
         .zip(&eval.subscriptions)
     {
         let problem = e.status.conditions.iter().find(|c| {
-            (c.type_ == "Ready" && !c.is_true()) || (c.type_ == "SeatLimitExceeded" && c.is_true())
+            (c.is(ConditionType::Ready) && !c.is_true())
+                || (c.is(ConditionType::SeatLimitExceeded) && c.is_true())
         });
         rows.push([
             "Subscription".into(),

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{ReportArgs, ReportFormat};
+use crate::api::ConditionType;
 use crate::api::Subscription;
 use crate::api::date::format_instant;
 use crate::engine::{Policy, SubscriptionEvaluation, World, evaluate_world};
@@ -168,7 +169,8 @@ fn row(s: &Subscription, e: &SubscriptionEvaluation, at: DateTime<Utc>) -> Repor
         .conditions
         .iter()
         .filter(|c| {
-            (c.type_ == "Ready" && !c.is_true()) || (c.type_ == "SeatLimitExceeded" && c.is_true())
+            (c.is(ConditionType::Ready) && !c.is_true())
+                || (c.is(ConditionType::SeatLimitExceeded) && c.is_true())
         })
         .map(|c| c.reason.clone())
         .collect();

@@ -18,6 +18,7 @@ use kube::api::{Api, ListParams};
 
 use super::cluster::{ClusterArgs, ClusterError, list_readable};
 use super::human::{self, dash, indent};
+use crate::api::ConditionType;
 use crate::api::condition::Condition;
 use crate::api::{
     NotificationState, ServicePhase, ServiceStatus, Subscription, SubscriptionPhase, Tenant,
@@ -212,13 +213,13 @@ pub async fn events_about(
         .into_iter()
         .filter(|e| {
             let o = &e.involved_object;
-            o.api_version
-                .as_deref()
-                .is_none_or(|v| v.starts_with("mailsec.io/"))
-                && match (uid, o.uid.as_deref()) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                }
+            o.api_version.as_deref().is_none_or(|v| {
+                v.strip_prefix(crate::api::GROUP)
+                    .is_some_and(|r| r.starts_with('/'))
+            }) && match (uid, o.uid.as_deref()) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
         })
         .map(|e| {
             let time = e
@@ -508,7 +509,8 @@ fn tenant_actions(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> Vec<
     }
     for sub in subs.iter().filter(|s| concerns(s, &name)) {
         let exceeded = sub.status.as_ref().and_then(|st| {
-            crate::api::condition::find(&st.conditions, "SeatLimitExceeded").filter(|c| c.is_true())
+            crate::api::condition::find(&st.conditions, ConditionType::SeatLimitExceeded)
+                .filter(|c| c.is_true())
         });
         if exceeded.is_some() {
             let used = sub.status.as_ref().and_then(|s| s.seats_used).unwrap_or(0);
@@ -536,8 +538,10 @@ fn tenant_actions(t: &Tenant, subs: &[Subscription], now: DateTime<Utc>) -> Vec<
         actions.push(format!(
             "possible duplicate {}: if tenant {unused} is not used, delete it once it owns nothing in force \
              (kubectl delete tenant {unused}); if both are used on purpose: \
-             kubectl annotate tenant {name} mailsec.io/not-duplicate-of={}",
-            d.tenant, d.tenant
+             kubectl annotate tenant {name} {}={}",
+            d.tenant,
+            crate::api::labels::NOT_DUPLICATE_ANNOTATION,
+            d.tenant
         ));
     }
     if matches!(
@@ -961,13 +965,13 @@ fn subscription_actions(sub: &Subscription) -> Vec<String> {
         ));
     }
     for c in status.iter().flat_map(|s| s.conditions.iter()) {
-        if c.type_ == "SeatLimitExceeded" && c.is_true() {
+        if c.is(ConditionType::SeatLimitExceeded) && c.is_true() {
             actions.push(format!(
                 "Seats exceeded: raise spec.seats or lower spec.users of the tenants using it ({})",
                 c.message
             ));
         }
-        if c.type_ == "Ready" && !c.is_true() {
+        if c.is(ConditionType::Ready) && !c.is_true() {
             actions.push(format!("Not ready ({}): {}", c.reason, c.message));
         }
     }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::cluster::{ClusterArgs, ClusterError};
 use super::{PolicyArgs, ReportFormat};
+use crate::api::ConditionType;
 use crate::api::date::format_instant;
 use crate::engine::policy::format_period;
 use crate::engine::{Policy, World, WorldEvaluation, evaluate_world};
@@ -100,7 +101,7 @@ pub fn rows(world: &World, eval: &WorldEvaluation) -> Vec<WhatIfRow> {
         .iter()
         .zip(&eval.tenants)
         .map(|(t, e)| {
-            let warning = crate::api::condition::find(&e.status.conditions, "Warning");
+            let warning = crate::api::condition::find(&e.status.conditions, ConditionType::Warning);
             WhatIfRow {
                 kind: "Tenant",
                 name: t.metadata.name.clone().unwrap_or_default(),
@@ -129,8 +130,8 @@ pub fn rows(world: &World, eval: &WorldEvaluation) -> Vec<WhatIfRow> {
         .zip(&eval.subscriptions)
         .map(|(s, e)| {
             let problem = e.status.conditions.iter().find(|c| {
-                (c.type_ == "Ready" && !c.is_true())
-                    || (c.type_ == "SeatLimitExceeded" && c.is_true())
+                (c.is(ConditionType::Ready) && !c.is_true())
+                    || (c.is(ConditionType::SeatLimitExceeded) && c.is_true())
             });
             WhatIfRow {
                 kind: "Subscription",
@@ -187,7 +188,14 @@ pub fn render(world: &World, policy: &Policy, args: &WhatIfArgs) -> Result<Strin
         }
         ReportFormat::Name => Ok(rows
             .iter()
-            .map(|r| format!("{}.mailsec.io/{}\n", r.kind.to_lowercase(), r.name))
+            .map(|r| {
+                format!(
+                    "{}.{}/{}\n",
+                    r.kind.to_lowercase(),
+                    crate::api::GROUP,
+                    r.name
+                )
+            })
             .collect()),
         ReportFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());

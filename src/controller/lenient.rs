@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 /// own manager, so the controllers' status applies neither take it over nor remove it by accident).
 pub const FIELD_MANAGER: &str = "mailsec-operator-lenient";
 /// Reason of the Event and of the `Stalled` condition.
-pub const REASON: &str = "InvalidObject";
+pub const REASON: &str = crate::api::Reason::InvalidObject.as_str();
 
 /// An object of kind `K` as it came from the API server: decoded, or not decodable.
 #[derive(Clone, Debug)]
@@ -336,7 +336,7 @@ where
             api_version: K::api_version(&()).to_string(),
             kind: K::kind(&()).to_string(),
             status: serde_json::json!({ "conditions": [{
-                "type": "Stalled",
+                "type": crate::api::ConditionType::Stalled.as_str(),
                 "status": "True",
                 "reason": REASON,
                 "message": message,

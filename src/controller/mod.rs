@@ -28,7 +28,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use crate::api::{Subscription, Tenant};
 use crate::engine::Policy;
 use crate::metrics::Metrics;
-use crate::settings::apply as settings_map;
 use crate::workloads;
 pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
@@ -322,13 +321,13 @@ fn watch(client: &Client, notifier: bool) -> Feeds {
     // Workloads that leave the watch (label removed) are handed back by `release_orphans`.
     let labelled = || {
         watcher::Config::default()
-            .labels(crate::workloads::plan::TENANT_LABEL)
+            .labels(crate::api::labels::TENANT_LABEL)
             .any_semantic()
     };
     let managed = format!(
         "{}={}",
-        settings_map::MANAGED_BY.0,
-        settings_map::MANAGED_BY.1
+        crate::api::labels::MANAGED_BY.0,
+        crate::api::labels::MANAGED_BY.1
     );
     Feeds {
         tenants,

@@ -23,7 +23,6 @@ use crate::api::{
     MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState, Tenant,
 };
 use crate::effects::events::{Notice, publish, truncate};
-use crate::engine::MilestoneKind;
 use crate::notifications::outbox::{self, Recipient, Recorded};
 use crate::notifications::record::apply_outbox;
 use crate::notifications::smtp::{Envelope, build_message};
@@ -99,7 +98,7 @@ impl Notifier {
     /// What a milestone is about, with dates from its record (or, for records written before
     /// they carried dates, from the service's status).
     fn facts(&self, tenant: &Tenant, m: &MilestoneRecord) -> Option<Facts> {
-        let kind = MilestoneKind::parse(&m.kind)?;
+        let kind = m.milestone_kind()?;
         let policy = &self.ctx.policy;
         let product = m
             .product

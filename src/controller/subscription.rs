@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::{Error, requeue_at};
+use crate::api::ConditionType;
 use crate::api::{Condition, Subscription, condition::find};
 use crate::effects::events::{Notice, publish};
 use crate::effects::status::apply_if_unchanged_since;
@@ -174,11 +175,11 @@ async fn warn_on_problems(ctx: &Context, sub: &Subscription, eval: &Subscription
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     for c in &eval.status.conditions {
-        if turned_on(previous, c, "SeatLimitExceeded", true)
-            || turned_on(previous, c, "Ready", false)
-            || turned_on(previous, c, "Stalled", true)
+        if turned_on(previous, c, ConditionType::SeatLimitExceeded, true)
+            || turned_on(previous, c, ConditionType::Ready, false)
+            || turned_on(previous, c, ConditionType::Stalled, true)
         {
-            if c.type_ == "Stalled" {
+            if c.is(ConditionType::Stalled) {
                 continue; // reported through Ready
             }
             publish(
@@ -227,8 +228,13 @@ pub async fn write_status(
 }
 
 /// True when condition `c` of `type_` now has the "problem" status and did not before.
-fn turned_on(previous: &[Condition], c: &Condition, type_: &str, problem_when_true: bool) -> bool {
-    if c.type_ != type_ || c.is_true() != problem_when_true {
+fn turned_on(
+    previous: &[Condition],
+    c: &Condition,
+    type_: ConditionType,
+    problem_when_true: bool,
+) -> bool {
+    if !c.is(type_) || c.is_true() != problem_when_true {
         return false;
     }
     find(previous, type_).is_none_or(|p| p.is_true() != problem_when_true || p.reason != c.reason)

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::context::Context;
 use super::{Error, requeue_at, requeue_wait};
+use crate::api::labels::{FINALIZER, TENANT_LABEL};
 use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
 use crate::effects::events::{
     Notice, REPUBLISH_WINDOW, announce_milestone, milestone_event_name, milestone_notice, publish,
@@ -24,12 +25,7 @@ use crate::engine::plan::{
 use crate::engine::{Milestone, Neighbour, TenantInput, evaluate_tenant};
 use crate::settings::apply as settings_map;
 use crate::workloads::apply as workloads;
-use crate::workloads::plan::{TENANT_LABEL, Workload};
-
-/// Held on every Tenant so that deleting one that still owns a licence in force is stopped.
-pub const FINALIZER: &str = "mailsec.io/licence-guard";
-/// Set to "true" on a Tenant to delete it although it owns a licence in force.
-pub const FORCE_DELETE_ANNOTATION: &str = crate::engine::plan::FORCE_DELETE_ANNOTATION;
+use crate::workloads::plan::Workload;
 
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = tenant.name_any();
@@ -450,7 +446,7 @@ async fn report_ignored(tenant: &str, ignored: &[Workload], ctx: &Context) {
         tracing::warn!(tenant = %tenant, workload = %w.id(), kind = %w.kind, "workload labelled for a tenant in a namespace not assigned to it: ignored");
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("apps/v1".into()),
-            kind: Some(w.kind.clone()),
+            kind: Some(w.kind.to_string()),
             name: Some(w.name.clone()),
             namespace: Some(w.namespace.clone()),
             ..Default::default()
@@ -509,7 +505,7 @@ async fn scale_workloads(
     if !suspended.is_empty() {
         let note = format!(
             "Scaled to zero because the service is suspended (nothing deleted; the replica count is kept in the {} annotation): {}",
-            crate::workloads::plan::SUSPENDED_REPLICAS_ANNOTATION,
+            crate::api::labels::SUSPENDED_REPLICAS_ANNOTATION,
             suspended.join(", ")
         );
         publish(

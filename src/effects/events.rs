@@ -15,6 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use sha2::{Digest, Sha256};
 
 use crate::api::MilestoneRecord;
+use crate::api::labels::{MILESTONE_ANNOTATION, MILESTONE_EVENT_LABEL};
 use crate::engine::{Milestone, MilestoneKind};
 use crate::notifications::text::sanitize;
 
@@ -83,7 +84,7 @@ pub fn milestone_reason(kind: MilestoneKind) -> &'static str {
 /// The Event of a milestone whose message is no longer at hand (it is no longer reached, so
 /// the engine does not describe it again): what the record says.
 pub fn record_notice(r: &MilestoneRecord) -> Notice {
-    let kind = MilestoneKind::parse(&r.kind);
+    let kind = r.milestone_kind();
     let mut note = format!("{} reached", r.kind);
     if let Some(p) = &r.product {
         note.push_str(&format!(" for {p}"));
@@ -106,10 +107,6 @@ pub fn record_notice(r: &MilestoneRecord) -> Notice {
     }
 }
 
-/// Label on every milestone Event (value `"true"`), so that they can be listed.
-pub const MILESTONE_EVENT_LABEL: &str = "mailsec.io/milestone-event";
-/// Annotation on a milestone Event: the milestone's id.
-pub const MILESTONE_ANNOTATION: &str = "mailsec.io/milestone";
 /// Namespace of the Events about cluster-scoped objects (Tenants).
 pub const EVENT_NAMESPACE: &str = "default";
 

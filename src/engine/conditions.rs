@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{Condition, ConditionStatus};
+use crate::api::{Condition, ConditionStatus, ConditionType, Reason};
 
 /// Builds conditions against the previous ones: a condition whose status did not change keeps
 /// its `lastTransitionTime`, so the status is stable (and not rewritten) while nothing changes.
@@ -23,12 +23,18 @@ impl<'a> ConditionSet<'a> {
         }
     }
 
-    pub fn set(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>) {
+    pub fn set(
+        &mut self,
+        type_: ConditionType,
+        status: bool,
+        reason: Reason,
+        message: impl Into<String>,
+    ) {
         let status = ConditionStatus::from_bool(status);
         let last_transition_time = self
             .previous
             .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
+            .find(|c| c.is(type_) && c.status == status)
             .map(|c| c.last_transition_time)
             .unwrap_or(self.now);
         let message = crate::api::bounds::truncate_json(
@@ -36,9 +42,9 @@ impl<'a> ConditionSet<'a> {
             crate::api::bounds::MAX_CONDITION_MESSAGE,
         );
         self.out.push(Condition {
-            type_: type_.to_string(),
+            type_: type_.as_str().to_string(),
             status,
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
             message,
             last_transition_time,
             observed_generation: self.generation,
@@ -61,7 +67,12 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut first = ConditionSet::new(&[], Some(1), at("2026-01-01T00:00:00.750Z"));
-        first.set("Warning", false, "SubscriptionsActive", "ok");
+        first.set(
+            ConditionType::Warning,
+            false,
+            Reason::SubscriptionsActive,
+            "ok",
+        );
         let first = first.finish();
         assert_eq!(
             first[0].last_transition_time,
@@ -70,13 +81,18 @@ mod tests {
         );
 
         let mut same = ConditionSet::new(&first, Some(2), at("2026-02-01T00:00:00Z"));
-        same.set("Warning", false, "SubscriptionsActive", "still ok");
+        same.set(
+            ConditionType::Warning,
+            false,
+            Reason::SubscriptionsActive,
+            "still ok",
+        );
         let same = same.finish();
         assert_eq!(same[0].last_transition_time, at("2026-01-01T00:00:00Z"));
         assert_eq!(same[0].observed_generation, Some(2));
 
         let mut flipped = ConditionSet::new(&same, Some(2), at("2026-03-01T00:00:00Z"));
-        flipped.set("Warning", true, "ExpiringSoon", "renew");
+        flipped.set(ConditionType::Warning, true, Reason::ExpiringSoon, "renew");
         assert_eq!(
             flipped.finish()[0].last_transition_time,
             at("2026-03-01T00:00:00Z")

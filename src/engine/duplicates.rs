@@ -16,11 +16,8 @@ use chrono::{DateTime, Utc};
 
 use super::Policy;
 use super::subscription::Timeline;
+use crate::api::labels::NOT_DUPLICATE_ANNOTATION;
 use crate::api::{Subscription, Tenant};
-
-/// On a Tenant: the names of tenants (comma-separated) that share administrators with it on
-/// purpose and are not duplicates of it. Set on either tenant of a pair, it clears the pair.
-pub const NOT_DUPLICATE_ANNOTATION: &str = "mailsec.io/not-duplicate-of";
 
 /// An address listed by more tenants than this (a reseller's or a help desk's) says nothing about
 /// duplicates: it is not compared, so that no address makes the check quadratic.

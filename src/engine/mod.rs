@@ -23,10 +23,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub use crate::api::MilestoneKind;
 pub use duplicates::Neighbour;
 pub use policy::{Catalogue, Policy, parse_period};
 pub use subscription::{SubscriptionChange, SubscriptionEvaluation, evaluate_subscription};
-pub use tenant::{Milestone, MilestoneKind, TenantEvaluation, TenantInput, evaluate_tenant};
+pub use tenant::{Milestone, TenantEvaluation, TenantInput, evaluate_tenant};
 pub use world::{World, WorldEvaluation, evaluate_world};
 
 /// `spec.users` of every known tenant, by name. A tenant missing from the map does not exist.

@@ -6,12 +6,10 @@
 use chrono::{DateTime, Utc};
 
 use super::{TenantEvaluation, human, whole_seconds};
-use crate::api::{ConditionStatus, NamespaceName, Tenant, TenantStatus};
+use crate::api::labels::{FORCE_DELETE_ANNOTATION, TENANT_LABEL};
+use crate::api::{ConditionStatus, ConditionType, NamespaceName, Reason, Tenant, TenantStatus};
 use crate::settings::plan::{self as settings, ProductSettings};
-use crate::workloads::plan::{TENANT_LABEL, Workload, WorkloadState, desired_state};
-
-/// Set to "true" on a Tenant to delete it although it owns a licence in force.
-pub const FORCE_DELETE_ANNOTATION: &str = "mailsec.io/force-delete";
+use crate::workloads::plan::{Workload, WorkloadState, desired_state};
 
 /// What the plan needs from the cluster besides the evaluation's input, gathered by the
 /// controller.
@@ -252,7 +250,7 @@ fn not_written(
     tenant: &Tenant,
     unassigned: &[Unassigned],
     not_ours: &[String],
-) -> Option<(&'static str, String)> {
+) -> Option<(Reason, String)> {
     let tenant_name = tenant.metadata.name.as_deref().unwrap_or_default();
     let mut parts = Vec::new();
     if !unassigned.is_empty() {
@@ -294,9 +292,9 @@ fn not_written(
         return None;
     }
     let reason = if unassigned.is_empty() {
-        "ConfigMapNotOwned"
+        Reason::ConfigMapNotOwned
     } else {
-        "NamespaceNotAssigned"
+        Reason::NamespaceNotAssigned
     };
     Some((
         reason,
@@ -350,19 +348,19 @@ fn deletion_verdict(tenant: &Tenant, eval: &mut TenantEvaluation, now: DateTime<
     let previous = tenant
         .status
         .as_ref()
-        .and_then(|s| crate::api::condition::find(&s.conditions, "Ready"));
-    let announce = previous.is_none_or(|c| c.reason != "DeletionBlocked");
+        .and_then(|s| crate::api::condition::find(&s.conditions, ConditionType::Ready));
+    let announce = previous.is_none_or(|c| c.reason != Reason::DeletionBlocked.as_str());
     if let Some(ready) = eval
         .status
         .conditions
         .iter_mut()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.is(ConditionType::Ready))
     {
         if ready.status != ConditionStatus::False {
             ready.last_transition_time = whole_seconds(now);
         }
         ready.status = ConditionStatus::False;
-        ready.reason = "DeletionBlocked".into();
+        ready.reason = Reason::DeletionBlocked.as_str().into();
         ready.message = message.clone();
         if let Some(prev) = previous.filter(|c| c.status == ConditionStatus::False) {
             ready.last_transition_time = prev.last_transition_time;

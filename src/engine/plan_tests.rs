@@ -5,6 +5,8 @@ use serde_json::json;
 
 use super::plan::*;
 use super::{Policy, TenantInput, TenantUsers, evaluate_tenant};
+use crate::api::ConditionType;
+use crate::api::labels::FORCE_DELETE_ANNOTATION;
 use crate::api::{ConditionStatus, NamespaceName, Subscription, Tenant, TenantPhase, TenantStatus};
 use crate::fixtures::{subscription, tenant};
 use crate::workloads::plan::Workload;
@@ -42,7 +44,7 @@ fn plan(
 
 fn workload(replicas: Option<i32>, remembered: Option<i32>, phase: &str) -> Workload {
     Workload {
-        kind: "Deployment".into(),
+        kind: crate::api::WorkloadKind::Deployment,
         namespace: "acme-mail".into(),
         name: "filter".into(),
         product: None,
@@ -144,7 +146,8 @@ fn deletion_is_refused_while_a_licence_is_in_force_unless_forced() {
         assert!(p.workloads.is_empty());
         assert_eq!(p.settings, Projection::Nothing);
         let ready =
-            crate::api::condition::find(&p.evaluation.status.conditions, "Ready").expect("Ready");
+            crate::api::condition::find(&p.evaluation.status.conditions, ConditionType::Ready)
+                .expect("Ready");
         match p.deletion.expect("a verdict while deleting") {
             Deletion::Refused {
                 message,
@@ -204,7 +207,7 @@ fn a_refusal_already_recorded_is_not_announced_again() {
     };
     assert!(!announce);
     let ready = |p: &TenantPlan| {
-        crate::api::condition::find(&p.evaluation.status.conditions, "Ready")
+        crate::api::condition::find(&p.evaluation.status.conditions, ConditionType::Ready)
             .map(|c| c.last_transition_time)
     };
     assert_eq!(ready(&second), ready(&first));
@@ -252,7 +255,7 @@ fn settings_are_planned_and_the_writes_outcome_is_recorded() {
     assert!(p.evaluation.status.settings_in_effect.is_some());
 
     let condition = |status: &TenantStatus| {
-        crate::api::condition::find(&status.conditions, "SettingsApplied")
+        crate::api::condition::find(&status.conditions, ConditionType::SettingsApplied)
             .map(|c| (c.status, c.reason.clone()))
     };
     let rows: Vec<WriteRow> = vec![
@@ -312,6 +315,76 @@ fn no_workload_namespaces_no_projection() {
     assert!(p.deletion.is_none());
     assert_eq!(p.evaluation.status.phase, Some(TenantPhase::Active));
     assert!(
-        crate::api::condition::find(&p.evaluation.status.conditions, "SettingsApplied").is_none()
+        crate::api::condition::find(
+            &p.evaluation.status.conditions,
+            ConditionType::SettingsApplied
+        )
+        .is_none()
+    );
+}
+
+/// Every condition type the engine writes is one the CRD documents for that kind
+/// (`TENANT_CONDITIONS`, `SUBSCRIPTION_CONDITIONS`, which the CRD docs are checked against), and
+/// every documented one is written by some world below, except a Tenant's `Stalled`: that one
+/// only the lenient reader writes, on an object it can not decode.
+#[test]
+fn the_engine_writes_exactly_the_documented_conditions() {
+    use std::collections::BTreeSet;
+
+    use crate::api::condition::{SUBSCRIPTION_CONDITIONS, TENANT_CONDITIONS};
+
+    let ns = ListedNamespaces {
+        assigned: vec![NamespaceName("acme-mail".into())],
+        ..Default::default()
+    };
+    let sub = subscription("acme-esg", "acme", ESG, "2026-01-01", "2026-12-31", 10);
+    let few_seats = subscription("acme-few", "acme", ESG, "2026-01-01", "2026-12-31", 1);
+    let bad_date = subscription("acme-bad", "acme", ESG, "2026-02-30", "2026-12-31", 10);
+    let mut with_settings = tenant("acme", &[ESG], 5);
+    with_settings.spec.workload_namespaces = ns.assigned.clone();
+    with_settings.spec.services[0]
+        .settings
+        .insert("spam".into(), json!("quarantine"));
+    let worlds: Vec<(Tenant, Vec<Subscription>)> = vec![
+        (with_settings.clone(), vec![sub.clone()]),
+        (with_settings.clone(), vec![few_seats]),
+        (with_settings.clone(), vec![sub.clone(), bad_date]),
+        (deleting(with_settings.clone(), false), vec![sub.clone()]),
+        (with_settings.clone(), Vec::new()),
+    ];
+    // Before, during, near the end of, and after the subscription, through its grace period.
+    let instants = [
+        "2025-12-01T00:00:00Z",
+        "2026-06-01T00:00:00Z",
+        "2026-12-20T00:00:00Z",
+        "2027-01-10T00:00:00Z",
+        "2027-06-01T00:00:00Z",
+    ];
+    let (mut tenant_types, mut subscription_types) = (BTreeSet::new(), BTreeSet::new());
+    for (t, subs) in &worlds {
+        for now in instants {
+            let p = plan(t, subs, &[], &ns, at(now));
+            tenant_types.extend(
+                p.evaluation
+                    .status
+                    .conditions
+                    .iter()
+                    .map(|c| c.type_.clone()),
+            );
+            for s in p.evaluation.subscriptions.values() {
+                subscription_types.extend(s.status.conditions.iter().map(|c| c.type_.clone()));
+            }
+        }
+    }
+    let names = |types: &[ConditionType]| -> BTreeSet<String> {
+        types.iter().map(|t| t.as_str().to_string()).collect()
+    };
+    let mut tenant_documented = names(TENANT_CONDITIONS);
+    tenant_documented.remove(ConditionType::Stalled.as_str());
+    assert_eq!(tenant_types, tenant_documented, "Tenant");
+    assert_eq!(
+        subscription_types,
+        names(SUBSCRIPTION_CONDITIONS),
+        "Subscription"
     );
 }

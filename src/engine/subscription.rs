@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use super::conditions::ConditionSet;
 use super::{Policy, TenantUsers, earlier, human, human_from, later, next_after, whole_seconds};
 use crate::api::date::DateError;
-use crate::api::{Subscription, SubscriptionPhase, SubscriptionStatus, Transfer};
+use crate::api::{
+    ConditionType, Reason, Subscription, SubscriptionPhase, SubscriptionStatus, Transfer,
+};
 
 /// Transfers kept in `status.transfers`.
 pub const TRANSFER_HISTORY: usize = 10;
@@ -204,12 +206,17 @@ pub fn evaluate_subscription_among(
     let (timeline, next_transition, seats_exceeded) = match Timeline::of(sub, policy) {
         Err(err) => {
             conditions.set(
-                "Ready",
+                ConditionType::Ready,
                 false,
-                "InvalidDate",
+                Reason::InvalidDate,
                 format!("{err}; fix the date so the operator can evaluate this subscription"),
             );
-            conditions.set("Stalled", true, "InvalidDate", err.to_string());
+            conditions.set(
+                ConditionType::Stalled,
+                true,
+                Reason::InvalidDate,
+                err.to_string(),
+            );
             (None, None, false)
         }
         Ok(tl) => {
@@ -218,12 +225,12 @@ pub fn evaluate_subscription_among(
             record_timeline(&mut status, &tl, phase, next);
             changes.extend(end_moved(sub, previous, &tl));
             let (ready, reason, message) = readiness(sub, others, &seats, policy, phase, &tl);
-            conditions.set("Ready", ready, reason, message);
+            conditions.set(ConditionType::Ready, ready, reason, message);
             let (reason, message) = in_force(&tl, phase);
-            conditions.set("InForce", tl.in_force(now), reason, message);
+            conditions.set(ConditionType::InForce, tl.in_force(now), reason, message);
             let exceeded = seats.exceeded(sub, phase);
             let (reason, message) = seat_limit(sub, users, &seats, exceeded);
-            conditions.set("SeatLimitExceeded", exceeded, reason, message);
+            conditions.set(ConditionType::SeatLimitExceeded, exceeded, reason, message);
             (Some(tl), next, exceeded)
         }
     };
@@ -373,12 +380,12 @@ fn readiness(
     policy: &Policy,
     phase: SubscriptionPhase,
     tl: &Timeline,
-) -> (bool, &'static str, String) {
+) -> (bool, Reason, String) {
     let spec = &sub.spec;
     if seats.owner_missing {
         (
             false,
-            "TenantNotFound",
+            Reason::TenantNotFound,
             format!(
                 "tenantRef {:?} names no Tenant: create the tenant or correct tenantRef",
                 spec.tenant_ref
@@ -387,7 +394,7 @@ fn readiness(
     } else if !seats.missing_tenants.is_empty() {
         (
             false,
-            "SharedTenantNotFound",
+            Reason::SharedTenantNotFound,
             format!(
                 "sharedWith names tenants that do not exist: {}",
                 seats.missing_tenants.join(", ")
@@ -396,7 +403,7 @@ fn readiness(
     } else if !policy.catalogue.knows(&spec.product) {
         (
             false,
-            "UnknownProduct",
+            Reason::UnknownProduct,
             format!(
                 "product {:?} is not in the operator's catalogue ({}, {})",
                 spec.product,
@@ -407,7 +414,7 @@ fn readiness(
     } else if let Some(first) = duplicates(sub, others).first() {
         (
             false,
-            "DuplicateSubscription",
+            Reason::DuplicateSubscription,
             format!(
                 "subscription {first} has the same tenant, product and dates: the same licence seems applied twice; delete one of them"
             ),
@@ -415,7 +422,7 @@ fn readiness(
     } else {
         (
             true,
-            "Evaluated",
+            Reason::Evaluated,
             format!(
                 "{} for tenant {}: {}",
                 describe_phase(phase),
@@ -427,25 +434,25 @@ fn readiness(
 }
 
 /// The reason and message of the `InForce` condition in `phase`.
-fn in_force(tl: &Timeline, phase: SubscriptionPhase) -> (&'static str, String) {
+fn in_force(tl: &Timeline, phase: SubscriptionPhase) -> (Reason, String) {
     match phase {
         SubscriptionPhase::Pending => (
-            "NotStarted",
+            Reason::NotStarted,
             format!("in force from {}", human_from(tl.starts_at)),
         ),
         SubscriptionPhase::Active => (
-            "Active",
+            Reason::Active,
             format!("in force until {}", human(tl.effective_end_at)),
         ),
         SubscriptionPhase::ExpiringSoon => (
-            "ExpiringSoon",
+            Reason::ExpiringSoon,
             format!(
                 "in force until {}: renew it before then to avoid read-only mode",
                 human(tl.effective_end_at)
             ),
         ),
         SubscriptionPhase::GracePeriod => (
-            "SubscriptionExpired",
+            Reason::SubscriptionExpired,
             format!(
                 "ran until {}; grace period until {}",
                 human(tl.effective_end_at),
@@ -453,7 +460,7 @@ fn in_force(tl: &Timeline, phase: SubscriptionPhase) -> (&'static str, String) {
             ),
         ),
         SubscriptionPhase::Expired => (
-            "SubscriptionExpired",
+            Reason::SubscriptionExpired,
             format!(
                 "ran until {}; grace period over since {}",
                 human(tl.effective_end_at),
@@ -469,7 +476,7 @@ fn seat_limit(
     users: &TenantUsers,
     seats: &SeatUse<'_>,
     exceeded: bool,
-) -> (&'static str, String) {
+) -> (Reason, String) {
     let (used, licensed) = (seats.used, sub.spec.seats);
     if exceeded {
         let who: Vec<String> = sub
@@ -477,7 +484,7 @@ fn seat_limit(
             .filter_map(|t| users.get(t).map(|u| format!("{t} ({u})")))
             .collect();
         (
-            "SeatLimitExceeded",
+            Reason::SeatLimitExceeded,
             format!(
                 "{used} users on {} exceed the {licensed} licensed seats: buy more seats or reduce users",
                 who.join(", ")
@@ -485,7 +492,7 @@ fn seat_limit(
         )
     } else {
         (
-            "WithinSeatLimit",
+            Reason::WithinSeatLimit,
             format!("{used} of {licensed} seats used"),
         )
     }

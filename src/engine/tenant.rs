@@ -9,9 +9,10 @@ use super::coverage::{Licence, coverage};
 use super::duplicates::{self, Neighbour};
 use super::subscription::{SubscriptionEvaluation, evaluate_subscription};
 use super::{Policy, TenantUsers, earlier, human, human_from, later, next_after, whole_seconds};
+use crate::api::labels::NOT_DUPLICATE_ANNOTATION;
 use crate::api::{
-    MilestoneRecord, Plan, PossibleDuplicate, ServicePhase, ServiceStatus, Subscription, Tenant,
-    TenantPhase, TenantStatus,
+    ConditionType, MilestoneKind, MilestoneRecord, Plan, PossibleDuplicate, Reason, ServicePhase,
+    ServiceStatus, Subscription, Tenant, TenantPhase, TenantStatus,
 };
 
 /// Milestone records kept in status beyond those that are still reached.
@@ -46,82 +47,6 @@ fn cap_reached(reached: &mut Vec<Milestone>) {
     });
     reached.truncate(MAX_REACHED);
     reached.sort_by(|a, b| a.due_at.cmp(&b.due_at).then(a.kind.cmp(&b.kind)));
-}
-
-/// The kinds of milestone announced to a tenant's administrators and as Events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MilestoneKind {
-    /// The warning period started (E − W).
-    ExpiringSoon,
-    /// Coverage ended (E): read-only for the grace period.
-    ReadOnly,
-    /// The grace period ended (E + G): suspended.
-    Suspended,
-    /// A product has no started subscription.
-    SubscriptionMissing,
-    /// A service came back because of a new or longer subscription.
-    Renewed,
-    /// A product is covered only by trials.
-    TrialLicense,
-    /// A subscription covering the tenant has more users than seats.
-    SeatLimitExceeded,
-    /// A subscription was transferred to this tenant.
-    TransferredIn,
-    /// A subscription was transferred from this tenant to another.
-    TransferredOut,
-    /// Another tenant shares an administrator address with this one (a late renewal can leave
-    /// a second tenant holding the contract): see [`super::duplicates`].
-    PossibleDuplicate,
-}
-
-impl MilestoneKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ExpiringSoon => "ExpiringSoon",
-            Self::ReadOnly => "ReadOnly",
-            Self::Suspended => "Suspended",
-            Self::SubscriptionMissing => "SubscriptionMissing",
-            Self::Renewed => "Renewed",
-            Self::TrialLicense => "TrialLicense",
-            Self::SeatLimitExceeded => "SeatLimitExceeded",
-            Self::TransferredIn => "TransferredIn",
-            Self::TransferredOut => "TransferredOut",
-            Self::PossibleDuplicate => "PossibleDuplicate",
-        }
-    }
-
-    /// Every kind, in the order above.
-    pub const ALL: [MilestoneKind; 10] = [
-        Self::ExpiringSoon,
-        Self::ReadOnly,
-        Self::Suspended,
-        Self::SubscriptionMissing,
-        Self::Renewed,
-        Self::TrialLicense,
-        Self::SeatLimitExceeded,
-        Self::TransferredIn,
-        Self::TransferredOut,
-        Self::PossibleDuplicate,
-    ];
-
-    /// The kind named `name` (as written in `status.milestones[].kind`).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
-    /// Milestones that restrict or warn, as opposed to good news.
-    pub fn is_warning(self) -> bool {
-        !matches!(
-            self,
-            Self::Renewed | Self::TransferredIn | Self::TransferredOut
-        )
-    }
-
-    /// Transfers: recorded by the Subscription controller in the subscription's status; on the
-    /// tenants, milestones whose Events are `SubscriptionTransferredIn/Out`.
-    pub fn is_transfer(self) -> bool {
-        matches!(self, Self::TransferredIn | Self::TransferredOut)
-    }
 }
 
 /// A milestone reached and not yet announced.
@@ -166,7 +91,7 @@ pub struct TenantEvaluation {
 struct Cause {
     severity: u8,
     base: bool,
-    reason: &'static str,
+    reason: Reason,
     message: String,
 }
 
@@ -594,21 +519,21 @@ fn covered_cause(
         ServicePhase::Active => return,
         ServicePhase::ExpiringSoon => (
             2,
-            "ExpiringSoon",
+            Reason::ExpiringSoon,
             format!(
                 "{product}: subscription {sub} runs until {h_end}; renew it before then to avoid read-only mode"
             ),
         ),
         ServicePhase::ReadOnly => (
             3,
-            "SubscriptionExpired",
+            Reason::SubscriptionExpired,
             format!(
                 "{product}: subscription {sub} ran until {h_end}; settings are read-only, renew before {h_susp} to avoid suspension"
             ),
         ),
         ServicePhase::Suspended => (
             4,
-            "SubscriptionExpired",
+            Reason::SubscriptionExpired,
             format!(
                 "{product}: subscription {sub} ran until {h_end}, suspended since {}; renew it to restore service",
                 human_from(at.suspend_at)
@@ -652,7 +577,7 @@ fn trial_licence(service: &Service<'_, '_>, sub: &str, at: &Instants, found: &mu
     found.causes.push(Cause {
         severity: 1,
         base: service.base,
-        reason: "TrialLicense",
+        reason: Reason::TrialLicense,
         message: format!(
             "{product}: only trial subscription {sub} is in force (until {h_end}); buy a paid subscription"
         ),
@@ -740,7 +665,7 @@ fn missing_service(service: &Service<'_, '_>, found: &mut Findings) -> ServiceSt
     found.causes.push(Cause {
         severity: if suspended { 4 } else { 3 },
         base: service.base,
-        reason: "SubscriptionMissing",
+        reason: Reason::SubscriptionMissing,
         message: if suspended {
             format!("{product}: no subscription since {h_since}, suspended since {h_suspended}; apply a Subscription to restore it")
         } else {
@@ -795,7 +720,7 @@ fn seat_limits(facts: &Facts<'_>, found: &mut Findings) {
         found.causes.push(Cause {
             severity: 0,
             base: false,
-            reason: "SeatLimitExceeded",
+            reason: Reason::SeatLimitExceeded,
             message,
         });
     }
@@ -962,25 +887,35 @@ fn tenant_conditions(
     );
 
     let mut conditions = ConditionSet::new(&facts.previous.conditions, facts.generation, facts.now);
-    conditions.set("Ready", true, "Reconciled", format!("Tenant is {phase:?}"));
+    conditions.set(
+        ConditionType::Ready,
+        true,
+        Reason::Reconciled,
+        format!("Tenant is {phase:?}"),
+    );
     match causes.first() {
-        Some(top) => conditions.set("Warning", true, top.reason, all_causes.clone()),
+        Some(top) => conditions.set(ConditionType::Warning, true, top.reason, all_causes.clone()),
         None => conditions.set(
-            "Warning",
+            ConditionType::Warning,
             false,
-            "SubscriptionsActive",
+            Reason::SubscriptionsActive,
             "Every service is covered by a paid subscription",
         ),
     }
     match (phase >= TenantPhase::ReadOnly, base_cause) {
-        (true, Some(c)) => conditions.set("ReadOnly", true, c.reason, c.message.clone()),
-        _ if frozen_add_ons.is_empty() => {
-            conditions.set("ReadOnly", false, "NotReadOnly", "Settings can be changed")
+        (true, Some(c)) => {
+            conditions.set(ConditionType::ReadOnly, true, c.reason, c.message.clone())
         }
-        _ => conditions.set(
-            "ReadOnly",
+        _ if frozen_add_ons.is_empty() => conditions.set(
+            ConditionType::ReadOnly,
             false,
-            "NotReadOnly",
+            Reason::NotReadOnly,
+            "Settings can be changed",
+        ),
+        _ => conditions.set(
+            ConditionType::ReadOnly,
+            false,
+            Reason::NotReadOnly,
             format!(
                 "The base service's settings can be changed; read-only add-ons: {}",
                 frozen_add_ons.join(", ")
@@ -988,14 +923,19 @@ fn tenant_conditions(
         ),
     }
     match (phase == TenantPhase::Suspended, base_cause) {
-        (true, Some(c)) => conditions.set("Suspended", true, c.reason, c.message.clone()),
-        _ if suspended_add_ons.is_empty() => {
-            conditions.set("Suspended", false, "NotSuspended", "The service is running")
+        (true, Some(c)) => {
+            conditions.set(ConditionType::Suspended, true, c.reason, c.message.clone())
         }
-        _ => conditions.set(
-            "Suspended",
+        _ if suspended_add_ons.is_empty() => conditions.set(
+            ConditionType::Suspended,
             false,
-            "NotSuspended",
+            Reason::NotSuspended,
+            "The service is running",
+        ),
+        _ => conditions.set(
+            ConditionType::Suspended,
+            false,
+            Reason::NotSuspended,
             format!(
                 "The base service is running; suspended add-ons: {}",
                 suspended_add_ons.join(", ")
@@ -1004,9 +944,19 @@ fn tenant_conditions(
     }
     let (status, message) = duplicate_condition(dups);
     if status {
-        conditions.set("PossibleDuplicate", true, "SharesAdmins", message);
+        conditions.set(
+            ConditionType::PossibleDuplicate,
+            true,
+            Reason::SharesAdmins,
+            message,
+        );
     } else {
-        conditions.set("PossibleDuplicate", false, "NoDuplicate", message);
+        conditions.set(
+            ConditionType::PossibleDuplicate,
+            false,
+            Reason::NoDuplicate,
+            message,
+        );
     }
     conditions.finish()
 }
@@ -1016,7 +966,9 @@ fn duplicate_condition(dups: &[duplicates::Duplicate]) -> (bool, String) {
     match dups.len() {
         0 => (
             false,
-            "No other tenant lists one of this tenant's administrator addresses (tenants linked by a shared subscription or the mailsec.io/not-duplicate-of annotation are not counted)".to_string(),
+            format!(
+                "No other tenant lists one of this tenant's administrator addresses (tenants linked by a shared subscription or the {NOT_DUPLICATE_ANNOTATION} annotation are not counted)"
+            ),
         ),
         1 => (true, dups[0].message.clone()),
         n => {
@@ -1028,7 +980,9 @@ fn duplicate_condition(dups: &[duplicates::Duplicate]) -> (bool, String) {
             let more = n.saturating_sub(duplicates::MAX_REPORTED);
             let mut message = format!("{n} possible duplicates. {}", shown.join(" | "));
             if more > 0 {
-                message.push_str(&format!(" | and {more} more (see status.possibleDuplicates)"));
+                message.push_str(&format!(
+                    " | and {more} more (see status.possibleDuplicates)"
+                ));
             }
             (true, message)
         }

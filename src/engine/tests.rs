@@ -8,6 +8,7 @@ use crate::api::{
     ConditionStatus, Plan, ServicePhase as S, Subscription, SubscriptionPhase as P, Tenant,
     TenantPhase as T,
 };
+use crate::api::{ConditionType, Reason};
 use crate::fixtures::{extended, shared, subscription, tenant, trial};
 
 const ESG: &str = "email-safeguard";
@@ -40,7 +41,7 @@ fn eval_first(w: &World, policy: &Policy, now: DateTime<Utc>) -> TenantEvaluatio
     evaluate_world(w, policy, now).tenants.remove(0)
 }
 
-fn condition(e: &TenantEvaluation, type_: &str) -> (ConditionStatus, String) {
+fn condition(e: &TenantEvaluation, type_: ConditionType) -> (ConditionStatus, String) {
     let c = crate::api::condition::find(&e.status.conditions, type_)
         .unwrap_or_else(|| panic!("condition {type_} missing"));
     (c.status, c.reason.clone())
@@ -123,22 +124,22 @@ fn base_subscription_walks_through_every_boundary() {
             "subscription phase at {now}"
         );
         assert_eq!(
-            condition(te, "Warning"),
+            condition(te, ConditionType::Warning),
             (r.warning.0, r.warning.1.to_string()),
             "Warning at {now}"
         );
         assert_eq!(
-            condition(te, "ReadOnly").0,
+            condition(te, ConditionType::ReadOnly).0,
             r.read_only,
             "ReadOnly at {now}"
         );
         assert_eq!(
-            condition(te, "Suspended").0,
+            condition(te, ConditionType::Suspended).0,
             r.suspended,
             "Suspended at {now}"
         );
         assert_eq!(
-            condition(te, "Ready").0,
+            condition(te, ConditionType::Ready).0,
             ConditionStatus::True,
             "Ready at {now}: a suspended tenant is still reconciled"
         );
@@ -170,7 +171,7 @@ fn service_status_names_the_instants() {
     assert_eq!(s.suspends_at, Some(at("2027-01-31")));
     let (_, msg) = (
         (),
-        crate::api::condition::find(&te.status.conditions, "ReadOnly")
+        crate::api::condition::find(&te.status.conditions, ConditionType::ReadOnly)
             .map(|c| c.message.clone())
             .unwrap_or_default(),
     );
@@ -244,7 +245,10 @@ fn renewal_bought_in_advance_shows_no_warning_and_a_late_one_restores_at_once() 
         at("2027-01-10"),
     );
     assert_eq!(te.status.phase, Some(T::Active));
-    assert_eq!(condition(&te, "ReadOnly").0, ConditionStatus::False);
+    assert_eq!(
+        condition(&te, ConditionType::ReadOnly).0,
+        ConditionStatus::False
+    );
     assert!(
         te.milestones
             .iter()
@@ -264,7 +268,7 @@ fn renewal_bought_in_advance_shows_no_warning_and_a_late_one_restores_at_once() 
     );
     assert_eq!(te.status.phase, Some(T::Active));
     assert_eq!(
-        condition(&te, "Suspended"),
+        condition(&te, ConditionType::Suspended),
         (ConditionStatus::False, "NotSuspended".into())
     );
     assert!(
@@ -302,18 +306,21 @@ fn add_on_lapse_only_restricts_the_add_on() {
         assert_eq!(service(&te, ESG).phase, S::Active);
         assert_eq!(service(&te, ETI).phase, eti, "at {now}");
         assert_eq!(
-            condition(&te, "Warning"),
+            condition(&te, ConditionType::Warning),
             (ConditionStatus::True, reason.to_string())
         );
         assert_eq!(
-            condition(&te, "ReadOnly").0,
+            condition(&te, ConditionType::ReadOnly).0,
             ConditionStatus::False,
             "the tenant as a whole is not read-only"
         );
-        assert_eq!(condition(&te, "Suspended").0, ConditionStatus::False);
+        assert_eq!(
+            condition(&te, ConditionType::Suspended).0,
+            ConditionStatus::False
+        );
     }
     let te = eval_first(&w, &policy, suspend);
-    let msg = crate::api::condition::find(&te.status.conditions, "Suspended")
+    let msg = crate::api::condition::find(&te.status.conditions, ConditionType::Suspended)
         .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(
@@ -348,7 +355,7 @@ fn missing_subscription_is_read_only_from_first_sight_and_suspends_after_grace()
     assert_eq!(s.suspends_at, Some(at("2026-07-01T10:00:00Z")));
     assert_eq!(te.status.phase, Some(T::Warning));
     assert_eq!(
-        condition(&te, "Warning"),
+        condition(&te, ConditionType::Warning),
         (ConditionStatus::True, "SubscriptionMissing".into())
     );
     assert!(
@@ -387,7 +394,7 @@ fn a_tenant_without_its_base_subscription_is_read_only() {
         "the base product is always evaluated"
     );
     assert_eq!(
-        condition(&te, "ReadOnly"),
+        condition(&te, ConditionType::ReadOnly),
         (ConditionStatus::True, "SubscriptionMissing".into())
     );
 }
@@ -400,7 +407,7 @@ fn trial_warns_while_only_trials_are_in_force() {
     let te = eval_first(&w, &Policy::default(), at("2026-12-15"));
     assert_eq!(te.status.phase, Some(T::Warning));
     assert_eq!(
-        condition(&te, "Warning"),
+        condition(&te, ConditionType::Warning),
         (ConditionStatus::True, "TrialLicense".into())
     );
     assert_eq!(service(&te, ESG).plan, Some(Plan::Trial));
@@ -453,14 +460,16 @@ fn shared_subscription_counts_every_tenants_users() {
     for te in &ev.tenants {
         assert_eq!(te.status.phase, Some(T::Warning));
         assert_eq!(
-            condition(te, "Warning"),
+            condition(te, ConditionType::Warning),
             (ConditionStatus::True, "SeatLimitExceeded".into())
         );
         assert_eq!(service(te, ESG).phase, S::Active, "no suspension for seats");
     }
-    let seat =
-        crate::api::condition::find(&ev.subscriptions[0].status.conditions, "SeatLimitExceeded")
-            .map(|c| c.status);
+    let seat = crate::api::condition::find(
+        &ev.subscriptions[0].status.conditions,
+        ConditionType::SeatLimitExceeded,
+    )
+    .map(|c| c.status);
     assert_eq!(seat, Some(ConditionStatus::True));
 }
 
@@ -644,7 +653,7 @@ fn bad_references_and_dates_become_conditions() {
     let now = at("2026-06-01");
     let ready = |s: &Subscription| {
         let e = evaluate_subscription(s, &users, &policy, now);
-        let c = crate::api::condition::find(&e.status.conditions, "Ready")
+        let c = crate::api::condition::find(&e.status.conditions, ConditionType::Ready)
             .cloned()
             .expect("Ready");
         (c.status, c.reason, c.message)
@@ -675,7 +684,7 @@ fn bad_references_and_dates_become_conditions() {
     let e = evaluate_subscription(&bad_date, &users, &policy, now);
     assert_eq!(e.status.phase, None);
     assert_eq!(
-        crate::api::condition::find(&e.status.conditions, "Stalled").map(|c| c.status),
+        crate::api::condition::find(&e.status.conditions, ConditionType::Stalled).map(|c| c.status),
         Some(ConditionStatus::True)
     );
 
@@ -816,7 +825,8 @@ fn a_licence_applied_twice_is_flagged_on_both() {
         .subscriptions
         .iter()
         .map(|e| {
-            let c = crate::api::condition::find(&e.status.conditions, "Ready").expect("Ready");
+            let c = crate::api::condition::find(&e.status.conditions, ConditionType::Ready)
+                .expect("Ready");
             (c.reason.clone(), c.message.clone())
         })
         .collect();
@@ -871,10 +881,10 @@ fn a_duplicate_tenant_left_by_a_late_renewal_is_pointed_at() {
     );
     for e in [u, n] {
         assert_eq!(
-            condition(e, "PossibleDuplicate"),
+            condition(e, ConditionType::PossibleDuplicate),
             (ConditionStatus::True, "SharesAdmins".into())
         );
-        assert_eq!(condition(e, "Ready").0, ConditionStatus::True);
+        assert_eq!(condition(e, ConditionType::Ready).0, ConditionStatus::True);
         let d = &e.status.possible_duplicates;
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].tenant_in_use, "soylent");
@@ -898,7 +908,7 @@ fn a_duplicate_tenant_left_by_a_late_renewal_is_pointed_at() {
     assert!(mn.event_only, "the other tenant only gets the Event");
     assert_eq!(mu.subscription.as_deref(), Some("esg-2026"));
     assert_eq!(mu.peer.as_deref(), Some("soylent-new"));
-    let msg = &crate::api::condition::find(&u.status.conditions, "PossibleDuplicate")
+    let msg = &crate::api::condition::find(&u.status.conditions, ConditionType::PossibleDuplicate)
         .expect("condition")
         .message;
     assert!(
@@ -923,7 +933,7 @@ fn a_duplicate_tenant_left_by_a_late_renewal_is_pointed_at() {
     assert_eq!(ev3.tenants[0].status.phase, Some(T::Active));
     let d = &ev3.tenants[0].status.possible_duplicates;
     assert!(d[0].subscriptions_to_move.is_empty());
-    let (_, reason) = condition(&ev3.tenants[0], "PossibleDuplicate");
+    let (_, reason) = condition(&ev3.tenants[0], ConditionType::PossibleDuplicate);
     assert_eq!(reason, "SharesAdmins");
 
     // The unused tenant deleted: the flag clears.
@@ -931,7 +941,7 @@ fn a_duplicate_tenant_left_by_a_late_renewal_is_pointed_at() {
     alone.tenants.truncate(1);
     let ev4 = evaluate_world(&alone, &policy, now + sec(180));
     assert_eq!(
-        condition(&ev4.tenants[0], "PossibleDuplicate"),
+        condition(&ev4.tenants[0], ConditionType::PossibleDuplicate),
         (ConditionStatus::False, "NoDuplicate".into())
     );
     assert!(ev4.tenants[0].status.possible_duplicates.is_empty());
@@ -984,7 +994,7 @@ fn products_held_or_run_are_services_whether_listed_or_not() {
     assert_eq!(service(&e, ETDR).phase, S::ReadOnly);
     assert_eq!(e.status.phase, Some(T::Warning));
     assert_eq!(
-        condition(&e, "Warning"),
+        condition(&e, ConditionType::Warning),
         (ConditionStatus::True, "SubscriptionExpired".into())
     );
     assert!(
@@ -1070,7 +1080,12 @@ fn milestones_stay_within_their_bound() {
 #[test]
 fn condition_messages_are_cut_to_their_bound() {
     let mut set = super::conditions::ConditionSet::new(&[], Some(1), at("2027-01-01"));
-    set.set("Warning", true, "Many", "é".repeat(5000));
+    set.set(
+        ConditionType::Warning,
+        true,
+        Reason::ExpiringSoon,
+        "é".repeat(5000),
+    );
     let message = &set.finish()[0].message;
     assert!(message.len() <= crate::api::bounds::MAX_CONDITION_MESSAGE);
     assert!(message.len() > crate::api::bounds::MAX_CONDITION_MESSAGE - 8);

@@ -211,7 +211,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     }
 
     for m in input.milestones {
-        let Some(kind) = MilestoneKind::parse(&m.kind) else {
+        let Some(kind) = m.milestone_kind() else {
             continue;
         };
         if !input.kinds.contains(&kind) || m.event_only || m.announced_at < horizon {

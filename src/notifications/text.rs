@@ -540,8 +540,11 @@ mod en {
             end,
             ..
         } = p;
-        let annotate = "If both tenants are used on purpose, ask your platform team to annotate \
-                        one of them mailsec.io/not-duplicate-of with the other's name.";
+        let annotate = format!(
+            "If both tenants are used on purpose, ask your platform team to annotate \
+             one of them {annotation} with the other's name.",
+            annotation = crate::api::labels::NOT_DUPLICATE_ANNOTATION,
+        );
         let risk = format!(
             "Tenant {display} ({tenant}) and tenant {peer} list the same administrator address. \
              A renewal processed late can create a second tenant that holds the new contract, \
@@ -859,9 +862,12 @@ mod ja {
             end,
             ..
         } = p;
-        let annotate = "両方のテナントを意図して利用している場合は、どちらかのテナントに \
-                        mailsec.io/not-duplicate-of アノテーション (値はもう一方のテナント名) を\
-                        設定するようプラットフォーム管理者に依頼してください。";
+        let annotate = format!(
+            "両方のテナントを意図して利用している場合は、どちらかのテナントに \
+             {annotation} アノテーション (値はもう一方のテナント名) を\
+             設定するようプラットフォーム管理者に依頼してください。",
+            annotation = crate::api::labels::NOT_DUPLICATE_ANNOTATION,
+        );
         let risk = format!(
             "テナント「{display}」({tenant}) とテナント {peer} に同じ管理者のメールアドレスが\
              登録されています。更新手続きが遅れた場合、新しい契約が別の新しいテナントに登録され、\

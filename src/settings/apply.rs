@@ -12,12 +12,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::Tenant;
+use crate::api::labels::{MANAGED_BY, TENANT_LABEL};
 use crate::effects::FIELD_MANAGER;
 use crate::settings::plan::ProductSettings;
-use crate::workloads::plan::TENANT_LABEL;
-
-/// Label on every object the operator creates.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mailsec-operator");
 
 /// The ConfigMap's name for a tenant.
 pub fn configmap_name(tenant: &str) -> String {

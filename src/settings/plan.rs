@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::api::{ServicePhase, Tenant, TenantPhase, TenantStatus};
+use crate::api::{ConditionType, Reason, ServicePhase, Tenant, TenantPhase, TenantStatus};
 use crate::engine::conditions::ConditionSet;
 
 /// Settings to project, per product.
@@ -145,9 +145,9 @@ pub fn record(
     if plan.held_back.is_empty() {
         status.settings_applied_generation = generation;
         set.set(
-            "SettingsApplied",
+            ConditionType::SettingsApplied,
             true,
-            "Applied",
+            Reason::Applied,
             "The workloads see the settings of this generation",
         );
     } else {
@@ -167,14 +167,16 @@ pub fn record(
             })
             .collect();
         set.set(
-            "SettingsApplied",
+            ConditionType::SettingsApplied,
             false,
-            "SettingsFrozen",
+            Reason::SettingsFrozen,
             format!("Changed settings are not applied while read-only: {}. The last applied settings stay in effect; renew the subscription to apply the change", why.join("; ")),
         );
     }
     let condition = set.finish();
-    status.conditions.retain(|c| c.type_ != "SettingsApplied");
+    status
+        .conditions
+        .retain(|c| !c.is(ConditionType::SettingsApplied));
     status.conditions.extend(condition);
 }
 
@@ -194,7 +196,7 @@ pub fn record_unknown(
         tenant,
         previous,
         now,
-        "SettingsTampered",
+        Reason::SettingsTampered,
         "Changes are held back while read-only, and every copy of the settings ConfigMap was \
          edited by hand since: the settings in effect are not known, so none are written. \
          Renewing the subscription applies the spec's settings again"
@@ -217,7 +219,7 @@ pub fn record_failures(
         tenant,
         previous,
         now,
-        "ProjectionFailed",
+        Reason::ProjectionFailed,
         format!(
             "The settings ConfigMap could not be written: {}; retried every minute",
             failures.join("; ")
@@ -231,7 +233,7 @@ fn record_not_applied(
     tenant: &Tenant,
     previous: Option<&TenantStatus>,
     now: DateTime<Utc>,
-    reason: &str,
+    reason: Reason,
     message: String,
 ) {
     let prev_conditions = previous
@@ -239,8 +241,10 @@ fn record_not_applied(
         .unwrap_or_default();
     let mut set = ConditionSet::new(prev_conditions, tenant.metadata.generation, now);
     status.settings_applied_generation = previous.and_then(|p| p.settings_applied_generation);
-    set.set("SettingsApplied", false, reason, message);
-    status.conditions.retain(|c| c.type_ != "SettingsApplied");
+    set.set(ConditionType::SettingsApplied, false, reason, message);
+    status
+        .conditions
+        .retain(|c| !c.is(ConditionType::SettingsApplied));
     status.conditions.extend(set.finish());
 }
 
@@ -251,7 +255,7 @@ fn record_not_applied(
 pub fn record_not_written(
     status: &mut TenantStatus,
     tenant: &Tenant,
-    reason: &str,
+    reason: Reason,
     message: String,
     previous: Option<&TenantStatus>,
     now: DateTime<Utc>,
@@ -475,7 +479,8 @@ mod tests {
         };
         record(&mut st, &t, &held, Some(&previous), now);
         assert_eq!(st.settings_applied_generation, Some(3));
-        let c = crate::api::condition::find(&st.conditions, "SettingsApplied").expect("condition");
+        let c = crate::api::condition::find(&st.conditions, ConditionType::SettingsApplied)
+            .expect("condition");
         assert_eq!(
             (c.status, c.reason.as_str()),
             (crate::api::ConditionStatus::False, "SettingsFrozen")
@@ -491,7 +496,7 @@ mod tests {
         assert_eq!(
             st.conditions
                 .iter()
-                .filter(|c| c.type_ == "SettingsApplied")
+                .filter(|c| c.is(ConditionType::SettingsApplied))
                 .count(),
             1
         );

@@ -7,15 +7,15 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
+use crate::api::WorkloadKind;
+use crate::api::labels::{PHASE_LABEL, PRODUCT_LABEL, SUSPENDED_REPLICAS_ANNOTATION, TENANT_LABEL};
 use crate::effects::FIELD_MANAGER;
-use crate::workloads::plan::{
-    PHASE_LABEL, SUSPENDED_REPLICAS_ANNOTATION, TENANT_LABEL, Workload, WorkloadState,
-};
+use crate::workloads::plan::{Workload, WorkloadState};
 
 /// Reads what the engine needs to know about a Deployment.
 pub fn deployment_facts(d: &Deployment) -> Workload {
     facts(
-        "Deployment",
+        WorkloadKind::Deployment,
         d.namespace(),
         d.name_any(),
         d.labels(),
@@ -27,7 +27,7 @@ pub fn deployment_facts(d: &Deployment) -> Workload {
 /// Reads what the engine needs to know about a StatefulSet.
 pub fn statefulset_facts(s: &StatefulSet) -> Workload {
     facts(
-        "StatefulSet",
+        WorkloadKind::StatefulSet,
         s.namespace(),
         s.name_any(),
         s.labels(),
@@ -37,7 +37,7 @@ pub fn statefulset_facts(s: &StatefulSet) -> Workload {
 }
 
 fn facts(
-    kind: &str,
+    kind: WorkloadKind,
     namespace: Option<String>,
     name: String,
     labels: &std::collections::BTreeMap<String, String>,
@@ -45,10 +45,10 @@ fn facts(
     replicas: Option<i32>,
 ) -> Workload {
     Workload {
-        kind: kind.to_string(),
+        kind,
         namespace: namespace.unwrap_or_default(),
         name,
-        product: labels.get(crate::workloads::plan::PRODUCT_LABEL).cloned(),
+        product: labels.get(PRODUCT_LABEL).cloned(),
         replicas,
         remembered: annotations
             .get(SUSPENDED_REPLICAS_ANNOTATION)
@@ -79,8 +79,7 @@ pub async fn apply(
             json!({ SUSPENDED_REPLICAS_ANNOTATION: n.to_string() }),
         );
     }
-    let mut body =
-        json!({ "apiVersion": "apps/v1", "kind": w.kind, "metadata": Value::Object(metadata) });
+    let mut body = json!({ "apiVersion": "apps/v1", "kind": w.kind.as_str(), "metadata": Value::Object(metadata) });
     match (state.replicas, state.remembered) {
         // A restore: the count is given back by a merge patch (an update, not an apply), so the
         // operator's applied set no longer holds `spec.replicas`. Were it applied, a later apply
@@ -99,7 +98,7 @@ pub async fn apply(
                 field_manager: Some(FIELD_MANAGER.to_string()),
                 ..Default::default()
             };
-            if w.kind == "StatefulSet" {
+            if w.kind == WorkloadKind::StatefulSet {
                 let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
                 api.patch(&w.name, &params, &Patch::Merge(&merge)).await?;
             } else {
@@ -121,7 +120,7 @@ pub async fn release(client: &Client, w: &Workload) -> Result<Option<i32>, kube:
     };
     let body = json!({
         "apiVersion": "apps/v1",
-        "kind": w.kind,
+        "kind": w.kind.as_str(),
         "metadata": { "name": w.name, "namespace": w.namespace },
         "spec": { "replicas": n },
     });
@@ -131,7 +130,7 @@ pub async fn release(client: &Client, w: &Workload) -> Result<Option<i32>, kube:
 
 async fn patch(client: &Client, w: &Workload, body: &Value) -> Result<(), kube::Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if w.kind == "StatefulSet" {
+    if w.kind == WorkloadKind::StatefulSet {
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
         api.patch(&w.name, &params, &Patch::Apply(body)).await?;
     } else {

@@ -1,22 +1,12 @@
 //! What the tenant's filtering workloads should look like: running, or scaled to zero with the
 //! previous replica count remembered. Pure: the controller reads the workloads and applies this.
 
-use crate::api::{ServicePhase, TenantPhase, TenantStatus};
-
-/// Label naming the tenant a workload belongs to (required).
-pub const TENANT_LABEL: &str = "mailsec.io/tenant";
-/// Label naming the product a workload serves (optional; absent = the base product).
-pub const PRODUCT_LABEL: &str = "mailsec.io/product";
-/// Label the operator sets to the service phase the workload is in.
-pub const PHASE_LABEL: &str = "mailsec.io/phase";
-/// Annotation holding the replica count to restore, while the workload is suspended.
-pub const SUSPENDED_REPLICAS_ANNOTATION: &str = "mailsec.io/suspended-replicas";
+use crate::api::{ServicePhase, TenantPhase, TenantStatus, WorkloadKind};
 
 /// What the controller knows about one workload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
-    /// `Deployment` or `StatefulSet`.
-    pub kind: String,
+    pub kind: WorkloadKind,
     pub namespace: String,
     pub name: String,
     /// The `mailsec.io/product` label.
@@ -160,7 +150,7 @@ mod tests {
         phase: Option<&str>,
     ) -> Workload {
         Workload {
-            kind: "Deployment".into(),
+            kind: WorkloadKind::Deployment,
             namespace: "mail".into(),
             name: "filter".into(),
             product: product.map(str::to_string),

@@ -10,6 +10,8 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::apply::{deployment_facts, release, statefulset_facts, tenant_of};
 use super::plan::Workload;
+use crate::api::WorkloadKind;
+use crate::api::labels::TENANT_LABEL;
 use crate::effects::events::{Notice, publish};
 
 /// Hands back workloads that left the watch because their `mailsec.io/tenant` label was removed
@@ -43,9 +45,9 @@ pub async fn release_orphans(
         };
         match release(&client, &facts).await {
             Ok(Some(n)) => {
-                tracing::info!(workload = %facts.id(), replicas = n, "restored a workload whose mailsec.io/tenant label was removed");
+                tracing::info!(workload = %facts.id(), replicas = n, "restored a workload whose {TENANT_LABEL} label was removed");
                 let note = format!(
-                    "The mailsec.io/tenant label was removed while the workload was suspended: restored to {n} replicas and handed back"
+                    "The {TENANT_LABEL} label was removed while the workload was suspended: restored to {n} replicas and handed back"
                 );
                 publish(
                     &recorder,
@@ -68,7 +70,7 @@ async fn current_workload(
     client: &Client,
     w: &Workload,
 ) -> Result<Option<(Workload, bool, ObjectReference)>, kube::Error> {
-    if w.kind == "StatefulSet" {
+    if w.kind == WorkloadKind::StatefulSet {
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), &w.namespace);
         Ok(api.get_opt(&w.name).await?.map(|s| {
             (

@@ -1,5 +1,6 @@
 //! Running the operator against the test cluster, and reading what it did.
 
+use mailsec_operator::api::ConditionType;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -424,7 +425,7 @@ pub async fn count_events(client: &kube::Client, kind: &str, name: &str, reason:
 }
 
 /// The status and reason of a tenant condition.
-pub fn tenant_condition(t: &Tenant, type_: &str) -> Option<(bool, String)> {
+pub fn tenant_condition(t: &Tenant, type_: ConditionType) -> Option<(bool, String)> {
     let c = mailsec_operator::api::condition::find(&t.status.as_ref()?.conditions, type_)?;
     Some((c.is_true(), c.reason.clone()))
 }
