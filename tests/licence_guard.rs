@@ -79,6 +79,9 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
     let client = cluster().client().await;
     let t = unique_name("guarded");
     let s = format!("{t}-esg");
+    // Covered from the start (a tenant with no subscription is read-only as soon as the
+    // operator sees it, and the editor's settings change below would race with that).
+    create_subscription(&client, &s, &t, ESG, in_secs(6), 50).await;
     create_tenant(&client, &t, &[ESG], 10).await;
     let out = patch_as(
         EDITOR,
@@ -91,7 +94,6 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
         "an editor edits settings: {}",
         describe(&out)
     );
-    create_subscription(&client, &s, &t, ESG, in_secs(2), 50).await;
     wait_phase(&client, &t, TenantPhase::ReadOnly, WAIT).await;
 
     // Status is the operator's verdict: an editor can not rewrite it.
