@@ -28,7 +28,7 @@ pub enum MilestoneKind {
 }
 
 impl MilestoneKind {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::ExpiringSoon => "ExpiringSoon",
             Self::ReadOnly => "ReadOnly",

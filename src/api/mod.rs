@@ -5,6 +5,7 @@ pub mod bounds;
 pub mod cel;
 pub mod condition;
 pub mod date;
+pub mod events;
 pub mod labels;
 pub mod milestone;
 pub mod names;
@@ -19,6 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason};
 pub use date::LicenseDate;
+pub use events::EventReason;
 pub use milestone::MilestoneKind;
 pub use names::{NamespaceName, TenantName};
 pub use subscription::{

@@ -19,6 +19,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::runtime::{Error, Shared, requeue_at};
+use crate::api::EventReason;
 use crate::api::{
     MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState, Tenant,
 };
@@ -371,7 +372,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
             &n.ctx.recorder,
             &regarding,
             &Notice::warning(
-                "NotificationFailed",
+                EventReason::NotificationFailed,
                 &truncate(&format!("Notify/{}", e.id), 128),
                 note,
             ),

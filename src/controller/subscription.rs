@@ -10,8 +10,9 @@ use kube::{Resource, ResourceExt};
 use super::context::Context;
 use super::{Error, requeue_at};
 use crate::api::ConditionType;
+use crate::api::EventReason;
 use crate::api::{Condition, Subscription, condition::find};
-use crate::effects::events::{Notice, publish};
+use crate::effects::events::{Notice, problem_notice, publish};
 use crate::effects::status::apply_if_unchanged_since;
 use crate::engine::SubscriptionChange;
 use crate::engine::human;
@@ -56,7 +57,7 @@ async fn announce(ctx: &Context, sub: &Subscription, change: &SubscriptionChange
             publish(
                 &ctx.recorder,
                 &regarding,
-                &Notice::normal("Transferred", "Transfer", &note),
+                &Notice::normal(EventReason::Transferred, "Transfer", &note),
             )
             .await;
             // On the two tenants, the Tenant controller announces the transfer as the
@@ -80,13 +81,17 @@ async fn announce(ctx: &Context, sub: &Subscription, change: &SubscriptionChange
             publish(
                 &ctx.recorder,
                 &regarding,
-                &Notice::normal("Extended", "Extend", &note),
+                &Notice::normal(EventReason::Extended, "Extend", &note),
             )
             .await;
             tell_tenant(
                 ctx,
                 owner,
-                Notice::normal("SubscriptionExtended", &format!("Extend/{name}"), note),
+                Notice::normal(
+                    EventReason::SubscriptionExtended,
+                    &format!("Extend/{name}"),
+                    note,
+                ),
             )
             .await;
         }
@@ -100,13 +105,17 @@ async fn announce(ctx: &Context, sub: &Subscription, change: &SubscriptionChange
             publish(
                 &ctx.recorder,
                 &regarding,
-                &Notice::normal("EndDateMoved", "Renew", &note),
+                &Notice::normal(EventReason::EndDateMoved, "Renew", &note),
             )
             .await;
             tell_tenant(
                 ctx,
                 owner,
-                Notice::normal("SubscriptionRenewed", &format!("Renew/{name}"), note),
+                Notice::normal(
+                    EventReason::SubscriptionRenewed,
+                    &format!("Renew/{name}"),
+                    note,
+                ),
             )
             .await;
         }
@@ -137,7 +146,7 @@ async fn announce_sharing(ctx: &Context, sub: &Subscription, added: &[String], r
     publish(
         &ctx.recorder,
         &regarding,
-        &Notice::normal("SharingChanged", "Share", &note),
+        &Notice::normal(EventReason::SharingChanged, "Share", &note),
     )
     .await;
     for t in added {
@@ -145,7 +154,7 @@ async fn announce_sharing(ctx: &Context, sub: &Subscription, added: &[String], r
             ctx,
             t,
             Notice::normal(
-                "SubscriptionShared",
+                EventReason::SubscriptionShared,
                 &format!("Share/{name}"),
                 format!("{note}: it now covers {t}"),
             ),
@@ -157,7 +166,7 @@ async fn announce_sharing(ctx: &Context, sub: &Subscription, added: &[String], r
             ctx,
             t,
             Notice::normal(
-                "SubscriptionUnshared",
+                EventReason::SubscriptionUnshared,
                 &format!("Share/{name}"),
                 format!("{note}: it no longer covers {t}"),
             ),
@@ -182,12 +191,7 @@ async fn warn_on_problems(ctx: &Context, sub: &Subscription, eval: &Subscription
             if c.is(ConditionType::Stalled) {
                 continue; // reported through Ready
             }
-            publish(
-                &ctx.recorder,
-                &regarding,
-                &Notice::warning(&c.reason, &format!("Check/{}", c.type_), c.message.clone()),
-            )
-            .await;
+            publish(&ctx.recorder, &regarding, &problem_notice(c)).await;
         }
     }
 }

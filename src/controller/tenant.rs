@@ -12,7 +12,7 @@ use serde_json::json;
 use super::context::Context;
 use super::{Error, requeue_at, requeue_wait};
 use crate::api::labels::{FINALIZER, TENANT_LABEL};
-use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
+use crate::api::{EventReason, MilestoneRecord, Subscription, Tenant, TenantStatus};
 use crate::effects::events::{
     Notice, REPUBLISH_WINDOW, announce_milestone, milestone_event_name, milestone_notice, publish,
     record_notice,
@@ -278,7 +278,7 @@ async fn status_write_failed(tenant: &Tenant, err: &kube::Error, ctx: &Context) 
     publish(
         &ctx.recorder,
         &tenant.object_ref(&()),
-        &Notice::warning("StatusWriteFailed", "WriteStatus", note),
+        &Notice::warning(EventReason::StatusWriteFailed, "WriteStatus", note),
     )
     .await;
 }
@@ -349,7 +349,7 @@ async fn guard_deletion(
                 publish(
                     &ctx.recorder,
                     &tenant.object_ref(&()),
-                    &Notice::warning("DeletionBlocked", "GuardDeletion", message),
+                    &Notice::warning(EventReason::DeletionBlocked, "GuardDeletion", message),
                 )
                 .await;
             }
@@ -458,7 +458,7 @@ async fn report_ignored(tenant: &str, ignored: &[Workload], ctx: &Context) {
         publish(
             &ctx.recorder,
             &reference,
-            &Notice::warning("NamespaceNotAssigned", "Ignore", note),
+            &Notice::warning(EventReason::NamespaceNotAssigned, "Ignore", note),
         )
         .await;
     }
@@ -511,7 +511,7 @@ async fn scale_workloads(
         publish(
             &ctx.recorder,
             &regarding,
-            &Notice::warning("WorkloadsSuspended", "Suspend", note),
+            &Notice::warning(EventReason::WorkloadsSuspended, "Suspend", note),
         )
         .await;
     }
@@ -520,7 +520,7 @@ async fn scale_workloads(
             &ctx.recorder,
             &regarding,
             &Notice::normal(
-                "WorkloadsRestored",
+                EventReason::WorkloadsRestored,
                 "Restore",
                 format!("Restored after renewal: {}", restored.join(", ")),
             ),
@@ -535,7 +535,7 @@ async fn scale_workloads(
         publish(
             &ctx.recorder,
             &regarding,
-            &Notice::warning("WorkloadsScaledBack", "Suspend", note),
+            &Notice::warning(EventReason::WorkloadsScaledBack, "Suspend", note),
         )
         .await;
     }

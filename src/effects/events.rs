@@ -14,8 +14,8 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use sha2::{Digest, Sha256};
 
-use crate::api::MilestoneRecord;
 use crate::api::labels::{MILESTONE_ANNOTATION, MILESTONE_EVENT_LABEL};
+use crate::api::{Condition, EventReason, MilestoneRecord};
 use crate::engine::{Milestone, MilestoneKind};
 use crate::notifications::text::sanitize;
 
@@ -33,19 +33,19 @@ pub struct Notice {
 }
 
 impl Notice {
-    pub fn normal(reason: &str, action: &str, note: impl Into<String>) -> Self {
+    pub fn normal(reason: EventReason, action: &str, note: impl Into<String>) -> Self {
         Self {
             warning: false,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: note.into(),
             action: action.into(),
         }
     }
 
-    pub fn warning(reason: &str, action: &str, note: impl Into<String>) -> Self {
+    pub fn warning(reason: EventReason, action: &str, note: impl Into<String>) -> Self {
         Self {
             warning: true,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: note.into(),
             action: action.into(),
         }
@@ -65,7 +65,7 @@ pub fn milestone_notice(m: &Milestone) -> Notice {
     };
     Notice {
         warning: m.kind.is_warning(),
-        reason: milestone_reason(m.kind).to_string(),
+        reason: milestone_reason(m.kind).as_str().to_string(),
         note,
         action: truncate(&m.id, 128),
     }
@@ -73,11 +73,11 @@ pub fn milestone_notice(m: &Milestone) -> Notice {
 
 /// The reason of a milestone's Event: its kind, except for transfers, whose Events keep the
 /// reasons they had when the Subscription controller published them.
-pub fn milestone_reason(kind: MilestoneKind) -> &'static str {
+pub fn milestone_reason(kind: MilestoneKind) -> EventReason {
     match kind {
-        MilestoneKind::TransferredIn => "SubscriptionTransferredIn",
-        MilestoneKind::TransferredOut => "SubscriptionTransferredOut",
-        other => other.as_str(),
+        MilestoneKind::TransferredIn => EventReason::SubscriptionTransferredIn,
+        MilestoneKind::TransferredOut => EventReason::SubscriptionTransferredOut,
+        other => EventReason::Milestone(other),
     }
 }
 
@@ -101,9 +101,23 @@ pub fn record_notice(r: &MilestoneRecord) -> Notice {
     ));
     Notice {
         warning: kind.is_none_or(MilestoneKind::is_warning),
-        reason: kind.map_or_else(|| r.kind.clone(), |k| milestone_reason(k).to_string()),
+        reason: kind.map_or_else(
+            || r.kind.clone(),
+            |k| milestone_reason(k).as_str().to_string(),
+        ),
         note,
         action: truncate(&r.id, 128),
+    }
+}
+
+/// The Warning Event of a Subscription's problem condition that turned on: its reason is the
+/// condition's (as stored, so also one written by another version).
+pub fn problem_notice(c: &Condition) -> Notice {
+    Notice {
+        warning: true,
+        reason: c.reason.clone(),
+        note: c.message.clone(),
+        action: format!("Check/{}", c.type_),
     }
 }
 
@@ -355,7 +369,7 @@ mod tests {
     #[test]
     fn notes_carry_no_control_characters() {
         let e = event_of(&Notice::normal(
-            "Extended",
+            EventReason::Extended,
             "Extend",
             "extended (reason: late PO\r\nBcc: x\u{202E}\0)",
         ));

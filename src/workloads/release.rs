@@ -10,6 +10,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::apply::{deployment_facts, release, statefulset_facts, tenant_of};
 use super::plan::Workload;
+use crate::api::EventReason;
 use crate::api::WorkloadKind;
 use crate::api::labels::TENANT_LABEL;
 use crate::effects::events::{Notice, publish};
@@ -52,7 +53,7 @@ pub async fn release_orphans(
                 publish(
                     &recorder,
                     &reference,
-                    &Notice::normal("Released", "Release", note),
+                    &Notice::normal(EventReason::Released, "Release", note),
                 )
                 .await;
             }
