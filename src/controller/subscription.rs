@@ -10,12 +10,13 @@ use kube::{Resource, ResourceExt};
 use super::context::Context;
 use super::{Error, requeue_at};
 use crate::api::ConditionType;
-use crate::api::EventReason;
 use crate::api::{Condition, Subscription, condition::find};
-use crate::effects::events::{Notice, problem_notice, publish};
+use crate::effects::events::{
+    Notice, extension_notice, problem_notice, publish, renewal_notice, sharing_notice,
+    transfer_notice,
+};
 use crate::effects::status::apply_if_unchanged_since;
 use crate::engine::SubscriptionChange;
-use crate::engine::human;
 use crate::engine::subscription::{SubscriptionEvaluation, evaluate_subscription_among};
 
 pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -48,76 +49,29 @@ async fn announce(ctx: &Context, sub: &Subscription, change: &SubscriptionChange
     let name = sub.name_any();
     let regarding = sub.object_ref(&());
     let owner = &sub.spec.tenant_ref;
+    let product = &sub.spec.product;
     match change {
         SubscriptionChange::Transferred { from, to } => {
-            let note = format!(
-                "Subscription {name} ({}) was transferred from tenant {from} to tenant {to}",
-                sub.spec.product
-            );
-            publish(
-                &ctx.recorder,
-                &regarding,
-                &Notice::normal(EventReason::Transferred, "Transfer", &note),
-            )
-            .await;
+            let notice = transfer_notice(&name, product, from, to);
+            publish(&ctx.recorder, &regarding, &notice).await;
             // On the two tenants, the Tenant controller announces the transfer as the
             // milestones TransferredOut and TransferredIn (Events SubscriptionTransferredOut
             // and SubscriptionTransferredIn), once each, also across restarts.
         }
         SubscriptionChange::Extended { from, until } => {
-            let reason = sub
+            let why = sub
                 .spec
                 .extension
                 .as_ref()
-                .and_then(|e| e.reason.clone())
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            let note = format!(
-                "Subscription {name} ({}) extended from {} until {}{reason}",
-                sub.spec.product,
-                human(*from),
-                human(*until)
-            );
-            publish(
-                &ctx.recorder,
-                &regarding,
-                &Notice::normal(EventReason::Extended, "Extend", &note),
-            )
-            .await;
-            tell_tenant(
-                ctx,
-                owner,
-                Notice::normal(
-                    EventReason::SubscriptionExtended,
-                    &format!("Extend/{name}"),
-                    note,
-                ),
-            )
-            .await;
+                .and_then(|e| e.reason.as_deref());
+            let (on_sub, on_tenant) = extension_notice(&name, product, *from, *until, why);
+            publish(&ctx.recorder, &regarding, &on_sub).await;
+            tell_tenant(ctx, owner, on_tenant).await;
         }
         SubscriptionChange::Renewed { from, until } => {
-            let note = format!(
-                "Subscription {name} ({}) now runs until {} instead of {}",
-                sub.spec.product,
-                human(*until),
-                human(*from)
-            );
-            publish(
-                &ctx.recorder,
-                &regarding,
-                &Notice::normal(EventReason::EndDateMoved, "Renew", &note),
-            )
-            .await;
-            tell_tenant(
-                ctx,
-                owner,
-                Notice::normal(
-                    EventReason::SubscriptionRenewed,
-                    &format!("Renew/{name}"),
-                    note,
-                ),
-            )
-            .await;
+            let (on_sub, on_tenant) = renewal_notice(&name, product, *from, *until);
+            publish(&ctx.recorder, &regarding, &on_sub).await;
+            tell_tenant(ctx, owner, on_tenant).await;
         }
         SubscriptionChange::SharingChanged { added, removed } => {
             announce_sharing(ctx, sub, added, removed).await;
@@ -127,51 +81,19 @@ async fn announce(ctx: &Context, sub: &Subscription, change: &SubscriptionChange
 
 /// Announces a change of whom `sub` is shared with, on it and on the tenants added or removed.
 async fn announce_sharing(ctx: &Context, sub: &Subscription, added: &[String], removed: &[String]) {
-    let name = sub.name_any();
-    let regarding = sub.object_ref(&());
-    let owner = &sub.spec.tenant_ref;
-    let note = format!(
-        "Subscription {name} ({}) of tenant {owner} is now shared with [{}] (added: [{}], removed: [{}]); the tenants share its {} seats",
-        sub.spec.product,
-        sub.spec
-            .shared_with
-            .iter()
-            .map(|t| t.0.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        added.join(", "),
-        removed.join(", "),
-        sub.spec.seats
+    let shared_with: Vec<&str> = sub.spec.shared_with.iter().map(|t| t.0.as_str()).collect();
+    let (on_sub, on_tenants) = sharing_notice(
+        &sub.name_any(),
+        &sub.spec.product,
+        &sub.spec.tenant_ref,
+        &shared_with,
+        added,
+        removed,
+        sub.spec.seats,
     );
-    publish(
-        &ctx.recorder,
-        &regarding,
-        &Notice::normal(EventReason::SharingChanged, "Share", &note),
-    )
-    .await;
-    for t in added {
-        tell_tenant(
-            ctx,
-            t,
-            Notice::normal(
-                EventReason::SubscriptionShared,
-                &format!("Share/{name}"),
-                format!("{note}: it now covers {t}"),
-            ),
-        )
-        .await;
-    }
-    for t in removed {
-        tell_tenant(
-            ctx,
-            t,
-            Notice::normal(
-                EventReason::SubscriptionUnshared,
-                &format!("Share/{name}"),
-                format!("{note}: it no longer covers {t}"),
-            ),
-        )
-        .await;
+    publish(&ctx.recorder, &sub.object_ref(&()), &on_sub).await;
+    for (t, notice) in on_tenants {
+        tell_tenant(ctx, &t, notice).await;
     }
 }
 

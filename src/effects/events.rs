@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::labels::{MILESTONE_ANNOTATION, MILESTONE_EVENT_LABEL};
 use crate::api::{Condition, EventReason, MilestoneRecord};
-use crate::engine::{Milestone, MilestoneKind};
+use crate::engine::{Milestone, MilestoneKind, human};
 use crate::notifications::text::sanitize;
 
 /// One Event to publish about an object.
@@ -108,6 +108,110 @@ pub fn record_notice(r: &MilestoneRecord) -> Notice {
         note,
         action: truncate(&r.id, 128),
     }
+}
+
+/// The Event of a subscription transferred from tenant `from` to tenant `to`, on the
+/// subscription (on the tenants, the milestones TransferredOut and TransferredIn tell).
+pub fn transfer_notice(subscription: &str, product: &str, from: &str, to: &str) -> Notice {
+    Notice::normal(
+        EventReason::Transferred,
+        "Transfer",
+        format!(
+            "Subscription {subscription} ({product}) was transferred from tenant {from} to tenant {to}"
+        ),
+    )
+}
+
+/// The Events of a subscription extended from `from` until `until`: on the subscription, and
+/// on its tenant. `why` is the reason the extension gives, if any.
+pub fn extension_notice(
+    subscription: &str,
+    product: &str,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    why: Option<&str>,
+) -> (Notice, Notice) {
+    let why = why.map(|r| format!(" ({r})")).unwrap_or_default();
+    let note = format!(
+        "Subscription {subscription} ({product}) extended from {} until {}{why}",
+        human(from),
+        human(until)
+    );
+    (
+        Notice::normal(EventReason::Extended, "Extend", &note),
+        Notice::normal(
+            EventReason::SubscriptionExtended,
+            &format!("Extend/{subscription}"),
+            note,
+        ),
+    )
+}
+
+/// The Events of a subscription whose end moved from `from` to `until`: on the subscription,
+/// and on its tenant.
+pub fn renewal_notice(
+    subscription: &str,
+    product: &str,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> (Notice, Notice) {
+    let note = format!(
+        "Subscription {subscription} ({product}) now runs until {} instead of {}",
+        human(until),
+        human(from)
+    );
+    (
+        Notice::normal(EventReason::EndDateMoved, "Renew", &note),
+        Notice::normal(
+            EventReason::SubscriptionRenewed,
+            &format!("Renew/{subscription}"),
+            note,
+        ),
+    )
+}
+
+/// The Events of a change of whom a subscription of tenant `owner` is shared with (now
+/// `shared_with`): on the subscription, and for each tenant added or removed, that tenant with
+/// its own.
+pub fn sharing_notice(
+    subscription: &str,
+    product: &str,
+    owner: &str,
+    shared_with: &[&str],
+    added: &[String],
+    removed: &[String],
+    seats: i64,
+) -> (Notice, Vec<(String, Notice)>) {
+    let note = format!(
+        "Subscription {subscription} ({product}) of tenant {owner} is now shared with [{}] (added: [{}], removed: [{}]); the tenants share its {seats} seats",
+        shared_with.join(", "),
+        added.join(", "),
+        removed.join(", "),
+    );
+    let action = format!("Share/{subscription}");
+    let tenants = added
+        .iter()
+        .map(|t| {
+            let n = Notice::normal(
+                EventReason::SubscriptionShared,
+                &action,
+                format!("{note}: it now covers {t}"),
+            );
+            (t.clone(), n)
+        })
+        .chain(removed.iter().map(|t| {
+            let n = Notice::normal(
+                EventReason::SubscriptionUnshared,
+                &action,
+                format!("{note}: it no longer covers {t}"),
+            );
+            (t.clone(), n)
+        }))
+        .collect();
+    (
+        Notice::normal(EventReason::SharingChanged, "Share", note),
+        tenants,
+    )
 }
 
 /// The Warning Event of a Subscription's problem condition that turned on: its reason is the
@@ -342,6 +446,125 @@ fn event_of(notice: &Notice) -> Event {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// A notice as `(warning, reason, action, note)`, to compare with a table row.
+    type Parts<'a> = (bool, &'a str, &'a str, &'a str);
+
+    fn parts(n: &Notice) -> Parts<'_> {
+        (n.warning, &n.reason, &n.action, &n.note)
+    }
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn subscription_change_notices_keep_their_text() {
+        let (from, until) = (at(2027, 1, 1, 0), at(2027, 3, 1, 12));
+        let (ext, ext_tenant) = extension_notice(
+            "globex-esg",
+            "email-safeguard",
+            from,
+            until,
+            Some("late PO"),
+        );
+        let (ext_plain, _) = extension_notice("globex-esg", "email-safeguard", from, until, None);
+        let (renew, renew_tenant) = renewal_notice("globex-esg", "email-safeguard", from, until);
+        let cases: &[(Notice, Parts)] = &[
+            (
+                transfer_notice("globex-esg", "email-safeguard", "globex", "initech"),
+                (
+                    false,
+                    "Transferred",
+                    "Transfer",
+                    "Subscription globex-esg (email-safeguard) was transferred from tenant globex to tenant initech",
+                ),
+            ),
+            (
+                ext,
+                (
+                    false,
+                    "Extended",
+                    "Extend",
+                    "Subscription globex-esg (email-safeguard) extended from the end of 31 Dec 2026 (UTC) until 2027-03-01 12:00 UTC (late PO)",
+                ),
+            ),
+            (
+                ext_tenant,
+                (
+                    false,
+                    "SubscriptionExtended",
+                    "Extend/globex-esg",
+                    "Subscription globex-esg (email-safeguard) extended from the end of 31 Dec 2026 (UTC) until 2027-03-01 12:00 UTC (late PO)",
+                ),
+            ),
+            (
+                ext_plain,
+                (
+                    false,
+                    "Extended",
+                    "Extend",
+                    "Subscription globex-esg (email-safeguard) extended from the end of 31 Dec 2026 (UTC) until 2027-03-01 12:00 UTC",
+                ),
+            ),
+            (
+                renew,
+                (
+                    false,
+                    "EndDateMoved",
+                    "Renew",
+                    "Subscription globex-esg (email-safeguard) now runs until 2027-03-01 12:00 UTC instead of the end of 31 Dec 2026 (UTC)",
+                ),
+            ),
+            (
+                renew_tenant,
+                (
+                    false,
+                    "SubscriptionRenewed",
+                    "Renew/globex-esg",
+                    "Subscription globex-esg (email-safeguard) now runs until 2027-03-01 12:00 UTC instead of the end of 31 Dec 2026 (UTC)",
+                ),
+            ),
+        ];
+        for (notice, want) in cases {
+            assert_eq!(parts(notice), *want);
+        }
+    }
+
+    #[test]
+    fn sharing_notices_keep_their_text() {
+        let note = "Subscription globex-esg (email-safeguard) of tenant globex is now shared with [initech, hooli] (added: [hooli], removed: [acme]); the tenants share its 50 seats";
+        let (on_sub, on_tenants) = sharing_notice(
+            "globex-esg",
+            "email-safeguard",
+            "globex",
+            &["initech", "hooli"],
+            &["hooli".to_string()],
+            &["acme".to_string()],
+            50,
+        );
+        assert_eq!(parts(&on_sub), (false, "SharingChanged", "Share", note));
+        let cases = [
+            (
+                "hooli",
+                "SubscriptionShared",
+                format!("{note}: it now covers hooli"),
+            ),
+            (
+                "acme",
+                "SubscriptionUnshared",
+                format!("{note}: it no longer covers acme"),
+            ),
+        ];
+        assert_eq!(on_tenants.len(), cases.len());
+        for ((tenant, notice), (want_tenant, reason, text)) in on_tenants.iter().zip(&cases) {
+            assert_eq!(tenant, want_tenant);
+            assert_eq!(
+                parts(notice),
+                (false, *reason, "Share/globex-esg", text.as_str())
+            );
+        }
+    }
 
     #[test]
     fn milestone_event_names_are_stable_valid_and_distinct() {
