@@ -11,16 +11,17 @@ use serde_json::json;
 
 use super::context::Context;
 use super::{Error, requeue_at, requeue_wait};
-use crate::api::labels::{FINALIZER, TENANT_LABEL};
-use crate::api::{EventReason, MilestoneRecord, Subscription, Tenant, TenantStatus};
+use crate::api::labels::FINALIZER;
+use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
 use crate::effects::events::{
-    Notice, REPUBLISH_WINDOW, announce_milestone, milestone_event_name, milestone_notice, publish,
-    record_notice,
+    REPUBLISH_WINDOW, announce_milestone, deletion_blocked_notice, milestone_event_name,
+    milestone_notice, namespace_not_assigned_notice, publish, record_notice,
+    status_write_failed_notice, workloads_notice,
 };
 use crate::effects::status::apply_if_changed;
 use crate::engine::plan::{
     ClusterFacts, Deletion, ListedNamespaces, Projection, ProjectionOutcome, TenantPlan,
-    Unassigned, WorkloadChange, WorkloadPlan, WriteOutcomes, plan_tenant, settings_written,
+    Unassigned, WorkloadPlan, WriteOutcomes, plan_tenant, settings_written,
 };
 use crate::engine::{Milestone, Neighbour, TenantInput, evaluate_tenant};
 use crate::settings::apply as settings_map;
@@ -272,13 +273,10 @@ async fn status_write_failed(tenant: &Tenant, err: &kube::Error, ctx: &Context) 
         other => other.to_string(),
     };
     tracing::warn!(tenant = %tenant.name_any(), error = %reason, "status write failed; workloads were scaled anyway; retrying with backoff");
-    let note = format!(
-        "The operator could not write this tenant's status: {reason}. Its workloads are still scaled to what its phase requires; the write is retried with backoff. If the object is near the API server's size limit, reduce spec.services[].settings (see docs/size-budget.md)."
-    );
     publish(
         &ctx.recorder,
         &tenant.object_ref(&()),
-        &Notice::warning(EventReason::StatusWriteFailed, "WriteStatus", note),
+        &status_write_failed_notice(&reason),
     )
     .await;
 }
@@ -349,7 +347,7 @@ async fn guard_deletion(
                 publish(
                     &ctx.recorder,
                     &tenant.object_ref(&()),
-                    &Notice::warning(EventReason::DeletionBlocked, "GuardDeletion", message),
+                    &deletion_blocked_notice(message),
                 )
                 .await;
             }
@@ -451,14 +449,10 @@ async fn report_ignored(tenant: &str, ignored: &[Workload], ctx: &Context) {
             namespace: Some(w.namespace.clone()),
             ..Default::default()
         };
-        let note = format!(
-            "Labelled {TENANT_LABEL}={tenant}, but namespace {} is not assigned to tenant {tenant} (the Namespace has no label {TENANT_LABEL}={tenant}): the operator does not act on this {}",
-            w.namespace, w.kind
-        );
         publish(
             &ctx.recorder,
             &reference,
-            &Notice::warning(EventReason::NamespaceNotAssigned, "Ignore", note),
+            &namespace_not_assigned_notice(tenant, w),
         )
         .await;
     }
@@ -481,7 +475,7 @@ async fn scale_workloads(
     planned: &[WorkloadPlan],
     ctx: &Context,
 ) -> Result<(), Error> {
-    let (mut suspended, mut restored, mut scaled_back) = (Vec::new(), Vec::new(), Vec::new());
+    let mut changes = Vec::new();
     for WorkloadPlan {
         workload: w,
         state,
@@ -489,55 +483,11 @@ async fn scale_workloads(
     } in planned
     {
         workloads::apply(&ctx.client, w, state).await?;
-        let what = format!("{} {}", w.kind, w.id());
-        match *change {
-            WorkloadChange::Suspended { was } => {
-                suspended.push(format!("{what} (was {was} replicas)"))
-            }
-            WorkloadChange::Restored { to } => restored.push(format!("{what} (to {to} replicas)")),
-            WorkloadChange::ScaledBack { was } => {
-                scaled_back.push(format!("{what} (scaled to {was} while suspended)"))
-            }
-            WorkloadChange::None => {}
-        }
+        changes.push((w, *change));
     }
     let regarding = tenant.object_ref(&());
-    if !suspended.is_empty() {
-        let note = format!(
-            "Scaled to zero because the service is suspended (nothing deleted; the replica count is kept in the {} annotation): {}",
-            crate::api::labels::SUSPENDED_REPLICAS_ANNOTATION,
-            suspended.join(", ")
-        );
-        publish(
-            &ctx.recorder,
-            &regarding,
-            &Notice::warning(EventReason::WorkloadsSuspended, "Suspend", note),
-        )
-        .await;
-    }
-    if !restored.is_empty() {
-        publish(
-            &ctx.recorder,
-            &regarding,
-            &Notice::normal(
-                EventReason::WorkloadsRestored,
-                "Restore",
-                format!("Restored after renewal: {}", restored.join(", ")),
-            ),
-        )
-        .await;
-    }
-    if !scaled_back.is_empty() {
-        let note = format!(
-            "Scaled back to zero: the service is suspended. If a GitOps tool re-applied these, tell it to ignore spec.replicas (see the README): {}",
-            scaled_back.join(", ")
-        );
-        publish(
-            &ctx.recorder,
-            &regarding,
-            &Notice::warning(EventReason::WorkloadsScaledBack, "Suspend", note),
-        )
-        .await;
+    for notice in workloads_notice(&changes) {
+        publish(&ctx.recorder, &regarding, &notice).await;
     }
     Ok(())
 }

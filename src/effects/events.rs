@@ -14,10 +14,14 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use sha2::{Digest, Sha256};
 
-use crate::api::labels::{MILESTONE_ANNOTATION, MILESTONE_EVENT_LABEL};
+use crate::api::labels::{
+    MILESTONE_ANNOTATION, MILESTONE_EVENT_LABEL, SUSPENDED_REPLICAS_ANNOTATION, TENANT_LABEL,
+};
 use crate::api::{Condition, EventReason, MilestoneRecord};
+use crate::engine::plan::WorkloadChange;
 use crate::engine::{Milestone, MilestoneKind, human};
 use crate::notifications::text::sanitize;
+use crate::workloads::plan::Workload;
 
 /// One Event to publish about an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +216,83 @@ pub fn sharing_notice(
         Notice::normal(EventReason::SharingChanged, "Share", note),
         tenants,
     )
+}
+
+/// The Warning Event of a tenant whose status could not be written (`error`: why).
+pub fn status_write_failed_notice(error: &str) -> Notice {
+    Notice::warning(
+        EventReason::StatusWriteFailed,
+        "WriteStatus",
+        format!(
+            "The operator could not write this tenant's status: {error}. Its workloads are still scaled to what its phase requires; the write is retried with backoff. If the object is near the API server's size limit, reduce spec.services[].settings (see docs/size-budget.md)."
+        ),
+    )
+}
+
+/// The Warning Event of a tenant whose deletion is held back; `message` is the engine's,
+/// also written into the `Ready` condition.
+pub fn deletion_blocked_notice(message: impl Into<String>) -> Notice {
+    Notice::warning(EventReason::DeletionBlocked, "GuardDeletion", message)
+}
+
+/// The Warning Event on a workload labelled for `tenant` in a namespace not assigned to it.
+pub fn namespace_not_assigned_notice(tenant: &str, w: &Workload) -> Notice {
+    Notice::warning(
+        EventReason::NamespaceNotAssigned,
+        "Ignore",
+        format!(
+            "Labelled {TENANT_LABEL}={tenant}, but namespace {} is not assigned to tenant {tenant} (the Namespace has no label {TENANT_LABEL}={tenant}): the operator does not act on this {}",
+            w.namespace, w.kind
+        ),
+    )
+}
+
+/// The Events on a tenant whose workloads were scaled: one each for those suspended, restored
+/// and scaled back, in that order, for the kinds of change that occurred.
+pub fn workloads_notice(changes: &[(&Workload, WorkloadChange)]) -> Vec<Notice> {
+    let (mut suspended, mut restored, mut scaled_back) = (Vec::new(), Vec::new(), Vec::new());
+    for (w, change) in changes {
+        let what = format!("{} {}", w.kind, w.id());
+        match *change {
+            WorkloadChange::Suspended { was } => {
+                suspended.push(format!("{what} (was {was} replicas)"))
+            }
+            WorkloadChange::Restored { to } => restored.push(format!("{what} (to {to} replicas)")),
+            WorkloadChange::ScaledBack { was } => {
+                scaled_back.push(format!("{what} (scaled to {was} while suspended)"))
+            }
+            WorkloadChange::None => {}
+        }
+    }
+    let mut notices = Vec::new();
+    if !suspended.is_empty() {
+        notices.push(Notice::warning(
+            EventReason::WorkloadsSuspended,
+            "Suspend",
+            format!(
+                "Scaled to zero because the service is suspended (nothing deleted; the replica count is kept in the {SUSPENDED_REPLICAS_ANNOTATION} annotation): {}",
+                suspended.join(", ")
+            ),
+        ));
+    }
+    if !restored.is_empty() {
+        notices.push(Notice::normal(
+            EventReason::WorkloadsRestored,
+            "Restore",
+            format!("Restored after renewal: {}", restored.join(", ")),
+        ));
+    }
+    if !scaled_back.is_empty() {
+        notices.push(Notice::warning(
+            EventReason::WorkloadsScaledBack,
+            "Suspend",
+            format!(
+                "Scaled back to zero: the service is suspended. If a GitOps tool re-applied these, tell it to ignore spec.replicas (see the README): {}",
+                scaled_back.join(", ")
+            ),
+        ));
+    }
+    notices
 }
 
 /// The Warning Event of a Subscription's problem condition that turned on: its reason is the
@@ -445,6 +526,7 @@ fn event_of(notice: &Notice) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::WorkloadKind;
     use chrono::TimeZone;
 
     /// A notice as `(warning, reason, action, note)`, to compare with a table row.
@@ -563,6 +645,102 @@ mod tests {
                 parts(notice),
                 (false, *reason, "Share/globex-esg", text.as_str())
             );
+        }
+    }
+
+    fn workload(kind: WorkloadKind, namespace: &str, name: &str) -> Workload {
+        Workload {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            product: None,
+            replicas: Some(2),
+            remembered: None,
+            phase_label: None,
+        }
+    }
+
+    #[test]
+    fn tenant_notices_keep_their_text() {
+        let filter = workload(WorkloadKind::Deployment, "globex-mail", "filter");
+        let cases: &[(Notice, Parts)] = &[
+            (
+                status_write_failed_notice("request entity too large"),
+                (
+                    true,
+                    "StatusWriteFailed",
+                    "WriteStatus",
+                    "The operator could not write this tenant's status: request entity too large. Its workloads are still scaled to what its phase requires; the write is retried with backoff. If the object is near the API server's size limit, reduce spec.services[].settings (see docs/size-budget.md).",
+                ),
+            ),
+            (
+                deletion_blocked_notice("Deletion refused: subscription globex-esg is in force"),
+                (
+                    true,
+                    "DeletionBlocked",
+                    "GuardDeletion",
+                    "Deletion refused: subscription globex-esg is in force",
+                ),
+            ),
+            (
+                namespace_not_assigned_notice("globex", &filter),
+                (
+                    true,
+                    "NamespaceNotAssigned",
+                    "Ignore",
+                    "Labelled mailsec.io/tenant=globex, but namespace globex-mail is not assigned to tenant globex (the Namespace has no label mailsec.io/tenant=globex): the operator does not act on this Deployment",
+                ),
+            ),
+        ];
+        for (notice, want) in cases {
+            assert_eq!(parts(notice), *want);
+        }
+    }
+
+    #[test]
+    fn workload_notices_keep_their_text() {
+        let a = workload(WorkloadKind::Deployment, "globex-mail", "filter");
+        let b = workload(WorkloadKind::StatefulSet, "globex-mail", "quarantine");
+        let suspended: Parts = (
+            true,
+            "WorkloadsSuspended",
+            "Suspend",
+            "Scaled to zero because the service is suspended (nothing deleted; the replica count is kept in the mailsec.io/suspended-replicas annotation): Deployment globex-mail/filter (was 2 replicas), StatefulSet globex-mail/quarantine (was 1 replicas)",
+        );
+        let restored: Parts = (
+            false,
+            "WorkloadsRestored",
+            "Restore",
+            "Restored after renewal: Deployment globex-mail/filter (to 3 replicas)",
+        );
+        let scaled_back: Parts = (
+            true,
+            "WorkloadsScaledBack",
+            "Suspend",
+            "Scaled back to zero: the service is suspended. If a GitOps tool re-applied these, tell it to ignore spec.replicas (see the README): StatefulSet globex-mail/quarantine (scaled to 4 while suspended)",
+        );
+        type Changes<'a> = Vec<(&'a Workload, WorkloadChange)>;
+        let cases: &[(Changes, Vec<Parts>)] = &[
+            (vec![], vec![]),
+            (vec![(&a, WorkloadChange::None)], vec![]),
+            (
+                vec![
+                    (&a, WorkloadChange::Suspended { was: 2 }),
+                    (&b, WorkloadChange::Suspended { was: 1 }),
+                ],
+                vec![suspended],
+            ),
+            (
+                vec![
+                    (&b, WorkloadChange::ScaledBack { was: 4 }),
+                    (&a, WorkloadChange::Restored { to: 3 }),
+                ],
+                vec![restored, scaled_back],
+            ),
+        ];
+        for (changes, want) in cases {
+            let notices = workloads_notice(changes);
+            assert_eq!(notices.iter().map(parts).collect::<Vec<_>>(), *want);
         }
     }
 
