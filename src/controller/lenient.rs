@@ -27,6 +27,7 @@ use kube::{Client, Resource};
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 
+use crate::effects::events::{Notice, unreadable_notice};
 use crate::metrics::Metrics;
 
 /// Field manager of the `Stalled` condition written on an object the operator can not read (its
@@ -294,23 +295,29 @@ where
 
     /// The message people see, in the Event and the condition.
     pub fn message(problem: &Undecodable) -> String {
-        format!(
-            "The operator can not read this {kind}: {error}. It is skipped until it is changed so that it can be read (other objects are not affected); if the operator read an earlier version, it keeps acting on that one. Objects stored before the CRD's validation bounds existed, or on a server without CEL validation, can be out of bounds: see docs/size-budget.md.",
-            kind = K::kind(&()),
-            error = crate::effects::events::truncate(&problem.error, 512),
-        )
+        Self::notice(problem).note
+    }
+
+    fn notice(problem: &Undecodable) -> Notice {
+        unreadable_notice(&K::kind(&()), &problem.error)
     }
 
     async fn report(&self, problem: &Undecodable) -> Result<(), kube::Error> {
-        let message = Self::message(problem);
-        // Not through the shared Recorder's series cache: one Event per distinct problem.
+        let Notice {
+            reason,
+            note: message,
+            action,
+            ..
+        } = Self::notice(problem);
+        // Not through the shared Recorder's series cache: one Event per distinct problem. The
+        // note is sent as built (it is also the condition's message).
         self.recorder
             .publish(
                 &Event {
                     type_: EventType::Warning,
-                    reason: REASON.into(),
+                    reason,
                     note: Some(message.clone()),
-                    action: "Decode".into(),
+                    action,
                     secondary: None,
                 },
                 &Self::reference(&problem.meta),

@@ -19,11 +19,10 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::runtime::{Error, Shared, requeue_at};
-use crate::api::EventReason;
 use crate::api::{
     MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState, Tenant,
 };
-use crate::effects::events::{Notice, publish, truncate};
+use crate::effects::events::{notification_failed_notice, publish};
 use crate::notifications::outbox::{self, Recipient, Recorded};
 use crate::notifications::record::apply_outbox;
 use crate::notifications::smtp::{Envelope, build_message};
@@ -359,23 +358,10 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
     }
     // Events after the state is stored: one per entry, when it first fails.
     for e in failed_events {
-        let note = format!(
-            "Notification of milestone {} to {} ({}) failed {} times: {}. Still retrying every {}.",
-            e.milestone,
-            e.recipient,
-            e.channel.as_str(),
-            e.attempts,
-            e.last_error.as_deref().unwrap_or("unknown error"),
-            crate::engine::policy::format_period(retry.cap)
-        );
         publish(
             &n.ctx.recorder,
             &regarding,
-            &Notice::warning(
-                EventReason::NotificationFailed,
-                &truncate(&format!("Notify/{}", e.id), 128),
-                note,
-            ),
+            &notification_failed_notice(&e, retry.cap),
         )
         .await;
     }

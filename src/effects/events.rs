@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::api::labels::{
     MILESTONE_ANNOTATION, MILESTONE_EVENT_LABEL, SUSPENDED_REPLICAS_ANNOTATION, TENANT_LABEL,
 };
-use crate::api::{Condition, EventReason, MilestoneRecord};
+use crate::api::{Condition, EventReason, MilestoneRecord, NotificationRecord};
 use crate::engine::plan::WorkloadChange;
 use crate::engine::{Milestone, MilestoneKind, human};
 use crate::notifications::text::sanitize;
@@ -293,6 +293,49 @@ pub fn workloads_notice(changes: &[(&Workload, WorkloadChange)]) -> Vec<Notice> 
         ));
     }
     notices
+}
+
+/// The Warning Event of a notification that failed for the first time (`e`, as recorded),
+/// retried every `retry_every`.
+pub fn notification_failed_notice(e: &NotificationRecord, retry_every: TimeDelta) -> Notice {
+    Notice::warning(
+        EventReason::NotificationFailed,
+        &truncate(&format!("Notify/{}", e.id), 128),
+        format!(
+            "Notification of milestone {} to {} ({}) failed {} times: {}. Still retrying every {}.",
+            e.milestone,
+            e.recipient,
+            e.channel.as_str(),
+            e.attempts,
+            e.last_error.as_deref().unwrap_or("unknown error"),
+            crate::engine::policy::format_period(retry_every)
+        ),
+    )
+}
+
+/// The Warning Event on an object of kind `kind` the operator can not decode (`error`: why);
+/// its note is also the message of the object's `Stalled` condition.
+pub fn unreadable_notice(kind: &str, error: &str) -> Notice {
+    Notice::warning(
+        EventReason::InvalidObject,
+        "Decode",
+        format!(
+            "The operator can not read this {kind}: {error}. It is skipped until it is changed so that it can be read (other objects are not affected); if the operator read an earlier version, it keeps acting on that one. Objects stored before the CRD's validation bounds existed, or on a server without CEL validation, can be out of bounds: see docs/size-budget.md.",
+            error = truncate(error, 512),
+        ),
+    )
+}
+
+/// The Event on a suspended workload whose tenant label was removed: given back its
+/// `replicas`.
+pub fn released_notice(replicas: i32) -> Notice {
+    Notice::normal(
+        EventReason::Released,
+        "Release",
+        format!(
+            "The {TENANT_LABEL} label was removed while the workload was suspended: restored to {replicas} replicas and handed back"
+        ),
+    )
 }
 
 /// The Warning Event of a Subscription's problem condition that turned on: its reason is the
@@ -742,6 +785,80 @@ mod tests {
             let notices = workloads_notice(changes);
             assert_eq!(notices.iter().map(parts).collect::<Vec<_>>(), *want);
         }
+    }
+
+    fn notification(id: &str, last_error: Option<&str>) -> NotificationRecord {
+        NotificationRecord {
+            id: id.into(),
+            milestone: "ReadOnly/email-safeguard/2027-01-01T00:00:00Z".into(),
+            channel: crate::api::NotificationChannel::Email,
+            recipient: "admin@globex.example".into(),
+            state: crate::api::NotificationState::Failed,
+            attempts: 12,
+            last_error: last_error.map(Into::into),
+            last_attempt_at: None,
+            next_attempt_at: None,
+            delivered_at: None,
+            late: false,
+            delivery_id: None,
+        }
+    }
+
+    #[test]
+    fn notices_of_other_controllers_keep_their_text() {
+        let long_id = "n".repeat(200);
+        let long_action = format!("Notify/{}", "n".repeat(121));
+        let cases: &[(Notice, Parts)] = &[
+            (
+                notification_failed_notice(
+                    &notification("abc123", Some("550 mailbox unavailable")),
+                    TimeDelta::minutes(10),
+                ),
+                (
+                    true,
+                    "NotificationFailed",
+                    "Notify/abc123",
+                    "Notification of milestone ReadOnly/email-safeguard/2027-01-01T00:00:00Z to admin@globex.example (Email) failed 12 times: 550 mailbox unavailable. Still retrying every 10m.",
+                ),
+            ),
+            (
+                notification_failed_notice(&notification(&long_id, None), TimeDelta::hours(36)),
+                (
+                    true,
+                    "NotificationFailed",
+                    &long_action,
+                    "Notification of milestone ReadOnly/email-safeguard/2027-01-01T00:00:00Z to admin@globex.example (Email) failed 12 times: unknown error. Still retrying every 36h.",
+                ),
+            ),
+            (
+                unreadable_notice("Tenant", "spec.services: invalid type: string"),
+                (
+                    true,
+                    "InvalidObject",
+                    "Decode",
+                    "The operator can not read this Tenant: spec.services: invalid type: string. It is skipped until it is changed so that it can be read (other objects are not affected); if the operator read an earlier version, it keeps acting on that one. Objects stored before the CRD's validation bounds existed, or on a server without CEL validation, can be out of bounds: see docs/size-budget.md.",
+                ),
+            ),
+            (
+                released_notice(3),
+                (
+                    false,
+                    "Released",
+                    "Release",
+                    "The mailsec.io/tenant label was removed while the workload was suspended: restored to 3 replicas and handed back",
+                ),
+            ),
+        ];
+        for (notice, want) in cases {
+            assert_eq!(parts(notice), *want);
+        }
+        // The decoder's error is cut, so the note stays within an Event's note.
+        let long = unreadable_notice("Subscription", &"x".repeat(600));
+        assert!(
+            long.note
+                .contains(&format!("{}. It is skipped", "x".repeat(512)))
+        );
+        assert!(!long.note.contains(&"x".repeat(513)));
     }
 
     #[test]

@@ -10,10 +10,9 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::apply::{deployment_facts, release, statefulset_facts, tenant_of};
 use super::plan::Workload;
-use crate::api::EventReason;
 use crate::api::WorkloadKind;
 use crate::api::labels::TENANT_LABEL;
-use crate::effects::events::{Notice, publish};
+use crate::effects::events::{publish, released_notice};
 
 /// Hands back workloads that left the watch because their `mailsec.io/tenant` label was removed
 /// while the operator had them scaled down: they get their replica count back.
@@ -47,15 +46,7 @@ pub async fn release_orphans(
         match release(&client, &facts).await {
             Ok(Some(n)) => {
                 tracing::info!(workload = %facts.id(), replicas = n, "restored a workload whose {TENANT_LABEL} label was removed");
-                let note = format!(
-                    "The {TENANT_LABEL} label was removed while the workload was suspended: restored to {n} replicas and handed back"
-                );
-                publish(
-                    &recorder,
-                    &reference,
-                    &Notice::normal(EventReason::Released, "Release", note),
-                )
-                .await;
+                publish(&recorder, &reference, &released_notice(n)).await;
             }
             Ok(None) => {}
             Err(err) => {
