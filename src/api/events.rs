@@ -69,3 +69,31 @@ impl std::fmt::Display for EventReason {
         f.write_str(self.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_read_like_the_condition_or_milestone_they_report() {
+        let cases = [
+            (EventReason::Milestone(MilestoneKind::ReadOnly), "ReadOnly"),
+            (
+                EventReason::Milestone(MilestoneKind::SubscriptionMissing),
+                "SubscriptionMissing",
+            ),
+            (EventReason::DeletionBlocked, "DeletionBlocked"),
+            (EventReason::NamespaceNotAssigned, "NamespaceNotAssigned"),
+            (EventReason::InvalidObject, "InvalidObject"),
+            (
+                EventReason::SubscriptionTransferredIn,
+                "SubscriptionTransferredIn",
+            ),
+            (EventReason::WorkloadsScaledBack, "WorkloadsScaledBack"),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.as_str(), text);
+            assert_eq!(reason.to_string(), text);
+        }
+    }
+}

@@ -862,6 +862,36 @@ mod tests {
     }
 
     #[test]
+    fn problem_and_milestone_reasons_are_kept() {
+        let c = Condition {
+            type_: "Ready".into(),
+            status: crate::api::ConditionStatus::False,
+            reason: "TenantNotFound".into(),
+            message: "Tenant globex does not exist".into(),
+            last_transition_time: at(2027, 1, 1, 0),
+            observed_generation: None,
+        };
+        assert_eq!(
+            parts(&problem_notice(&c)),
+            (
+                true,
+                "TenantNotFound",
+                "Check/Ready",
+                "Tenant globex does not exist"
+            )
+        );
+        let cases = [
+            (MilestoneKind::TransferredIn, "SubscriptionTransferredIn"),
+            (MilestoneKind::TransferredOut, "SubscriptionTransferredOut"),
+            (MilestoneKind::Suspended, "Suspended"),
+            (MilestoneKind::PossibleDuplicate, "PossibleDuplicate"),
+        ];
+        for (kind, reason) in cases {
+            assert_eq!(milestone_reason(kind).as_str(), reason);
+        }
+    }
+
+    #[test]
     fn milestone_event_names_are_stable_valid_and_distinct() {
         let a = milestone_event_name("globex", "ReadOnly/email-safeguard/2027-01-01T00:00:00Z");
         assert_eq!(
