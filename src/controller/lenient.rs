@@ -310,7 +310,7 @@ where
             ..
         } = Self::notice(problem);
         // Not through the shared Recorder's series cache: one Event per distinct problem. The
-        // note is sent as built (it is also the condition's message).
+        // note is sent as built, so that it reads exactly like the condition's message.
         self.recorder
             .publish(
                 &Event {
