@@ -158,7 +158,7 @@ async fn a_transfer_is_not_recorded_again_from_a_stale_read() {
     // Seen on a.
     let read = api.get(&s).await.expect("read");
     assert!(
-        write_status(&api, &read, &evaluate(&read))
+        write_status(&api, &read, &evaluate(&read), &Default::default())
             .await
             .expect("first status")
     );
@@ -174,7 +174,7 @@ async fn a_transfer_is_not_recorded_again_from_a_stale_read() {
     let eval = evaluate(&read);
     assert_eq!(eval.changes.len(), 1, "{:?}", eval.changes);
     assert!(
-        write_status(&api, &read, &eval)
+        write_status(&api, &read, &eval, &Default::default())
             .await
             .expect("record the transfer"),
         "written"
@@ -191,7 +191,7 @@ async fn a_transfer_is_not_recorded_again_from_a_stale_read() {
         again.status.transfers, recorded.transfers,
         "a second record"
     );
-    let written = write_status(&api, &read, &again)
+    let written = write_status(&api, &read, &again, &Default::default())
         .await
         .expect("status from a stale read");
     assert!(!written, "a status from a stale read is not written");

@@ -229,6 +229,39 @@ pub struct TenantStatus {
     pub observed_generation: Option<i64>,
 }
 
+impl TenantStatus {
+    /// Equal but for the notifier's outbox (`notifications`): what the Tenant controller
+    /// writes and reads.
+    pub fn same_verdict(&self, other: &TenantStatus) -> bool {
+        // Destructured in full, so that a new field must be placed on one side or the other.
+        let TenantStatus {
+            phase,
+            services,
+            next_transition_at,
+            conditions,
+            milestones,
+            settings_applied_generation,
+            settings_digest,
+            settings_in_effect,
+            notifications: _,
+            licences_held,
+            possible_duplicates,
+            observed_generation,
+        } = self;
+        *phase == other.phase
+            && *services == other.services
+            && *next_transition_at == other.next_transition_at
+            && *conditions == other.conditions
+            && *milestones == other.milestones
+            && *settings_applied_generation == other.settings_applied_generation
+            && *settings_digest == other.settings_digest
+            && *settings_in_effect == other.settings_in_effect
+            && *licences_held == other.licences_held
+            && *possible_duplicates == other.possible_duplicates
+            && *observed_generation == other.observed_generation
+    }
+}
+
 /// Status of one product of the tenant.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -41,8 +41,9 @@ pub struct Context {
     /// Whether every cache above holds a full list.
     pub synced: AllSynced,
     failures: Mutex<HashMap<BackoffKey, u32>>,
-    /// Tenants whose status this process has written (its cache may lag behind those writes).
-    written: Mutex<HashSet<String>>,
+    /// The statuses this process wrote (its cache may lag behind those writes, and their
+    /// echoes need not trigger anything).
+    pub own_writes: super::relevance::OwnWrites,
     /// Where [`Context::now`] reads the time; requeues turn its instants into real sleeps.
     pub clock: Clock,
     /// The milestone Events this process knows to exist.
@@ -71,6 +72,8 @@ pub struct Caches {
     pub admin_index: AdminIndex,
     pub workloads: WorkloadStores,
     pub synced: AllSynced,
+    /// Shared with the feeds, which leave out the echoes of these writes.
+    pub own_writes: super::relevance::OwnWrites,
 }
 
 impl Context {
@@ -88,6 +91,7 @@ impl Context {
             admin_index,
             workloads,
             synced,
+            own_writes,
         } = caches;
         Self {
             recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -101,7 +105,7 @@ impl Context {
             workloads,
             synced,
             failures: Mutex::new(HashMap::new()),
-            written: Mutex::new(HashSet::new()),
+            own_writes,
             clock,
             milestone_events: Default::default(),
             ignored_reported: Mutex::new(HashSet::new()),
@@ -232,21 +236,6 @@ impl Context {
         let n = failures.entry(key.clone()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
-    }
-
-    /// Notes that this process wrote the status of `tenant`.
-    pub fn status_written(&self, tenant: &str) {
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        if !written.contains(tenant) {
-            written.insert(tenant.to_string());
-        }
-    }
-
-    /// Whether this process has written the status of `tenant` (so its cached copy may be older
-    /// than that write).
-    pub fn wrote_status_of(&self, tenant: &str) -> bool {
-        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        written.contains(tenant)
     }
 
     /// Forgets the failures of an object after a successful reconcile.

@@ -94,10 +94,17 @@ where
     pub driver: futures::future::BoxFuture<'static, ()>,
 }
 
+/// Whether a change matters to a consumer, from the cached version before it (`None`: an
+/// object new to the cache) and the new version.
+pub type Relevance<K> = Box<dyn Fn(Option<&K>, &K) -> bool + Send + Sync>;
+
+/// One consumer's stream, and what it wants to hear of (`None`: every change).
+type Consumer<K> = (mpsc::Sender<Arc<K>>, Option<Relevance<K>>);
+
 /// Opens the streams of a feed for its consumers, which name them in a struct of their own:
 /// a consumer without its stream does not compile.
 pub struct Opener<K> {
-    changes: Vec<mpsc::Sender<Arc<K>>>,
+    changes: Vec<Consumer<K>>,
     departures: Vec<mpsc::Sender<K>>,
 }
 
@@ -105,7 +112,18 @@ impl<K> Opener<K> {
     /// Every change, for one consumer.
     pub fn outlet(&mut self) -> Outlet<K> {
         let (tx, rx) = mpsc::channel(BUFFER);
-        self.changes.push(tx);
+        self.changes.push((tx, None));
+        rx
+    }
+
+    /// The changes `relevant` says matter, for one consumer (the objects of a list, and
+    /// deletions, always do). See [`super::relevance`].
+    pub fn outlet_when(
+        &mut self,
+        relevant: impl Fn(Option<&K>, &K) -> bool + Send + Sync + 'static,
+    ) -> Outlet<K> {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        self.changes.push((tx, Some(Box::new(relevant))));
         rx
     }
 
@@ -171,13 +189,28 @@ where
         bad: Default::default(),
         listed: Default::default(),
     };
+    // The cached version an update replaces, kept aside for the consumers' relevance checks
+    // just before the cache takes the update (one event at a time: the stream is pulled by
+    // the loop below, which takes it out again).
+    let replaced: Arc<std::sync::Mutex<Option<Arc<K>>>> = Default::default();
+    let keep_replaced = {
+        let (cache, replaced) = (store.clone(), replaced.clone());
+        move |event: Result<watcher::Event<K>, watcher::Error>| {
+            if let Ok(watcher::Event::Apply(obj)) = &event {
+                *replaced.lock().unwrap_or_else(|p| p.into_inner()) =
+                    cache.get(&ObjectRef::from_obj(obj));
+            }
+            event
+        }
+    };
     let driver = async move {
         let events = reflector::reflector(
             writer,
             watcher(api, config)
                 .default_backoff()
                 .filter_map(move |event| std::future::ready(sorter.sort(event)))
-                .modify(|obj: &mut K| slim(obj.meta_mut())),
+                .modify(|obj: &mut K| slim(obj.meta_mut()))
+                .map(keep_replaced),
         );
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
@@ -194,7 +227,7 @@ where
                 Ok(watcher::Event::InitDone) => {
                     synced_tx.send_replace(true);
                     for obj in cache.state() {
-                        for tx in &mut senders {
+                        for (tx, _) in &mut senders {
                             let _ = tx.send(obj.clone()).await;
                         }
                     }
@@ -210,10 +243,17 @@ where
                     let _ = tx.send(obj.clone()).await;
                 }
             }
+            let before = if departed {
+                None
+            } else {
+                replaced.lock().unwrap_or_else(|p| p.into_inner()).take()
+            };
             let obj = Arc::new(obj);
-            for tx in &mut senders {
-                // A consumer that has stopped (shutdown) is simply skipped.
-                let _ = tx.send(obj.clone()).await;
+            for (tx, relevant) in &mut senders {
+                if departed || relevant.as_ref().is_none_or(|r| r(before.as_deref(), &obj)) {
+                    // A consumer that has stopped (shutdown) is simply skipped.
+                    let _ = tx.send(obj.clone()).await;
+                }
             }
         }
     };

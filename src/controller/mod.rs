@@ -8,6 +8,7 @@ pub mod feed;
 pub mod leader;
 pub mod lenient;
 pub mod notifier;
+pub mod relevance;
 pub mod runtime;
 pub mod subscription;
 pub mod tenant;
@@ -254,6 +255,8 @@ struct Feeds {
     admin_index: context::AdminIndex,
     /// Tenant name → subscriptions, kept by the Subscription feed.
     subscription_index: context::SubscriptionIndex,
+    /// The statuses the controllers wrote, whose echoes the feeds leave out.
+    own_writes: relevance::OwnWrites,
 }
 
 /// Who reads the Tenant feed.
@@ -290,6 +293,7 @@ impl<K> LabelledOutlets<K> {
 
 /// Starts nothing: builds the watches (their drivers run in [`run_controllers`]).
 fn watch(client: &Client, notifier: bool) -> Feeds {
+    let own_writes = relevance::OwnWrites::default();
     let admin_index = context::AdminIndex::default();
     let tenants = {
         let index = admin_index.clone();
@@ -297,9 +301,9 @@ fn watch(client: &Client, notifier: bool) -> Feeds {
             client.clone(),
             watcher::Config::default().any_semantic(),
             |o| TenantOutlets {
-                tenant: o.outlet(),
-                cotenants: o.outlet(),
-                subscriptions: o.outlet(),
+                tenant: o.outlet_when(relevance::tenant_for_itself(own_writes.clone())),
+                cotenants: o.outlet_when(relevance::tenant_for_cotenants),
+                subscriptions: o.outlet_when(relevance::tenant_for_subscriptions),
                 notifier: notifier.then(|| o.outlet()),
             },
             move |event: &watcher::Event<Tenant>| index.observe(event),
@@ -312,8 +316,8 @@ fn watch(client: &Client, notifier: bool) -> Feeds {
             client.clone(),
             watcher::Config::default().any_semantic(),
             |o| SubscriptionOutlets {
-                subscription: o.outlet(),
-                tenants: o.outlet(),
+                subscription: o.outlet_when(relevance::subscription_for_itself(own_writes.clone())),
+                tenants: o.outlet_when(relevance::subscription_for_tenants),
             },
             move |event: &watcher::Event<Subscription>| index.observe(event),
         )
@@ -334,6 +338,7 @@ fn watch(client: &Client, notifier: bool) -> Feeds {
         subscriptions,
         admin_index,
         subscription_index,
+        own_writes,
         deployments: feed(client.clone(), labelled(), LabelledOutlets::open),
         statefulsets: feed(client.clone(), labelled(), LabelledOutlets::open),
         configmaps: feed(
@@ -383,6 +388,7 @@ fn context(client: Client, settings: &Settings, feeds: &Feeds, metrics: &Metrics
                 namespaces: feeds.namespaces.store.clone(),
             },
             synced,
+            own_writes: feeds.own_writes.clone(),
         },
         reporter,
         settings.clock.clone(),

@@ -8,6 +8,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
+use super::relevance::OwnWrites;
 use super::{Error, requeue_at};
 use crate::api::ConditionType;
 use crate::api::{Condition, Subscription, condition::find};
@@ -28,7 +29,7 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
     let siblings = ctx.subscriptions_of(&sub.spec.tenant_ref);
     let siblings: Vec<&Subscription> = siblings.iter().map(|s| s.as_ref()).collect();
     let eval = evaluate_subscription_among(&sub, &siblings, &users, &ctx.policy, now);
-    if !write_status(&api, &sub, &eval).await? {
+    if !write_status(&api, &sub, &eval, &ctx.own_writes).await? {
         // The cache is behind the stored subscription (this controller's own last write, or a
         // change): its watch event brings the newer one, and another reconcile.
         tracing::debug!(subscription = %name, "stale read: status not written, nothing announced");
@@ -132,6 +133,7 @@ pub async fn write_status(
     api: &Api<Subscription>,
     sub: &Subscription,
     eval: &SubscriptionEvaluation,
+    own_writes: &OwnWrites,
 ) -> Result<bool, Error> {
     let precondition = if eval.changes.is_empty() {
         None
@@ -147,7 +149,15 @@ pub async fn write_status(
     )
     .await
     {
-        Ok(_) => Ok(true),
+        Ok(written) => {
+            if let Some(written) = written {
+                own_writes.record::<Subscription>(
+                    &written.name_any(),
+                    written.resource_version().as_deref(),
+                );
+            }
+            Ok(true)
+        }
         Err(kube::Error::Api(e)) if e.code == 409 && precondition.is_some() => Ok(false),
         Err(e) => Err(e.into()),
     }

@@ -136,8 +136,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
             return Err(err);
         }
     };
-    if written {
-        ctx.status_written(&name);
+    if let Some(written) = &written {
+        ctx.own_writes
+            .record::<Tenant>(&name, written.resource_version().as_deref());
     }
     // Announced once the status records them; one after the other, so their Events are in the
     // order the milestones were due. Each Event has a name of its own, so a second publication
@@ -176,7 +177,7 @@ async fn stored_if_newer(
     ctx: &Context,
 ) -> Result<Option<Arc<Tenant>>, Error> {
     let name = tenant.name_any();
-    if !ctx.wrote_status_of(&name) {
+    if !ctx.own_writes.wrote::<Tenant>(&name) {
         return Ok(None);
     }
     match api.get(&name).await {
@@ -342,7 +343,12 @@ async fn guard_deletion(
             recheck_at,
         } => {
             let status = &plan.evaluation.status;
-            apply_if_changed(api, &name, owned_status(tenant).as_ref(), status).await?;
+            if let Some(written) =
+                apply_if_changed(api, &name, owned_status(tenant).as_ref(), status).await?
+            {
+                ctx.own_writes
+                    .record::<Tenant>(&name, written.resource_version().as_deref());
+            }
             if announce {
                 publish(
                     &ctx.recorder,

@@ -8,13 +8,13 @@ use serde::de::DeserializeOwned;
 use super::FIELD_MANAGER;
 
 /// Applies `desired` as the status of `name` unless `current` already equals it.
-/// Returns whether a write was made.
+/// Returns the object as written, or `None` when nothing was written.
 pub async fn apply_if_changed<K, S>(
     api: &Api<K>,
     name: &str,
     current: Option<&S>,
     desired: &S,
-) -> Result<bool, kube::Error>
+) -> Result<Option<K>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -30,13 +30,13 @@ pub async fn apply_if_unchanged_since<K, S>(
     current: Option<&S>,
     desired: &S,
     resource_version: Option<&str>,
-) -> Result<bool, kube::Error>
+) -> Result<Option<K>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(desired) {
-        return Ok(false);
+        return Ok(None);
     }
     let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -55,6 +55,5 @@ where
         .await;
     // `mailsec_status_writes_total{kind,result}`.
     crate::metrics::STATUS_WRITES.record(&K::kind(&()), written.is_ok());
-    written?;
-    Ok(true)
+    written.map(Some)
 }
