@@ -41,7 +41,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
 use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
-use mailsec_operator::controller::{self, Settings};
+use mailsec_operator::controller::{self, DeletionGuard, Settings};
 use mailsec_operator::engine::{Policy, World, WorldEvaluation, evaluate_world};
 use mailsec_operator::fixtures::{ESG, ETDR};
 use mailsec_operator::fixtures::{subscription, tenant};
@@ -426,7 +426,11 @@ impl Run {
             "--all",
             "--timeout=60s",
         ])?;
-        progress.log("API server up, CRDs installed");
+        // The licence guard, as the chart installs it: the operator then guards deletion
+        // without a finalizer, and every status write passes the status-writers policy.
+        let guard = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/licence-guard-policy.yaml");
+        env.kubectl(&["apply", "--server-side", "-f", &guard.display().to_string()])?;
+        progress.log("API server up, CRDs and licence guard installed");
 
         let client = env.client(None).await?;
         let apis = Apis {
@@ -649,6 +653,8 @@ async fn cold_start(run: &Run, policy: &Policy) -> anyhow::Result<(ColdStart, Ru
         instance: Some("load".into()),
         notifier: None,
         clock: Default::default(),
+        // As the chart runs it: the admission policy guards deletion (installed by `set_up`).
+        deletion_guard: DeletionGuard::Admission,
     };
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let t0 = Instant::now();

@@ -5,11 +5,11 @@
 //! is refused by the policies, not by RBAC) and a licence administrator
 //! (`--as-group=mailsec:licence-admins`). The operator runs in this process (W = G = 3 s) with
 //! the test server's admin identity, a member of `system:masters`, which the policies let write
-//! status as the deploy file's default ServiceAccount would.
+//! status as the deploy file's default ServiceAccount would; and, as the Helm chart runs it
+//! beside these policies, with `--deletion-guard=admission`: no finalizer on tenants.
 
 mod common;
 
-use mailsec_operator::api::ConditionType;
 use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use common::operator::*;
 use common::{EDITOR, cluster, describe, unique_name};
 use kube::api::Api;
 use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
+use mailsec_operator::controller::DeletionGuard;
 use mailsec_operator::fixtures::ESG;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -38,7 +39,12 @@ fn setup() {
                 cluster().kubectl(&["apply", "--server-side", "-f", &path.display().to_string()]);
             assert!(out.status.success(), "install {file}: {}", describe(&out));
         }
-        start_unstopped(None);
+        spawn_guarded_by(
+            DeletionGuard::Admission,
+            None,
+            Default::default(),
+            std::future::pending(),
+        );
     });
 }
 
@@ -137,8 +143,9 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
         ],
     );
 
-    // Deleting (to recreate it without its lapse) is refused, also without the finalizer and
-    // with the force-delete annotation, which an editor can set.
+    // Deleting (to recreate it without its lapse) is refused, also with the force-delete
+    // annotation, which an editor can set. The operator guards deletion with the policy alone:
+    // the tenant carries no finalizer that an editor could remove.
     let out = delete_tenant_as(EDITOR, &t);
     refused(
         &out,
@@ -148,13 +155,11 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
             "mailsec:licence-admins",
         ],
     );
-    let out = patch_as(
-        EDITOR,
-        &["tenant", &t],
-        "json",
-        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    assert_eq!(
+        tenant(&client, &t).await.metadata.finalizers,
+        None,
+        "no finalizer with --deletion-guard=admission"
     );
-    assert!(out.status.success(), "{}", describe(&out));
     let out = kubectl_as(
         EDITOR,
         &["annotate", "tenant", &t, "mailsec.io/force-delete=true"],
@@ -186,7 +191,7 @@ async fn an_editor_can_not_write_status_nor_escape_read_only_by_deleting() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_tenant_holding_a_licence_is_deleted_only_once_it_is_transferred() {
+async fn a_tenant_holding_a_licence_is_not_its_editors_to_delete() {
     setup();
     let client = cluster().client().await;
     let a = unique_name("holder");
@@ -221,14 +226,9 @@ async fn a_tenant_holding_a_licence_is_deleted_only_once_it_is_transferred() {
         ],
     );
 
-    // A licence administrator gets past admission; the operator's finalizer still holds the
-    // deletion until the licence is transferred.
-    let out = delete_tenant_as(LICENCE_ADMIN, &a);
-    assert!(out.status.success(), "{}", describe(&out));
-    wait_tenant(&client, &a, WAIT, "DeletionBlocked", |t| {
-        tenant_condition(t, ConditionType::Ready) == Some((false, "DeletionBlocked".into()))
-    })
-    .await;
+    // Transferred, it holds nothing any more, but without a subscription it is frozen: still
+    // not its editor's to delete. A licence administrator deletes it at once (no finalizer
+    // holds it), and the subscription stays with the tenant that keeps it.
     let subs: Api<Subscription> = Api::all(client.clone());
     subs.patch(
         &s,
@@ -237,10 +237,25 @@ async fn a_tenant_holding_a_licence_is_deleted_only_once_it_is_transferred() {
     )
     .await
     .expect("transfer");
+    wait_tenant(&client, &a, WAIT, "no licence held", |t| {
+        t.status
+            .as_ref()
+            .is_some_and(|st| st.licences_held.is_empty())
+    })
+    .await;
+    wait_phase(&client, &a, TenantPhase::ReadOnly, WAIT).await;
+    refused(
+        &delete_tenant_as(EDITOR, &a),
+        &["can not be deleted: it is ReadOnly"],
+    );
+    let out = delete_tenant_as(LICENCE_ADMIN, &a);
+    assert!(out.status.success(), "{}", describe(&out));
     let api: Api<Tenant> = Api::all(client.clone());
     common::eventually_async(WAIT, || async {
         api.get_opt(&a).await.ok().flatten().is_none().then_some(())
     })
     .await
-    .expect("deleted once it holds nothing");
+    .expect("deleted");
+    let kept = subs.get(&s).await.expect("the subscription stays");
+    assert_eq!(kept.spec.tenant_ref, b);
 }

@@ -98,6 +98,7 @@ async fn every_request_the_operator_sends_is_granted_by_the_chart_and_every_gran
             instance: Some("rbac-test".into()),
             notifier: None,
             clock: Default::default(),
+            deletion_guard: Default::default(),
         },
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         leader_election: Some(LeaderElection {

@@ -13,7 +13,7 @@ use super::{PolicyArgs, SettingsError};
 use crate::controller::api_counter::{ApiCounters, CountingLayer};
 use crate::controller::clock::{Clock, ClockError};
 use crate::controller::leader::{self, LeaderElection, MIN_LEASE_DURATION};
-use crate::controller::{self, Settings};
+use crate::controller::{self, DeletionGuard, Settings};
 use crate::engine::parse_period;
 use crate::metrics::{Metrics, Role};
 use crate::notifications::smtp::SmtpServer;
@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// Where to serve /metrics, /healthz and /readyz (port 0: any free port, logged at start).
     #[arg(long, env = "MAILSEC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// What keeps a tenant that is frozen or holds licences from being deleted: `finalizer`
+    /// (one metadata write per tenant; nothing else needed) or `admission` (the
+    /// `mailsec-tenant-deletion` ValidatingAdmissionPolicy, which the Helm chart installs and
+    /// selects; no write per tenant).
+    #[arg(long, env = "MAILSEC_DELETION_GUARD", value_enum, default_value_t = DeletionGuard::Finalizer)]
+    pub deletion_guard: DeletionGuard,
     #[command(flatten)]
     pub notify: NotifyArgs,
     #[command(flatten)]
@@ -308,6 +314,7 @@ impl RunArgs {
                 instance: self.instance.clone(),
                 notifier,
                 clock,
+                deletion_guard: self.deletion_guard,
             },
             metrics_addr: self.metrics_addr,
             leader_election,

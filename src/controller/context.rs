@@ -46,6 +46,8 @@ pub struct Context {
     pub own_writes: super::relevance::OwnWrites,
     /// Where [`Context::now`] reads the time; requeues turn its instants into real sleeps.
     pub clock: Clock,
+    /// Whether the tenant controller puts its finalizer on tenants.
+    pub deletion_guard: super::DeletionGuard,
     /// The milestone Events this process knows to exist.
     pub milestone_events: crate::effects::events::MilestoneEvents,
     /// Workloads labelled for a tenant in a namespace not assigned to it, already reported
@@ -83,6 +85,7 @@ impl Context {
         caches: Caches,
         reporter: Reporter,
         clock: Clock,
+        deletion_guard: super::DeletionGuard,
     ) -> Self {
         let Caches {
             tenants,
@@ -107,6 +110,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             own_writes,
             clock,
+            deletion_guard,
             milestone_events: Default::default(),
             ignored_reported: Mutex::new(HashSet::new()),
         }

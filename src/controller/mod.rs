@@ -55,6 +55,23 @@ pub struct Settings {
     pub notifier: Option<crate::notifications::NotifierConfig>,
     /// Where the controllers and the notifier read the time: real time, or a time lapse.
     pub clock: Clock,
+    /// What keeps a tenant that holds licences from being deleted.
+    pub deletion_guard: DeletionGuard,
+}
+
+/// What keeps a tenant that is frozen or holds licences from being deleted.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionGuard {
+    /// A finalizer on every tenant (one metadata write per tenant), lifted by the operator once
+    /// the tenant owns no licence in force or is annotated `mailsec.io/force-delete=true`.
+    /// Works without anything else installed.
+    #[default]
+    Finalizer,
+    /// The `mailsec-tenant-deletion` ValidatingAdmissionPolicy refuses the deletion at the API
+    /// server (the chart installs it with `licenceGuard.enabled`): no write per tenant, and
+    /// members of the licence-admin groups may delete anyway. Finalizers added earlier are
+    /// still honoured and lifted as with `finalizer`.
+    Admission,
 }
 
 /// Runs both controllers until `shutdown` resolves.
@@ -392,6 +409,7 @@ fn context(client: Client, settings: &Settings, feeds: &Feeds, metrics: &Metrics
         },
         reporter,
         settings.clock.clone(),
+        settings.deletion_guard,
     ))
 }
 

@@ -10,7 +10,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::Context;
-use super::{Error, requeue_at, requeue_wait};
+use super::{DeletionGuard, Error, requeue_at, requeue_wait};
 use crate::api::labels::FINALIZER;
 use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
 use crate::effects::events::{
@@ -97,7 +97,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     // The deletion guard and the status are independent requests (metadata and the status
     // subresource): sent together, a new tenant costs one round trip, not two.
     let guard = async {
-        if tenant.finalizers().iter().any(|f| f == FINALIZER) {
+        if ctx.deletion_guard == DeletionGuard::Admission
+            || tenant.finalizers().iter().any(|f| f == FINALIZER)
+        {
             Ok(())
         } else {
             add_finalizer(&api, &tenant).await

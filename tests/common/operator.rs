@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::client::ClientBuilder;
 use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
 use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
-use mailsec_operator::controller::{self, Settings};
+use mailsec_operator::controller::{self, DeletionGuard, Settings};
 use mailsec_operator::engine::Policy;
 use mailsec_operator::fixtures;
 use mailsec_operator::metrics::Metrics;
@@ -87,6 +87,16 @@ pub fn spawn_in_process(
     metrics: Arc<Metrics>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> (JoinHandle<()>, Arc<ApiCounters>) {
+    spawn_guarded_by(DeletionGuard::default(), notifier, metrics, stop)
+}
+
+/// [`spawn_in_process`], guarding tenant deletion with `deletion_guard`.
+pub fn spawn_guarded_by(
+    deletion_guard: DeletionGuard,
+    notifier: Option<NotifierConfig>,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> (JoinHandle<()>, Arc<ApiCounters>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,6 +117,7 @@ pub fn spawn_in_process(
                 instance: Some("tests".into()),
                 notifier,
                 clock: Default::default(),
+                deletion_guard,
             };
             controller::run_observed(client, settings, metrics, stop).await;
         });
