@@ -9,6 +9,8 @@ use super::{MilestoneKind, Reason};
 pub enum EventReason {
     /// A milestone announced on its tenant.
     Milestone(MilestoneKind),
+    /// The milestones already due when the operator first saw a tenant, announced together.
+    MilestonesAlreadyDue,
     // Subscription: the milestones TransferredIn/Out on the two tenants keep these reasons.
     SubscriptionTransferredIn,
     SubscriptionTransferredOut,
@@ -41,6 +43,7 @@ impl EventReason {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Milestone(kind) => kind.as_str(),
+            Self::MilestonesAlreadyDue => "MilestonesAlreadyDue",
             Self::SubscriptionTransferredIn => "SubscriptionTransferredIn",
             Self::SubscriptionTransferredOut => "SubscriptionTransferredOut",
             Self::Transferred => "Transferred",

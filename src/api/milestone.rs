@@ -62,6 +62,17 @@ impl MilestoneKind {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
+    /// The place of a lifecycle milestone in a service's lapse (warning, read-only, suspended);
+    /// `None` for the others.
+    pub fn lifecycle_stage(self) -> Option<u8> {
+        match self {
+            Self::ExpiringSoon => Some(0),
+            Self::ReadOnly => Some(1),
+            Self::Suspended => Some(2),
+            _ => None,
+        }
+    }
+
     /// Milestones that restrict or warn, as opposed to good news.
     pub fn is_warning(self) -> bool {
         !matches!(

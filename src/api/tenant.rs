@@ -357,9 +357,16 @@ pub struct MilestoneRecord {
     #[schemars(length(max = 63))]
     pub peer: Option<String>,
     /// Announced by an Event only, not notified: a possible duplicate is notified to the
-    /// administrators of the tenant in use, not to those of the other one.
+    /// administrators of the tenant in use, not to those of the other one; and a service's
+    /// milestone that was already due at first sight together with a later one of the same
+    /// service (the later one is notified).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub event_only: bool,
+    /// Already due when the operator first saw the tenant, together with others (an operator
+    /// installed on a running fleet, or a tenant created after its licence lapsed): announced
+    /// with them in one `MilestonesAlreadyDue` Event on the tenant, not in an Event of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_due: bool,
     /// The end of coverage the milestone is about.
     #[serde(
         default,

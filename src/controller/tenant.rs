@@ -14,9 +14,9 @@ use super::{DeletionGuard, Error, requeue_at, requeue_wait};
 use crate::api::labels::FINALIZER;
 use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
 use crate::effects::events::{
-    REPUBLISH_WINDOW, announce_milestone, deletion_blocked_notice, milestone_event_name,
-    milestone_notice, namespace_not_assigned_notice, publish, record_notice,
-    status_write_failed_notice, workloads_notice,
+    REPUBLISH_WINDOW, already_due_id, already_due_notice, announce_milestone,
+    deletion_blocked_notice, milestone_event_name, milestone_notice, namespace_not_assigned_notice,
+    publish, record_notice, status_write_failed_notice, workloads_notice,
 };
 use crate::effects::status::apply_if_changed;
 use crate::engine::plan::{
@@ -216,12 +216,14 @@ async fn announce_milestones(
     let recent: Vec<(&MilestoneRecord, String)> = records
         .iter()
         .filter(|r| now - r.announced_at <= REPUBLISH_WINDOW || fresh.iter().any(|m| m.id == r.id))
-        .map(|r| (r, milestone_event_name(&name, &r.id)))
+        .map(|r| (r, milestone_event_name(&name, &event_id(r))))
         .collect();
     if recent.is_empty() && fresh.is_empty() {
         return true;
     }
-    let wanted: Vec<String> = recent.iter().map(|(_, n)| n.clone()).collect();
+    let mut wanted: Vec<String> = recent.iter().map(|(_, n)| n.clone()).collect();
+    wanted.sort();
+    wanted.dedup();
     let unknown = ctx
         .milestone_events
         .unconfirmed(&ctx.client, &name, &wanted, now)
@@ -233,6 +235,7 @@ async fn announce_milestones(
         recent.iter().filter(|(_, n)| unknown.contains(n)).collect();
     let lost: Vec<&str> = missing
         .iter()
+        .filter(|(r, _)| !r.already_due)
         .map(|(r, _)| r.id.as_str())
         .filter(|id| !fresh.iter().any(|m| m.id == *id))
         .collect();
@@ -244,7 +247,29 @@ async fn announce_milestones(
     };
     let regarding = tenant.object_ref(&());
     let mut all_published = true;
+    let mut groups_done: Vec<&str> = Vec::new();
     for (record, event_name) in missing {
+        if record.already_due {
+            // One Event for the whole group: announced with its first record.
+            if groups_done.contains(&event_name.as_str()) {
+                continue;
+            }
+            groups_done.push(event_name);
+            let group: Vec<&MilestoneRecord> = records
+                .iter()
+                .filter(|r| r.already_due && r.announced_at == record.announced_at)
+                .collect();
+            let id = already_due_id(record.announced_at);
+            let notice = already_due_notice(&group);
+            match announce_milestone(&ctx.client, &ctx.reporter, &regarding, &id, &notice).await {
+                Ok(()) => ctx.milestone_events.confirm(&name, event_name.clone()),
+                Err(err) => {
+                    all_published = false;
+                    tracing::warn!(tenant = %name, milestones = %id, error = %err, "could not publish the Event of the milestones already due; retried");
+                }
+            }
+            continue;
+        }
         let notice = match fresh.iter().find(|m| m.id == record.id) {
             Some(m) => milestone_notice(m),
             None => match described.iter().find(|m| m.id == record.id) {
@@ -265,6 +290,16 @@ async fn announce_milestones(
         }
     }
     all_published
+}
+
+/// The id a milestone's Event is named after: its own, or its group's when it was already due
+/// at first sight (see [`already_due_notice`]).
+fn event_id(record: &MilestoneRecord) -> String {
+    if record.already_due {
+        already_due_id(record.announced_at)
+    } else {
+        record.id.clone()
+    }
 }
 
 /// Reports a status write the API server refused (or that failed): a Warning Event (repeats are

@@ -85,6 +85,69 @@ pub fn milestone_reason(kind: MilestoneKind) -> EventReason {
     }
 }
 
+/// The id under which the milestones already due at first sight (recorded `alreadyDue` at
+/// `announced_at`) are announced together: their Event's name derives from it.
+pub fn already_due_id(announced_at: DateTime<Utc>) -> String {
+    format!(
+        "{}/{}",
+        EventReason::MilestonesAlreadyDue,
+        crate::api::date::format_instant(announced_at)
+    )
+}
+
+/// The one Event of the milestones already due when the operator first saw a tenant
+/// (`records`, in the order they were due): per service, what was due and when, and which
+/// subscription to renew. Folded into one note of at most 1 KiB (the API server's limit).
+pub fn already_due_notice(records: &[&MilestoneRecord]) -> Notice {
+    let mut products: Vec<&str> = Vec::new();
+    for r in records {
+        let p = r.product.as_deref().unwrap_or("");
+        if !products.contains(&p) {
+            products.push(p);
+        }
+    }
+    let services: Vec<String> = products
+        .iter()
+        .map(|&p| {
+            let of_product: Vec<&&MilestoneRecord> = records
+                .iter()
+                .filter(|r| r.product.as_deref().unwrap_or("") == p)
+                .collect();
+            let reached: Vec<String> = of_product
+                .iter()
+                .map(|r| format!("{} since {}", r.kind, crate::engine::human_from(r.due_at)))
+                .collect();
+            let subscription = of_product
+                .iter()
+                .rev()
+                .find_map(|r| r.subscription.as_deref())
+                .map(|s| format!(", subscription {}", sanitize(s)))
+                .unwrap_or_default();
+            format!("{}: {}{subscription}", sanitize(p), reached.join(", "))
+        })
+        .collect();
+    let note = format!(
+        concat!(
+            "First seen by the operator with {} milestones already due, announced together: {}. ",
+            "The state of each service is in status.services; its administrators are notified ",
+            "of its latest milestone."
+        ),
+        records.len(),
+        services.join("; ")
+    );
+    let warning = records
+        .iter()
+        .any(|r| r.milestone_kind().is_none_or(MilestoneKind::is_warning));
+    let reason = EventReason::MilestonesAlreadyDue;
+    let mut notice = if warning {
+        Notice::warning(reason, reason.as_str(), note)
+    } else {
+        Notice::normal(reason, reason.as_str(), note)
+    };
+    notice.note = truncate(&notice.note, 1024);
+    notice
+}
+
 /// The Event of a milestone whose message is no longer at hand (it is no longer reached, so
 /// the engine does not describe it again): what the record says.
 pub fn record_notice(r: &MilestoneRecord) -> Notice {
@@ -925,6 +988,59 @@ mod tests {
     }
 
     #[test]
+    fn milestones_already_due_are_one_notice_per_tenant_listing_each_service() {
+        let t = |d: u32| Utc.with_ymd_and_hms(2027, 1, d, 0, 0, 0).unwrap();
+        let record = |kind: &str, product: &str, due: u32, sub: &str| MilestoneRecord {
+            id: format!("{kind}/{product}/{due}"),
+            kind: kind.into(),
+            product: Some(product.into()),
+            due_at: t(due),
+            announced_at: t(20),
+            subscription: Some(sub.into()),
+            peer: None,
+            event_only: kind != "Suspended",
+            already_due: true,
+            effective_end_at: None,
+            suspends_at: None,
+        };
+        let records = [
+            record("ExpiringSoon", "email-safeguard", 1, "acme-esg"),
+            record("ReadOnly", "email-safeguard", 2, "acme-esg"),
+            record("Suspended", "email-safeguard", 3, "acme-esg"),
+            record("ExpiringSoon", "email-archive", 4, "acme-arc"),
+        ];
+        let refs: Vec<&MilestoneRecord> = records.iter().collect();
+        let n = already_due_notice(&refs);
+        assert_eq!(n.reason, "MilestonesAlreadyDue");
+        assert!(n.warning);
+        assert_eq!(
+            n.note,
+            "First seen by the operator with 4 milestones already due, announced together: \
+             email-safeguard: ExpiringSoon since the start of 1 Jan 2027 (UTC), ReadOnly since \
+             the start of 2 Jan 2027 (UTC), Suspended since the start of 3 Jan 2027 (UTC), \
+             subscription acme-esg; email-archive: ExpiringSoon since the start of 4 Jan 2027 \
+             (UTC), subscription acme-arc. The state of each service is in status.services; \
+             its administrators are notified of its latest milestone."
+        );
+        assert_eq!(
+            already_due_id(t(20)),
+            "MilestonesAlreadyDue/2027-01-20T00:00:00Z"
+        );
+        let many: Vec<MilestoneRecord> = (1..=28)
+            .map(|d| {
+                record(
+                    "ReadOnly",
+                    &format!("product-{d:02}-with-a-long-name"),
+                    d,
+                    "s",
+                )
+            })
+            .collect();
+        let refs: Vec<&MilestoneRecord> = many.iter().collect();
+        assert!(already_due_notice(&refs).note.len() <= 1024);
+    }
+
+    #[test]
     fn a_lost_transfer_is_described_from_its_record() {
         let t = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
         let r = MilestoneRecord {
@@ -936,6 +1052,7 @@ mod tests {
             subscription: Some("globex-esg".into()),
             peer: Some("initech".into()),
             event_only: false,
+            already_due: false,
             effective_end_at: None,
             suspends_at: None,
         };

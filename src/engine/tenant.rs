@@ -1040,10 +1040,14 @@ fn milestone_records(
             })
             .cloned(),
     );
-    let fresh: Vec<Milestone> = reached
+    let mut fresh: Vec<Milestone> = reached
         .into_iter()
         .filter(|m| !facts.recorded.contains(&m.id))
         .collect();
+    let already_due = first_sight(facts.previous) && fresh.len() > 1;
+    if already_due {
+        notify_latest_only(&mut fresh);
+    }
     let announced_at = whole_seconds(facts.now);
     records.extend(fresh.iter().map(|m| MilestoneRecord {
         id: m.id.clone(),
@@ -1054,8 +1058,37 @@ fn milestone_records(
         subscription: m.subscription.clone(),
         peer: m.peer.clone(),
         event_only: m.event_only,
+        already_due,
         effective_end_at: m.effective_end_at,
         suspends_at: m.suspends_at,
     }));
     (records, fresh)
+}
+
+/// The operator has never written this status: what is due now was due before it looked.
+fn first_sight(previous: &TenantStatus) -> bool {
+    previous.observed_generation.is_none()
+}
+
+/// Of each service's lifecycle milestones due at once, only the latest is notified: an
+/// `ExpiringSoon` announced when the service is by now `Suspended` tells nobody anything.
+fn notify_latest_only(fresh: &mut [Milestone]) {
+    let latest = |product: &str| {
+        fresh
+            .iter()
+            .filter(|m| m.product == product)
+            .filter_map(|m| m.kind.lifecycle_stage())
+            .max()
+    };
+    let superseded: Vec<bool> = fresh
+        .iter()
+        .map(|m| {
+            m.kind
+                .lifecycle_stage()
+                .is_some_and(|stage| latest(&m.product).is_some_and(|l| l > stage))
+        })
+        .collect();
+    for (m, superseded) in fresh.iter_mut().zip(superseded) {
+        m.event_only |= superseded;
+    }
 }

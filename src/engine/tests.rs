@@ -748,6 +748,104 @@ fn milestones_are_announced_once_and_late_ones_are_marked() {
         ]
     );
     assert_eq!(te.status.milestones.len(), 3);
+    // Seen for the first time (no status yet), they were all due before anyone looked: recorded
+    // `alreadyDue`, to be announced together; only the latest of the service is notified.
+    let flags: Vec<_> = te
+        .status
+        .milestones
+        .iter()
+        .map(|r| (r.kind.as_str(), r.already_due, r.event_only))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("ExpiringSoon", true, true),
+            ("ReadOnly", true, true),
+            ("Suspended", true, false)
+        ]
+    );
+    // Walking through time, every one came alone and was announced on its own.
+    assert!(
+        t.status
+            .iter()
+            .flat_map(|s| &s.milestones)
+            .all(|r| !r.already_due && !r.event_only)
+    );
+}
+
+#[test]
+fn milestones_due_at_first_sight_are_summed_up_per_service() {
+    let w = world(
+        vec![tenant("acme", &[ESG, ETDR], 10)],
+        vec![
+            subscription("s-esg", "acme", ESG, "2026-01-01", "2026-12-31", 50),
+            subscription("s-etdr", "acme", ETDR, "2026-01-01", "2027-02-20", 50),
+        ],
+    );
+    let policy = Policy::default();
+    let now = at("2027-02-15");
+    let te = eval_first(&w, &policy, now);
+    let flags: Vec<_> = te
+        .status
+        .milestones
+        .iter()
+        .map(|r| {
+            (
+                r.kind.as_str(),
+                r.product.as_deref(),
+                r.already_due,
+                r.event_only,
+            )
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("ExpiringSoon", Some(ESG), true, true),
+            ("ReadOnly", Some(ESG), true, true),
+            ("ExpiringSoon", Some(ETDR), true, false),
+            ("Suspended", Some(ESG), true, false),
+        ],
+        "each service's latest milestone is notified, the add-on's warning too"
+    );
+
+    // Once the operator has written the status, later milestones are announced on their own.
+    let mut seen = w.tenants[0].clone();
+    seen.status = Some(te.status);
+    let later = eval_first(
+        &world(vec![seen], w.subscriptions.clone()),
+        &policy,
+        at("2027-02-21"),
+    );
+    let fresh: Vec<_> = later
+        .status
+        .milestones
+        .iter()
+        .filter(|r| r.announced_at == at("2027-02-21"))
+        .map(|r| (r.kind.as_str(), r.already_due, r.event_only))
+        .collect();
+    assert_eq!(fresh, [("ReadOnly", false, false)]);
+
+    // A single milestone due at first sight is announced as usual.
+    let single = world(
+        vec![tenant("solo", &[ESG], 10)],
+        vec![subscription(
+            "s",
+            "solo",
+            ESG,
+            "2026-01-01",
+            "2027-02-20",
+            50,
+        )],
+    );
+    let te = eval_first(&single, &policy, now);
+    let flags: Vec<_> = te
+        .status
+        .milestones
+        .iter()
+        .map(|r| (r.kind.as_str(), r.already_due))
+        .collect();
+    assert_eq!(flags, [("ExpiringSoon", false)]);
 }
 
 #[test]

@@ -331,6 +331,7 @@ mod tests {
             subscription: Some("s".into()),
             peer: None,
             event_only: false,
+            already_due: false,
             effective_end_at: None,
             suspends_at: None,
         }
