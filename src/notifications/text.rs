@@ -1278,6 +1278,49 @@ mod tests {
         }
     }
 
+    /// Every text of every kind in both languages, whole, as `notification_texts.txt` pins it:
+    /// for the base service and an add-on, with and without a subscription, late or on time,
+    /// with and without the admin's name. After a deliberate change of wording, rewrite the
+    /// file with `MAILSEC_BLESS_TEXTS=1 cargo test --lib notifications::text` and review its diff.
+    #[test]
+    fn every_text_is_as_pinned() {
+        let mut all = String::new();
+        for kind in MilestoneKind::ALL {
+            for locale in [Locale::En, Locale::Ja] {
+                for base in [true, false] {
+                    for has_sub in [true, false] {
+                        let mut f = facts(kind, base);
+                        if !has_sub {
+                            f.subscription = None;
+                            f.peer = None;
+                            f.effective_end_at = None;
+                        }
+                        f.late = base != has_sub;
+                        let name = has_sub.then_some("情報システム部");
+                        let t = render(locale, &f, name);
+                        all.push_str(&format!(
+                            "=== {kind:?} {locale:?} base={base} subscription={has_sub} late={} name={name:?}\n\
+                             subject: {}\nhint: {}\n{}\n",
+                            f.late, t.subject, t.hint, t.body
+                        ));
+                    }
+                }
+            }
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/notifications/notification_texts.txt"
+        );
+        if std::env::var_os("MAILSEC_BLESS_TEXTS").is_some() {
+            std::fs::write(path, &all).expect("write the pinned texts");
+        }
+        let pinned = include_str!("notification_texts.txt");
+        for (got, want) in all.split("=== ").zip(pinned.split("=== ")) {
+            assert_eq!(got, want);
+        }
+        assert_eq!(all, pinned);
+    }
+
     #[test]
     fn add_ons_name_only_the_add_on_and_late_notices_say_so() {
         let mut f = facts(MilestoneKind::ReadOnly, false);
