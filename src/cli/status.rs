@@ -150,29 +150,64 @@ pub async fn run(
     let client = args.cluster.client().await?;
     let (text, verdict) = match &args.target {
         StatusTarget::Tenant { name } => {
-            let Some(tenant) = get_readable::<Tenant>(&client, name).await? else {
-                eprintln!("Tenant {name:?} not found.");
+            let Some(shown) = show::<Tenant, Subscription>(&client, name).await? else {
                 return Ok(Verdict::NotFound);
             };
-            let subscriptions = list_readable::<Subscription>(&client).await?;
-            let uid = tenant.metadata.uid.clone();
-            let events = events_about(&client, "Tenant", name, uid.as_deref()).await;
-            render_tenant(&tenant, &subscriptions, &events, args.events, now)
+            render_tenant(
+                &shown.object,
+                &shown.others,
+                &shown.events,
+                args.events,
+                now,
+            )
         }
         StatusTarget::Subscription { name } => {
-            let Some(sub) = get_readable::<Subscription>(&client, name).await? else {
-                eprintln!("Subscription {name:?} not found.");
+            let Some(shown) = show::<Subscription, Tenant>(&client, name).await? else {
                 return Ok(Verdict::NotFound);
             };
-            let tenants = list_readable::<Tenant>(&client).await?;
-            let uid = sub.metadata.uid.clone();
-            let events = events_about(&client, "Subscription", name, uid.as_deref()).await;
-            render_subscription(&sub, &tenants, &events, args.events, now)
+            render_subscription(
+                &shown.object,
+                &shown.others,
+                &shown.events,
+                args.events,
+                now,
+            )
         }
     };
     out.write_all(text.as_bytes())
         .map_err(|e| StatusError::Output(e.to_string()))?;
     Ok(verdict)
+}
+
+/// What `status` reads to show one object.
+struct Shown<K, O> {
+    object: K,
+    /// Every readable object of the other kind (a Tenant's Subscriptions, a Subscription's
+    /// Tenants), to find those that concern it.
+    others: Vec<O>,
+    events: Result<Vec<EventLine>, String>,
+}
+
+/// Reads the `K` named `name`, the objects of kind `O` and the Events about it; `None`, after
+/// saying so on standard error, when there is no such `K`.
+async fn show<K, O>(client: &kube::Client, name: &str) -> Result<Option<Shown<K, O>>, StatusError>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
+    O: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    let Some(object) = get_readable::<K>(client, name).await? else {
+        eprintln!("{kind} {name:?} not found.");
+        return Ok(None);
+    };
+    let others = list_readable::<O>(client).await?;
+    let uid = object.meta().uid.clone();
+    let events = events_about(client, &kind, name, uid.as_deref()).await;
+    Ok(Some(Shown {
+        object,
+        others,
+        events,
+    }))
 }
 
 /// The object named `name`, if it exists; an error that says so if it is stored but this
