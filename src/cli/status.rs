@@ -148,52 +148,40 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<Verdict, StatusError> {
     let client = args.cluster.client().await?;
-    let (text, verdict) = match &args.target {
+    let shown = match &args.target {
         StatusTarget::Tenant { name } => {
-            let Some(shown) = show::<Tenant, Subscription>(&client, name).await? else {
-                return Ok(Verdict::NotFound);
-            };
-            render_tenant(
-                &shown.object,
-                &shown.others,
-                &shown.events,
-                args.events,
-                now,
-            )
+            show::<Tenant, Subscription, _>(&client, name, |tenant, subs, events| {
+                render_tenant(tenant, subs, events, args.events, now)
+            })
+            .await?
         }
         StatusTarget::Subscription { name } => {
-            let Some(shown) = show::<Subscription, Tenant>(&client, name).await? else {
-                return Ok(Verdict::NotFound);
-            };
-            render_subscription(
-                &shown.object,
-                &shown.others,
-                &shown.events,
-                args.events,
-                now,
-            )
+            show::<Subscription, Tenant, _>(&client, name, |sub, tenants, events| {
+                render_subscription(sub, tenants, events, args.events, now)
+            })
+            .await?
         }
+    };
+    let Some((text, verdict)) = shown else {
+        return Ok(Verdict::NotFound);
     };
     out.write_all(text.as_bytes())
         .map_err(|e| StatusError::Output(e.to_string()))?;
     Ok(verdict)
 }
 
-/// What `status` reads to show one object.
-struct Shown<K, O> {
-    object: K,
-    /// Every readable object of the other kind (a Tenant's Subscriptions, a Subscription's
-    /// Tenants), to find those that concern it.
-    others: Vec<O>,
-    events: Result<Vec<EventLine>, String>,
-}
-
-/// Reads the `K` named `name`, the objects of kind `O` and the Events about it; `None`, after
-/// saying so on standard error, when there is no such `K`.
-async fn show<K, O>(client: &kube::Client, name: &str) -> Result<Option<Shown<K, O>>, StatusError>
+/// Reads the `K` named `name`, every readable object of the other kind `O` (a Tenant's
+/// Subscriptions, a Subscription's Tenants) and the Events about it, and renders them; `None`,
+/// after saying so on standard error, when there is no such `K`.
+async fn show<K, O, R>(
+    client: &kube::Client,
+    name: &str,
+    render: R,
+) -> Result<Option<(String, Verdict)>, StatusError>
 where
     K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
     O: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
+    R: FnOnce(&K, &[O], &Result<Vec<EventLine>, String>) -> (String, Verdict),
 {
     let kind = K::kind(&());
     let Some(object) = get_readable::<K>(client, name).await? else {
@@ -203,15 +191,9 @@ where
     let others = list_readable::<O>(client).await?;
     let uid = object.meta().uid.clone();
     let events = events_about(client, &kind, name, uid.as_deref()).await;
-    Ok(Some(Shown {
-        object,
-        others,
-        events,
-    }))
+    Ok(Some(render(&object, &others, &events)))
 }
 
-/// The object named `name`, if it exists; an error that says so if it is stored but this
-/// version's types can not hold it (rather than the decoder's bare message).
 async fn get_readable<K>(client: &kube::Client, name: &str) -> Result<Option<K>, StatusError>
 where
     K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
