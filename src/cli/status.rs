@@ -272,15 +272,17 @@ pub async fn events_about(
     Ok(lines)
 }
 
+/// `rows` under `header`, in aligned columns, indented as the body of a section.
+fn table(header: &[&str], mut rows: Vec<Vec<String>>) -> String {
+    rows.insert(0, header.iter().map(|h| h.to_string()).collect());
+    indent(&human::columns(&rows))
+}
+
 fn conditions_section(conditions: &[Condition]) -> String {
     if conditions.is_empty() {
         return "Conditions: none yet\n".to_string();
     }
-    let mut rows = vec![
-        ["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = Vec::new();
     for c in conditions {
         rows.push(vec![
             c.type_.clone(),
@@ -290,7 +292,10 @@ fn conditions_section(conditions: &[Condition]) -> String {
             dash(&c.message),
         ]);
     }
-    format!("Conditions:\n{}", indent(&human::columns(&rows)))
+    format!(
+        "Conditions:\n{}",
+        table(&["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], rows)
+    )
 }
 
 fn events_section(
@@ -303,11 +308,7 @@ fn events_section(
         Ok(list) if list.is_empty() => "Events: none in namespace default\n".to_string(),
         Ok(list) => {
             let shown = &list[list.len().saturating_sub(max)..];
-            let mut rows = vec![
-                ["LAST SEEN", "TYPE", "REASON", "COUNT", "MESSAGE"]
-                    .map(String::from)
-                    .to_vec(),
-            ];
+            let mut rows = Vec::new();
             for e in shown {
                 rows.push(vec![
                     e.time
@@ -323,7 +324,7 @@ fn events_section(
                 "Events (newest last, {} of {}):\n{}",
                 shown.len(),
                 list.len(),
-                indent(&human::columns(&rows))
+                table(&["LAST SEEN", "TYPE", "REASON", "COUNT", "MESSAGE"], rows)
             )
         }
     }
@@ -585,11 +586,7 @@ fn duplicates_section(t: &Tenant) -> String {
     if found.is_empty() {
         return String::new();
     }
-    let mut rows = vec![
-        ["TENANT", "SHARED ADMINS", "IN USE", "TO MOVE"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = Vec::new();
     for d in found {
         rows.push(vec![
             d.tenant.clone(),
@@ -600,7 +597,7 @@ fn duplicates_section(t: &Tenant) -> String {
     }
     format!(
         "\nPossible duplicates (tenants that list the same administrator):\n{}",
-        indent(&human::columns(&rows))
+        table(&["TENANT", "SHARED ADMINS", "IN USE", "TO MOVE"], rows)
     )
 }
 
@@ -629,19 +626,7 @@ fn notifications_section(t: &Tenant, now: DateTime<Utc>) -> String {
     if pending.is_empty() {
         return "Undelivered notifications: none\n".to_string();
     }
-    let mut rows = vec![
-        [
-            "MILESTONE",
-            "CHANNEL",
-            "RECIPIENT",
-            "STATE",
-            "ATTEMPTS",
-            "NEXT ATTEMPT",
-            "LAST ERROR",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut rows = Vec::new();
     for n in &pending {
         rows.push(vec![
             n.milestone.clone(),
@@ -658,7 +643,18 @@ fn notifications_section(t: &Tenant, now: DateTime<Utc>) -> String {
     format!(
         "Undelivered notifications ({}):\n{}",
         pending.len(),
-        indent(&human::columns(&rows))
+        table(
+            &[
+                "MILESTONE",
+                "CHANNEL",
+                "RECIPIENT",
+                "STATE",
+                "ATTEMPTS",
+                "NEXT ATTEMPT",
+                "LAST ERROR"
+            ],
+            rows
+        )
     )
 }
 
@@ -891,17 +887,7 @@ fn licence_lines(sub: &Subscription, now: DateTime<Utc>) -> String {
 fn covers_section(sub: &Subscription, tenants: &[Tenant]) -> String {
     let name = sub.metadata.name.clone().unwrap_or_default();
     let spec = &sub.spec;
-    let mut rows = vec![
-        [
-            "TENANT",
-            "ROLE",
-            "TENANT PHASE",
-            "SERVICE PHASE",
-            "COVERED BY",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut rows = Vec::new();
     let parties = std::iter::once((spec.tenant_ref.as_str(), "owner")).chain(
         spec.shared_with
             .iter()
@@ -941,7 +927,19 @@ fn covers_section(sub: &Subscription, tenants: &[Tenant]) -> String {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    format!("Covers:\n{}", indent(&human::columns(&rows)))
+    format!(
+        "Covers:\n{}",
+        table(
+            &[
+                "TENANT",
+                "ROLE",
+                "TENANT PHASE",
+                "SERVICE PHASE",
+                "COVERED BY"
+            ],
+            rows
+        )
+    )
 }
 
 /// What to do about a subscription: a stale status, a lapse, a trial, exceeded seats, not ready.
