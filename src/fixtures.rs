@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use kube::api::ObjectMeta;
 
 use crate::api::{
-    Admin, Extension, LicenseDate, Locale, Plan, ServiceSpec, Subscription, SubscriptionSpec,
-    Tenant, TenantSpec,
+    Admin, Extension, LicenseDate, Locale, Plan, ServicePhase, ServiceSpec, ServiceStatus,
+    Subscription, SubscriptionSpec, Tenant, TenantPhase, TenantSpec, TenantStatus,
 };
 
 /// Product names of the catalogue, as the tests and benchmarks spell them.
@@ -40,6 +40,31 @@ pub fn tenant(name: &str, products: &[&str], users: i64) -> Tenant {
     );
     t.metadata.generation = Some(1);
     t
+}
+
+/// A tenant status in `phase` whose `services` are in the phases given, with no dates; the first
+/// service listed is the base product.
+pub fn tenant_status(phase: TenantPhase, services: &[(&str, ServicePhase)]) -> TenantStatus {
+    TenantStatus {
+        phase: Some(phase),
+        services: services
+            .iter()
+            .enumerate()
+            .map(|(i, (product, service_phase))| ServiceStatus {
+                product: product.to_string(),
+                base: i == 0,
+                phase: *service_phase,
+                subscription: None,
+                plan: None,
+                effective_end_at: None,
+                expiring_soon_at: None,
+                read_only_since: None,
+                suspends_at: None,
+                missing_since: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
 }
 
 /// A paid subscription of `tenant` for `product` from `start` to `end` (dates as in the spec).

@@ -192,6 +192,17 @@ pub struct EvaluateArgs {
     pub policy: PolicyArgs,
 }
 
+/// How `report` and `what-if` write their table of objects.
+#[derive(Args, Debug)]
+pub struct TableOutputArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
+    pub output: ReportFormat,
+    /// Leave out the title and header lines (table, wide, csv).
+    #[arg(long)]
+    pub no_headers: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// The instant of the report: RFC 3339 time or YYYY-MM-DD (00:00 UTC). Default: now.
@@ -201,12 +212,8 @@ pub struct ReportArgs {
     /// input. Without it, Tenants and Subscriptions are read from the cluster (kubeconfig).
     #[arg(short = 'f', long = "filename")]
     pub files: Vec<PathBuf>,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
-    pub output: ReportFormat,
-    /// Leave out the title and header lines (table, wide, csv).
-    #[arg(long)]
-    pub no_headers: bool,
+    #[command(flatten)]
+    pub table: TableOutputArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
     #[command(flatten)]

@@ -86,8 +86,8 @@ pub async fn run(
     let text = render_with(
         &rows(&world, &policy, at),
         at,
-        args.output,
-        !args.no_headers,
+        args.table.output,
+        !args.table.no_headers,
     )?;
     out.write_all(text.as_bytes())
         .map_err(|e| ReportError::Output(e.to_string()))

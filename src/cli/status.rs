@@ -148,35 +148,52 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<Verdict, StatusError> {
     let client = args.cluster.client().await?;
-    let (text, verdict) = match &args.target {
+    let shown = match &args.target {
         StatusTarget::Tenant { name } => {
-            let Some(tenant) = get_readable::<Tenant>(&client, name).await? else {
-                eprintln!("Tenant {name:?} not found.");
-                return Ok(Verdict::NotFound);
-            };
-            let subscriptions = list_readable::<Subscription>(&client).await?;
-            let uid = tenant.metadata.uid.clone();
-            let events = events_about(&client, "Tenant", name, uid.as_deref()).await;
-            render_tenant(&tenant, &subscriptions, &events, args.events, now)
+            show::<Tenant, Subscription, _>(&client, name, |tenant, subs, events| {
+                render_tenant(tenant, subs, events, args.events, now)
+            })
+            .await?
         }
         StatusTarget::Subscription { name } => {
-            let Some(sub) = get_readable::<Subscription>(&client, name).await? else {
-                eprintln!("Subscription {name:?} not found.");
-                return Ok(Verdict::NotFound);
-            };
-            let tenants = list_readable::<Tenant>(&client).await?;
-            let uid = sub.metadata.uid.clone();
-            let events = events_about(&client, "Subscription", name, uid.as_deref()).await;
-            render_subscription(&sub, &tenants, &events, args.events, now)
+            show::<Subscription, Tenant, _>(&client, name, |sub, tenants, events| {
+                render_subscription(sub, tenants, events, args.events, now)
+            })
+            .await?
         }
+    };
+    let Some((text, verdict)) = shown else {
+        return Ok(Verdict::NotFound);
     };
     out.write_all(text.as_bytes())
         .map_err(|e| StatusError::Output(e.to_string()))?;
     Ok(verdict)
 }
 
-/// The object named `name`, if it exists; an error that says so if it is stored but this
-/// version's types can not hold it (rather than the decoder's bare message).
+/// Reads the `K` named `name`, every readable object of the other kind `O` (a Tenant's
+/// Subscriptions, a Subscription's Tenants) and the Events about it, and renders them; `None`,
+/// after saying so on standard error, when there is no such `K`.
+async fn show<K, O, R>(
+    client: &kube::Client,
+    name: &str,
+    render: R,
+) -> Result<Option<(String, Verdict)>, StatusError>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
+    O: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
+    R: FnOnce(&K, &[O], &Result<Vec<EventLine>, String>) -> (String, Verdict),
+{
+    let kind = K::kind(&());
+    let Some(object) = get_readable::<K>(client, name).await? else {
+        eprintln!("{kind} {name:?} not found.");
+        return Ok(None);
+    };
+    let others = list_readable::<O>(client).await?;
+    let uid = object.meta().uid.clone();
+    let events = events_about(client, &kind, name, uid.as_deref()).await;
+    Ok(Some(render(&object, &others, &events)))
+}
+
 async fn get_readable<K>(client: &kube::Client, name: &str) -> Result<Option<K>, StatusError>
 where
     K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
@@ -255,15 +272,17 @@ pub async fn events_about(
     Ok(lines)
 }
 
+/// `rows` under `header`, in aligned columns, indented as the body of a section.
+fn table(header: &[&str], mut rows: Vec<Vec<String>>) -> String {
+    rows.insert(0, header.iter().map(|h| h.to_string()).collect());
+    indent(&human::columns(&rows))
+}
+
 fn conditions_section(conditions: &[Condition]) -> String {
     if conditions.is_empty() {
         return "Conditions: none yet\n".to_string();
     }
-    let mut rows = vec![
-        ["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = Vec::new();
     for c in conditions {
         rows.push(vec![
             c.type_.clone(),
@@ -273,7 +292,10 @@ fn conditions_section(conditions: &[Condition]) -> String {
             dash(&c.message),
         ]);
     }
-    format!("Conditions:\n{}", indent(&human::columns(&rows)))
+    format!(
+        "Conditions:\n{}",
+        table(&["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], rows)
+    )
 }
 
 fn events_section(
@@ -286,11 +308,7 @@ fn events_section(
         Ok(list) if list.is_empty() => "Events: none in namespace default\n".to_string(),
         Ok(list) => {
             let shown = &list[list.len().saturating_sub(max)..];
-            let mut rows = vec![
-                ["LAST SEEN", "TYPE", "REASON", "COUNT", "MESSAGE"]
-                    .map(String::from)
-                    .to_vec(),
-            ];
+            let mut rows = Vec::new();
             for e in shown {
                 rows.push(vec![
                     e.time
@@ -306,7 +324,7 @@ fn events_section(
                 "Events (newest last, {} of {}):\n{}",
                 shown.len(),
                 list.len(),
-                indent(&human::columns(&rows))
+                table(&["LAST SEEN", "TYPE", "REASON", "COUNT", "MESSAGE"], rows)
             )
         }
     }
@@ -568,11 +586,7 @@ fn duplicates_section(t: &Tenant) -> String {
     if found.is_empty() {
         return String::new();
     }
-    let mut rows = vec![
-        ["TENANT", "SHARED ADMINS", "IN USE", "TO MOVE"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = Vec::new();
     for d in found {
         rows.push(vec![
             d.tenant.clone(),
@@ -583,7 +597,7 @@ fn duplicates_section(t: &Tenant) -> String {
     }
     format!(
         "\nPossible duplicates (tenants that list the same administrator):\n{}",
-        indent(&human::columns(&rows))
+        table(&["TENANT", "SHARED ADMINS", "IN USE", "TO MOVE"], rows)
     )
 }
 
@@ -612,19 +626,7 @@ fn notifications_section(t: &Tenant, now: DateTime<Utc>) -> String {
     if pending.is_empty() {
         return "Undelivered notifications: none\n".to_string();
     }
-    let mut rows = vec![
-        [
-            "MILESTONE",
-            "CHANNEL",
-            "RECIPIENT",
-            "STATE",
-            "ATTEMPTS",
-            "NEXT ATTEMPT",
-            "LAST ERROR",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut rows = Vec::new();
     for n in &pending {
         rows.push(vec![
             n.milestone.clone(),
@@ -641,7 +643,18 @@ fn notifications_section(t: &Tenant, now: DateTime<Utc>) -> String {
     format!(
         "Undelivered notifications ({}):\n{}",
         pending.len(),
-        indent(&human::columns(&rows))
+        table(
+            &[
+                "MILESTONE",
+                "CHANNEL",
+                "RECIPIENT",
+                "STATE",
+                "ATTEMPTS",
+                "NEXT ATTEMPT",
+                "LAST ERROR"
+            ],
+            rows
+        )
     )
 }
 
@@ -874,17 +887,7 @@ fn licence_lines(sub: &Subscription, now: DateTime<Utc>) -> String {
 fn covers_section(sub: &Subscription, tenants: &[Tenant]) -> String {
     let name = sub.metadata.name.clone().unwrap_or_default();
     let spec = &sub.spec;
-    let mut rows = vec![
-        [
-            "TENANT",
-            "ROLE",
-            "TENANT PHASE",
-            "SERVICE PHASE",
-            "COVERED BY",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut rows = Vec::new();
     let parties = std::iter::once((spec.tenant_ref.as_str(), "owner")).chain(
         spec.shared_with
             .iter()
@@ -924,7 +927,19 @@ fn covers_section(sub: &Subscription, tenants: &[Tenant]) -> String {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    format!("Covers:\n{}", indent(&human::columns(&rows)))
+    format!(
+        "Covers:\n{}",
+        table(
+            &[
+                "TENANT",
+                "ROLE",
+                "TENANT PHASE",
+                "SERVICE PHASE",
+                "COVERED BY"
+            ],
+            rows
+        )
+    )
 }
 
 /// What to do about a subscription: a stale status, a lapse, a trial, exceeded seats, not ready.

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::cluster::{ClusterArgs, ClusterError};
-use super::{PolicyArgs, ReportFormat};
+use super::{PolicyArgs, ReportFormat, TableOutputArgs};
 use crate::api::ConditionType;
 use crate::api::date::format_instant;
 use crate::engine::policy::format_period;
@@ -23,12 +23,8 @@ pub struct WhatIfArgs {
     /// Only the objects whose phase then differs from their phase now (as stored).
     #[arg(long)]
     pub changed: bool,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = ReportFormat::Table)]
-    pub output: ReportFormat,
-    /// Leave out the title and header lines (table, wide, csv).
-    #[arg(long)]
-    pub no_headers: bool,
+    #[command(flatten)]
+    pub table: TableOutputArgs,
     /// The policy to evaluate with: give the operator's (`--warning-period`, `--grace-period`,
     /// `--config`, ...) when it does not run with the defaults.
     #[command(flatten)]
@@ -163,7 +159,7 @@ pub fn rows(world: &World, eval: &WorldEvaluation) -> Vec<WhatIfRow> {
     tenants
 }
 
-/// Evaluates the world at `args.at` and renders it as `args.output` asks.
+/// Evaluates the world at `args.at` and renders it as `args.table.output` asks.
 pub fn render(world: &World, policy: &Policy, args: &WhatIfArgs) -> Result<String, WhatIfError> {
     let output = |e: &dyn std::fmt::Display| WhatIfError::Output(e.to_string());
     let at = args.at;
@@ -172,13 +168,13 @@ pub fn render(world: &World, policy: &Policy, args: &WhatIfArgs) -> Result<Strin
         .into_iter()
         .filter(|r| !args.changed || r.changed())
         .collect();
-    let headers = !args.no_headers;
+    let headers = !args.table.no_headers;
     let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    match args.output {
+    match args.table.output {
         ReportFormat::Json | ReportFormat::Yaml => {
             let items = objects(world, &eval, &rows)?;
             let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-            if args.output == ReportFormat::Json {
+            if args.table.output == ReportFormat::Json {
                 serde_json::to_string_pretty(&list)
                     .map(|s| s + "\n")
                     .map_err(|e| output(&e))
@@ -227,7 +223,7 @@ pub fn render(world: &World, policy: &Policy, args: &WhatIfArgs) -> Result<Strin
             String::from_utf8(bytes).map_err(|e| output(&e))
         }
         ReportFormat::Table | ReportFormat::Wide => {
-            let wide = args.output == ReportFormat::Wide;
+            let wide = args.table.output == ReportFormat::Wide;
             let mut table: Vec<Vec<String>> = Vec::new();
             if headers {
                 let mut h = vec!["KIND", "NAME", "NOW", "THEN", "REASON", "NEXT CHANGE"];

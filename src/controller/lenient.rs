@@ -339,27 +339,15 @@ where
             return Ok(());
         };
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let patch = StatusPatch {
-            api_version: K::api_version(&()).to_string(),
-            kind: K::kind(&()).to_string(),
-            status: serde_json::json!({ "conditions": [{
-                "type": crate::api::ConditionType::Stalled.as_str(),
-                "status": "True",
-                "reason": REASON,
-                "message": message,
-                "lastTransitionTime": now,
-                "observedGeneration": meta.generation,
-            }]}),
-        };
-        // The response is decoded as Lenient<K>: it can hold the same undecodable object.
-        self.api(meta)
-            .patch_status(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map(|_| ())
+        let status = serde_json::json!({ "conditions": [{
+            "type": crate::api::ConditionType::Stalled.as_str(),
+            "status": "True",
+            "reason": REASON,
+            "message": message,
+            "lastTransitionTime": now,
+            "observedGeneration": meta.generation,
+        }]});
+        self.apply_status(meta, name, status).await
     }
 
     async fn clear_condition(&self, meta: &ObjectMeta) -> Result<(), kube::Error> {
@@ -367,11 +355,22 @@ where
             return Ok(());
         };
         // Applying nothing under this field manager removes the condition it owned.
+        self.apply_status(meta, name, serde_json::json!({})).await
+    }
+
+    /// Applies `status` as this field manager's whole share of the object's status.
+    async fn apply_status(
+        &self,
+        meta: &ObjectMeta,
+        name: &str,
+        status: serde_json::Value,
+    ) -> Result<(), kube::Error> {
         let patch = StatusPatch {
             api_version: K::api_version(&()).to_string(),
             kind: K::kind(&()).to_string(),
-            status: serde_json::json!({}),
+            status,
         };
+        // The response is decoded as Lenient<K>: it can hold the same undecodable object.
         self.api(meta)
             .patch_status(
                 name,

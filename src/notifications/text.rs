@@ -4,9 +4,9 @@
 //! subscription, the date of the next step and what the administrator must do. Instants are
 //! written in UTC with the zone spelled out, so nobody has to guess.
 //!
-//! Each language has a module with one function per milestone kind (`en`, `ja`) that words the
-//! notice; `english` and `japanese` add the greeting, the late-notice line and the signature, so
-//! the frame of a message is written once per language.
+//! `wording` holds what each milestone kind says, language by language, side by side; `notice`
+//! frames it with the greeting, the late-notice line and the signature, the same for every kind
+//! and language, so only the phrases differ.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
@@ -183,10 +183,7 @@ pub fn render(locale: Locale, f: &Facts, name: Option<&str>) -> Text {
     };
     let name = name.map(sanitize).filter(|n| !n.is_empty());
     let name = name.as_deref();
-    match locale {
-        Locale::En => english(f, name),
-        Locale::Ja => japanese(f, name),
-    }
+    notice(locale, f, name)
 }
 
 /// The strings every template uses.
@@ -276,41 +273,22 @@ impl Wording {
     }
 }
 
-/// The notice in English: the wording of the milestone, framed by greeting and signature.
-fn english(f: &Facts, name: Option<&str>) -> Text {
-    let p = parts(Locale::En, f);
-    let w = match f.kind {
-        MilestoneKind::ExpiringSoon => en::expiring_soon(&p),
-        MilestoneKind::ReadOnly => en::read_only(&p),
-        MilestoneKind::Suspended => en::suspended(&p),
-        MilestoneKind::SubscriptionMissing => en::subscription_missing(&p),
-        MilestoneKind::Renewed => en::renewed(&p),
-        MilestoneKind::TrialLicense => en::trial_license(&p),
-        MilestoneKind::SeatLimitExceeded => en::seat_limit_exceeded(&p),
-        MilestoneKind::TransferredIn => en::transferred_in(&p),
-        MilestoneKind::TransferredOut => en::transferred_out(&p),
-        MilestoneKind::PossibleDuplicate => en::possible_duplicate(&p),
-    };
-    let mut body = String::new();
-    body.push_str(&match name {
-        Some(n) => format!("Hello {n},\n\n"),
-        None => "Hello,\n\n".to_string(),
-    });
+/// The notice in `locale`: the wording of the milestone, framed by greeting and signature.
+fn notice(locale: Locale, f: &Facts, name: Option<&str>) -> Text {
+    let p = parts(locale, f);
+    let w = wording(locale, f.kind, &p);
+    let mut body = greeting(locale, name);
     body.push_str(&w.what);
-    body.push_str("\n\nWhat to do: ");
+    body.push_str(match locale {
+        Locale::En => "\n\nWhat to do: ",
+        Locale::Ja => "\n\n必要な対応: ",
+    });
     body.push_str(&w.todo);
     body.push('\n');
     if f.late {
-        body.push_str(&format!(
-            "\n(This notice is late: it was due on {}, while the licensing operator was not running.)\n",
-            p.due
-        ));
+        body.push_str(&late_line(locale, &p.due));
     }
-    body.push_str(&format!(
-        "\n-- \nSent automatically by the mailsec licensing operator for tenant {}.\n\
-         Milestone: {}\n",
-        p.tenant, f.milestone_id
-    ));
+    body.push_str(&signature(locale, &p.tenant, &f.milestone_id));
     Text {
         subject: w.subject,
         body,
@@ -318,332 +296,79 @@ fn english(f: &Facts, name: Option<&str>) -> Text {
     }
 }
 
-/// The English wording, one function per milestone kind.
-mod en {
-    use super::{Parts, Wording};
+fn greeting(locale: Locale, name: Option<&str>) -> String {
+    match (locale, name) {
+        (Locale::En, Some(n)) => format!("Hello {n},\n\n"),
+        (Locale::En, None) => "Hello,\n\n".to_string(),
+        (Locale::Ja, Some(n)) => format!("{n} 様\n\n"),
+        (Locale::Ja, None) => "ご担当者様\n\n".to_string(),
+    }
+}
 
-    const FROZEN: &str = "mail is still filtered, but settings can not be changed";
+/// Said when a notice goes out after `due`, because the operator was not running then.
+fn late_line(locale: Locale, due: &str) -> String {
+    match locale {
+        Locale::En => format!(
+            "\n(This notice is late: it was due on {due}, while the licensing operator was not running.)\n"
+        ),
+        Locale::Ja => format!("\n(この通知は遅れて送信されています。本来の通知日時: {due})\n"),
+    }
+}
 
-    pub(super) fn expiring_soon(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            susp,
-            scope,
-            ..
-        } = p;
-        Wording::new(
+fn signature(locale: Locale, tenant: &str, milestone_id: &str) -> String {
+    match locale {
+        Locale::En => format!(
+            "\n-- \nSent automatically by the mailsec licensing operator for tenant {tenant}.\n\
+             Milestone: {milestone_id}\n"
+        ),
+        Locale::Ja => format!(
+            "\n-- \nこのメールはテナント {tenant} のため mailsec ライセンス管理オペレーターが自動送信しています。\n\
+             マイルストーン: {milestone_id}\n"
+        ),
+    }
+}
+
+/// What a read-only service still does, and what it no longer allows.
+const EN_FROZEN: &str = "mail is still filtered, but settings can not be changed";
+const JA_FROZEN: &str = "メールのフィルタリングは継続しますが、設定は変更できません";
+
+/// What the notice of `kind` says in `locale`.
+fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
+    use MilestoneKind as K;
+    let Parts {
+        peer,
+        display,
+        tenant,
+        product,
+        sub,
+        due,
+        end,
+        susp,
+        scope,
+        scope_cap,
+        has_sub,
+    } = p;
+    match (kind, locale) {
+        (K::ExpiringSoon, Locale::En) => Wording::new(
             format!("[Action required] {product} for {display} ends on {end}"),
             format!(
                 "Subscription {sub} for {product} of tenant {display} ({tenant}) ends on {end}.\n\
-                 From then on {scope} is read-only for a grace period ({FROZEN}). \
+                 From then on {scope} is read-only for a grace period ({EN_FROZEN}). \
                  On {susp} {scope} is suspended."
             ),
             format!(
                 "Renew subscription {sub} before {end} (ask your reseller or sales representative)."
             ),
             format!("Renew subscription {sub} before {end} to avoid read-only mode."),
-        )
-    }
-
-    pub(super) fn read_only(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            susp,
-            scope,
-            scope_cap,
-            ..
-        } = p;
-        Wording::new(
-            format!("[Action required] {product} for {display} is read-only since {end}"),
-            format!(
-                "Subscription {sub} for {product} of tenant {display} ({tenant}) ended on {end}.\n\
-                 {scope_cap} is read-only for the grace period: {FROZEN}. \
-                 On {susp} {scope} will be suspended."
-            ),
-            format!(
-                "Renew subscription {sub} before {susp}. If the renewal takes longer, \
-                 ask your reseller for a temporary extension."
-            ),
-            format!("Renew subscription {sub} before {susp} to avoid suspension."),
-        )
-    }
-
-    pub(super) fn suspended(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            susp,
-            scope,
-            ..
-        } = p;
-        Wording::new(
-            format!("[Action required] {product} for {display} is suspended"),
-            format!(
-                "The grace period after subscription {sub} for {product} of tenant {display} \
-                 ({tenant}) ended on {susp}: {scope} is suspended and no longer filters mail.\n\
-                 No data and no settings are lost."
-            ),
-            format!("Renew subscription {sub} (or buy a new one) to restore the service."),
-            format!("Renew or buy a subscription for {product} to restore the service."),
-        )
-    }
-
-    pub(super) fn subscription_missing(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            due,
-            susp,
-            scope,
-            scope_cap,
-            ..
-        } = p;
-        Wording::new(
-            format!("[Action required] {product} for {display} has no subscription"),
-            format!(
-                "Tenant {display} ({tenant}) uses {product} but holds no subscription for it \
-                 (since {due}).\n{scope_cap} is read-only ({FROZEN}). \
-                 On {susp} {scope} will be suspended."
-            ),
-            format!(
-                "Buy a subscription for {product}, or transfer one to tenant {tenant}, before {susp}."
-            ),
-            format!("Get a subscription for {product} before {susp} to avoid suspension."),
-        )
-    }
-
-    pub(super) fn renewed(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            ..
-        } = p;
-        Wording::new(
-            format!("{product} for {display} is active again"),
-            format!(
-                "{product} of tenant {display} ({tenant}) is covered again by subscription {sub}, \
-                 until {end}. Settings can be changed again and the service runs as usual."
-            ),
-            "Nothing.".to_string(),
-            "No action needed.".to_string(),
-        )
-    }
-
-    pub(super) fn trial_license(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            ..
-        } = p;
-        Wording::new(
-            format!("{product} for {display} runs on a trial licence until {end}"),
-            format!(
-                "{product} of tenant {display} ({tenant}) is covered only by the trial \
-                 subscription {sub}, which ends on {end}."
-            ),
-            format!("Buy a paid subscription for {product} before {end} to keep the service."),
-            format!("Buy a paid subscription before {end}."),
-        )
-    }
-
-    pub(super) fn seat_limit_exceeded(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            ..
-        } = p;
-        Wording::new(
-            format!("[Action required] Subscription {sub} of {display} exceeds its seats"),
-            format!(
-                "Subscription {sub} ({product}), which covers tenant {display} ({tenant}), \
-                 is used by more users than it licenses."
-            ),
-            "Buy more seats, or reduce the users (spec.users) of the tenants that share it."
-                .to_string(),
-            format!("Buy more seats for subscription {sub} or reduce its users."),
-        )
-    }
-
-    pub(super) fn transferred_in(p: &Parts) -> Wording {
-        let Parts {
-            peer,
-            display,
-            tenant,
-            product,
-            sub,
-            due,
-            end,
-            ..
-        } = p;
-        Wording::new(
-            format!("Subscription {sub} ({product}) was transferred to {display}"),
-            format!(
-                "Subscription {sub} for {product} was transferred from tenant {peer} to tenant \
-                 {display} ({tenant}) on {due}. It now covers {display}, until {end}."
-            ),
-            "Nothing. If you did not expect this transfer, contact your reseller or support."
-                .to_string(),
-            "No action needed.".to_string(),
-        )
-    }
-
-    pub(super) fn transferred_out(p: &Parts) -> Wording {
-        let Parts {
-            peer,
-            display,
-            tenant,
-            product,
-            sub,
-            due,
-            ..
-        } = p;
-        Wording::new(
-            format!("Subscription {sub} ({product}) was transferred away from {display}"),
-            format!(
-                "Subscription {sub} for {product} was transferred from tenant {display} \
-                 ({tenant}) to tenant {peer} on {due}. It no longer covers {display}."
-            ),
-            format!(
-                "If {display} still uses {product}, make sure another subscription covers it; \
-                 a tenant that is no longer used can be deleted."
-            ),
-            format!("If {display} still uses {product}, make sure another subscription covers it."),
-        )
-    }
-
-    pub(super) fn possible_duplicate(p: &Parts) -> Wording {
-        let Parts {
-            peer,
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            ..
-        } = p;
-        let annotate = format!(
-            "If both tenants are used on purpose, ask your platform team to annotate \
-             one of them {annotation} with the other's name.",
-            annotation = crate::api::labels::NOT_DUPLICATE_ANNOTATION,
-        );
-        let risk = format!(
-            "Tenant {display} ({tenant}) and tenant {peer} list the same administrator address. \
-             A renewal processed late can create a second tenant that holds the new contract, \
-             while the tenant in use warns, becomes read-only and is suspended although the \
-             licence was paid."
-        );
-        if p.has_sub {
-            Wording::new(
-                format!("[Action required] {display} may have a duplicate tenant: {peer}"),
-                format!(
-                    "{risk}\nTenant {peer} holds subscription {sub} ({product}), valid until {end}, \
-                     which {display} is not covered by for as long."
-                ),
-                format!(
-                    "Move subscription {sub} to tenant {tenant} (spec.tenantRef: {tenant}), then \
-                     delete tenant {peer} once it owns nothing in force. {annotate}"
-                ),
-                format!("Move subscription {sub} to tenant {tenant}, then delete tenant {peer}."),
-            )
-        } else {
-            Wording::new(
-                format!("{display} may have a duplicate tenant: {peer}"),
-                risk,
-                format!(
-                    "If tenant {peer} is not used, delete it once it owns nothing in force. {annotate}"
-                ),
-                format!("Check whether tenant {peer} duplicates {display}."),
-            )
-        }
-    }
-}
-
-/// The notice in Japanese: the wording of the milestone, framed by greeting and signature.
-fn japanese(f: &Facts, name: Option<&str>) -> Text {
-    let p = parts(Locale::Ja, f);
-    let w = match f.kind {
-        MilestoneKind::ExpiringSoon => ja::expiring_soon(&p),
-        MilestoneKind::ReadOnly => ja::read_only(&p),
-        MilestoneKind::Suspended => ja::suspended(&p),
-        MilestoneKind::SubscriptionMissing => ja::subscription_missing(&p),
-        MilestoneKind::Renewed => ja::renewed(&p),
-        MilestoneKind::TrialLicense => ja::trial_license(&p),
-        MilestoneKind::SeatLimitExceeded => ja::seat_limit_exceeded(&p),
-        MilestoneKind::TransferredIn => ja::transferred_in(&p),
-        MilestoneKind::TransferredOut => ja::transferred_out(&p),
-        MilestoneKind::PossibleDuplicate => ja::possible_duplicate(&p),
-    };
-    let mut body = String::new();
-    body.push_str(&match name {
-        Some(n) => format!("{n} 様\n\n"),
-        None => "ご担当者様\n\n".to_string(),
-    });
-    body.push_str(&w.what);
-    body.push_str("\n\n必要な対応: ");
-    body.push_str(&w.todo);
-    body.push('\n');
-    if f.late {
-        body.push_str(&format!(
-            "\n(この通知は遅れて送信されています。本来の通知日時: {})\n",
-            p.due
-        ));
-    }
-    body.push_str(&format!(
-        "\n-- \nこのメールはテナント {} のため mailsec ライセンス管理オペレーターが自動送信しています。\n\
-         マイルストーン: {}\n",
-        p.tenant, f.milestone_id
-    ));
-    Text {
-        subject: w.subject,
-        body,
-        hint: w.hint,
-    }
-}
-
-/// The Japanese wording, one function per milestone kind.
-mod ja {
-    use super::{Parts, Wording};
-
-    const FROZEN: &str = "メールのフィルタリングは継続しますが、設定は変更できません";
-
-    pub(super) fn expiring_soon(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            susp,
-            scope,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::ExpiringSoon, Locale::Ja) => Wording::new(
             format!(
                 "【要対応】{display}: {product} のサブスクリプションは {end} に有効期限を迎えます"
             ),
             format!(
                 "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} は \
                  {end} に有効期限を迎えます。\n\
-                 有効期限後は猶予期間として{scope}が読み取り専用になります ({FROZEN})。\
+                 有効期限後は猶予期間として{scope}が読み取り専用になります ({JA_FROZEN})。\
                  {susp} に{scope}が停止されます。"
             ),
             format!(
@@ -653,26 +378,26 @@ mod ja {
             format!(
                 "読み取り専用を避けるため、{end} までにサブスクリプション {sub} を更新してください。"
             ),
-        )
-    }
-
-    pub(super) fn read_only(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            susp,
-            scope,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::ReadOnly, Locale::En) => Wording::new(
+            format!("[Action required] {product} for {display} is read-only since {end}"),
+            format!(
+                "Subscription {sub} for {product} of tenant {display} ({tenant}) ended on {end}.\n\
+                 {scope_cap} is read-only for the grace period: {EN_FROZEN}. \
+                 On {susp} {scope} will be suspended."
+            ),
+            format!(
+                "Renew subscription {sub} before {susp}. If the renewal takes longer, \
+                 ask your reseller for a temporary extension."
+            ),
+            format!("Renew subscription {sub} before {susp} to avoid suspension."),
+        ),
+        (K::ReadOnly, Locale::Ja) => Wording::new(
             format!("【要対応】{display}: {product} は {end} から読み取り専用です"),
             format!(
                 "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} は \
                  {end} に有効期限が切れました。\n\
-                 猶予期間中のため{scope}は読み取り専用です ({FROZEN})。\
+                 猶予期間中のため{scope}は読み取り専用です ({JA_FROZEN})。\
                  {susp} に{scope}が停止されます。"
             ),
             format!(
@@ -682,20 +407,18 @@ mod ja {
             format!(
                 "サービス停止を避けるため、{susp} までにサブスクリプション {sub} を更新してください。"
             ),
-        )
-    }
-
-    pub(super) fn suspended(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            susp,
-            scope,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::Suspended, Locale::En) => Wording::new(
+            format!("[Action required] {product} for {display} is suspended"),
+            format!(
+                "The grace period after subscription {sub} for {product} of tenant {display} \
+                 ({tenant}) ended on {susp}: {scope} is suspended and no longer filters mail.\n\
+                 No data and no settings are lost."
+            ),
+            format!("Renew subscription {sub} (or buy a new one) to restore the service."),
+            format!("Renew or buy a subscription for {product} to restore the service."),
+        ),
+        (K::Suspended, Locale::Ja) => Wording::new(
             format!("【要対応】{display}: {product} は停止されました"),
             format!(
                 "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} の\
@@ -708,25 +431,25 @@ mod ja {
             format!(
                 "{product} のサブスクリプションを更新または購入すると、サービスが再開されます。"
             ),
-        )
-    }
-
-    pub(super) fn subscription_missing(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            due,
-            susp,
-            scope,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::SubscriptionMissing, Locale::En) => Wording::new(
+            format!("[Action required] {product} for {display} has no subscription"),
+            format!(
+                "Tenant {display} ({tenant}) uses {product} but holds no subscription for it \
+                 (since {due}).\n{scope_cap} is read-only ({EN_FROZEN}). \
+                 On {susp} {scope} will be suspended."
+            ),
+            format!(
+                "Buy a subscription for {product}, or transfer one to tenant {tenant}, before {susp}."
+            ),
+            format!("Get a subscription for {product} before {susp} to avoid suspension."),
+        ),
+        (K::SubscriptionMissing, Locale::Ja) => Wording::new(
             format!("【要対応】{display}: {product} のサブスクリプションがありません"),
             format!(
                 "テナント「{display}」({tenant}) は {product} を利用していますが、\
                  有効なサブスクリプションがありません ({due} 以降)。\n\
-                 {scope}は読み取り専用です ({FROZEN})。{susp} に{scope}が停止されます。"
+                 {scope}は読み取り専用です ({JA_FROZEN})。{susp} に{scope}が停止されます。"
             ),
             format!(
                 "{susp} までに {product} のサブスクリプションを購入するか、\
@@ -735,19 +458,17 @@ mod ja {
             format!(
                 "サービス停止を避けるため、{susp} までに {product} のサブスクリプションを用意してください。"
             ),
-        )
-    }
-
-    pub(super) fn renewed(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::Renewed, Locale::En) => Wording::new(
+            format!("{product} for {display} is active again"),
+            format!(
+                "{product} of tenant {display} ({tenant}) is covered again by subscription {sub}, \
+                 until {end}. Settings can be changed again and the service runs as usual."
+            ),
+            "Nothing.".to_string(),
+            "No action needed.".to_string(),
+        ),
+        (K::Renewed, Locale::Ja) => Wording::new(
             format!("{display}: {product} は再び有効になりました"),
             format!(
                 "テナント「{display}」({tenant}) の {product} は、サブスクリプション {sub} により \
@@ -755,19 +476,17 @@ mod ja {
             ),
             "ありません。".to_string(),
             "対応は不要です。".to_string(),
-        )
-    }
-
-    pub(super) fn trial_license(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::TrialLicense, Locale::En) => Wording::new(
+            format!("{product} for {display} runs on a trial licence until {end}"),
+            format!(
+                "{product} of tenant {display} ({tenant}) is covered only by the trial \
+                 subscription {sub}, which ends on {end}."
+            ),
+            format!("Buy a paid subscription for {product} before {end} to keep the service."),
+            format!("Buy a paid subscription before {end}."),
+        ),
+        (K::TrialLicense, Locale::Ja) => Wording::new(
             format!("{display}: {product} は {end} まで試用版ライセンスで利用中です"),
             format!(
                 "テナント「{display}」({tenant}) の {product} は、試用版のサブスクリプション {sub} \
@@ -777,18 +496,18 @@ mod ja {
                 "サービスを継続するには、{end} までに {product} の有償サブスクリプションを購入してください。"
             ),
             format!("{end} までに有償サブスクリプションを購入してください。"),
-        )
-    }
-
-    pub(super) fn seat_limit_exceeded(p: &Parts) -> Wording {
-        let Parts {
-            display,
-            tenant,
-            product,
-            sub,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::SeatLimitExceeded, Locale::En) => Wording::new(
+            format!("[Action required] Subscription {sub} of {display} exceeds its seats"),
+            format!(
+                "Subscription {sub} ({product}), which covers tenant {display} ({tenant}), \
+                 is used by more users than it licenses."
+            ),
+            "Buy more seats, or reduce the users (spec.users) of the tenants that share it."
+                .to_string(),
+            format!("Buy more seats for subscription {sub} or reduce its users."),
+        ),
+        (K::SeatLimitExceeded, Locale::Ja) => Wording::new(
             format!("【要対応】{display}: サブスクリプション {sub} のライセンス数を超えています"),
             format!(
                 "テナント「{display}」({tenant}) が利用するサブスクリプション {sub} ({product}) の\
@@ -797,21 +516,18 @@ mod ja {
             "ライセンス数を追加購入するか、このサブスクリプションを共有するテナントのユーザー数 (spec.users) を減らしてください。"
                 .to_string(),
             format!("サブスクリプション {sub} のライセンス数を追加するか、ユーザー数を減らしてください。"),
-        )
-    }
-
-    pub(super) fn transferred_in(p: &Parts) -> Wording {
-        let Parts {
-            peer,
-            display,
-            tenant,
-            product,
-            sub,
-            due,
-            end,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::TransferredIn, Locale::En) => Wording::new(
+            format!("Subscription {sub} ({product}) was transferred to {display}"),
+            format!(
+                "Subscription {sub} for {product} was transferred from tenant {peer} to tenant \
+                 {display} ({tenant}) on {due}. It now covers {display}, until {end}."
+            ),
+            "Nothing. If you did not expect this transfer, contact your reseller or support."
+                .to_string(),
+            "No action needed.".to_string(),
+        ),
+        (K::TransferredIn, Locale::Ja) => Wording::new(
             format!("{display}: サブスクリプション {sub} ({product}) が転送されました"),
             format!(
                 "サブスクリプション {sub} ({product}) は {due} にテナント {peer} から\
@@ -821,20 +537,20 @@ mod ja {
             "ありません。心当たりのない転送の場合は、購入元の販売代理店またはサポートセンターにお問い合わせください。"
                 .to_string(),
             "対応は不要です。".to_string(),
-        )
-    }
-
-    pub(super) fn transferred_out(p: &Parts) -> Wording {
-        let Parts {
-            peer,
-            display,
-            tenant,
-            product,
-            sub,
-            due,
-            ..
-        } = p;
-        Wording::new(
+        ),
+        (K::TransferredOut, Locale::En) => Wording::new(
+            format!("Subscription {sub} ({product}) was transferred away from {display}"),
+            format!(
+                "Subscription {sub} for {product} was transferred from tenant {display} \
+                 ({tenant}) to tenant {peer} on {due}. It no longer covers {display}."
+            ),
+            format!(
+                "If {display} still uses {product}, make sure another subscription covers it; \
+                 a tenant that is no longer used can be deleted."
+            ),
+            format!("If {display} still uses {product}, make sure another subscription covers it."),
+        ),
+        (K::TransferredOut, Locale::Ja) => Wording::new(
             format!(
                 "{display}: サブスクリプション {sub} ({product}) が他のテナントへ転送されました"
             ),
@@ -849,56 +565,96 @@ mod ja {
             format!(
                 "このテナントで {product} を引き続き利用する場合は、別のサブスクリプションを用意してください。"
             ),
-        )
+        ),
+        (K::PossibleDuplicate, Locale::En) if *has_sub => Wording::new(
+            format!("[Action required] {display} may have a duplicate tenant: {peer}"),
+            format!(
+                "{risk}\nTenant {peer} holds subscription {sub} ({product}), valid until {end}, \
+                 which {display} is not covered by for as long.",
+                risk = duplicate_risk(Locale::En, p),
+            ),
+            format!(
+                "Move subscription {sub} to tenant {tenant} (spec.tenantRef: {tenant}), then \
+                 delete tenant {peer} once it owns nothing in force. {annotate}",
+                annotate = not_duplicate_advice(Locale::En),
+            ),
+            format!("Move subscription {sub} to tenant {tenant}, then delete tenant {peer}."),
+        ),
+        (K::PossibleDuplicate, Locale::En) => Wording::new(
+            format!("{display} may have a duplicate tenant: {peer}"),
+            duplicate_risk(Locale::En, p),
+            format!(
+                "If tenant {peer} is not used, delete it once it owns nothing in force. {annotate}",
+                annotate = not_duplicate_advice(Locale::En),
+            ),
+            format!("Check whether tenant {peer} duplicates {display}."),
+        ),
+        (K::PossibleDuplicate, Locale::Ja) if *has_sub => Wording::new(
+            format!("【要対応】{display}: 重複したテナント {peer} がある可能性があります"),
+            format!(
+                "{risk}\nテナント {peer} は、このテナントでは同じ期間有効でない {product} の\
+                 サブスクリプション {sub} ({end} まで) を保有しています。",
+                risk = duplicate_risk(Locale::Ja, p),
+            ),
+            format!(
+                "サブスクリプション {sub} をテナント {tenant} へ移行 (spec.tenantRef: {tenant}) し、\
+                 テナント {peer} が有効なサブスクリプションを保有しなくなった後で削除してください。{annotate}",
+                annotate = not_duplicate_advice(Locale::Ja),
+            ),
+            format!(
+                "サブスクリプション {sub} をテナント {tenant} へ移行し、テナント {peer} を削除してください。"
+            ),
+        ),
+        (K::PossibleDuplicate, Locale::Ja) => Wording::new(
+            format!("{display}: 重複したテナント {peer} がある可能性があります"),
+            duplicate_risk(Locale::Ja, p),
+            format!(
+                "テナント {peer} を利用していない場合は、有効なサブスクリプションを保有しなくなった後で\
+                 削除してください。{annotate}",
+                annotate = not_duplicate_advice(Locale::Ja),
+            ),
+            format!("テナント {peer} が重複したテナントでないか確認してください。"),
+        ),
     }
+}
 
-    pub(super) fn possible_duplicate(p: &Parts) -> Wording {
-        let Parts {
-            peer,
-            display,
-            tenant,
-            product,
-            sub,
-            end,
-            ..
-        } = p;
-        let annotate = format!(
+/// Why two tenants that list the same administrator are a risk.
+fn duplicate_risk(locale: Locale, p: &Parts) -> String {
+    let Parts {
+        peer,
+        display,
+        tenant,
+        ..
+    } = p;
+    match locale {
+        Locale::En => format!(
+            "Tenant {display} ({tenant}) and tenant {peer} list the same administrator address. \
+             A renewal processed late can create a second tenant that holds the new contract, \
+             while the tenant in use warns, becomes read-only and is suspended although the \
+             licence was paid."
+        ),
+        Locale::Ja => format!(
+            "テナント「{display}」({tenant}) とテナント {peer} に同じ管理者のメールアドレスが\
+             登録されています。更新手続きが遅れた場合、新しい契約が別の新しいテナントに登録され、\
+             利用中のテナントは契約済みにもかかわらず警告、読み取り専用、停止へと進むことがあります。"
+        ),
+    }
+}
+
+/// How to say that two tenants are used on purpose.
+fn not_duplicate_advice(locale: Locale) -> String {
+    match locale {
+        Locale::En => format!(
+            "If both tenants are used on purpose, ask your platform team to annotate \
+             one of them {annotation} with the other's name.",
+            annotation = crate::api::labels::NOT_DUPLICATE_ANNOTATION,
+        ),
+        Locale::Ja => format!(
             "両方のテナントを意図して利用している場合は、どちらかのテナントに \
              {annotation} アノテーション (値はもう一方のテナント名) を\
              設定するようプラットフォーム管理者に依頼してください。",
             annotation = crate::api::labels::NOT_DUPLICATE_ANNOTATION,
-        );
-        let risk = format!(
-            "テナント「{display}」({tenant}) とテナント {peer} に同じ管理者のメールアドレスが\
-             登録されています。更新手続きが遅れた場合、新しい契約が別の新しいテナントに登録され、\
-             利用中のテナントは契約済みにもかかわらず警告、読み取り専用、停止へと進むことがあります。"
-        );
-        if p.has_sub {
-            Wording::new(
-                format!("【要対応】{display}: 重複したテナント {peer} がある可能性があります"),
-                format!(
-                    "{risk}\nテナント {peer} は、このテナントでは同じ期間有効でない {product} の\
-                     サブスクリプション {sub} ({end} まで) を保有しています。"
-                ),
-                format!(
-                    "サブスクリプション {sub} をテナント {tenant} へ移行 (spec.tenantRef: {tenant}) し、\
-                     テナント {peer} が有効なサブスクリプションを保有しなくなった後で削除してください。{annotate}"
-                ),
-                format!(
-                    "サブスクリプション {sub} をテナント {tenant} へ移行し、テナント {peer} を削除してください。"
-                ),
-            )
-        } else {
-            Wording::new(
-                format!("{display}: 重複したテナント {peer} がある可能性があります"),
-                risk,
-                format!(
-                    "テナント {peer} を利用していない場合は、有効なサブスクリプションを保有しなくなった後で\
-                     削除してください。{annotate}"
-                ),
-                format!("テナント {peer} が重複したテナントでないか確認してください。"),
-            )
-        }
+        ),
     }
 }
 
@@ -1276,6 +1032,49 @@ mod tests {
             assert!(!text.subject.contains('\n'), "one-line subject");
             assert!(!text.body.contains("(unknown)") && !text.body.contains("(不明)"));
         }
+    }
+
+    /// Every text of every kind in both languages, whole, as `notification_texts.txt` pins it:
+    /// for the base service and an add-on, with and without a subscription, late or on time,
+    /// with and without the admin's name. After a deliberate change of wording, rewrite the
+    /// file with `MAILSEC_BLESS_TEXTS=1 cargo test --lib notifications::text` and review its diff.
+    #[test]
+    fn every_text_is_as_pinned() {
+        let mut all = String::new();
+        for kind in MilestoneKind::ALL {
+            for locale in [Locale::En, Locale::Ja] {
+                for base in [true, false] {
+                    for has_sub in [true, false] {
+                        let mut f = facts(kind, base);
+                        if !has_sub {
+                            f.subscription = None;
+                            f.peer = None;
+                            f.effective_end_at = None;
+                        }
+                        f.late = base != has_sub;
+                        let name = has_sub.then_some("情報システム部");
+                        let t = render(locale, &f, name);
+                        all.push_str(&format!(
+                            "=== {kind:?} {locale:?} base={base} subscription={has_sub} late={} name={name:?}\n\
+                             subject: {}\nhint: {}\n{}\n",
+                            f.late, t.subject, t.hint, t.body
+                        ));
+                    }
+                }
+            }
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/notifications/notification_texts.txt"
+        );
+        if std::env::var_os("MAILSEC_BLESS_TEXTS").is_some() {
+            std::fs::write(path, &all).expect("write the pinned texts");
+        }
+        let pinned = include_str!("notification_texts.txt");
+        for (got, want) in all.split("=== ").zip(pinned.split("=== ")) {
+            assert_eq!(got, want);
+        }
+        assert_eq!(all, pinned);
     }
 
     #[test]

@@ -354,7 +354,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::fixtures::tenant;
+    use crate::fixtures::{tenant, tenant_status};
     use serde_json::json;
 
     fn with_settings(products: &[(&str, Value)]) -> Tenant {
@@ -372,28 +372,6 @@ mod tests {
                 .collect();
         }
         t
-    }
-
-    fn status(tenant: TenantPhase, services: &[(&str, ServicePhase)]) -> TenantStatus {
-        TenantStatus {
-            phase: Some(tenant),
-            services: services
-                .iter()
-                .map(|(p, ph)| crate::api::ServiceStatus {
-                    product: p.to_string(),
-                    base: *p == "email-safeguard",
-                    phase: *ph,
-                    subscription: None,
-                    plan: None,
-                    effective_end_at: None,
-                    expiring_soon_at: None,
-                    read_only_since: None,
-                    suspends_at: None,
-                    missing_since: None,
-                })
-                .collect(),
-            ..Default::default()
-        }
     }
 
     #[test]
@@ -415,7 +393,7 @@ mod tests {
         // Active: everything from the spec.
         let p = plan(
             &t,
-            &status(
+            &tenant_status(
                 TenantPhase::Active,
                 &[
                     ("email-safeguard", S::Active),
@@ -428,7 +406,7 @@ mod tests {
         assert!(p.held_back.is_empty());
 
         // Only the add-on frozen.
-        let st = status(
+        let st = tenant_status(
             TenantPhase::Warning,
             &[
                 ("email-safeguard", S::Active),
@@ -441,7 +419,7 @@ mod tests {
         assert_eq!(p.held_back, vec!["email-threat-isolation".to_string()]);
 
         // The whole tenant read-only freezes every service.
-        let st = status(
+        let st = tenant_status(
             TenantPhase::ReadOnly,
             &[
                 ("email-safeguard", S::ReadOnly),
@@ -469,7 +447,7 @@ mod tests {
             settings_applied_generation: Some(3),
             ..Default::default()
         };
-        let mut st = status(
+        let mut st = tenant_status(
             TenantPhase::ReadOnly,
             &[("email-safeguard", ServicePhase::ReadOnly)],
         );

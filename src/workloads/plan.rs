@@ -119,29 +119,7 @@ pub fn desired_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ServiceStatus;
-
-    fn status(tenant: TenantPhase, services: &[(&str, ServicePhase)]) -> TenantStatus {
-        TenantStatus {
-            phase: Some(tenant),
-            services: services
-                .iter()
-                .map(|(p, ph)| ServiceStatus {
-                    product: p.to_string(),
-                    base: *p == "esg",
-                    phase: *ph,
-                    subscription: None,
-                    plan: None,
-                    effective_end_at: None,
-                    expiring_soon_at: None,
-                    read_only_since: None,
-                    suspends_at: None,
-                    missing_since: None,
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
+    use crate::fixtures::tenant_status;
 
     fn wl(
         product: Option<&str>,
@@ -164,8 +142,8 @@ mod tests {
     fn table() {
         use ServicePhase as S;
         use TenantPhase as T;
-        let active = status(T::Warning, &[("esg", S::Active), ("eti", S::Suspended)]);
-        let suspended = status(T::Suspended, &[("esg", S::Suspended), ("eti", S::Active)]);
+        let active = tenant_status(T::Warning, &[("esg", S::Active), ("eti", S::Suspended)]);
+        let suspended = tenant_status(T::Suspended, &[("esg", S::Suspended), ("eti", S::Active)]);
         type Want = Option<(Option<i32>, Option<i32>, &'static str)>;
         let cases: Vec<(&str, Workload, &TenantStatus, Want)> = vec![
             (
