@@ -880,6 +880,23 @@ async fn a_claim_on_a_stale_read_is_refused() {
     }
     let now = api.get(&t).await.expect("read").status.unwrap_or_default();
     assert_eq!(now.notifications, stored, "nothing was written");
+
+    // An outcome written against a list that is not the one stored (here: an entry that is not
+    // there) is refused by the `test` of the entry's id, whatever the resourceVersion.
+    let mut wrong = now.notifications.clone();
+    let mut ghost = outbox_entry("ReadOnly/email-safeguard/x", "ghost@claim.example");
+    wrong.insert(0, ghost.clone());
+    ghost.state = NotificationState::Delivered;
+    let recorded = mailsec_operator::notifications::record::with_entry(&wrong, &ghost);
+    match patch_outbox(&api, &t, &wrong, &recorded, None).await {
+        Err(WriteError::Kube(kube::Error::Api(e))) => assert_eq!(e.code, 422, "{e:?}"),
+        other => panic!("a write against another list must be refused: {other:?}"),
+    }
+    let after = api.get(&t).await.expect("read").status.unwrap_or_default();
+    assert_eq!(
+        after.notifications, now.notifications,
+        "nothing was written"
+    );
 }
 
 /// A pending outbox entry of `milestone` to `recipient` by e-mail.
