@@ -843,8 +843,7 @@ async fn a_transfer_is_confirmed_once_to_the_admins_of_both_tenants() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claim_on_a_stale_read_is_refused() {
     use kube::ResourceExt;
-    use mailsec_operator::api::NotificationRecord;
-    use mailsec_operator::notifications::record::apply_outbox;
+    use mailsec_operator::notifications::record::{WriteError, patch_outbox};
     let client = cluster().client().await;
     let t = unique_name("claim");
     create_tenant_with(
@@ -855,9 +854,12 @@ async fn a_claim_on_a_stale_read_is_refused() {
         &[("c@claim.example", None)],
     )
     .await;
+    // Once the Tenant controller has written a status (the outbox lives in it).
+    wait_tenant(&client, &t, WAIT, "a status", |tn| tn.status.is_some()).await;
     let api: Api<Tenant> = Api::all(client.clone());
     let read = api.get(&t).await.expect("read");
     let stale = read.resource_version().expect("resourceVersion");
+    let stored = read.status.unwrap_or_default().notifications;
     api.patch(
         &t,
         &kube::api::PatchParams::default(),
@@ -867,26 +869,281 @@ async fn a_claim_on_a_stale_read_is_refused() {
     )
     .await
     .expect("someone else writes");
-    let entry = NotificationRecord {
-        id: "ReadOnly/email-safeguard/x/Email/c@claim.example".into(),
-        milestone: "ReadOnly/email-safeguard/x".into(),
+    let mut entry = outbox_entry("ReadOnly/email-safeguard/x", "c@claim.example");
+    entry.attempts = 1;
+    entry.last_attempt_at = Some(Utc::now());
+    let mut desired = stored.clone();
+    desired.push(entry);
+    match patch_outbox(&api, &t, &stored, &desired, Some(&stale)).await {
+        Err(WriteError::Kube(kube::Error::Api(e))) => assert_eq!(e.code, 409, "{e:?}"),
+        other => panic!("a claim on a stale read must be refused: {other:?}"),
+    }
+    let now = api.get(&t).await.expect("read").status.unwrap_or_default();
+    assert_eq!(now.notifications, stored, "nothing was written");
+
+    // An outcome written against a list that is not the one stored (here: an entry that is not
+    // there) is refused by the `test` of the entry's id, whatever the resourceVersion.
+    let mut wrong = now.notifications.clone();
+    let mut ghost = outbox_entry("ReadOnly/email-safeguard/x", "ghost@claim.example");
+    wrong.insert(0, ghost.clone());
+    ghost.state = NotificationState::Delivered;
+    let recorded = mailsec_operator::notifications::record::with_entry(&wrong, &ghost);
+    match patch_outbox(&api, &t, &wrong, &recorded, None).await {
+        Err(WriteError::Kube(kube::Error::Api(e))) => assert_eq!(e.code, 422, "{e:?}"),
+        other => panic!("a write against another list must be refused: {other:?}"),
+    }
+    let after = api.get(&t).await.expect("read").status.unwrap_or_default();
+    assert_eq!(
+        after.notifications, now.notifications,
+        "nothing was written"
+    );
+}
+
+/// A pending outbox entry of `milestone` to `recipient` by e-mail.
+fn outbox_entry(milestone: &str, recipient: &str) -> mailsec_operator::api::NotificationRecord {
+    mailsec_operator::api::NotificationRecord {
+        id: format!("{milestone}/Email/{recipient}"),
+        milestone: milestone.into(),
         channel: NotificationChannel::Email,
-        recipient: "c@claim.example".into(),
+        recipient: recipient.into(),
         state: NotificationState::Pending,
-        attempts: 1,
+        attempts: 0,
         last_error: None,
-        last_attempt_at: Some(Utc::now()),
+        last_attempt_at: None,
         next_attempt_at: None,
         delivered_at: None,
         late: false,
         delivery_id: None,
-    };
-    match apply_outbox(&api, &t, std::slice::from_ref(&entry), Some(&stale)).await {
-        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409, "{e:?}"),
-        other => panic!("a claim on a stale read must be refused: {other:?}"),
     }
-    let now = api.get(&t).await.expect("read").status.unwrap_or_default();
-    assert!(now.notifications.is_empty(), "nothing was written");
+}
+
+/// The status fields each field manager owns, as the API server records them.
+async fn status_managers(client: &kube::Client, name: &str) -> Vec<(String, String, String)> {
+    let t: Tenant = Api::all(client.clone()).get(name).await.expect("tenant");
+    t.metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .map(|m| {
+            (
+                m.manager.unwrap_or_default(),
+                m.operation.unwrap_or_default(),
+                m.fields_v1.map(|f| f.0.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// An outbox written by server-side apply of the whole list (as the notifier wrote it before it
+/// wrote JSON patches) is pruned by the notifier's patches: entries whose milestone is not
+/// recorded go, none of them stays in any field manager's fields, and the Tenant controller
+/// keeps owning the rest of the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_applied_by_an_earlier_notifier_are_pruned_cleanly() {
+    use mailsec_operator::notifications::FIELD_MANAGER;
+    let _turn = SERIAL.lock().await;
+    let h = harness();
+    h.ensure_up();
+    let client = cluster().client().await;
+    let t = unique_name("prune");
+    create_subscription(
+        &client,
+        &format!("{t}-esg"),
+        &t,
+        ESG,
+        in_secs(86_400 * 60),
+        50,
+    )
+    .await;
+    create_tenant_with(
+        &client,
+        &t,
+        "Prune",
+        Locale::En,
+        &[("p@prune.example", None)],
+    )
+    .await;
+    wait_phase(&client, &t, TenantPhase::Active, WAIT).await;
+    let api: Api<Tenant> = Api::all(client.clone());
+    let gone = "ReadOnly/email-safeguard/not-recorded";
+    let mut delivered = outbox_entry(gone, "p@prune.example");
+    delivered.state = NotificationState::Delivered;
+    delivered.attempts = 1;
+    delivered.delivered_at = Some(Utc::now());
+    let pending = outbox_entry(gone, "q@prune.example");
+    api.patch_status(
+        &t,
+        &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+        &kube::api::Patch::Apply(serde_json::json!({
+            "apiVersion": "mailsec.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": t},
+            "status": {"notifications": [delivered, pending]},
+        })),
+    )
+    .await
+    .expect("the whole list applied");
+    wait_tenant(&client, &t, WAIT, "the outbox pruned", |tn| {
+        tn.status
+            .as_ref()
+            .is_some_and(|s| s.notifications.is_empty())
+    })
+    .await;
+    let managers = status_managers(&client, &t).await;
+    for (manager, _, fields) in &managers {
+        assert!(
+            !fields.contains("prune.example"),
+            "{manager} still names a pruned entry: {fields}"
+        );
+    }
+    assert!(
+        managers
+            .iter()
+            .any(|(m, op, f)| m == "mailsec-operator" && op == "Apply" && f.contains("f:phase")),
+        "{managers:#?}"
+    );
+    let status = tenant_status(&client, &t).await;
+    assert_eq!(status.phase, Some(TenantPhase::Active), "{status:#?}");
+    assert!(mails_of(h, &t).is_empty());
+}
+
+/// One milestone (a transfer in) delivered to 1, 16 and 64 admins and the webhook: each
+/// notification arrives once, and the notifier's writes per delivery stay flat. Prints the
+/// bytes, and what the whole-list server-side apply the notifier wrote before would have sent
+/// for the same writes (docs/design/performance.md#outbox).
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_written_per_delivery_do_not_grow_with_the_admins() {
+    use mailsec_operator::api::NotificationRecord;
+    let _turn = SERIAL.lock().await;
+    let h = harness();
+    h.ensure_up();
+    let client = cluster().client().await;
+    let mut per_delivery = Vec::new();
+    eprintln!(
+        "admins | deliveries | notifier writes | bytes | bytes per delivery | whole-list apply: bytes | per delivery"
+    );
+    for admins in [1usize, 16, 64] {
+        let from = unique_name("bytes-from");
+        let to = unique_name("bytes-to");
+        let far = in_secs(86_400 * 60);
+        create_subscription(&client, &format!("{from}-own"), &from, ESG, far, 50).await;
+        create_subscription(&client, &format!("{to}-own"), &to, ESG, far, 50).await;
+        let moving = format!("{from}-extra");
+        create_subscription(&client, &moving, &from, ESG, far, 50).await;
+        let addresses: Vec<String> = (0..admins)
+            .map(|i| format!("admin{i:02}@to.example"))
+            .collect();
+        let to_admins: Vec<(&str, Option<&str>)> =
+            addresses.iter().map(|a| (a.as_str(), None)).collect();
+        create_tenant_with(
+            &client,
+            &from,
+            "From",
+            Locale::En,
+            &[("a@from.example", None)],
+        )
+        .await;
+        create_tenant_with(&client, &to, "To", Locale::En, &to_admins).await;
+        wait_phase(&client, &from, TenantPhase::Active, WAIT).await;
+        wait_phase(&client, &to, TenantPhase::Active, WAIT).await;
+        let sent_before = h.writes.sent_writes().len();
+
+        let subs: Api<mailsec_operator::api::Subscription> = Api::all(client.clone());
+        subs.patch(
+            &moving,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"tenantRef": to}})),
+        )
+        .await
+        .expect("transfer");
+        let deliveries = admins + 1;
+        wait_tenant(&client, &to, WAIT, "every entry delivered", |tn| {
+            tn.status.as_ref().is_some_and(|s| {
+                s.notifications.len() == deliveries
+                    && s.notifications
+                        .iter()
+                        .all(|e| e.state == NotificationState::Delivered)
+            })
+        })
+        .await;
+        wait_count("e-mails", admins, || mails_of(h, &to).len()).await;
+
+        // Delivered once each.
+        let mails = mails_of(h, &to);
+        let rcpts: BTreeSet<String> = mails.iter().map(rcpt).collect();
+        assert_eq!(mails.len(), admins, "{mails:#?}");
+        assert_eq!(rcpts, addresses.iter().cloned().collect());
+        assert!(mails.iter().all(|m| kind_of(m) == "TransferredIn"));
+        let ok_hooks = hooks_of(h, &to)
+            .iter()
+            .filter(|r| r["status"] == 200)
+            .count();
+        assert_eq!(ok_hooks, 1);
+        let read = tenant(&client, &to).await;
+        let stored = read.status.clone().unwrap_or_default().notifications;
+        assert!(stored.iter().all(|e| e.attempts == 1), "{stored:#?}");
+
+        // The notifier's writes of this tenant's status.
+        let path = format!("/tenants/{to}/status");
+        let writes: Vec<u64> = h.writes.sent_writes()[sent_before..]
+            .iter()
+            .filter(|w| w.path.ends_with(&path))
+            .filter(|w| w.query.contains("fieldManager=mailsec-operator-notifier"))
+            .map(|w| w.body_bytes)
+            .collect();
+        let bytes: u64 = writes.iter().sum();
+
+        // The same writes as the whole-list apply: the claim of every entry, then the list
+        // again after each outcome.
+        let apply_bytes = |entries: &[NotificationRecord], rv: Option<&str>| -> u64 {
+            let mut body = serde_json::json!({
+                "apiVersion": "mailsec.io/v1alpha1",
+                "kind": "Tenant",
+                "metadata": { "name": to },
+                "status": { "notifications": entries },
+            });
+            if let Some(rv) = rv {
+                body["metadata"]["resourceVersion"] = serde_json::json!(rv);
+            }
+            serde_json::to_vec(&body)
+                .map(|b| b.len() as u64)
+                .unwrap_or_default()
+        };
+        let mut list: Vec<NotificationRecord> = stored
+            .iter()
+            .map(|e| NotificationRecord {
+                state: NotificationState::Pending,
+                delivered_at: None,
+                next_attempt_at: e.last_attempt_at.map(|t| t + TimeDelta::milliseconds(500)),
+                ..e.clone()
+            })
+            .collect();
+        let rv = kube::ResourceExt::resource_version(&read).unwrap_or_default();
+        let mut apply_total = apply_bytes(&list, Some(&rv));
+        for (i, e) in stored.iter().enumerate() {
+            list[i] = e.clone();
+            apply_total += apply_bytes(&list, None);
+        }
+
+        let per = bytes as f64 / deliveries as f64;
+        eprintln!(
+            "{admins} | {deliveries} | {} | {bytes} | {per:.0} | {apply_total} | {:.0}",
+            writes.len(),
+            apply_total as f64 / deliveries as f64
+        );
+        assert!(
+            writes.len() > deliveries,
+            "a claim and one record per delivery: {writes:?}"
+        );
+        per_delivery.push(per);
+    }
+    assert!(
+        per_delivery[2] <= 1.5 * per_delivery[0],
+        "bytes per delivery at 64 admins {:.0} against {:.0} at 1",
+        per_delivery[2],
+        per_delivery[0]
+    );
 }
 
 /// The webhook signature covers a timestamp: a receiver that checks it as docs/guide/notifications.md says

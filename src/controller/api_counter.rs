@@ -2,8 +2,9 @@
 //! operator writes nothing, the "API requests per reconcile" figure and the
 //! `mailsec_api_requests_total{verb}` metric. It can also record what each request asked for
 //! in the terms RBAC rules use (verb, API group, resource, subresource, namespace), which the
-//! chart's RBAC test checks against the ClusterRole and Role the chart ships (the recording is
-//! test support, left out of the released binary).
+//! chart's RBAC test checks against the ClusterRole and Role the chart ships, and every write
+//! with the size of its body, which the notification tests measure (the recording is test
+//! support, left out of the released binary).
 
 #[cfg(any(test, feature = "test-support"))]
 use std::collections::BTreeMap;
@@ -39,6 +40,22 @@ pub struct ApiCounters {
     /// When recording: every distinct request (name left out) and how often it was sent.
     #[cfg(any(test, feature = "test-support"))]
     log: Option<Mutex<BTreeMap<ApiRequest, u64>>>,
+    /// When recording: every write, in the order sent.
+    #[cfg(any(test, feature = "test-support"))]
+    sent: Option<Mutex<Vec<SentWrite>>>,
+}
+
+/// One write request as sent (recorded by [`ApiCounters::recording`]).
+#[cfg(any(test, feature = "test-support"))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentWrite {
+    pub method: Method,
+    /// The path, with the object's name (`/apis/mailsec.io/v1alpha1/tenants/a/status`).
+    pub path: String,
+    /// The query (`fieldManager=...`), empty if none.
+    pub query: String,
+    /// The size of the request body, as sent.
+    pub body_bytes: u64,
 }
 
 impl ApiCounters {
@@ -47,6 +64,7 @@ impl ApiCounters {
     pub fn recording() -> Self {
         Self {
             log: Some(Mutex::new(BTreeMap::new())),
+            sent: Some(Mutex::new(Vec::new())),
             ..Self::default()
         }
     }
@@ -83,6 +101,32 @@ impl ApiCounters {
             .as_ref()
             .map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .unwrap_or_default()
+    }
+
+    /// The writes sent so far, in order (empty unless built with [`ApiCounters::recording`]).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn sent_writes(&self) -> Vec<SentWrite> {
+        self.sent
+            .as_ref()
+            .map(|sent| sent.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    #[cfg(any(test, feature = "test-support"))]
+    fn record_write(&self, method: &Method, uri: &Uri, body_bytes: u64) {
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return;
+        }
+        if let Some(sent) = &self.sent {
+            sent.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(SentWrite {
+                    method: method.clone(),
+                    path: uri.path().to_string(),
+                    query: uri.query().unwrap_or_default().to_string(),
+                    body_bytes,
+                });
+        }
     }
 
     fn count(&self, method: &Method, uri: &Uri) {
@@ -239,6 +283,7 @@ pub struct Counting<S> {
 impl<S, B> Service<Request<B>> for Counting<S>
 where
     S: Service<Request<B>>,
+    B: http_body::Body,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -250,6 +295,13 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         self.counters.count(req.method(), req.uri());
+        // The client's bodies are whole buffers, so their size is known before they are sent.
+        #[cfg(any(test, feature = "test-support"))]
+        self.counters.record_write(
+            req.method(),
+            req.uri(),
+            req.body().size_hint().exact().unwrap_or_default(),
+        );
         self.inner.call(req)
     }
 }

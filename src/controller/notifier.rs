@@ -24,7 +24,7 @@ use crate::api::{
 };
 use crate::effects::events::{notification_failed_notice, publish};
 use crate::notifications::outbox::{self, Recipient, Recorded};
-use crate::notifications::record::apply_outbox;
+use crate::notifications::record::{patch_outbox, with_entry};
 use crate::notifications::smtp::{Envelope, build_message};
 use crate::notifications::text::{self, Facts};
 use crate::notifications::webhook::{Payload, PayloadMilestone, PayloadNextStep, PayloadTenant};
@@ -281,13 +281,15 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
         .as_ref()
         .map(|s| s.notifications.as_slice())
         .unwrap_or_default();
+    let read_version = fresh.resource_version();
     if plan.due.is_empty() {
         if plan.changes(existing) {
-            apply_outbox(
+            patch_outbox(
                 &api,
                 &name,
+                existing,
                 &plan.entries,
-                fresh.resource_version().as_deref(),
+                read_version.as_deref(),
             )
             .await?;
         }
@@ -304,7 +306,17 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
         }
     }
     outbox::claim(&mut entries, &plan.due, now, &retry);
-    let claimed = apply_outbox(&api, &name, &entries, fresh.resource_version().as_deref()).await?;
+    // A claim always changes the entries it claims, so it is always written; the fallback only
+    // keeps the types honest.
+    let claimed = patch_outbox(&api, &name, existing, &entries, read_version.as_deref())
+        .await?
+        .unwrap_or_else(|| fresh.clone());
+    // The list as last written: outcomes are recorded entry by entry against it.
+    let mut stored: Vec<NotificationRecord> = claimed
+        .status
+        .as_ref()
+        .map(|s| s.notifications.clone())
+        .unwrap_or_default();
 
     // Send (a few at a time), recording each outcome as it comes.
     let tenant_now = Arc::new(claimed);
@@ -350,9 +362,8 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
             NotifierStats::add(&n.config.stats.marked_failed);
             failed_events.push(entry.clone());
         }
-        // Record at once, so a crash later loses as little as possible. Retried a little: a
-        // lost record means the message is sent again (with the same id).
-        if let Err(e) = record_outcomes(&api, &name, &entries).await {
+        // Record at once, so a crash later loses as little as possible.
+        if let Err(e) = record_outcome(&api, &name, &mut stored, entry).await {
             write_error = Some(e);
         }
     }
@@ -372,21 +383,45 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
     Ok(n.requeue(next_wake(&entries, plan.next_wake, now), now))
 }
 
-async fn record_outcomes(
+/// Records one entry's outcome: a write of that entry only, against `stored` (the list as last
+/// written, kept up to date here). Retried a little, reading the list again in between in case it
+/// changed (another notifier after a leader change): a lost record means the message is sent
+/// again (with the same id).
+async fn record_outcome(
     api: &Api<Tenant>,
     name: &str,
-    entries: &[NotificationRecord],
+    stored: &mut Vec<NotificationRecord>,
+    entry: &NotificationRecord,
 ) -> Result<(), Error> {
     let mut wait = Duration::from_millis(200);
     let mut tries = 0;
     loop {
-        match apply_outbox(api, name, entries, None).await {
-            Ok(_) => return Ok(()),
+        if !stored.iter().any(|s| s.id == entry.id) {
+            tracing::warn!(tenant = %name, notification = %entry.id, "the entry is no longer in the outbox: its outcome is not recorded");
+            return Ok(());
+        }
+        let desired = with_entry(stored, entry);
+        match patch_outbox(api, name, stored, &desired, None).await {
+            Ok(written) => {
+                if let Some(t) = written {
+                    *stored = t.status.map(|s| s.notifications).unwrap_or_default();
+                }
+                return Ok(());
+            }
             Err(e) if tries < 4 => {
                 tracing::warn!(tenant = %name, error = %e, "could not record a notification outcome; retrying");
                 tries += 1;
                 tokio::time::sleep(wait).await;
                 wait *= 2;
+                match api.get_opt(name).await {
+                    Ok(Some(t)) => {
+                        *stored = t.status.map(|s| s.notifications).unwrap_or_default();
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(tenant = %name, error = %e, "could not read the tenant again")
+                    }
+                }
             }
             Err(e) => return Err(e.into()),
         }

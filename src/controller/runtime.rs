@@ -34,6 +34,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("could not build a patch: {0}")]
     Patch(#[from] serde_json::Error),
+    #[error("notification outbox write failed: {0}")]
+    Outbox(#[from] crate::notifications::record::WriteError),
     /// The status write failed (counted in `mailsec_status_writes_total{result="error"}`). Retried with
     /// backoff, but never later than `next_transition`: workloads are scaled by the reconcile
     /// whether or not its status write succeeds, so it must run at the instant they change.

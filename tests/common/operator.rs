@@ -32,10 +32,11 @@ pub fn policy() -> Policy {
     }
 }
 
-/// A client for the test cluster that counts the requests it sends.
+/// A client for the test cluster that counts the requests it sends, and records them (the
+/// notification tests measure the notifier's writes).
 pub async fn counting_client() -> (kube::Client, Arc<ApiCounters>) {
     let config = cluster().config().await;
-    let counters = Arc::new(ApiCounters::default());
+    let counters = Arc::new(ApiCounters::recording());
     let client = ClientBuilder::try_from(config)
         .expect("client builder")
         .with_layer(&CountingLayer {
