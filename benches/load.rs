@@ -351,10 +351,10 @@ async fn harness() -> anyhow::Result<()> {
     let steady = steady_state(&run, &operator).await;
     let deadlines = deadlines(&run).await?;
     let requests = operator.stop();
-    let memory = if args.skip_memory {
-        None
+    let (warm, takeover) = if args.skip_memory {
+        (None, None)
     } else {
-        peak_memory(&run).await?
+        (warm_restart(&run).await?, takeover(&run).await?)
     };
     let results = Results {
         baseline,
@@ -363,7 +363,8 @@ async fn harness() -> anyhow::Result<()> {
         steady,
         deadlines,
         requests,
-        memory,
+        warm,
+        takeover,
     };
     report(&run, &results);
     Ok(())
@@ -861,6 +862,16 @@ fn release_operator(
     wrapper: Option<&str>,
     concurrency: u16,
 ) -> tokio::process::Command {
+    release_operator_on(env, wrapper, concurrency, 0)
+}
+
+/// [`release_operator`] with its metrics on `port` (0: any free port).
+fn release_operator_on(
+    env: &Envtest,
+    wrapper: Option<&str>,
+    concurrency: u16,
+    port: u16,
+) -> tokio::process::Command {
     let exe = env!("CARGO_BIN_EXE_mailsec-operator");
     let mut command = match wrapper {
         Some(wrapper) => {
@@ -871,37 +882,130 @@ fn release_operator(
         None => tokio::process::Command::new(exe),
     };
     command
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--concurrency"])
+        .args(["run", "--deletion-guard", "admission", "--concurrency"])
         .arg(concurrency.to_string())
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{port}"))
         .env("KUBECONFIG", &env.kubeconfig)
         .stdout(Stdio::null())
         .kill_on_drop(true);
     command
 }
 
-/// Peak and current RSS of the release binary (KiB) and how long it was watched.
-type Memory = (u64, u64, Duration);
+/// A port nobody listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
 
-/// Step 5: the release binary on every object, watched until its peak RSS has not grown for
-/// 15 s (at least 20 s, at most 180 s). None when the binary is missing.
-async fn peak_memory(run: &Run) -> anyhow::Result<Option<Memory>> {
+/// `GET path` on the operator's metrics port: the status code and the body.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The sum of the samples of `name` (any labels) whose labels contain every one of `labels`.
+fn metric_sum(scrape: &str, name: &str, labels: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            (rest.is_empty() || rest.starts_with('{'))
+                .then_some(())
+                .filter(|()| labels.iter().all(|want| rest.contains(want)))?;
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// Writes (create, patch, update, delete requests) in a scrape of the operator's metrics.
+fn writes_in(scrape: &str) -> f64 {
+    ["create", "patch", "update", "delete"]
+        .iter()
+        .map(|verb| {
+            metric_sum(
+                scrape,
+                "mailsec_api_requests_total",
+                &[&format!("verb=\"{verb}\"")],
+            )
+        })
+        .sum()
+}
+
+/// What a restart of the release binary on a converged fleet cost.
+struct Warm {
+    /// From the start of the process until `/readyz` answers 200 (caches synced).
+    ready: Duration,
+    /// From the start until every object was reconciled once.
+    all_reconciled: Option<Duration>,
+    /// Writes in the whole window (every status is already right: 0 expected).
+    writes: f64,
+    /// Peak and current RSS (KiB) and how long the process was watched.
+    hwm: u64,
+    rss: u64,
+    watched: Duration,
+}
+
+/// Step 5: a warm restart. The release binary on every object, all statuses already right,
+/// watched until its peak RSS has not grown for 15 s (at least 20 s, at most 180 s). None when
+/// the binary is missing.
+async fn warm_restart(run: &Run) -> anyhow::Result<Option<Warm>> {
     if !Path::new(env!("CARGO_BIN_EXE_mailsec-operator")).is_file() {
-        run.log("the operator binary is missing: memory skipped");
+        run.log("the operator binary is missing: warm restart skipped");
         return Ok(None);
     }
-    let mut child = release_operator(&run.env, None, run.args.concurrency)
+    let objects = (run.objects() + 2 * run.args.deadline_subs) as f64;
+    let port = free_port()?;
+    let t0 = Instant::now();
+    let mut child = release_operator_on(&run.env, None, run.args.concurrency, port)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()?;
     let pid = child.id().unwrap_or_default();
-    let t0 = Instant::now();
+    let (mut ready, mut all_reconciled) = (None, None);
     let (mut last, mut stable_since) = (0, Instant::now());
+    let mut last_scrape = String::new();
     while t0.elapsed() < Duration::from_secs(180) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if ready.is_none()
+            && http_get(port, "/readyz")
+                .await
+                .is_some_and(|(s, _)| s == 200)
+        {
+            ready = Some(t0.elapsed());
+        }
+        if let Some((200, scrape)) = http_get(port, "/metrics").await {
+            let reconciled = metric_sum(&scrape, "mailsec_reconcile_total", &[]);
+            if all_reconciled.is_none() && reconciled >= objects {
+                all_reconciled = Some(t0.elapsed());
+            }
+            last_scrape = scrape;
+        }
         let hwm = vm_field(pid, "VmHWM:").unwrap_or(0);
         if hwm != last {
             (last, stable_since) = (hwm, Instant::now());
-        } else if t0.elapsed() > Duration::from_secs(20)
+        } else if ready.is_some()
+            && t0.elapsed() > Duration::from_secs(20)
             && stable_since.elapsed() > Duration::from_secs(15)
         {
             break;
@@ -909,7 +1013,159 @@ async fn peak_memory(run: &Run) -> anyhow::Result<Option<Memory>> {
     }
     let rss = vm_field(pid, "VmRSS:").unwrap_or(0);
     let _ = child.kill().await;
-    Ok(Some((last, rss, t0.elapsed())))
+    let warm = Warm {
+        ready: ready.unwrap_or(Duration::MAX),
+        all_reconciled,
+        writes: writes_in(&last_scrape),
+        hwm: last,
+        rss,
+        watched: t0.elapsed(),
+    };
+    run.log(&format!(
+        "warm restart: ready after {:.2?}, {} writes, VmHWM {:.1} MiB",
+        warm.ready,
+        warm.writes,
+        warm.hwm as f64 / 1024.0
+    ));
+    Ok(Some(warm))
+}
+
+/// What a leader's death cost.
+struct Takeover {
+    lease: Duration,
+    /// From the SIGKILL of the leader until the standby's first reconcile.
+    first_reconcile: Option<Duration>,
+    /// The transition due 5 s after the kill, seen through a watch, minus its instant.
+    late: Option<f64>,
+    /// The standby's RSS (KiB) while it waited.
+    standby_rss: u64,
+}
+
+/// Step 6: two release binaries with leader election on every object. Once the leader has
+/// reconciled everything, a subscription ending 5 s later is added, the leader is killed
+/// (SIGKILL), and the standby must take over: how long until its first reconcile, and how late
+/// the transition lands.
+async fn takeover(run: &Run) -> anyhow::Result<Option<Takeover>> {
+    if !Path::new(env!("CARGO_BIN_EXE_mailsec-operator")).is_file() {
+        return Ok(None);
+    }
+    let lease = Duration::from_secs(15);
+    let objects = (run.objects() + 2 * run.args.deadline_subs) as f64;
+    let start = |instance: &str, port: u16| {
+        release_operator_on(&run.env, None, run.args.concurrency, port)
+            .args(["--leader-election", "--lease-name", "load-takeover"])
+            .args(["--lease-namespace", "default", "--lease-duration", "15s"])
+            .args(["--instance", instance])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let (port_a, port_b) = (free_port()?, free_port()?);
+    let mut leader = start("load-a", port_a)?;
+    let scrape = |port| async move { http_get(port, "/metrics").await.map(|(_, b)| b) };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(s) = scrape(port_a).await
+            && metric_sum(&s, "mailsec_reconcile_total", &[]) >= objects
+        {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the leader never reconciled everything"
+        );
+    }
+    let mut standby = start("load-b", port_b)?;
+    let standby_pid = standby.id().unwrap_or_default();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(s) = scrape(port_b).await
+            && metric_sum(&s, "mailsec_leader", &[]) == 0.0
+            && http_get(port_b, "/readyz")
+                .await
+                .is_some_and(|(s, _)| s == 200)
+        {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the standby never stood by");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let standby_rss = vm_field(standby_pid, "VmRSS:").unwrap_or(0);
+
+    // The transition: a subscription ending 5 s after the kill (written by the leader first).
+    let due = Utc::now() + TimeDelta::seconds(8);
+    let population = deadline_population(1, 0.0, due, run.now);
+    let name = population.tenants[0].name_any().replace("dl-", "to-");
+    let mut t = population.tenants[0].clone();
+    t.metadata.name = Some(name.clone());
+    t.metadata.labels = Some([("load".to_string(), "takeover".to_string())].into());
+    let mut s = population.subs[0].clone();
+    s.metadata.name = Some(name.clone());
+    s.spec.tenant_ref = name.clone();
+    let stream = watcher(
+        run.apis.tenants.clone(),
+        watcher::Config::default().labels("load=takeover"),
+    )
+    .default_backoff()
+    .applied_objects()
+    .boxed();
+    create_all(&run.apis.subs, vec![s], 1).await?;
+    create_all(&run.apis.tenants, vec![t], 1).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let written = run.apis.tenants.get(&name).await?.status.is_some_and(|st| {
+            st.phase.is_some() && st.next_transition_at.is_some_and(|n| n <= due)
+        });
+        if written || Utc::now() + TimeDelta::seconds(5) >= due {
+            break;
+        }
+    }
+    let wait = (due - TimeDelta::seconds(5) - Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    leader.start_kill()?;
+    let killed = Instant::now();
+    run.log("leader killed (SIGKILL)");
+    let mut first_reconcile = None;
+    let seen = {
+        let watch = read_only_seen(
+            stream,
+            1,
+            tokio::time::Instant::now() + lease + Duration::from_secs(60),
+        );
+        tokio::pin!(watch);
+        loop {
+            tokio::select! {
+                seen = &mut watch => break seen,
+                _ = tokio::time::sleep(Duration::from_millis(50)), if first_reconcile.is_none() => {
+                    if let Some(s) = scrape(port_b).await
+                        && metric_sum(&s, "mailsec_reconcile_total", &[]) > 0.0
+                    {
+                        first_reconcile = Some(killed.elapsed());
+                    }
+                }
+            }
+        }
+    };
+    let late = seen
+        .get(&name)
+        .and_then(|at| (*at - due).num_microseconds())
+        .map(|us| us as f64 / 1e6);
+    let _ = standby.kill().await;
+    let _ = leader.wait().await;
+    let result = Takeover {
+        lease,
+        first_reconcile,
+        late,
+        standby_rss,
+    };
+    run.log(&format!(
+        "take-over: first reconcile {:?} after the kill, transition {:?} s late",
+        result.first_reconcile, result.late
+    ));
+    Ok(Some(result))
 }
 
 /// Everything measured, for the report.
@@ -920,7 +1176,8 @@ struct Results {
     steady: Steady,
     deadlines: Deadlines,
     requests: Vec<String>,
-    memory: Option<Memory>,
+    warm: Option<Warm>,
+    takeover: Option<Takeover>,
 }
 
 /// Prints the results on stdout.
@@ -977,13 +1234,28 @@ fn report(run: &Run, r: &Results) {
         "operator requests (whole run, watches aside): {}",
         r.requests.join(", ")
     );
-    if let Some((hwm, rss, took)) = r.memory {
+    if let Some(w) = &r.warm {
         println!(
-            "memory: release binary on {} objects: VmHWM {:.1} MiB, VmRSS {:.1} MiB after {:.0} s (target <= 150 MiB)",
+            "warm restart (release binary, {} objects, every status right): ready after {:.2} s, every object reconciled after {}, {} writes (target 0); VmHWM {:.1} MiB, VmRSS {:.1} MiB after {:.0} s (target <= 100 MiB)",
             objects + 2 * m,
-            hwm as f64 / 1024.0,
-            rss as f64 / 1024.0,
-            took.as_secs_f64()
+            w.ready.as_secs_f64(),
+            w.all_reconciled
+                .map_or("-".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
+            w.writes,
+            w.hwm as f64 / 1024.0,
+            w.rss as f64 / 1024.0,
+            w.watched.as_secs_f64()
+        );
+    }
+    if let Some(t) = &r.takeover {
+        println!(
+            "take-over (lease {} s, leader SIGKILLed): standby's first reconcile {} after the kill; transition due 5 s after the kill seen {} late (target <= {} s); standby RSS while waiting {:.1} MiB",
+            t.lease.as_secs(),
+            t.first_reconcile
+                .map_or("never".to_string(), |d| format!("{:.2} s", d.as_secs_f64())),
+            t.late.map_or("never".to_string(), |l| format!("{l:.2} s")),
+            t.lease.as_secs() + 2,
+            t.standby_rss as f64 / 1024.0
         );
     }
 }
