@@ -1,6 +1,7 @@
 //! Told once, never twice and never not at all (every milestone exactly once):
 //! - a milestone recorded in status by a process that died before publishing its Event gets its
-//!   Event from the next process, exactly once, under the name derived from the milestone;
+//!   Event from the next process, exactly once, under the name derived from the milestone; the
+//!   milestones already due when the tenant was first seen, likewise, in their one shared Event;
 //! - a Subscription status computed from a stale read can not record a transfer a second time
 //!   (with a new time, which would be a second confirmation).
 
@@ -13,9 +14,9 @@ use common::operator::*;
 use common::{cluster, unique_name};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams};
-use mailsec_operator::api::{Subscription, Tenant};
+use mailsec_operator::api::{Subscription, Tenant, TenantStatus};
 use mailsec_operator::controller::subscription::write_status;
-use mailsec_operator::effects::events::milestone_event_name;
+use mailsec_operator::effects::events::{already_due_id, milestone_event_name};
 use mailsec_operator::effects::status::apply_if_changed;
 use mailsec_operator::engine::subscription::evaluate_subscription;
 use mailsec_operator::engine::{TenantInput, TenantUsers, evaluate_tenant};
@@ -57,13 +58,37 @@ impl Running {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_milestone_event_lost_in_a_crash_is_published_by_the_next_process_once() {
+    lost_events_are_published_once(Seen::Before).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_of_milestones_already_due_lost_in_a_crash_is_published_once() {
+    lost_events_are_published_once(Seen::First).await;
+}
+
+/// Whether an operator had written the tenant's status before its milestones were reached.
+#[derive(Clone, Copy, PartialEq)]
+enum Seen {
+    /// Yes (it was down when they came due): one Event per milestone, marked late.
+    Before,
+    /// No (first sight): one `MilestonesAlreadyDue` Event for all of them.
+    First,
+}
+
+async fn lost_events_are_published_once(seen: Seen) {
     let _turn = SERIAL.lock().await;
     let client = cluster().client().await;
     let t = unique_name("lost");
     let s = unique_name("lost-esg");
-    // Ended an hour ago: ExpiringSoon, ReadOnly and Suspended are all reached.
-    let sub = create_subscription(&client, &s, &t, ESG, in_secs(-3_600), 50).await;
-    let tenant = create_tenant(&client, &t, &[ESG], 10).await;
+    // Ended two hours ago: ExpiringSoon, ReadOnly and Suspended are all reached, and late.
+    let sub = create_subscription(&client, &s, &t, ESG, in_secs(-7_200), 50).await;
+    let mut tenant = create_tenant(&client, &t, &[ESG], 10).await;
+    if seen == Seen::Before {
+        tenant.status = Some(TenantStatus {
+            observed_generation: tenant.metadata.generation,
+            ..Default::default()
+        });
+    }
 
     // What an operator killed right after its status write leaves: the milestones recorded in
     // status (written as the operator writes it), and no Event.
@@ -74,29 +99,47 @@ async fn a_milestone_event_lost_in_a_crash_is_published_by_the_next_process_once
         &policy(),
         Utc::now(),
     );
-    let ids: Vec<String> = eval
-        .status
-        .milestones
-        .iter()
-        .map(|m| m.id.clone())
-        .collect();
-    assert_eq!(ids.len(), 3, "{ids:?}");
+    let records = &eval.status.milestones;
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.already_due == (seen == Seen::First))
+    );
+    // (Event name, the id it is announced under, its reason.)
+    let expected: Vec<(String, String, &str)> = match seen {
+        Seen::Before => records
+            .iter()
+            .map(|r| {
+                (
+                    milestone_event_name(&t, &r.id),
+                    r.id.clone(),
+                    r.kind.as_str(),
+                )
+            })
+            .collect(),
+        Seen::First => {
+            let id = already_due_id(records[0].announced_at);
+            vec![(milestone_event_name(&t, &id), id, "MilestonesAlreadyDue")]
+        }
+    };
     let tenants: Api<Tenant> = Api::all(client.clone());
     apply_if_changed(&tenants, &t, None, &eval.status)
         .await
         .expect("write the status");
-    assert_eq!(count_events(&client, "Tenant", &t, "Suspended").await, 0);
+    for (_, _, reason) in &expected {
+        assert_eq!(count_events(&client, "Tenant", &t, reason).await, 0);
+    }
 
     // The next process publishes them, under their own names.
     let first = Running::start();
-    for reason in ["ExpiringSoon", "ReadOnly", "Suspended"] {
+    for (_, _, reason) in &expected {
         expect_events(&client, "Tenant", &t, reason, 1).await;
     }
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    for id in &ids {
-        let name = milestone_event_name(&t, id);
+    for (name, id, _) in &expected {
         let e = events
-            .get(&name)
+            .get(name)
             .await
             .unwrap_or_else(|e| panic!("the Event {name} of {id}: {e}"));
         assert_eq!(
@@ -125,12 +168,21 @@ async fn a_milestone_event_lost_in_a_crash_is_published_by_the_next_process_once
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for reason in ["ExpiringSoon", "ReadOnly", "Suspended"] {
+    for (_, _, reason) in &expected {
         assert_eq!(
             count_events(&client, "Tenant", &t, reason).await,
             1,
             "{reason}"
         );
+    }
+    if seen == Seen::First {
+        for reason in ["ExpiringSoon", "ReadOnly", "Suspended"] {
+            assert_eq!(
+                count_events(&client, "Tenant", &t, reason).await,
+                0,
+                "no Event of its own: {reason}"
+            );
+        }
     }
     let verbs = second.counters.by_verb();
     let creates = verbs

@@ -692,31 +692,29 @@ async fn tenant_status(client: &kube::Client, name: &str) -> mailsec_operator::a
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn milestones_missed_while_the_operator_was_down_are_mailed_once_marked_late() {
+async fn milestones_already_due_at_first_sight_are_mailed_once_the_latest_marked_late() {
     let _turn = SERIAL.lock().await;
     let h = harness();
     h.ensure_up();
     let client = cluster().client().await;
     let t = unique_name("notify-late");
     let admin = "late@umbrella.example";
-    // A subscription that ran out two hours ago, seen for the first time now (as after an
-    // operator outage): all three milestones are announced at once, late.
+    // A subscription that ran out two hours ago, seen for the first time now (as when the
+    // operator is installed on a running fleet): the three milestones are recorded at once,
+    // late, and announced together; of the service only the latest (Suspended) is mailed.
     let end = in_secs(-7200);
     create_subscription(&client, &format!("{t}-esg"), &t, ESG, end, 50).await;
     create_tenant_with(&client, &t, "Umbrella", Locale::En, &[(admin, None)]).await;
     wait_phase(&client, &t, TenantPhase::Suspended, WAIT).await;
-    wait_count("late e-mails", 3, || mails_of(h, &t).len()).await;
+    wait_count("late e-mails", 1, || mails_of(h, &t).len()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mails = mails_of(h, &t);
-    assert_eq!(mails.len(), 3, "{mails:#?}");
-    let kinds: BTreeSet<String> = mails.iter().map(kind_of).collect();
-    assert_eq!(
-        kinds,
-        ["ExpiringSoon", "ReadOnly", "Suspended"]
-            .map(String::from)
-            .into_iter()
-            .collect()
-    );
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(kind_of(&mails[0]), "Suspended");
+    let records = tenant_status(&client, &t).await.milestones;
+    assert_eq!(records.len(), 3, "{records:#?}");
+    assert!(records.iter().all(|r| r.already_due), "{records:#?}");
+    expect_events(&client, "Tenant", &t, "MilestonesAlreadyDue", 1).await;
     for m in &mails {
         let body = field(m, "body").replace("\r\n", "\n");
         assert!(
@@ -730,7 +728,7 @@ async fn milestones_missed_while_the_operator_was_down_are_mailed_once_marked_la
         .iter()
         .filter(|e| e.channel == NotificationChannel::Email)
         .collect();
-    assert_eq!(email_entries.len(), 3);
+    assert_eq!(email_entries.len(), 1);
     assert!(
         email_entries
             .iter()

@@ -1044,7 +1044,9 @@ fn milestone_records(
         .into_iter()
         .filter(|m| !facts.recorded.contains(&m.id))
         .collect();
-    let already_due = first_sight(facts.previous) && fresh.len() > 1;
+    // Only late ones: a milestone due as the tenant is created (a subscription missing from
+    // the start) is news, announced on its own.
+    let already_due = first_sight(facts.previous) && fresh.iter().filter(|m| m.late).count() > 1;
     if already_due {
         notify_latest_only(&mut fresh);
     }
@@ -1058,7 +1060,7 @@ fn milestone_records(
         subscription: m.subscription.clone(),
         peer: m.peer.clone(),
         event_only: m.event_only,
-        already_due,
+        already_due: already_due && m.late,
         effective_end_at: m.effective_end_at,
         suspends_at: m.suspends_at,
     }));
@@ -1070,22 +1072,23 @@ fn first_sight(previous: &TenantStatus) -> bool {
     previous.observed_generation.is_none()
 }
 
-/// Of each service's lifecycle milestones due at once, only the latest is notified: an
+/// Of each service's late lifecycle milestones, only the latest is notified: an
 /// `ExpiringSoon` announced when the service is by now `Suspended` tells nobody anything.
 fn notify_latest_only(fresh: &mut [Milestone]) {
     let latest = |product: &str| {
         fresh
             .iter()
-            .filter(|m| m.product == product)
+            .filter(|m| m.late && m.product == product)
             .filter_map(|m| m.kind.lifecycle_stage())
             .max()
     };
     let superseded: Vec<bool> = fresh
         .iter()
         .map(|m| {
-            m.kind
-                .lifecycle_stage()
-                .is_some_and(|stage| latest(&m.product).is_some_and(|l| l > stage))
+            m.late
+                && m.kind
+                    .lifecycle_stage()
+                    .is_some_and(|stage| latest(&m.product).is_some_and(|l| l > stage))
         })
         .collect();
     for (m, superseded) in fresh.iter_mut().zip(superseded) {
