@@ -899,20 +899,12 @@ async fn a_claim_on_a_stale_read_is_refused() {
 
 /// A pending outbox entry of `milestone` to `recipient` by e-mail.
 fn outbox_entry(milestone: &str, recipient: &str) -> mailsec_operator::api::NotificationRecord {
-    mailsec_operator::api::NotificationRecord {
-        id: format!("{milestone}/Email/{recipient}"),
-        milestone: milestone.into(),
-        channel: NotificationChannel::Email,
-        recipient: recipient.into(),
-        state: NotificationState::Pending,
-        attempts: 0,
-        last_error: None,
-        last_attempt_at: None,
-        next_attempt_at: None,
-        delivered_at: None,
-        late: false,
-        delivery_id: None,
-    }
+    mailsec_operator::api::NotificationRecord::pending(
+        format!("{milestone}/Email/{recipient}"),
+        milestone,
+        NotificationChannel::Email,
+        recipient,
+    )
 }
 
 /// The status fields each field manager owns, as the API server records them.

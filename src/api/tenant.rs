@@ -469,6 +469,31 @@ pub struct NotificationRecord {
     pub delivery_id: Option<String>,
 }
 
+impl NotificationRecord {
+    /// A new entry of `milestone` to `recipient` over `channel`: not attempted yet.
+    pub fn pending(
+        id: String,
+        milestone: &str,
+        channel: NotificationChannel,
+        recipient: &str,
+    ) -> Self {
+        Self {
+            id,
+            milestone: milestone.to_string(),
+            channel,
+            recipient: recipient.to_string(),
+            state: NotificationState::Pending,
+            attempts: 0,
+            last_error: None,
+            last_attempt_at: None,
+            next_attempt_at: None,
+            delivered_at: None,
+            late: false,
+            delivery_id: None,
+        }
+    }
+}
+
 /// How a notification is delivered.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,

@@ -225,18 +225,9 @@ pub fn plan(input: &Input<'_>) -> Plan {
             known.insert(id.clone());
             out.due.push(id.clone());
             out.entries.push(NotificationRecord {
-                id,
-                milestone: m.id.clone(),
-                channel: r.channel,
-                recipient: r.address.clone(),
-                state: NotificationState::Pending,
-                attempts: 0,
-                last_error: None,
-                last_attempt_at: None,
-                next_attempt_at: None,
-                delivered_at: None,
                 late: is_late(m, input.late_after),
                 delivery_id: Some(delivery_id(input.tenant, &m.id, r, input.domain)),
+                ..NotificationRecord::pending(id, &m.id, r.channel, &r.address)
             });
         }
     }

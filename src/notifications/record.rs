@@ -168,18 +168,13 @@ mod tests {
 
     fn entry(id: &str) -> NotificationRecord {
         NotificationRecord {
-            id: format!("ReadOnly/email-safeguard/0/Email/{id}"),
-            milestone: "ReadOnly/email-safeguard/0".into(),
-            channel: NotificationChannel::Email,
-            recipient: id.into(),
-            state: NotificationState::Pending,
-            attempts: 0,
-            last_error: None,
-            last_attempt_at: None,
-            next_attempt_at: None,
-            delivered_at: None,
-            late: false,
             delivery_id: Some(format!("<mailsec.{id}@ops.example>")),
+            ..NotificationRecord::pending(
+                format!("ReadOnly/email-safeguard/0/Email/{id}"),
+                "ReadOnly/email-safeguard/0",
+                NotificationChannel::Email,
+                id,
+            )
         }
     }
 
