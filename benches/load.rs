@@ -991,7 +991,10 @@ async fn warm_restart(run: &Run, objects: usize) -> anyhow::Result<Option<Warm>>
     let objects = objects as f64;
     let port = free_port()?;
     let t0 = Instant::now();
-    let mut child = release_operator_on(&run.env, None, run.args.concurrency, port)
+    // LOAD_OPERATOR_WRAPPER=heaptrack (or another profiler) runs the operator under it.
+    let wrapper = std::env::var("LOAD_OPERATOR_WRAPPER").ok();
+    let wrapper = wrapper.as_deref().filter(|w| !w.is_empty());
+    let mut child = release_operator_on(&run.env, wrapper, run.args.concurrency, port)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()?;
