@@ -288,18 +288,26 @@ fn parse_value(
     if name.is_empty() {
         return Err(invalid("metadata.name is required".to_string()));
     }
-    // From a borrowed value: the document itself is kept for output.
-    let typed = if kind == "Tenant" {
-        Tenant::deserialize(&value).map(|t| Typed::Tenant(Box::new(t)))
-    } else {
-        Subscription::deserialize(&value).map(|s| Typed::Subscription(Box::new(s)))
+    // A kept document is read from a borrow; otherwise by value, which moves its strings into
+    // the object instead of copying them.
+    fn typed<'a, D: serde::Deserializer<'a>>(kind: &str, from: D) -> Result<Typed, D::Error> {
+        Ok(if kind == "Tenant" {
+            Typed::Tenant(Box::new(Tenant::deserialize(from)?))
+        } else {
+            Typed::Subscription(Box::new(Subscription::deserialize(from)?))
+        })
     }
-    .map_err(|e| invalid(e.to_string()));
+    let (typed, value) = if documents {
+        (typed(&kind, &value), Some(value))
+    } else {
+        (typed(&kind, value), None)
+    };
+    let typed = typed.map_err(|e| invalid(e.to_string()));
     objects.push(Object {
         document,
         kind,
         name,
-        value: documents.then_some(value),
+        value,
         typed,
     });
     Ok(())
@@ -427,6 +435,56 @@ spec: {tenantRef: acme, product: email-safeguard, startDate: 2026-01-01, endDate
             .unwrap_err()
             .to_string();
         assert!(err.contains("use mailsec.io/v1alpha1"), "{err}");
+    }
+
+    #[test]
+    fn files_read_together_keep_their_order_and_first_error() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let tenant = |name: &str| {
+            format!(
+                "apiVersion: mailsec.io/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec: {{}}\n---\n"
+            )
+        };
+        // More files than cores, so that several threads parse them.
+        for i in 0..12 {
+            let text = format!(
+                "{}{}",
+                tenant(&format!("t{i:02}a")),
+                tenant(&format!("t{i:02}b"))
+            );
+            std::fs::write(dir.path().join(format!("{i:02}.yaml")), text).expect("write");
+        }
+        let m = read_paths(&[dir.path().to_path_buf()]).expect("valid manifests");
+        let names: Vec<_> = m
+            .world
+            .tenants
+            .iter()
+            .filter_map(|t| t.metadata.name.clone())
+            .collect();
+        let expected: Vec<_> = (0..12)
+            .flat_map(|i| [format!("t{i:02}a"), format!("t{i:02}b")])
+            .collect();
+        assert_eq!(names, expected);
+        assert_eq!(m.tenant_documents.len(), 24);
+        assert!(
+            read_paths_with(&[dir.path().to_path_buf()], false)
+                .expect("valid manifests")
+                .tenant_documents
+                .is_empty()
+        );
+
+        // The first error in reading order wins, whichever thread found it first.
+        std::fs::write(dir.path().join("03.yaml"), tenant("t00a")).expect("write");
+        std::fs::write(dir.path().join("07.yaml"), "a: [").expect("write");
+        let err = read_paths(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        let first = dir.path().join("00.yaml");
+        let expected = format!(
+            "03.yaml: document 1: Tenant \"t00a\" is defined twice (first in {}#1)",
+            first.display()
+        );
+        assert!(err.ends_with(&expected), "{err}");
     }
 
     #[test]

@@ -280,31 +280,39 @@ pub fn render_with(
                 table.push(header.into_iter().map(String::from).collect());
             }
             for r in rows {
-                let c = cells(r, ",");
-                let dash = |s: &str| {
-                    if s.is_empty() {
-                        "-".into()
-                    } else {
-                        s.to_string()
-                    }
-                };
+                let [
+                    name,
+                    tenant,
+                    product,
+                    plan,
+                    start,
+                    end,
+                    effective_end,
+                    status,
+                    days_left,
+                    seats_used,
+                    seats_licensed,
+                    shared_with,
+                    notes,
+                ] = cells(r, ",");
+                let dash = |s: String| if s.is_empty() { "-".into() } else { s };
                 let mut line = vec![
-                    c[0].clone(),
-                    c[1].clone(),
-                    c[2].clone(),
-                    c[3].clone(),
-                    c[4].clone(),
-                    c[5].clone(),
-                    c[6].clone(),
-                    c[7].clone(),
-                    dash(&c[8]),
-                    format!("{}/{}", c[9], c[10]),
-                    dash(&c[11]),
-                    dash(&c[12]),
+                    name,
+                    tenant,
+                    product,
+                    plan,
+                    start,
+                    end,
+                    effective_end,
+                    status,
+                    dash(days_left),
+                    format!("{seats_used}/{seats_licensed}"),
+                    dash(shared_with),
+                    dash(notes),
                 ];
                 if wide {
-                    line.push(dash(r.effective_end_at.as_deref().unwrap_or_default()));
-                    line.push(dash(r.grace_ends_at.as_deref().unwrap_or_default()));
+                    line.push(dash(r.effective_end_at.clone().unwrap_or_default()));
+                    line.push(dash(r.grace_ends_at.clone().unwrap_or_default()));
                 }
                 table.push(line);
             }
