@@ -1,6 +1,8 @@
 //! Reading Tenant and Subscription manifests from files, directories or standard input, as people
 //! keep them in Git: multi-document YAML (or JSON), `List` objects, other kinds mixed in.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -46,39 +48,116 @@ pub enum ManifestError {
 #[derive(Debug, Default)]
 pub struct Manifests {
     pub world: World,
-    /// The original documents, in the order of `world.tenants`.
+    /// The original documents, in the order of `world.tenants` (empty when not kept, see
+    /// [`read_paths_with`]).
     pub tenant_documents: Vec<Value>,
-    /// The original documents, in the order of `world.subscriptions`.
+    /// The original documents, in the order of `world.subscriptions` (empty when not kept).
     pub subscription_documents: Vec<Value>,
-    /// Where each object came from, for messages: (`kind/name`, `path#document`).
-    sources: Vec<(String, String)>,
+    /// Where each object came from, for the message about a second definition: `kind/name` →
+    /// (index in `paths`, document). A map, as a list searched per object is quadratic in a
+    /// fleet's 300,000 objects.
+    sources: HashMap<String, (usize, usize)>,
+    /// The paths of the texts read, for `sources`.
+    paths: Vec<String>,
 }
 
 /// Reads every `.yaml`, `.yml` and `.json` file under each path (recursively, in name order);
 /// `-` reads standard input.
+///
+/// Files are parsed on every core at once (parsing is most of the time over a fleet's manifests)
+/// and then added in the order above, so the objects, and the first error reported, are the same
+/// as when reading them one by one.
 pub fn read_paths(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
+    read_paths_with(paths, true)
+}
+
+/// [`read_paths`]; with `documents: false` the original documents are not kept (outputs that do
+/// not show them: a fleet's documents take more memory than its objects).
+pub fn read_paths_with(paths: &[PathBuf], documents: bool) -> Result<Manifests, ManifestError> {
+    let (texts, stopped) = read_texts(paths);
+    let parsed = parse_all(&texts, documents);
     let mut out = Manifests::default();
+    for ((path, _), (objects, error)) in texts.iter().zip(parsed) {
+        out.add_parsed(path, objects)?;
+        if let Some(error) = error {
+            return Err(error);
+        }
+    }
+    match stopped {
+        Some(error) => Err(error),
+        None => Ok(out),
+    }
+}
+
+/// The texts to read, as (path for messages, text), in order; and the error that stopped the
+/// listing or reading, if any (reported after the texts before it, as they would be read first).
+fn read_texts(paths: &[PathBuf]) -> (Vec<(String, String)>, Option<ManifestError>) {
+    let mut texts = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|source| ManifestError::Io {
-                    path: "-".into(),
-                    source,
-                })?;
-            out.add_text("<stdin>", &text)?;
-        } else {
-            for file in files_under(path)? {
-                let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io {
-                    path: file.display().to_string(),
-                    source,
-                })?;
-                out.add_text(&file.display().to_string(), &text)?;
+            if let Err(source) = std::io::stdin().read_to_string(&mut text) {
+                let path = "-".into();
+                return (texts, Some(ManifestError::Io { path, source }));
+            }
+            texts.push(("<stdin>".to_string(), text));
+            continue;
+        }
+        let files = match files_under(path) {
+            Ok(files) => files,
+            Err(error) => return (texts, Some(error)),
+        };
+        for file in files {
+            let path = file.display().to_string();
+            match std::fs::read_to_string(&file) {
+                Ok(text) => texts.push((path, text)),
+                Err(source) => return (texts, Some(ManifestError::Io { path, source })),
             }
         }
     }
-    Ok(out)
+    (texts, None)
+}
+
+/// [`parse_text`] of every text, on as many threads as there are cores, results in input order.
+fn parse_all(texts: &[(String, String)], documents: bool) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(texts.len());
+    if threads <= 1 {
+        return texts
+            .iter()
+            .map(|(p, t)| parse_text(p, t, documents))
+            .collect();
+    }
+    // Files differ in size: threads take the next file when done, rather than a fixed share.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Parsed)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((path, text)) = texts.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, parse_text(path, text, documents)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| match w.join() {
+                Ok(mine) => mine,
+                // A panic in the parser is a bug: pass it on as if parsing on this thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, parsed)| parsed).collect()
 }
 
 fn files_under(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
@@ -109,94 +188,179 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     Ok(files)
 }
 
+/// One of our objects, read from a document and checked on its own; whether it is defined twice
+/// is only known when it is added.
+#[derive(Debug)]
+struct Object {
+    document: usize,
+    kind: String,
+    name: String,
+    /// The document, when kept.
+    value: Option<Value>,
+    /// The typed object, or why the document is not one.
+    typed: Result<Typed, ManifestError>,
+}
+
+#[derive(Debug)]
+enum Typed {
+    Tenant(Box<Tenant>),
+    Subscription(Box<Subscription>),
+}
+
+/// What one text holds: the objects up to the first error, and that error.
+type Parsed = (Vec<Object>, Option<ManifestError>);
+
+/// Reads the documents of one YAML (or JSON) text: our objects, until the first error.
+fn parse_text(path: &str, text: &str, documents: bool) -> Parsed {
+    let mut objects = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = index + 1;
+        let value = match Value::deserialize(doc) {
+            Ok(value) => value,
+            Err(e) => {
+                let message = e.to_string();
+                let path = path.to_string();
+                let error = ManifestError::Yaml {
+                    path,
+                    document,
+                    message,
+                };
+                return (objects, Some(error));
+            }
+        };
+        if let Err(error) = parse_value(path, document, value, documents, &mut objects) {
+            return (objects, Some(error));
+        }
+    }
+    (objects, None)
+}
+
+/// Adds the object of one document (or each item of a `List`) to `objects`; other kinds are
+/// skipped.
+fn parse_value(
+    path: &str,
+    document: usize,
+    mut value: Value,
+    documents: bool,
+    objects: &mut Vec<Object>,
+) -> Result<(), ManifestError> {
+    if value.is_null() {
+        return Ok(()); // an empty document, e.g. a trailing `---`
+    }
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
+        if let Some(Value::Array(items)) = value.get_mut("items").map(Value::take) {
+            for item in items {
+                parse_value(path, document, item, documents, objects)?;
+            }
+        }
+        return Ok(());
+    }
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ours = api_version.split('/').next() == Some(GROUP);
+    if !ours || !(kind == "Tenant" || kind == "Subscription") {
+        return Ok(()); // other objects (Deployments, Namespaces, ...) are not evaluated
+    }
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let invalid = |message: String| ManifestError::Invalid {
+        path: path.to_string(),
+        document,
+        kind: kind.clone(),
+        name: name.clone(),
+        message,
+    };
+    if api_version != format!("{GROUP}/v1alpha1") {
+        return Err(invalid(format!(
+            "apiVersion {api_version:?} is not served; use {GROUP}/v1alpha1"
+        )));
+    }
+    if name.is_empty() {
+        return Err(invalid("metadata.name is required".to_string()));
+    }
+    // A kept document is read from a borrow; otherwise by value, which moves its strings into
+    // the object instead of copying them.
+    fn typed<'a, D: serde::Deserializer<'a>>(kind: &str, from: D) -> Result<Typed, D::Error> {
+        Ok(if kind == "Tenant" {
+            Typed::Tenant(Box::new(Tenant::deserialize(from)?))
+        } else {
+            Typed::Subscription(Box::new(Subscription::deserialize(from)?))
+        })
+    }
+    let (typed, value) = if documents {
+        (typed(&kind, &value), Some(value))
+    } else {
+        (typed(&kind, value), None)
+    };
+    let typed = typed.map_err(|e| invalid(e.to_string()));
+    objects.push(Object {
+        document,
+        kind,
+        name,
+        value,
+        typed,
+    });
+    Ok(())
+}
+
 impl Manifests {
     /// Adds every document of one YAML (or JSON) text.
     pub fn add_text(&mut self, path: &str, text: &str) -> Result<(), ManifestError> {
-        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let document = index + 1;
-            let value = Value::deserialize(doc).map_err(|e| ManifestError::Yaml {
-                path: path.to_string(),
-                document,
-                message: e.to_string(),
-            })?;
-            self.add_value(path, document, value)?;
-        }
-        Ok(())
+        let (objects, error) = parse_text(path, text, true);
+        self.add_parsed(path, objects)?;
+        error.map_or(Ok(()), Err)
     }
 
-    fn add_value(
-        &mut self,
-        path: &str,
-        document: usize,
-        value: Value,
-    ) -> Result<(), ManifestError> {
-        let kind = value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let api_version = value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if value.is_null() {
-            return Ok(()); // an empty document, e.g. a trailing `---`
-        }
-        if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
-            if let Some(items) = value.get("items").and_then(Value::as_array) {
-                for item in items.clone() {
-                    self.add_value(path, document, item)?;
-                }
-            }
-            return Ok(());
-        }
-        let ours = api_version.split('/').next() == Some(GROUP);
-        if !ours || !(kind == "Tenant" || kind == "Subscription") {
-            return Ok(()); // other objects (Deployments, Namespaces, ...) are not evaluated
-        }
-        let name = value
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let invalid = |message: String| ManifestError::Invalid {
-            path: path.to_string(),
-            document,
-            kind: kind.clone(),
-            name: name.clone(),
-            message,
-        };
-        if api_version != format!("{GROUP}/v1alpha1") {
-            return Err(invalid(format!(
-                "apiVersion {api_version:?} is not served; use {GROUP}/v1alpha1"
-            )));
-        }
-        if name.is_empty() {
-            return Err(invalid("metadata.name is required".to_string()));
-        }
-        let key = format!("{kind}/{name}");
-        let here = format!("{path}#{document}");
-        if let Some((_, first)) = self.sources.iter().find(|(k, _)| *k == key) {
-            return Err(ManifestError::Duplicate {
-                path: path.to_string(),
+    /// Adds the objects read from `path`, in order, until one is defined twice or invalid.
+    fn add_parsed(&mut self, path: &str, objects: Vec<Object>) -> Result<(), ManifestError> {
+        let path_index = self.paths.len();
+        self.paths.push(path.to_string());
+        for object in objects {
+            let Object {
                 document,
                 kind,
                 name,
-                first: first.clone(),
-            });
+                value,
+                typed,
+            } = object;
+            // Checked before the object's own errors, as a second definition is the clearer
+            // message.
+            match self.sources.entry(format!("{kind}/{name}")) {
+                Entry::Occupied(first) => {
+                    let (first_path, first_document) = *first.get();
+                    let first_path = self.paths.get(first_path).map_or("", String::as_str);
+                    return Err(ManifestError::Duplicate {
+                        path: path.to_string(),
+                        document,
+                        kind,
+                        name,
+                        first: format!("{first_path}#{first_document}"),
+                    });
+                }
+                Entry::Vacant(slot) => match typed? {
+                    Typed::Tenant(tenant) => {
+                        self.world.tenants.push(*tenant);
+                        self.tenant_documents.extend(value);
+                        slot.insert((path_index, document));
+                    }
+                    Typed::Subscription(sub) => {
+                        self.world.subscriptions.push(*sub);
+                        self.subscription_documents.extend(value);
+                        slot.insert((path_index, document));
+                    }
+                },
+            }
         }
-        if kind == "Tenant" {
-            let tenant: Tenant =
-                serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
-            self.world.tenants.push(tenant);
-            self.tenant_documents.push(value);
-        } else {
-            let sub: Subscription =
-                serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
-            self.world.subscriptions.push(sub);
-            self.subscription_documents.push(value);
-        }
-        self.sources.push((key, here));
         Ok(())
     }
 }
@@ -271,6 +435,56 @@ spec: {tenantRef: acme, product: email-safeguard, startDate: 2026-01-01, endDate
             .unwrap_err()
             .to_string();
         assert!(err.contains("use mailsec.io/v1alpha1"), "{err}");
+    }
+
+    #[test]
+    fn files_read_together_keep_their_order_and_first_error() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let tenant = |name: &str| {
+            format!(
+                "apiVersion: mailsec.io/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec: {{}}\n---\n"
+            )
+        };
+        // More files than cores, so that several threads parse them.
+        for i in 0..12 {
+            let text = format!(
+                "{}{}",
+                tenant(&format!("t{i:02}a")),
+                tenant(&format!("t{i:02}b"))
+            );
+            std::fs::write(dir.path().join(format!("{i:02}.yaml")), text).expect("write");
+        }
+        let m = read_paths(&[dir.path().to_path_buf()]).expect("valid manifests");
+        let names: Vec<_> = m
+            .world
+            .tenants
+            .iter()
+            .filter_map(|t| t.metadata.name.clone())
+            .collect();
+        let expected: Vec<_> = (0..12)
+            .flat_map(|i| [format!("t{i:02}a"), format!("t{i:02}b")])
+            .collect();
+        assert_eq!(names, expected);
+        assert_eq!(m.tenant_documents.len(), 24);
+        assert!(
+            read_paths_with(&[dir.path().to_path_buf()], false)
+                .expect("valid manifests")
+                .tenant_documents
+                .is_empty()
+        );
+
+        // The first error in reading order wins, whichever thread found it first.
+        std::fs::write(dir.path().join("03.yaml"), tenant("t00a")).expect("write");
+        std::fs::write(dir.path().join("07.yaml"), "a: [").expect("write");
+        let err = read_paths(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        let first = dir.path().join("00.yaml");
+        let expected = format!(
+            "03.yaml: document 1: Tenant \"t00a\" is defined twice (first in {}#1)",
+            first.display()
+        );
+        assert!(err.ends_with(&expected), "{err}");
     }
 
     #[test]

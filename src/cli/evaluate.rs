@@ -6,10 +6,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 
 use super::{EvaluateArgs, OutputFormat};
-use crate::api::ConditionType;
 use crate::api::date::format_instant;
-use crate::engine::{Policy, WorldEvaluation, evaluate_world};
-use crate::manifests::{ManifestError, Manifests, read_paths};
+use crate::api::{ConditionType, Subscription, Tenant};
+use crate::engine::{
+    Policy, SubscriptionEvaluation, TenantEvaluation, WorldEvaluation, evaluate_world,
+    evaluate_world_map,
+};
+use crate::manifests::{ManifestError, Manifests, read_paths_with};
 
 /// Why `evaluate` failed; every variant exits with code 2 (bad input).
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +41,9 @@ pub fn run(
     now: DateTime<Utc>,
     out: &mut dyn Write,
 ) -> Result<(), EvaluateError> {
-    let manifests = read_paths(&args.files)?;
+    // The table shows no documents: not keeping them halves the memory a fleet takes.
+    let documents = args.output != OutputFormat::Table;
+    let manifests = read_paths_with(&args.files, documents)?;
     let at = args.at.unwrap_or(now);
     let policy = args.policy.policy()?;
     let text = render(&manifests, &policy, at, args.output)?;
@@ -53,6 +58,9 @@ pub fn render(
     at: DateTime<Utc>,
     format: OutputFormat,
 ) -> Result<String, EvaluateError> {
+    if format == OutputFormat::Table {
+        return Ok(table(manifests, policy, at));
+    }
     let eval = evaluate_world(&manifests.world, policy, at);
     let items = with_status(manifests, &eval)?;
     match format {
@@ -73,7 +81,7 @@ pub fn render(
             }
             Ok(s)
         }
-        OutputFormat::Table => Ok(table(manifests, &eval, at)),
+        OutputFormat::Table => Ok(table(manifests, policy, at)),
     }
 }
 
@@ -104,75 +112,85 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, EvaluateError> {
     serde_json::to_value(v).map_err(|e| EvaluateError::Output(e.to_string()))
 }
 
-fn table(manifests: &Manifests, eval: &WorldEvaluation, at: DateTime<Utc>) -> String {
-    let dash = || "-".to_string();
-    let opt = |t: Option<DateTime<Utc>>| t.map(format_instant).unwrap_or_else(dash);
-    let mut rows: Vec<[String; 6]> =
-        vec![["KIND", "NAME", "PHASE", "REASON", "NEXT CHANGE", "DETAILS"].map(String::from)];
-    for (t, e) in manifests.world.tenants.iter().zip(&eval.tenants) {
-        let warning = crate::api::condition::find(&e.status.conditions, ConditionType::Warning);
-        let mut services: Vec<String> = e
-            .status
-            .services
-            .iter()
-            .map(|s| format!("{}={:?}", s.product, s.phase))
-            .collect();
-        let duplicates: Vec<&str> = e
-            .status
-            .possible_duplicates
-            .iter()
-            .map(|d| d.tenant.as_str())
-            .collect();
-        if !duplicates.is_empty() {
-            services.push(format!("possible-duplicate-of={}", duplicates.join(",")));
-        }
-        rows.push([
-            "Tenant".into(),
-            t.metadata.name.clone().unwrap_or_default(),
-            e.status
-                .phase
-                .map(|p| format!("{p:?}"))
-                .unwrap_or_else(dash),
-            warning
-                .filter(|c| c.is_true())
-                .map(|c| c.reason.clone())
-                .unwrap_or_else(dash),
-            opt(e.next_transition),
-            services.join(" "),
-        ]);
-    }
-    for (s, e) in manifests
-        .world
-        .subscriptions
-        .iter()
-        .zip(&eval.subscriptions)
-    {
-        let problem = e.status.conditions.iter().find(|c| {
-            (c.is(ConditionType::Ready) && !c.is_true())
-                || (c.is(ConditionType::SeatLimitExceeded) && c.is_true())
-        });
-        rows.push([
-            "Subscription".into(),
-            s.metadata.name.clone().unwrap_or_default(),
-            e.status
-                .phase
-                .map(|p| format!("{p:?}"))
-                .unwrap_or_else(dash),
-            problem.map(|c| c.reason.clone()).unwrap_or_else(dash),
-            opt(e.next_transition),
-            format!(
-                "tenant={} product={} plan={:?} seats={}/{}{}",
-                s.spec.tenant_ref,
-                s.spec.product,
-                s.spec.plan,
-                e.seats_used,
-                s.spec.seats,
-                e.status
-                    .effective_end_at
-                    .map(|t| format!(" in force until {}", crate::engine::human(t)))
-                    .unwrap_or_default()
-            ),
-        ]);
-    }
+/// The table's rows are made as the objects are evaluated, so a fleet's evaluations are never
+/// held at once.
+fn table(manifests: &Manifests, policy: &Policy, at: DateTime<Utc>) -> String {
+    let (tenants, subscriptions) =
+        evaluate_world_map(&manifests.world, policy, at, tenant_row, subscription_row);
+    let header = ["KIND", "NAME", "PHASE", "REASON", "NEXT CHANGE", "DETAILS"].map(String::from);
+    let rows: Vec<[String; 6]> = std::iter::once(header)
+        .chain(tenants)
+        .chain(subscriptions)
+        .collect();
     super::human::render_columns(&format!("evaluated at {}", format_instant(at)), &rows)
+}
+
+fn dash() -> String {
+    "-".to_string()
+}
+
+fn instant_or_dash(t: Option<DateTime<Utc>>) -> String {
+    t.map(format_instant).unwrap_or_else(dash)
+}
+
+fn tenant_row(t: &Tenant, e: TenantEvaluation) -> [String; 6] {
+    let warning = crate::api::condition::find(&e.status.conditions, ConditionType::Warning);
+    let mut services: Vec<String> = e
+        .status
+        .services
+        .iter()
+        .map(|s| format!("{}={:?}", s.product, s.phase))
+        .collect();
+    let duplicates: Vec<&str> = e
+        .status
+        .possible_duplicates
+        .iter()
+        .map(|d| d.tenant.as_str())
+        .collect();
+    if !duplicates.is_empty() {
+        services.push(format!("possible-duplicate-of={}", duplicates.join(",")));
+    }
+    [
+        "Tenant".into(),
+        t.metadata.name.clone().unwrap_or_default(),
+        e.status
+            .phase
+            .map(|p| format!("{p:?}"))
+            .unwrap_or_else(dash),
+        warning
+            .filter(|c| c.is_true())
+            .map(|c| c.reason.clone())
+            .unwrap_or_else(dash),
+        instant_or_dash(e.next_transition),
+        services.join(" "),
+    ]
+}
+
+fn subscription_row(s: &Subscription, e: SubscriptionEvaluation) -> [String; 6] {
+    let problem = e.status.conditions.iter().find(|c| {
+        (c.is(ConditionType::Ready) && !c.is_true())
+            || (c.is(ConditionType::SeatLimitExceeded) && c.is_true())
+    });
+    [
+        "Subscription".into(),
+        s.metadata.name.clone().unwrap_or_default(),
+        e.status
+            .phase
+            .map(|p| format!("{p:?}"))
+            .unwrap_or_else(dash),
+        problem.map(|c| c.reason.clone()).unwrap_or_else(dash),
+        instant_or_dash(e.next_transition),
+        format!(
+            "tenant={} product={} plan={:?} seats={}/{}{}",
+            s.spec.tenant_ref,
+            s.spec.product,
+            s.spec.plan,
+            e.seats_used,
+            s.spec.seats,
+            e.status
+                .effective_end_at
+                .map(|t| format!(" in force until {}", crate::engine::human(t)))
+                .unwrap_or_default()
+        ),
+    ]
 }

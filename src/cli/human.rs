@@ -103,15 +103,23 @@ pub fn columns<R: AsRef<[String]>>(rows: &[R]) -> String {
                 .unwrap_or(0)
         })
         .collect();
+    // Written in place, without a string per cell: a fleet's report is millions of cells.
     let mut out = String::new();
+    let mut line = String::new();
     for row in rows {
-        let line: Vec<String> = row
-            .as_ref()
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| format!("{cell:<w$}", w = widths.get(i).copied().unwrap_or(0)))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
+        line.clear();
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let width = widths.get(i).copied().unwrap_or(0);
+            line.extend(std::iter::repeat_n(
+                ' ',
+                width.saturating_sub(cell.chars().count()),
+            ));
+        }
+        out.push_str(line.trim_end());
         out.push('\n');
     }
     out

@@ -12,8 +12,8 @@ use super::{ReportArgs, ReportFormat};
 use crate::api::ConditionType;
 use crate::api::Subscription;
 use crate::api::date::format_instant;
-use crate::engine::{Policy, SubscriptionEvaluation, World, evaluate_world};
-use crate::manifests::{ManifestError, read_paths};
+use crate::engine::{Policy, SubscriptionEvaluation, World, evaluate_world_map};
+use crate::manifests::{ManifestError, read_paths_with};
 
 /// Why `report` failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +80,7 @@ pub async fn run(
     let world = if args.files.is_empty() {
         from_cluster(&args.cluster).await?
     } else {
-        read_paths(&args.files)?.world
+        read_paths_with(&args.files, false)?.world
     };
     let at = args.at.unwrap_or(now);
     let text = render_with(
@@ -112,19 +112,24 @@ pub async fn world(client: &kube::Client) -> Result<World, kube::Error> {
 
 /// The report's rows at `at`, sorted by tenant, product, start and name.
 pub fn rows(world: &World, policy: &Policy, at: DateTime<Utc>) -> Vec<ReportRow> {
-    let eval = evaluate_world(world, policy, at);
+    // Each evaluation becomes what the report shows of it as soon as it is made, so a fleet's
+    // evaluations are never held at once.
+    let (possible_duplicates, rows) = evaluate_world_map(
+        world,
+        policy,
+        at,
+        |_, e| -> Vec<String> {
+            let others = e.status.possible_duplicates.into_iter();
+            others.map(|d| d.tenant).collect()
+        },
+        |s, e| row(s, &e, at),
+    );
     // Tenant → the tenants it is possibly a duplicate of, for the notes of its subscriptions.
-    let duplicates: std::collections::BTreeMap<&str, Vec<&str>> = world
+    let duplicates: std::collections::BTreeMap<&str, Vec<String>> = world
         .tenants
         .iter()
-        .zip(&eval.tenants)
-        .filter_map(|(t, e)| {
-            let others: Vec<&str> = e
-                .status
-                .possible_duplicates
-                .iter()
-                .map(|d| d.tenant.as_str())
-                .collect();
+        .zip(possible_duplicates)
+        .filter_map(|(t, others)| {
             Some((t.metadata.name.as_deref()?, others)).filter(|(_, o)| !o.is_empty())
         })
         .collect();
@@ -132,9 +137,8 @@ pub fn rows(world: &World, policy: &Policy, at: DateTime<Utc>) -> Vec<ReportRow>
         world
             .subscriptions
             .iter()
-            .zip(&eval.subscriptions)
-            .map(|(s, e)| {
-                let mut r = row(s, e, at);
+            .zip(rows)
+            .map(|(s, mut r)| {
                 if let Some(others) = duplicates.get(s.spec.tenant_ref.as_str()) {
                     r.notes.extend(others.iter().map(|o| {
                         format!("tenant {}: possible duplicate of {o}", s.spec.tenant_ref)
@@ -276,31 +280,39 @@ pub fn render_with(
                 table.push(header.into_iter().map(String::from).collect());
             }
             for r in rows {
-                let c = cells(r, ",");
-                let dash = |s: &str| {
-                    if s.is_empty() {
-                        "-".into()
-                    } else {
-                        s.to_string()
-                    }
-                };
+                let [
+                    name,
+                    tenant,
+                    product,
+                    plan,
+                    start,
+                    end,
+                    effective_end,
+                    status,
+                    days_left,
+                    seats_used,
+                    seats_licensed,
+                    shared_with,
+                    notes,
+                ] = cells(r, ",");
+                let dash = |s: String| if s.is_empty() { "-".into() } else { s };
                 let mut line = vec![
-                    c[0].clone(),
-                    c[1].clone(),
-                    c[2].clone(),
-                    c[3].clone(),
-                    c[4].clone(),
-                    c[5].clone(),
-                    c[6].clone(),
-                    c[7].clone(),
-                    dash(&c[8]),
-                    format!("{}/{}", c[9], c[10]),
-                    dash(&c[11]),
-                    dash(&c[12]),
+                    name,
+                    tenant,
+                    product,
+                    plan,
+                    start,
+                    end,
+                    effective_end,
+                    status,
+                    dash(days_left),
+                    format!("{seats_used}/{seats_licensed}"),
+                    dash(shared_with),
+                    dash(notes),
                 ];
                 if wide {
-                    line.push(dash(r.effective_end_at.as_deref().unwrap_or_default()));
-                    line.push(dash(r.grace_ends_at.as_deref().unwrap_or_default()));
+                    line.push(dash(r.effective_end_at.clone().unwrap_or_default()));
+                    line.push(dash(r.grace_ends_at.clone().unwrap_or_default()));
                 }
                 table.push(line);
             }
