@@ -564,15 +564,22 @@ impl MilestoneEvents {
             .listed
             .get_or_try_init(|| async {
                 let api: Api<K8sEvent> = Api::namespaced(client.clone(), EVENT_NAMESPACE);
-                let params = ListParams::default()
+                // In pages: only the names are kept, and one list of a fleet's Events (with
+                // their managedFields) decoded at once was the peak of a warm restart's memory.
+                let mut params = ListParams::default()
                     .labels(&format!("{MILESTONE_EVENT_LABEL}=true"))
-                    .match_any();
-                let list = api.list_metadata(&params).await?;
-                let names: HashSet<String> = list
-                    .items
-                    .into_iter()
-                    .filter_map(|e| e.metadata.name)
-                    .collect();
+                    .limit(EVENT_LIST_PAGE);
+                let mut names: HashSet<String> = HashSet::new();
+                loop {
+                    let page = api.list_metadata(&params).await?;
+                    names.extend(page.items.into_iter().filter_map(|e| e.metadata.name));
+                    match page.metadata.continue_ {
+                        Some(token) if !token.is_empty() => {
+                            params = params.continue_token(&token);
+                        }
+                        _ => break,
+                    }
+                }
                 tracing::debug!(events = names.len(), "listed the milestone Events");
                 self.lock().listed = Some((now, names));
                 Ok::<_, kube::Error>(())
@@ -594,6 +601,9 @@ impl MilestoneEvents {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Milestone Events read per request when listing them.
+const EVENT_LIST_PAGE: u32 = 500;
 
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
