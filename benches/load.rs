@@ -23,6 +23,11 @@
 //!
 //! Not run in CI: this is a benchmark.
 
+// The tests' probes, shared; this benchmark uses only some of them.
+#[allow(dead_code)]
+#[path = "../tests/common/probe.rs"]
+mod probe;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -46,6 +51,7 @@ use mailsec_operator::engine::{Policy, World, WorldEvaluation, evaluate_world};
 use mailsec_operator::fixtures::{ESG, ETDR};
 use mailsec_operator::fixtures::{subscription, tenant};
 use mailsec_operator::metrics::Metrics;
+use probe::sample_sum;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -908,48 +914,16 @@ fn release_operator_on(
 
 /// A port nobody listens on now.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(probe::try_free_port()?)
 }
 
-/// `GET path` on the operator's metrics port: the status code and the body.
+/// `GET path` on the operator's metrics port, off the async runtime: the status code and body.
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, body.to_string()))
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
-/// The sum of the samples of `name` (any labels) whose labels contain every one of `labels`.
-fn metric_sum(scrape: &str, name: &str, labels: &[&str]) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let rest = series.strip_prefix(name)?;
-            (rest.is_empty() || rest.starts_with('{'))
-                .then_some(())
-                .filter(|()| labels.iter().all(|want| rest.contains(want)))?;
-            value.parse::<f64>().ok()
-        })
-        .sum()
+    tokio::task::spawn_blocking(move || probe::http_get(port, &path))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Writes (create, patch, update, delete requests) in a scrape of the operator's metrics.
@@ -957,7 +931,7 @@ fn writes_in(scrape: &str) -> f64 {
     ["create", "patch", "update", "delete"]
         .iter()
         .map(|verb| {
-            metric_sum(
+            sample_sum(
                 scrape,
                 "mailsec_api_requests_total",
                 &[&format!("verb=\"{verb}\"")],
@@ -1019,7 +993,7 @@ async fn warm_restart(run: &Run, objects: usize) -> anyhow::Result<Option<Warm>>
         }
         scraped_at = Instant::now();
         if let Some((200, scrape)) = http_get(port, "/metrics").await {
-            let reconciled = metric_sum(&scrape, "mailsec_reconcile_total", &[]);
+            let reconciled = sample_sum(&scrape, "mailsec_reconcile_total", &[]);
             if all_reconciled.is_none() && reconciled >= objects {
                 all_reconciled = Some(t0.elapsed());
             }
@@ -1091,7 +1065,7 @@ async fn takeover(run: &Run) -> anyhow::Result<Option<Takeover>> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some(s) = scrape(port_a).await
-            && metric_sum(&s, "mailsec_reconcile_total", &[]) >= objects
+            && sample_sum(&s, "mailsec_reconcile_total", &[]) >= objects
         {
             break;
         }
@@ -1105,7 +1079,7 @@ async fn takeover(run: &Run) -> anyhow::Result<Option<Takeover>> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some(s) = scrape(port_b).await
-            && metric_sum(&s, "mailsec_leader", &[]) == 0.0
+            && sample_sum(&s, "mailsec_leader", &[]) == 0.0
             && http_get(port_b, "/readyz")
                 .await
                 .is_some_and(|(s, _)| s == 200)
@@ -1165,7 +1139,7 @@ async fn takeover(run: &Run) -> anyhow::Result<Option<Takeover>> {
                 seen = &mut watch => break seen,
                 _ = tokio::time::sleep(Duration::from_millis(50)), if first_reconcile.is_none() => {
                     if let Some(s) = scrape(port_b).await
-                        && metric_sum(&s, "mailsec_reconcile_total", &[]) > 0.0
+                        && sample_sum(&s, "mailsec_reconcile_total", &[]) > 0.0
                     {
                         first_reconcile = Some(killed.elapsed());
                     }

@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::operator::*;
-use common::tools::{http_get, sample, signal};
+use common::probe::{http_get, sample};
+use common::tools::signal;
 use common::{cluster, describe, free_port, kubectl, unique_name};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::operator::OperatorProcess;
-use common::tools::{http_get, sample};
+use common::probe::{http_get, sample};
 use common::{cluster, describe, free_port, kubectl, repo_dir};
 use mailsec_operator::engine::Policy;
 use mailsec_operator::engine::subscription::Timeline;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use kube::Resource;
 
-use crate::api::{Subscription, Tenant};
+use crate::api::{PossibleDuplicate, Subscription, Tenant, Transfer};
 
 /// The resourceVersion of the last status this process wrote, per object: the watch event
 /// carrying that version is this process's own write coming back (its echo).
@@ -105,12 +105,11 @@ fn verdict_equal(before: &Tenant, after: &Tenant) -> bool {
 /// status lists.
 pub fn tenant_for_cotenants(before: Option<&Tenant>, after: &Tenant) -> bool {
     let Some(before) = before else { return true };
-    let pairs = |t: &Tenant| {
+    fn pairs(t: &Tenant) -> &[PossibleDuplicate] {
         t.status
             .as_ref()
-            .map(|s| s.possible_duplicates.clone())
-            .unwrap_or_default()
-    };
+            .map_or(&[], |s| s.possible_duplicates.as_slice())
+    }
     metadata_changed(before, after) || pairs(before) != pairs(after)
 }
 
@@ -134,15 +133,16 @@ pub fn subscription_for_itself(
 /// status a tenant's evaluation reads (the tenants it was last seen with, and its transfers).
 pub fn subscription_for_tenants(before: Option<&Subscription>, after: &Subscription) -> bool {
     let Some(before) = before else { return true };
-    let named = |s: &Subscription| {
-        let mut names: Vec<String> = crate::engine::subscription::tenants_named(s)
-            .map(str::to_string)
-            .collect();
-        names.sort();
+    // Borrowed: this runs on every watch event of every subscription.
+    fn named(s: &Subscription) -> Vec<&str> {
+        let mut names: Vec<&str> = crate::engine::subscription::tenants_named(s).collect();
+        names.sort_unstable();
         names.dedup();
         names
-    };
-    let transfers = |s: &Subscription| s.status.as_ref().map(|st| st.transfers.clone());
+    }
+    fn transfers(s: &Subscription) -> Option<&[Transfer]> {
+        s.status.as_ref().map(|st| st.transfers.as_slice())
+    }
     metadata_changed(before, after)
         || named(before) != named(after)
         || transfers(before) != transfers(after)
@@ -151,7 +151,7 @@ pub fn subscription_for_tenants(before: Option<&Subscription>, after: &Subscript
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{PossibleDuplicate, SubscriptionStatus, TenantStatus, Transfer};
+    use crate::api::{SubscriptionStatus, TenantStatus};
     use crate::fixtures::{subscription, tenant};
 
     fn with_version<K: Resource>(mut obj: K, version: &str) -> K {

@@ -249,7 +249,7 @@ async fn announce_milestones(
     let mut all_published = true;
     let mut groups_done: Vec<&str> = Vec::new();
     for (record, event_name) in missing {
-        if record.already_due {
+        let (id, notice) = if record.already_due {
             // One Event for the whole group: announced with its first record.
             if groups_done.contains(&event_name.as_str()) {
                 continue;
@@ -259,33 +259,28 @@ async fn announce_milestones(
                 .iter()
                 .filter(|r| r.already_due && r.announced_at == record.announced_at)
                 .collect();
-            let id = already_due_id(record.announced_at);
-            let notice = already_due_notice(&group);
-            match announce_milestone(&ctx.client, &ctx.reporter, &regarding, &id, &notice).await {
-                Ok(()) => ctx.milestone_events.confirm(&name, event_name.clone()),
-                Err(err) => {
-                    all_published = false;
-                    tracing::warn!(tenant = %name, milestones = %id, error = %err, "could not publish the Event of the milestones already due; retried");
-                }
-            }
-            continue;
-        }
-        let notice = match fresh.iter().find(|m| m.id == record.id) {
-            Some(m) => milestone_notice(m),
-            None => match described.iter().find(|m| m.id == record.id) {
-                Some(m) => milestone_notice(&Milestone {
-                    late: crate::notifications::outbox::is_late(record, ctx.policy.late_after),
-                    ..m.clone()
-                }),
-                None => record_notice(record),
-            },
+            (
+                already_due_id(record.announced_at),
+                already_due_notice(&group),
+            )
+        } else {
+            let notice = match fresh.iter().find(|m| m.id == record.id) {
+                Some(m) => milestone_notice(m),
+                None => match described.iter().find(|m| m.id == record.id) {
+                    Some(m) => milestone_notice(&Milestone {
+                        late: crate::notifications::outbox::is_late(record, ctx.policy.late_after),
+                        ..m.clone()
+                    }),
+                    None => record_notice(record),
+                },
+            };
+            (record.id.clone(), notice)
         };
-        match announce_milestone(&ctx.client, &ctx.reporter, &regarding, &record.id, &notice).await
-        {
+        match announce_milestone(&ctx.client, &ctx.reporter, &regarding, &id, &notice).await {
             Ok(()) => ctx.milestone_events.confirm(&name, event_name.clone()),
             Err(err) => {
                 all_published = false;
-                tracing::warn!(tenant = %name, milestone = %record.id, error = %err, "could not publish the milestone Event; retried");
+                tracing::warn!(tenant = %name, milestone = %id, error = %err, "could not publish the milestone Event; retried");
             }
         }
     }

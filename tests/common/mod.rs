@@ -748,12 +748,7 @@ fn spawn_in_own_session(cmd: &mut Command) -> std::io::Result<std::process::Chil
     cmd.spawn()
 }
 
-/// A TCP port free on loopback when this returns (the caller binds it right after).
-pub fn try_free_port() -> std::io::Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-}
+pub use probe::try_free_port;
 
 /// [`try_free_port`], for a test: panics when there is none.
 pub fn free_port() -> u16 {
@@ -1117,6 +1112,7 @@ fn start_envtest(
     Ok((kubeconfig, env))
 }
 pub mod operator;
+pub mod probe;
 pub mod sinks;
 pub mod tools;
 

@@ -1,12 +1,10 @@
 //! Helpers for the shipping tests: the Python with real Helm and Lua, rendering the chart,
-//! free ports, plain HTTP GETs, and operator processes.
+//! and operator processes.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -104,33 +102,6 @@ pub fn objects(rendered: &BTreeMap<String, String>) -> Vec<Value> {
 /// The object of `kind` (and name, when given).
 pub fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
-}
-
-/// `GET path` on 127.0.0.1:port: (status code, body), or None when nothing answers.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// The value of the sample `series` (name with labels, as printed) in a scrape.
-pub fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 /// Sends `signal` to a child process.
