@@ -1304,6 +1304,19 @@ async fn memory_only(
     let _ = child.kill().await;
     let requests = sample_sum(&scrape, "mailsec_api_requests_total", &[]);
     let writes = writes_in(&scrape);
+    let status_writes = |kind: &str| {
+        sample_sum(
+            &scrape,
+            "mailsec_status_writes_total",
+            &[&format!("kind=\"{kind}\"")],
+        )
+    };
+    println!(
+        "cold start: status writes: {} Tenant, {} Subscription; {} creates (Events)",
+        status_writes("Tenant"),
+        status_writes("Subscription"),
+        sample_sum(&scrape, "mailsec_api_requests_total", &["verb=\"create\""]),
+    );
     println!(
         "\n== memory: mailsec-operator run (release) cold start on {objects} objects: converged in {:.1} s; {requests} requests to the API server, {writes} of them writes ({:.3} per object), {} reconciles; VmHWM {:.1} MiB, VmRSS {:.1} MiB (target <= 100 MiB at 30,000 objects) ==",
         converged_after.unwrap_or_default().as_secs_f64(),
