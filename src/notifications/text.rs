@@ -334,6 +334,14 @@ const JA_FROZEN: &str = "メールのフィルタリングは継続しますが�
 
 /// What the notice of `kind` says in `locale`.
 fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
+    match locale {
+        Locale::En => wording_en(kind, p),
+        Locale::Ja => wording_ja(kind, p),
+    }
+}
+
+/// The English notices.
+fn wording_en(kind: MilestoneKind, p: &Parts) -> Wording {
     use MilestoneKind as K;
     let Parts {
         peer,
@@ -348,8 +356,8 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
         scope_cap,
         has_sub,
     } = p;
-    match (kind, locale) {
-        (K::ExpiringSoon, Locale::En) => Wording::new(
+    match kind {
+        K::ExpiringSoon => Wording::new(
             format!("[Action required] {product} for {display} ends on {end}"),
             format!(
                 "Subscription {sub} for {product} of tenant {display} ({tenant}) ends on {end}.\n\
@@ -361,7 +369,135 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
             ),
             format!("Renew subscription {sub} before {end} to avoid read-only mode."),
         ),
-        (K::ExpiringSoon, Locale::Ja) => Wording::new(
+        K::ReadOnly => Wording::new(
+            format!("[Action required] {product} for {display} is read-only since {end}"),
+            format!(
+                "Subscription {sub} for {product} of tenant {display} ({tenant}) ended on {end}.\n\
+                 {scope_cap} is read-only for the grace period: {EN_FROZEN}. \
+                 On {susp} {scope} will be suspended."
+            ),
+            format!(
+                "Renew subscription {sub} before {susp}. If the renewal takes longer, \
+                 ask your reseller for a temporary extension."
+            ),
+            format!("Renew subscription {sub} before {susp} to avoid suspension."),
+        ),
+        K::Suspended => Wording::new(
+            format!("[Action required] {product} for {display} is suspended"),
+            format!(
+                "The grace period after subscription {sub} for {product} of tenant {display} \
+                 ({tenant}) ended on {susp}: {scope} is suspended and no longer filters mail.\n\
+                 No data and no settings are lost."
+            ),
+            format!("Renew subscription {sub} (or buy a new one) to restore the service."),
+            format!("Renew or buy a subscription for {product} to restore the service."),
+        ),
+        K::SubscriptionMissing => Wording::new(
+            format!("[Action required] {product} for {display} has no subscription"),
+            format!(
+                "Tenant {display} ({tenant}) uses {product} but holds no subscription for it \
+                 (since {due}).\n{scope_cap} is read-only ({EN_FROZEN}). \
+                 On {susp} {scope} will be suspended."
+            ),
+            format!(
+                "Buy a subscription for {product}, or transfer one to tenant {tenant}, before {susp}."
+            ),
+            format!("Get a subscription for {product} before {susp} to avoid suspension."),
+        ),
+        K::Renewed => Wording::new(
+            format!("{product} for {display} is active again"),
+            format!(
+                "{product} of tenant {display} ({tenant}) is covered again by subscription {sub}, \
+                 until {end}. Settings can be changed again and the service runs as usual."
+            ),
+            "Nothing.".to_string(),
+            "No action needed.".to_string(),
+        ),
+        K::TrialLicense => Wording::new(
+            format!("{product} for {display} runs on a trial licence until {end}"),
+            format!(
+                "{product} of tenant {display} ({tenant}) is covered only by the trial \
+                 subscription {sub}, which ends on {end}."
+            ),
+            format!("Buy a paid subscription for {product} before {end} to keep the service."),
+            format!("Buy a paid subscription before {end}."),
+        ),
+        K::SeatLimitExceeded => Wording::new(
+            format!("[Action required] Subscription {sub} of {display} exceeds its seats"),
+            format!(
+                "Subscription {sub} ({product}), which covers tenant {display} ({tenant}), \
+                 is used by more users than it licenses."
+            ),
+            "Buy more seats, or reduce the users (spec.users) of the tenants that share it."
+                .to_string(),
+            format!("Buy more seats for subscription {sub} or reduce its users."),
+        ),
+        K::TransferredIn => Wording::new(
+            format!("Subscription {sub} ({product}) was transferred to {display}"),
+            format!(
+                "Subscription {sub} for {product} was transferred from tenant {peer} to tenant \
+                 {display} ({tenant}) on {due}. It now covers {display}, until {end}."
+            ),
+            "Nothing. If you did not expect this transfer, contact your reseller or support."
+                .to_string(),
+            "No action needed.".to_string(),
+        ),
+        K::TransferredOut => Wording::new(
+            format!("Subscription {sub} ({product}) was transferred away from {display}"),
+            format!(
+                "Subscription {sub} for {product} was transferred from tenant {display} \
+                 ({tenant}) to tenant {peer} on {due}. It no longer covers {display}."
+            ),
+            format!(
+                "If {display} still uses {product}, make sure another subscription covers it; \
+                 a tenant that is no longer used can be deleted."
+            ),
+            format!("If {display} still uses {product}, make sure another subscription covers it."),
+        ),
+        K::PossibleDuplicate if *has_sub => Wording::new(
+            format!("[Action required] {display} may have a duplicate tenant: {peer}"),
+            format!(
+                "{risk}\nTenant {peer} holds subscription {sub} ({product}), valid until {end}, \
+                 which {display} is not covered by for as long.",
+                risk = duplicate_risk(Locale::En, p),
+            ),
+            format!(
+                "Move subscription {sub} to tenant {tenant} (spec.tenantRef: {tenant}), then \
+                 delete tenant {peer} once it owns nothing in force. {annotate}",
+                annotate = not_duplicate_advice(Locale::En),
+            ),
+            format!("Move subscription {sub} to tenant {tenant}, then delete tenant {peer}."),
+        ),
+        K::PossibleDuplicate => Wording::new(
+            format!("{display} may have a duplicate tenant: {peer}"),
+            duplicate_risk(Locale::En, p),
+            format!(
+                "If tenant {peer} is not used, delete it once it owns nothing in force. {annotate}",
+                annotate = not_duplicate_advice(Locale::En),
+            ),
+            format!("Check whether tenant {peer} duplicates {display}."),
+        ),
+    }
+}
+
+/// The Japanese notices.
+fn wording_ja(kind: MilestoneKind, p: &Parts) -> Wording {
+    use MilestoneKind as K;
+    let Parts {
+        peer,
+        display,
+        tenant,
+        product,
+        sub,
+        due,
+        end,
+        susp,
+        scope,
+        has_sub,
+        ..
+    } = p;
+    match kind {
+        K::ExpiringSoon => Wording::new(
             format!(
                 "【要対応】{display}: {product} のサブスクリプションは {end} に有効期限を迎えます"
             ),
@@ -379,20 +515,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
                 "読み取り専用を避けるため、{end} までにサブスクリプション {sub} を更新してください。"
             ),
         ),
-        (K::ReadOnly, Locale::En) => Wording::new(
-            format!("[Action required] {product} for {display} is read-only since {end}"),
-            format!(
-                "Subscription {sub} for {product} of tenant {display} ({tenant}) ended on {end}.\n\
-                 {scope_cap} is read-only for the grace period: {EN_FROZEN}. \
-                 On {susp} {scope} will be suspended."
-            ),
-            format!(
-                "Renew subscription {sub} before {susp}. If the renewal takes longer, \
-                 ask your reseller for a temporary extension."
-            ),
-            format!("Renew subscription {sub} before {susp} to avoid suspension."),
-        ),
-        (K::ReadOnly, Locale::Ja) => Wording::new(
+        K::ReadOnly => Wording::new(
             format!("【要対応】{display}: {product} は {end} から読み取り専用です"),
             format!(
                 "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} は \
@@ -408,17 +531,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
                 "サービス停止を避けるため、{susp} までにサブスクリプション {sub} を更新してください。"
             ),
         ),
-        (K::Suspended, Locale::En) => Wording::new(
-            format!("[Action required] {product} for {display} is suspended"),
-            format!(
-                "The grace period after subscription {sub} for {product} of tenant {display} \
-                 ({tenant}) ended on {susp}: {scope} is suspended and no longer filters mail.\n\
-                 No data and no settings are lost."
-            ),
-            format!("Renew subscription {sub} (or buy a new one) to restore the service."),
-            format!("Renew or buy a subscription for {product} to restore the service."),
-        ),
-        (K::Suspended, Locale::Ja) => Wording::new(
+        K::Suspended => Wording::new(
             format!("【要対応】{display}: {product} は停止されました"),
             format!(
                 "テナント「{display}」({tenant}) の {product} のサブスクリプション {sub} の\
@@ -432,19 +545,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
                 "{product} のサブスクリプションを更新または購入すると、サービスが再開されます。"
             ),
         ),
-        (K::SubscriptionMissing, Locale::En) => Wording::new(
-            format!("[Action required] {product} for {display} has no subscription"),
-            format!(
-                "Tenant {display} ({tenant}) uses {product} but holds no subscription for it \
-                 (since {due}).\n{scope_cap} is read-only ({EN_FROZEN}). \
-                 On {susp} {scope} will be suspended."
-            ),
-            format!(
-                "Buy a subscription for {product}, or transfer one to tenant {tenant}, before {susp}."
-            ),
-            format!("Get a subscription for {product} before {susp} to avoid suspension."),
-        ),
-        (K::SubscriptionMissing, Locale::Ja) => Wording::new(
+        K::SubscriptionMissing => Wording::new(
             format!("【要対応】{display}: {product} のサブスクリプションがありません"),
             format!(
                 "テナント「{display}」({tenant}) は {product} を利用していますが、\
@@ -459,16 +560,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
                 "サービス停止を避けるため、{susp} までに {product} のサブスクリプションを用意してください。"
             ),
         ),
-        (K::Renewed, Locale::En) => Wording::new(
-            format!("{product} for {display} is active again"),
-            format!(
-                "{product} of tenant {display} ({tenant}) is covered again by subscription {sub}, \
-                 until {end}. Settings can be changed again and the service runs as usual."
-            ),
-            "Nothing.".to_string(),
-            "No action needed.".to_string(),
-        ),
-        (K::Renewed, Locale::Ja) => Wording::new(
+        K::Renewed => Wording::new(
             format!("{display}: {product} は再び有効になりました"),
             format!(
                 "テナント「{display}」({tenant}) の {product} は、サブスクリプション {sub} により \
@@ -477,16 +569,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
             "ありません。".to_string(),
             "対応は不要です。".to_string(),
         ),
-        (K::TrialLicense, Locale::En) => Wording::new(
-            format!("{product} for {display} runs on a trial licence until {end}"),
-            format!(
-                "{product} of tenant {display} ({tenant}) is covered only by the trial \
-                 subscription {sub}, which ends on {end}."
-            ),
-            format!("Buy a paid subscription for {product} before {end} to keep the service."),
-            format!("Buy a paid subscription before {end}."),
-        ),
-        (K::TrialLicense, Locale::Ja) => Wording::new(
+        K::TrialLicense => Wording::new(
             format!("{display}: {product} は {end} まで試用版ライセンスで利用中です"),
             format!(
                 "テナント「{display}」({tenant}) の {product} は、試用版のサブスクリプション {sub} \
@@ -497,17 +580,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
             ),
             format!("{end} までに有償サブスクリプションを購入してください。"),
         ),
-        (K::SeatLimitExceeded, Locale::En) => Wording::new(
-            format!("[Action required] Subscription {sub} of {display} exceeds its seats"),
-            format!(
-                "Subscription {sub} ({product}), which covers tenant {display} ({tenant}), \
-                 is used by more users than it licenses."
-            ),
-            "Buy more seats, or reduce the users (spec.users) of the tenants that share it."
-                .to_string(),
-            format!("Buy more seats for subscription {sub} or reduce its users."),
-        ),
-        (K::SeatLimitExceeded, Locale::Ja) => Wording::new(
+        K::SeatLimitExceeded => Wording::new(
             format!("【要対応】{display}: サブスクリプション {sub} のライセンス数を超えています"),
             format!(
                 "テナント「{display}」({tenant}) が利用するサブスクリプション {sub} ({product}) の\
@@ -517,17 +590,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
                 .to_string(),
             format!("サブスクリプション {sub} のライセンス数を追加するか、ユーザー数を減らしてください。"),
         ),
-        (K::TransferredIn, Locale::En) => Wording::new(
-            format!("Subscription {sub} ({product}) was transferred to {display}"),
-            format!(
-                "Subscription {sub} for {product} was transferred from tenant {peer} to tenant \
-                 {display} ({tenant}) on {due}. It now covers {display}, until {end}."
-            ),
-            "Nothing. If you did not expect this transfer, contact your reseller or support."
-                .to_string(),
-            "No action needed.".to_string(),
-        ),
-        (K::TransferredIn, Locale::Ja) => Wording::new(
+        K::TransferredIn => Wording::new(
             format!("{display}: サブスクリプション {sub} ({product}) が転送されました"),
             format!(
                 "サブスクリプション {sub} ({product}) は {due} にテナント {peer} から\
@@ -538,19 +601,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
                 .to_string(),
             "対応は不要です。".to_string(),
         ),
-        (K::TransferredOut, Locale::En) => Wording::new(
-            format!("Subscription {sub} ({product}) was transferred away from {display}"),
-            format!(
-                "Subscription {sub} for {product} was transferred from tenant {display} \
-                 ({tenant}) to tenant {peer} on {due}. It no longer covers {display}."
-            ),
-            format!(
-                "If {display} still uses {product}, make sure another subscription covers it; \
-                 a tenant that is no longer used can be deleted."
-            ),
-            format!("If {display} still uses {product}, make sure another subscription covers it."),
-        ),
-        (K::TransferredOut, Locale::Ja) => Wording::new(
+        K::TransferredOut => Wording::new(
             format!(
                 "{display}: サブスクリプション {sub} ({product}) が他のテナントへ転送されました"
             ),
@@ -566,30 +617,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
                 "このテナントで {product} を引き続き利用する場合は、別のサブスクリプションを用意してください。"
             ),
         ),
-        (K::PossibleDuplicate, Locale::En) if *has_sub => Wording::new(
-            format!("[Action required] {display} may have a duplicate tenant: {peer}"),
-            format!(
-                "{risk}\nTenant {peer} holds subscription {sub} ({product}), valid until {end}, \
-                 which {display} is not covered by for as long.",
-                risk = duplicate_risk(Locale::En, p),
-            ),
-            format!(
-                "Move subscription {sub} to tenant {tenant} (spec.tenantRef: {tenant}), then \
-                 delete tenant {peer} once it owns nothing in force. {annotate}",
-                annotate = not_duplicate_advice(Locale::En),
-            ),
-            format!("Move subscription {sub} to tenant {tenant}, then delete tenant {peer}."),
-        ),
-        (K::PossibleDuplicate, Locale::En) => Wording::new(
-            format!("{display} may have a duplicate tenant: {peer}"),
-            duplicate_risk(Locale::En, p),
-            format!(
-                "If tenant {peer} is not used, delete it once it owns nothing in force. {annotate}",
-                annotate = not_duplicate_advice(Locale::En),
-            ),
-            format!("Check whether tenant {peer} duplicates {display}."),
-        ),
-        (K::PossibleDuplicate, Locale::Ja) if *has_sub => Wording::new(
+        K::PossibleDuplicate if *has_sub => Wording::new(
             format!("【要対応】{display}: 重複したテナント {peer} がある可能性があります"),
             format!(
                 "{risk}\nテナント {peer} は、このテナントでは同じ期間有効でない {product} の\
@@ -605,7 +633,7 @@ fn wording(locale: Locale, kind: MilestoneKind, p: &Parts) -> Wording {
                 "サブスクリプション {sub} をテナント {tenant} へ移行し、テナント {peer} を削除してください。"
             ),
         ),
-        (K::PossibleDuplicate, Locale::Ja) => Wording::new(
+        K::PossibleDuplicate => Wording::new(
             format!("{display}: 重複したテナント {peer} がある可能性があります"),
             duplicate_risk(Locale::Ja, p),
             format!(
