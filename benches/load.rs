@@ -15,11 +15,19 @@
 //!    on /status, `2 × concurrency` in flight: the operator runs two controllers of `concurrency`
 //!    each), then clears them again (not timed);
 //! 2. cold-start convergence of the operator started in this process (counting client) until
-//!    every object's `status.observedGeneration` equals its generation, and the ratio to (1);
+//!    every object's `status.observedGeneration` equals its generation, the ratio to (1), and
+//!    the writes per object;
 //! 3. steady state: writes per minute and API requests per reconcile over a short window;
 //! 4. deadline precision: subscriptions ending at spread instants, the delay until their tenants
 //!    are seen `ReadOnly` through a watch;
-//! 5. peak RSS (VmHWM) of the release binary `mailsec-operator run` started on all the objects.
+//! 5. warm restart: the release binary `mailsec-operator run` started on the converged objects:
+//!    time until `/readyz`, writes (none expected), peak RSS (VmHWM);
+//! 6. take-over: two release binaries with leader election, the leader SIGKILLed, the time until
+//!    the standby's first reconcile and how late a transition due 5 s after the kill lands.
+//!
+//! `--memory-only` skips all but the objects, then measures the release binary's cold start on
+//! them (time, requests, writes, peak RSS) and a second process's warm restart;
+//! `LOAD_OPERATOR_WRAPPER=heaptrack` runs those processes under a profiler.
 //!
 //! Not run in CI: this is a benchmark.
 
