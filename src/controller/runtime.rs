@@ -231,13 +231,23 @@ where
             ..
         } = err
         {
-            let now = ctx.now();
-            let due = (*next - now).to_std().unwrap_or_default() + AFTER_TRANSITION;
-            wait = wait.min(due.saturating_sub(DEBOUNCE).max(AFTER_TRANSITION));
+            wait = retry_before(wait, *next, ctx.now(), &ctx.clock);
         }
         tracing::warn!(controller, object = %key, error = %err, retry_in = ?wait, "reconcile failed");
         Action::requeue(wait)
     }
+}
+
+/// A retry after `backoff`, but not later than just after the clock reads `next` (a transition
+/// must land on time); under a time lapse the clock span until `next` is divided by its speed.
+fn retry_before(
+    backoff: Duration,
+    next: DateTime<Utc>,
+    now: DateTime<Utc>,
+    clock: &Clock,
+) -> Duration {
+    let due = clock.real_until(next, now) + AFTER_TRANSITION;
+    backoff.min(due.saturating_sub(DEBOUNCE).max(AFTER_TRANSITION))
 }
 
 /// What every controller does with a reconcile's result: a success forgets the object's
@@ -257,6 +267,38 @@ fn handle_result<K: Resource<DynamicType = ()>>(
 mod tests {
     use super::*;
     use crate::api::Tenant;
+
+    #[test]
+    fn a_failed_status_write_is_retried_by_its_transition_in_the_clocks_time() {
+        let now: DateTime<Utc> = "2026-11-30T00:00:00Z".parse().expect("instant");
+        let backoff = Duration::from_secs(300);
+        let in_an_hour = now + chrono::TimeDelta::hours(1);
+        let in_a_minute = now + chrono::TimeDelta::minutes(1);
+        let real = Clock::Real;
+        assert_eq!(retry_before(backoff, in_an_hour, now, &real), backoff);
+        assert_eq!(
+            retry_before(backoff, in_a_minute, now, &real),
+            Duration::from_secs(60) + AFTER_TRANSITION - DEBOUNCE
+        );
+        assert_eq!(
+            retry_before(backoff, now - chrono::TimeDelta::minutes(1), now, &real),
+            AFTER_TRANSITION,
+            "a transition already passed: retried at once"
+        );
+        // 3600 times faster: an hour of the clock is one real second.
+        let lapse = Clock::lapse(now, 3600).expect("a valid lapse");
+        let lapse_now = lapse.now();
+        let wait = retry_before(
+            backoff,
+            lapse_now + chrono::TimeDelta::hours(1),
+            lapse_now,
+            &lapse,
+        );
+        assert!(
+            wait <= Duration::from_secs(1) + AFTER_TRANSITION,
+            "under a time lapse the cap is in real time: {wait:?}"
+        );
+    }
 
     #[test]
     fn backoff_keys_name_the_object_per_controller() {
