@@ -2,6 +2,7 @@
 //! Their doc comments are what `kubectl explain` shows.
 
 pub mod bounds;
+pub mod cache_form;
 pub mod cel;
 pub mod condition;
 pub mod date;
@@ -18,6 +19,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaPropsOrStringArray,
 };
 
+pub use cache_form::CacheForm;
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason};
 pub use date::LicenseDate;
 pub use events::EventReason;

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::lenient::{Lenient, Report, key_of};
+use crate::api::CacheForm;
 
 /// Buffered changes per consumer before the watch waits for it.
 const BUFFER: usize = 1024;
@@ -144,6 +145,7 @@ pub fn feed<K, O>(
 ) -> Feed<K, O>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: CacheForm,
 {
     feed_indexed(client, config, open, |_: &watcher::Event<K>| {})
 }
@@ -153,7 +155,7 @@ where
 /// reconcile the event triggers.
 ///
 /// `metadata.managedFields` and the last-applied annotation are dropped before objects enter the
-/// cache (see [`slim`]).
+/// cache (see [`slim`]), and condition messages are replaced by their digest ([`CacheForm`]).
 ///
 /// Objects are decoded one by one ([`Lenient`]): one that can not be decoded is kept out of the
 /// cache (or, if the cache holds an earlier version that could be read, that version stays, also
@@ -167,6 +169,7 @@ pub fn feed_indexed<K, O>(
 ) -> Feed<K, O>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: CacheForm,
 {
     let (store, writer) = reflector::store();
     let mut opener = Opener {
@@ -209,7 +212,10 @@ where
             watcher(api, config)
                 .default_backoff()
                 .filter_map(move |event| std::future::ready(sorter.sort(event)))
-                .modify(|obj: &mut K| slim(obj.meta_mut()))
+                .modify(|obj: &mut K| {
+                    slim(obj.meta_mut());
+                    obj.to_cache_form();
+                })
                 .map(keep_replaced),
         );
         futures::pin_mut!(events);

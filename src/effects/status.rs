@@ -6,8 +6,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::FIELD_MANAGER;
+use crate::api::CacheForm;
 
-/// Applies `desired` as the status of `name` unless `current` already equals it.
+/// Applies `desired` as the status of `name` unless `current` (cached: see [`CacheForm`])
+/// already says the same.
 /// Returns the object as written, or `None` when nothing was written.
 pub async fn apply_if_changed<K, S>(
     api: &Api<K>,
@@ -17,7 +19,7 @@ pub async fn apply_if_changed<K, S>(
 ) -> Result<Option<K>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    S: Serialize + PartialEq,
+    S: Serialize + PartialEq + Clone + CacheForm,
 {
     apply_if_unchanged_since(api, name, current, desired, None).await
 }
@@ -33,9 +35,9 @@ pub async fn apply_if_unchanged_since<K, S>(
 ) -> Result<Option<K>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    S: Serialize + PartialEq,
+    S: Serialize + PartialEq + Clone + CacheForm,
 {
-    if current == Some(desired) {
+    if current.is_some_and(|current| desired.same_as_cached(current)) {
         return Ok(None);
     }
     let mut patch = serde_json::json!({

@@ -1,0 +1,146 @@
+//! The form objects take in the operator's caches. A condition's message is the largest part of
+//! a cached Tenant or Subscription (a Tenant's `Warning` message lists every cause), and the
+//! operator never reads a cached message: it only compares what it computes with what is
+//! stored, to write nothing when nothing changed. In the caches each message is replaced by its
+//! digest, and comparisons go through [`CacheForm::same_as_cached`].
+
+use std::hash::{Hash, Hasher};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+
+use super::{Condition, Subscription, SubscriptionStatus, Tenant, TenantStatus};
+
+/// What a cached message starts with.
+const DIGEST_PREFIX: &str = "digest:";
+
+/// An object, or a status, as the operator's caches hold it.
+pub trait CacheForm {
+    /// Turns `self` into its cache form (nothing, for most kinds).
+    fn to_cache_form(&mut self) {}
+
+    /// Whether `cached` (in its cache form, or as stored) says the same as `self`.
+    fn same_as_cached(&self, cached: &Self) -> bool
+    where
+        Self: PartialEq + Clone,
+    {
+        if self == cached {
+            return true;
+        }
+        let mut compact = self.clone();
+        compact.to_cache_form();
+        compact == *cached
+    }
+}
+
+/// The digest a cached message is replaced by (64 bits: a collision would only skip the write
+/// of a message whose every other field is unchanged).
+fn digest(message: &str) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    message.hash(&mut hasher);
+    format!("{DIGEST_PREFIX}{:016x}", hasher.finish())
+}
+
+fn digest_messages(conditions: &mut [Condition]) {
+    for c in conditions {
+        if !c.message.is_empty() && !c.message.starts_with(DIGEST_PREFIX) {
+            c.message = digest(&c.message);
+        }
+    }
+}
+
+impl CacheForm for TenantStatus {
+    fn to_cache_form(&mut self) {
+        digest_messages(&mut self.conditions);
+    }
+}
+
+impl CacheForm for SubscriptionStatus {
+    fn to_cache_form(&mut self) {
+        digest_messages(&mut self.conditions);
+    }
+}
+
+impl CacheForm for Tenant {
+    fn to_cache_form(&mut self) {
+        if let Some(status) = &mut self.status {
+            status.to_cache_form();
+        }
+    }
+}
+
+impl CacheForm for Subscription {
+    fn to_cache_form(&mut self) {
+        if let Some(status) = &mut self.status {
+            status.to_cache_form();
+        }
+    }
+}
+
+impl CacheForm for Deployment {}
+impl CacheForm for StatefulSet {}
+impl CacheForm for ConfigMap {}
+impl CacheForm for Namespace {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ConditionStatus, TenantPhase};
+
+    fn status(message: &str) -> TenantStatus {
+        TenantStatus {
+            phase: Some(TenantPhase::Warning),
+            conditions: vec![Condition {
+                type_: "Warning".into(),
+                status: ConditionStatus::True,
+                reason: "SubscriptionExpiringSoon".into(),
+                message: message.into(),
+                last_transition_time: "2026-11-30T00:00:00Z".parse().expect("instant"),
+                observed_generation: Some(1),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cached_status_keeps_everything_but_the_messages_text() {
+        let stored = status("email-safeguard: subscription acme-esg ends on 30 Dec 2026");
+        let mut cached = stored.clone();
+        cached.to_cache_form();
+        assert_ne!(cached, stored);
+        assert!(cached.conditions[0].message.starts_with(DIGEST_PREFIX));
+        assert_eq!(cached.conditions[0].reason, stored.conditions[0].reason);
+        let again = {
+            let mut c = cached.clone();
+            c.to_cache_form();
+            c
+        };
+        assert_eq!(again, cached, "the cache form of a cache form is itself");
+    }
+
+    #[test]
+    fn a_computed_status_is_compared_with_the_cached_or_the_stored_one() {
+        let computed = status("email-safeguard: subscription acme-esg ends on 30 Dec 2026");
+        let mut cached = computed.clone();
+        cached.to_cache_form();
+        assert!(computed.same_as_cached(&cached));
+        assert!(
+            computed.same_as_cached(&computed),
+            "a status not in cache form"
+        );
+        let changed = status("email-safeguard: subscription acme-esg ends on 31 Dec 2026");
+        assert!(!changed.same_as_cached(&cached), "only the message changed");
+        let mut other_time = computed.clone();
+        other_time.conditions[0].last_transition_time =
+            "2026-12-01T00:00:00Z".parse().expect("instant");
+        assert!(!other_time.same_as_cached(&cached));
+        assert!(
+            status("").same_as_cached(&{
+                let mut c = status("");
+                c.to_cache_form();
+                c
+            }),
+            "an empty message stays empty"
+        );
+    }
+}
