@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::channel::mpsc;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{SinkExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -381,16 +381,6 @@ fn slim(meta: &mut kube::api::ObjectMeta) {
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
     }
-}
-
-/// A consumer stream in the shape kube-runtime's controllers take.
-pub fn trigger<K>(
-    outlet: Outlet<K>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Clone + Send + Sync + 'static,
-{
-    outlet.map(|obj| Ok(Arc::unwrap_or_clone(obj)))
 }
 
 #[cfg(test)]

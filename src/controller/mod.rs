@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::workloads;
 pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
-use feed::{Feed, Opener, Outlet, feed, trigger};
+use feed::{Feed, Opener, Outlet, feed};
 use futures::channel::mpsc::UnboundedReceiver;
 pub use runtime::{Error, MAX_REQUEUE, reconcile_span, requeue_at, requeue_wait};
 use runtime::{Runner, Spec};
@@ -212,7 +212,7 @@ fn notifier_controller(
     });
     runner
         .run(
-            Controller::for_stream(trigger(outlet), ctx.tenants.clone()),
+            Controller::for_shared_stream(outlet, ctx.tenants.clone()),
             Spec {
                 name: "notifier",
                 reconcile: notifier::reconcile,
@@ -439,27 +439,28 @@ fn tenant_controller(
     // another concerns both.
     let last_assigned = std::sync::Mutex::new(std::collections::HashMap::<String, String>::new());
     let namespace_changes = futures::stream::select(
-        trigger(triggers.namespaces),
-        triggers.departed_namespaces.map(Ok),
+        triggers.namespaces,
+        triggers.departed_namespaces.map(Arc::new),
     );
-    let controller = Controller::for_stream(trigger(triggers.tenants), ctx.tenants.clone())
-        .watches_stream(trigger(triggers.subscriptions), move |sub: Subscription| {
+    // Shared streams: the controllers get the feeds' `Arc`s, never a deep copy of an object.
+    let controller = Controller::for_shared_stream(triggers.tenants, ctx.tenants.clone())
+        .watches_shared_stream(triggers.subscriptions, move |sub: Arc<Subscription>| {
             tenants_of_subscription(&for_subscription, &sub)
         })
-        .watches_stream(trigger(triggers.cotenants), move |t: Tenant| {
+        .watches_shared_stream(triggers.cotenants, move |t: Arc<Tenant>| {
             cotenants_of(&for_cotenants, &t)
         })
         // A workload or settings ConfigMap belongs to the tenant named by its label.
-        .watches_stream(trigger(triggers.deployments), move |d: Deployment| {
+        .watches_shared_stream(triggers.deployments, move |d: Arc<Deployment>| {
             by_tenant_label(d.labels())
         })
-        .watches_stream(trigger(triggers.statefulsets), move |s: StatefulSet| {
+        .watches_shared_stream(triggers.statefulsets, move |s: Arc<StatefulSet>| {
             by_tenant_label(s.labels())
         })
-        .watches_stream(trigger(triggers.configmaps), move |c: ConfigMap| {
+        .watches_shared_stream(triggers.configmaps, move |c: Arc<ConfigMap>| {
             by_tenant_label(c.labels())
         })
-        .watches_stream(namespace_changes, move |ns: Namespace| {
+        .watches_shared_stream(namespace_changes, move |ns: Arc<Namespace>| {
             tenants_of_namespace(&for_namespace, &last_assigned, &ns)
         });
     let spec = Spec {
@@ -557,9 +558,9 @@ fn subscription_controller(
     tenants: Outlet<Tenant>,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let for_tenant = ctx.clone();
-    let controller = Controller::for_stream(trigger(subscriptions), ctx.subscriptions.clone())
+    let controller = Controller::for_shared_stream(subscriptions, ctx.subscriptions.clone())
         // A tenant's existence and users decide its subscriptions' seat counts and references.
-        .watches_stream(trigger(tenants), move |t: Tenant| {
+        .watches_shared_stream(tenants, move |t: Arc<Tenant>| {
             subscriptions_of_tenant(&for_tenant, &t)
         });
     let spec = Spec {
