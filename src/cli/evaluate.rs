@@ -133,6 +133,11 @@ fn instant_or_dash(t: Option<DateTime<Utc>>) -> String {
     t.map(format_instant).unwrap_or_else(dash)
 }
 
+/// A phase (or any value) as its name, or `-`.
+fn debug_or_dash(v: Option<impl std::fmt::Debug>) -> String {
+    v.map(|v| format!("{v:?}")).unwrap_or_else(dash)
+}
+
 fn tenant_row(t: &Tenant, e: TenantEvaluation) -> [String; 6] {
     let warning = crate::api::condition::find(&e.status.conditions, ConditionType::Warning);
     let mut services: Vec<String> = e
@@ -153,10 +158,7 @@ fn tenant_row(t: &Tenant, e: TenantEvaluation) -> [String; 6] {
     [
         "Tenant".into(),
         t.metadata.name.clone().unwrap_or_default(),
-        e.status
-            .phase
-            .map(|p| format!("{p:?}"))
-            .unwrap_or_else(dash),
+        debug_or_dash(e.status.phase),
         warning
             .filter(|c| c.is_true())
             .map(|c| c.reason.clone())
@@ -174,10 +176,7 @@ fn subscription_row(s: &Subscription, e: SubscriptionEvaluation) -> [String; 6] 
     [
         "Subscription".into(),
         s.metadata.name.clone().unwrap_or_default(),
-        e.status
-            .phase
-            .map(|p| format!("{p:?}"))
-            .unwrap_or_else(dash),
+        debug_or_dash(e.status.phase),
         problem.map(|c| c.reason.clone()).unwrap_or_else(dash),
         instant_or_dash(e.next_transition),
         format!(
