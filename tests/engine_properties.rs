@@ -14,6 +14,9 @@
 //! 5. Possible duplicates: symmetric (both tenants flag each other, agree on the tenant in use
 //!    and the moves), exactly the pairs that share an address (compared case-insensitively) and
 //!    are not linked by a shared subscription or the annotation; never a change of phase.
+//! 6. First sight: a tenant seen for the first time with a late milestone costs at most one
+//!    milestone Event (its milestones all recorded `alreadyDue`, or only one of them); without
+//!    a late one, or once its status is written, nothing is recorded `alreadyDue`.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use mailsec_operator::api::ConditionType;
@@ -597,4 +600,46 @@ fn generated_dates_read_back() {
     let d = LicenseDate::new(SpecDate::Instant(3_600, 540).text());
     assert_eq!(d.start_instant().ok(), Some(epoch() + TimeDelta::hours(1)));
     assert!(NaiveDate::from_ymd_opt(2026, 1, 1).is_some());
+}
+
+/// How many milestone Events the records of the milestones announced now stand for: one for
+/// the `alreadyDue` group, one for each other record.
+fn events_for(status: &TenantStatus, fresh: &[mailsec_operator::engine::Milestone]) -> usize {
+    let records: Vec<_> = status
+        .milestones
+        .iter()
+        .filter(|r| fresh.iter().any(|m| m.id == r.id))
+        .collect();
+    let grouped = records.iter().any(|r| r.already_due);
+    usize::from(grouped) + records.iter().filter(|r| !r.already_due).count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn at_first_sight_a_tenant_with_late_milestones_costs_one_event(
+        input in world_gen(),
+        now_secs in (-YEAR)..(2 * YEAR),
+        later_secs in 1i64..(200 * 86_400),
+    ) {
+        let policy = input.policy();
+        let now = at_offset(now_secs);
+        let world = input.world();
+        let ev = evaluate_world(&world, &policy, now);
+        for t in &ev.tenants {
+            prop_assert_eq!(t.status.milestones.len(), t.milestones.len(), "at first sight every record is new");
+            if t.milestones.iter().any(|m| m.late) {
+                prop_assert!(events_for(&t.status, &t.milestones) <= 1, "{:?}", t.status.milestones);
+            } else {
+                prop_assert!(t.status.milestones.iter().all(|r| !r.already_due), "news is announced on its own");
+            }
+        }
+        let seen = reconciled(world, &policy, now);
+        let later = now + TimeDelta::seconds(later_secs);
+        let ev = evaluate_world(&seen, &policy, later);
+        for t in &ev.tenants {
+            prop_assert_eq!(events_for(&t.status, &t.milestones), t.milestones.len(), "seen before: one Event per milestone");
+        }
+    }
 }

@@ -362,10 +362,10 @@ pub struct MilestoneRecord {
     /// service (the later one is notified).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub event_only: bool,
-    /// Already due (late) when the operator first saw the tenant, together with others (an
-    /// operator installed on a running fleet, or a tenant created after its licence lapsed):
-    /// announced with them in one `MilestonesAlreadyDue` Event on the tenant, not in an Event of
-    /// its own.
+    /// Already due when the operator first saw the tenant, together with others of which at
+    /// least one was late (an operator installed on a running fleet, or a tenant created after
+    /// its licence lapsed): announced with them in one `MilestonesAlreadyDue` Event on the
+    /// tenant, not in an Event of its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub already_due: bool,
     /// The end of coverage the milestone is about.

@@ -1044,9 +1044,12 @@ fn milestone_records(
         .into_iter()
         .filter(|m| !facts.recorded.contains(&m.id))
         .collect();
-    // Only late ones: a milestone due as the tenant is created (a subscription missing from
-    // the start) is news, announced on its own.
-    let already_due = first_sight(facts.previous) && fresh.iter().filter(|m| m.late).count() > 1;
+    // Several due at first sight, one of them at least late (the operator was installed on a
+    // running fleet, or the tenant created after its licence lapsed): announced together, so a
+    // tenant costs at most one Event then. A tenant whose only milestones are news (due as it
+    // was created: a subscription missing from the start) has them announced one by one.
+    let already_due =
+        first_sight(facts.previous) && fresh.len() > 1 && fresh.iter().any(|m| m.late);
     if already_due {
         notify_latest_only(&mut fresh);
     }
@@ -1060,7 +1063,7 @@ fn milestone_records(
         subscription: m.subscription.clone(),
         peer: m.peer.clone(),
         event_only: m.event_only,
-        already_due: already_due && m.late,
+        already_due,
         effective_end_at: m.effective_end_at,
         suspends_at: m.suspends_at,
     }));

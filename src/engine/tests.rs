@@ -846,6 +846,59 @@ fn milestones_due_at_first_sight_are_summed_up_per_service() {
         .map(|r| (r.kind.as_str(), r.already_due))
         .collect();
     assert_eq!(flags, [("ExpiringSoon", false)]);
+
+    // News (a subscription that starts later: missing from now on) seen together with late
+    // milestones is in the same group, and notified: the tenant gets one Event.
+    let with_news = world(
+        vec![tenant("mixed", &[ESG, ETDR], 10)],
+        vec![
+            subscription("m-esg", "mixed", ESG, "2026-01-01", "2026-12-31", 50),
+            subscription("m-etdr", "mixed", ETDR, "2027-03-01", "2028-02-28", 50),
+        ],
+    );
+    let te = eval_first(&with_news, &policy, now);
+    let flags: Vec<_> = te
+        .status
+        .milestones
+        .iter()
+        .map(|r| (r.kind.as_str(), r.already_due, r.event_only))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("ExpiringSoon", true, true),
+            ("ReadOnly", true, true),
+            ("Suspended", true, false),
+            ("SubscriptionMissing", true, false),
+        ]
+    );
+
+    // Only news: each milestone on its own, as for a tenant created moments ago.
+    let only_news = world(
+        vec![tenant("new", &[ESG, ETDR], 10)],
+        vec![subscription(
+            "n-etdr",
+            "new",
+            ETDR,
+            "2027-03-01",
+            "2028-02-28",
+            50,
+        )],
+    );
+    let te = eval_first(&only_news, &policy, now);
+    let flags: Vec<_> = te
+        .status
+        .milestones
+        .iter()
+        .map(|r| (r.kind.as_str(), r.already_due))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("SubscriptionMissing", false),
+            ("SubscriptionMissing", false)
+        ]
+    );
 }
 
 #[test]
