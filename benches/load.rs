@@ -13,7 +13,9 @@
 //! and then measures, in order:
 //! 1. baseline: a bare kube client applying the statuses the engine computes (server-side apply
 //!    on /status, `2 × concurrency` in flight: the operator runs two controllers of `concurrency`
-//!    each), then clears them again (not timed);
+//!    each), timed until the same watch as in (2) has observed every status (the watch's own
+//!    cost on the API server then weighs on both; the client's own time is reported too), then
+//!    clears them again (not timed);
 //! 2. cold-start convergence of the operator started in this process (counting client) until
 //!    every object's `status.observedGeneration` equals its generation, the ratio to (1), and
 //!    the writes per object;
@@ -541,8 +543,10 @@ async fn patch_statuses<'a>(
 
 /// What the bare client took for the writes of a cold start.
 struct Baseline {
-    /// The status applies alone.
+    /// The status applies alone, until the convergence watch observed every status.
     statuses: Duration,
+    /// The same, until the client had its last answer.
+    applied: Duration,
     /// The status applies and the rest of the write mix.
     mix: Duration,
     /// Milestone Events created.
@@ -565,10 +569,18 @@ async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
     }
     let t0 = Instant::now();
     let pp = PatchParams::apply("load-baseline").force();
-    patch_statuses(&run.apis, &patches, &pp, run.in_flight(), Patch::Apply).await?;
+    // Observed as the cold start is (step 2): the same watch, started at the same moment.
+    let observed = converged(run.client.clone(), objects, convergence_timeout(objects));
+    let applied = async {
+        patch_statuses(&run.apis, &patches, &pp, run.in_flight(), Patch::Apply).await?;
+        anyhow::Ok(t0.elapsed())
+    };
+    let (observed, applied) = tokio::join!(observed, applied);
+    let applied = applied?;
+    observed?;
     let statuses = t0.elapsed();
     run.log(&format!(
-        "baseline: {objects} status applies in {statuses:.2?}"
+        "baseline: {objects} status applies observed in {statuses:.2?} (the client's last answer after {applied:.2?})"
     ));
 
     let t0 = Instant::now();
@@ -588,6 +600,7 @@ async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
     run.log("statuses cleared");
     Ok(Baseline {
         statuses,
+        applied,
         mix: statuses + extra,
         milestones,
     })
@@ -1202,14 +1215,16 @@ fn report(run: &Run, r: &Results) {
         2 * n
     );
     println!(
-        "baseline: {objects} status applies (bare client, {} in flight): {:.2} s",
+        "baseline: {objects} status applies (bare client, {} in flight): observed after {:.2} s (the client's last answer after {:.2} s)",
         run.in_flight(),
-        baseline.as_secs_f64()
+        baseline.as_secs_f64(),
+        r.baseline.applied.as_secs_f64()
     );
     println!(
-        "cold start: {:.2} s until all {objects} statuses observed -> ratio {:.2} (target <= 1.25)",
+        "cold start: {:.2} s until all {objects} statuses observed -> ratio {:.2} (target <= 1.25; {:.2} to the client's last answer)",
         cold.as_secs_f64(),
-        cold.as_secs_f64() / baseline.as_secs_f64()
+        cold.as_secs_f64() / baseline.as_secs_f64(),
+        cold.as_secs_f64() / r.baseline.applied.as_secs_f64()
     );
     println!(
         "baseline with the operator's write mix: + {milestones} Event creates (bare client): {:.2} s -> ratio {:.2}",

@@ -26,7 +26,8 @@ use crate::telemetry::{self, LogFormat};
 pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Reconciles in flight at once, per controller.
+    /// Reconciles in flight at once, per controller (the tenant and the subscription
+    /// controllers lend each other what they do not use).
     #[arg(long, env = "MAILSEC_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
     /// Log format.

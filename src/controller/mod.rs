@@ -113,10 +113,8 @@ async fn run_controllers(
         ..
     } = feeds;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let runner = Runner {
-        concurrency: settings.concurrency,
-        stop,
-    };
+    // The tenant and the subscription controllers share their reconciles in flight.
+    let runner = Runner::new(2, settings.concurrency, stop);
 
     let tenant_controller = tenant_controller(
         &ctx,
