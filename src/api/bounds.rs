@@ -84,9 +84,28 @@ pub fn json_bytes(c: char) -> usize {
 /// at most `max` characters (a schema's `maxLength`): outside text (a mail server's answer, a
 /// name) can not make a status larger than its budget or invalid.
 pub fn truncate_json(s: &str, max: usize) -> String {
-    if s.chars().map(json_bytes).sum::<usize>() <= max {
+    if fits_json(s, max) {
         return s.to_string();
     }
+    cut_json(s, max)
+}
+
+/// [`truncate_json`] of an owned text: returned as it is when it fits (most do), without a copy.
+pub fn truncate_json_owned(s: String, max: usize) -> String {
+    if fits_json(&s, max) {
+        s
+    } else {
+        cut_json(&s, max)
+    }
+}
+
+/// Whether `s` takes at most `max` bytes as stored JSON; no text of at most `max / 6` bytes
+/// can take more (six bytes is the most one byte of text becomes).
+fn fits_json(s: &str, max: usize) -> bool {
+    s.len() <= max / 6 || s.chars().map(json_bytes).sum::<usize>() <= max
+}
+
+fn cut_json(s: &str, max: usize) -> String {
     let budget = max.saturating_sub('…'.len_utf8());
     let mut used = 0;
     let mut out = String::new();
@@ -118,5 +137,22 @@ mod tests {
             assert!(serde_json::to_string(&cut).expect("json").len() <= 512 + 2);
         }
         assert_eq!(truncate_json("short", 512), "short");
+    }
+
+    #[test]
+    fn an_owned_text_is_cut_the_same() {
+        for s in [
+            "plain text ".repeat(100),
+            "<&>\u{1}é\"".repeat(200),
+            "x".repeat(512),
+            "x".repeat(513),
+            "<".repeat(85),
+            "<".repeat(86),
+            "<".repeat(87),
+        ] {
+            assert_eq!(truncate_json_owned(s.clone(), 512), truncate_json(&s, 512));
+        }
+        assert_eq!(truncate_json("<".repeat(85).as_str(), 512), "<".repeat(85));
+        assert!(truncate_json("<".repeat(86).as_str(), 512).ends_with('…'));
     }
 }

@@ -37,8 +37,8 @@ impl<'a> ConditionSet<'a> {
             .find(|c| c.is(type_) && c.status == status)
             .map(|c| c.last_transition_time)
             .unwrap_or(self.now);
-        let message = crate::api::bounds::truncate_json(
-            &message.into(),
+        let message = crate::api::bounds::truncate_json_owned(
+            message.into(),
             crate::api::bounds::MAX_CONDITION_MESSAGE,
         );
         self.out.push(Condition {
