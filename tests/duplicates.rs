@@ -116,7 +116,7 @@ fn condition(t: &Tenant) -> Option<(bool, String, String)> {
         &t.status.as_ref()?.conditions,
         ConditionType::PossibleDuplicate,
     )?;
-    Some((c.is_true(), c.reason.clone(), c.message.clone()))
+    Some((c.is_true(), c.reason.to_string(), c.message.clone()))
 }
 
 /// Waits until the tenant's PossibleDuplicate condition has `status` and its message contains

@@ -418,7 +418,7 @@ proptest! {
 
 fn duplicate_condition(status: &TenantStatus) -> Option<(ConditionStatus, String)> {
     mailsec_operator::api::condition::find(&status.conditions, ConditionType::PossibleDuplicate)
-        .map(|c| (c.status, c.reason.clone()))
+        .map(|c| (c.status, c.reason.to_string()))
 }
 
 proptest! {

@@ -4,6 +4,7 @@
 //! stored, to write nothing when nothing changed. In the caches each message is replaced by its
 //! digest, and comparisons go through [`CacheForm::same_as_cached`].
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -41,23 +42,32 @@ fn digest(message: &str) -> String {
     format!("{DIGEST_PREFIX}{:016x}", hasher.finish())
 }
 
-fn digest_messages(conditions: &mut [Condition]) {
+/// Messages replaced by their digest; types and reasons the operator writes shared as static
+/// words instead of a copy in every object.
+fn compact_conditions(conditions: &mut [Condition]) {
     for c in conditions {
         if !c.message.is_empty() && !c.message.starts_with(DIGEST_PREFIX) {
             c.message = digest(&c.message);
+        }
+        for word in [&mut c.type_, &mut c.reason] {
+            if let Cow::Owned(owned) = word
+                && let Some(known) = super::condition::known_word(owned)
+            {
+                *word = Cow::Borrowed(known);
+            }
         }
     }
 }
 
 impl CacheForm for TenantStatus {
     fn to_cache_form(&mut self) {
-        digest_messages(&mut self.conditions);
+        compact_conditions(&mut self.conditions);
     }
 }
 
 impl CacheForm for SubscriptionStatus {
     fn to_cache_form(&mut self) {
-        digest_messages(&mut self.conditions);
+        compact_conditions(&mut self.conditions);
     }
 }
 
@@ -116,6 +126,35 @@ mod tests {
             c
         };
         assert_eq!(again, cached, "the cache form of a cache form is itself");
+    }
+
+    #[test]
+    fn types_and_reasons_read_from_the_api_server_share_the_static_words() {
+        let read: TenantStatus = serde_json::from_value(serde_json::json!({
+            "conditions": [
+                {"type": "Warning", "status": "True", "reason": "ExpiringSoon",
+                 "lastTransitionTime": "2026-11-30T00:00:00Z"},
+                {"type": "Custom", "status": "True", "reason": "SomeoneElses",
+                 "lastTransitionTime": "2026-11-30T00:00:00Z"},
+            ]
+        }))
+        .expect("a status");
+        assert!(matches!(read.conditions[0].reason, Cow::Owned(_)));
+        let mut cached = read.clone();
+        cached.to_cache_form();
+        assert_eq!(cached, read, "the same words");
+        assert!(matches!(
+            cached.conditions[0].type_,
+            Cow::Borrowed("Warning")
+        ));
+        assert!(matches!(
+            cached.conditions[0].reason,
+            Cow::Borrowed("ExpiringSoon")
+        ));
+        assert!(
+            matches!(cached.conditions[1].reason, Cow::Owned(_)),
+            "a word the operator does not write stays as read"
+        );
     }
 
     #[test]

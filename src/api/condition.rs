@@ -4,6 +4,11 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// A condition's type or reason: a word from a short fixed list. Those the operator writes are
+/// `'static` and take no allocation; one read from the API server is owned until its cache form
+/// ([`super::CacheForm`]) shares the static word again.
+pub type Word = std::borrow::Cow<'static, str>;
+
 /// One aspect of the object's current state, in the standard Kubernetes condition shape, so that
 /// `kubectl wait --for=condition=TYPE`, kstatus, Argo CD and Flux read it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -12,12 +17,12 @@ pub struct Condition {
     /// Type of condition in CamelCase, e.g. `Ready`, `Warning`, `ReadOnly`, `Suspended`.
     #[serde(rename = "type")]
     #[schemars(length(min = 1, max = 316))]
-    pub type_: String,
+    pub type_: Word,
     /// `True`, `False` or `Unknown`.
     pub status: ConditionStatus,
     /// A CamelCase word naming the cause of the last transition, e.g. `SubscriptionExpired`.
     #[schemars(length(max = 1024))]
-    pub reason: String,
+    pub reason: Word,
     /// What happened, to which subscription and product, and what to do about it (at most
     /// 4096 bytes: longer messages are cut).
     #[serde(default)]
@@ -208,8 +213,100 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// Every reason, in the order above.
+    pub const ALL: &[Reason] = &[
+        Self::Reconciled,
+        Self::DeletionBlocked,
+        Self::SubscriptionsActive,
+        Self::ExpiringSoon,
+        Self::SubscriptionExpired,
+        Self::SubscriptionMissing,
+        Self::TrialLicense,
+        Self::SeatLimitExceeded,
+        Self::NotReadOnly,
+        Self::NotSuspended,
+        Self::SharesAdmins,
+        Self::NoDuplicate,
+        Self::Applied,
+        Self::SettingsFrozen,
+        Self::SettingsTampered,
+        Self::ProjectionFailed,
+        Self::ConfigMapNotOwned,
+        Self::NamespaceNotAssigned,
+        Self::Evaluated,
+        Self::TenantNotFound,
+        Self::SharedTenantNotFound,
+        Self::UnknownProduct,
+        Self::DuplicateSubscription,
+        Self::InvalidDate,
+        Self::NotStarted,
+        Self::Active,
+        Self::WithinSeatLimit,
+        Self::InvalidObject,
+    ];
+}
+
+/// The `'static` word equal to `word`, if it is a condition type or reason the operator writes.
+pub fn known_word(word: &str) -> Option<&'static str> {
+    TENANT_CONDITIONS
+        .iter()
+        .chain(SUBSCRIPTION_CONDITIONS)
+        .map(|t| t.as_str())
+        .chain(Reason::ALL.iter().map(|r| r.as_str()))
+        .find(|known| *known == word)
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new reason must be added here (the match is exhaustive) and to `Reason::ALL`.
+    #[test]
+    fn every_reason_is_listed_once_and_known() {
+        use Reason::*;
+        let listed = |r: Reason| match r {
+            Reconciled
+            | DeletionBlocked
+            | SubscriptionsActive
+            | ExpiringSoon
+            | SubscriptionExpired
+            | SubscriptionMissing
+            | TrialLicense
+            | SeatLimitExceeded
+            | NotReadOnly
+            | NotSuspended
+            | SharesAdmins
+            | NoDuplicate
+            | Applied
+            | SettingsFrozen
+            | SettingsTampered
+            | ProjectionFailed
+            | ConfigMapNotOwned
+            | NamespaceNotAssigned
+            | Evaluated
+            | TenantNotFound
+            | SharedTenantNotFound
+            | UnknownProduct
+            | DuplicateSubscription
+            | InvalidDate
+            | NotStarted
+            | Active
+            | WithinSeatLimit
+            | InvalidObject => Reason::ALL.iter().filter(|a| **a == r).count(),
+        };
+        for r in Reason::ALL {
+            assert_eq!(listed(*r), 1, "{r}");
+            assert_eq!(known_word(r.as_str()), Some(r.as_str()));
+        }
+        assert_eq!(Reason::ALL.len(), 28);
+        assert_eq!(known_word("Warning"), Some("Warning"));
+        assert_eq!(known_word("SomethingElse"), None);
     }
 }

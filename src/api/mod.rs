@@ -20,7 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 
 pub use cache_form::CacheForm;
-pub use condition::{Condition, ConditionStatus, ConditionType, Reason};
+pub use condition::{Condition, ConditionStatus, ConditionType, Reason, Word};
 pub use date::LicenseDate;
 pub use events::EventReason;
 pub use milestone::MilestoneKind;

@@ -161,7 +161,7 @@ fn tenant_row(t: &Tenant, e: TenantEvaluation) -> [String; 6] {
         debug_or_dash(e.status.phase),
         warning
             .filter(|c| c.is_true())
-            .map(|c| c.reason.clone())
+            .map(|c| c.reason.to_string())
             .unwrap_or_else(dash),
         instant_or_dash(e.next_transition),
         services.join(" "),
@@ -177,7 +177,7 @@ fn subscription_row(s: &Subscription, e: SubscriptionEvaluation) -> [String; 6] 
         "Subscription".into(),
         s.metadata.name.clone().unwrap_or_default(),
         debug_or_dash(e.status.phase),
-        problem.map(|c| c.reason.clone()).unwrap_or_else(dash),
+        problem.map(|c| c.reason.to_string()).unwrap_or_else(dash),
         instant_or_dash(e.next_transition),
         format!(
             "tenant={} product={} plan={:?} seats={}/{}{}",

@@ -176,7 +176,7 @@ fn row(s: &Subscription, e: &SubscriptionEvaluation, at: DateTime<Utc>) -> Repor
             (c.is(ConditionType::Ready) && !c.is_true())
                 || (c.is(ConditionType::SeatLimitExceeded) && c.is_true())
         })
-        .map(|c| c.reason.clone())
+        .map(|c| c.reason.to_string())
         .collect();
     ReportRow {
         subscription: s.metadata.name.clone().unwrap_or_default(),

@@ -285,9 +285,9 @@ fn conditions_section(conditions: &[Condition]) -> String {
     let mut rows = Vec::new();
     for c in conditions {
         rows.push(vec![
-            c.type_.clone(),
+            c.type_.to_string(),
             format!("{:?}", c.status),
-            c.reason.clone(),
+            c.reason.to_string(),
             human::instant(c.last_transition_time),
             dash(&c.message),
         ]);

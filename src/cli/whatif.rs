@@ -108,7 +108,9 @@ pub fn rows(world: &World, eval: &WorldEvaluation) -> Vec<WhatIfRow> {
                         .map(|p| format!("{p:?}")),
                 ),
                 phase_then: e.status.phase.map(|p| format!("{p:?}")),
-                reason: warning.filter(|c| c.is_true()).map(|c| c.reason.clone()),
+                reason: warning
+                    .filter(|c| c.is_true())
+                    .map(|c| c.reason.to_string()),
                 next_change_at: e.next_transition.map(format_instant),
                 details: e
                     .status
@@ -138,7 +140,7 @@ pub fn rows(world: &World, eval: &WorldEvaluation) -> Vec<WhatIfRow> {
                     .and_then(|st| st.phase)
                     .map(|p| format!("{p:?}")),
                 phase_then: e.status.phase.map(|p| format!("{p:?}")),
-                reason: problem.map(|c| c.reason.clone()),
+                reason: problem.map(|c| c.reason.to_string()),
                 next_change_at: e.next_transition.map(format_instant),
                 details: format!(
                     "tenant={} product={} plan={:?} ends={}",

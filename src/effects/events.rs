@@ -406,7 +406,7 @@ pub fn released_notice(replicas: i32) -> Notice {
 pub fn problem_notice(c: &Condition) -> Notice {
     Notice {
         warning: true,
-        reason: c.reason.clone(),
+        reason: c.reason.to_string(),
         note: c.message.clone(),
         action: format!("Check/{}", c.type_),
     }

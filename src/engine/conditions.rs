@@ -42,9 +42,9 @@ impl<'a> ConditionSet<'a> {
             crate::api::bounds::MAX_CONDITION_MESSAGE,
         );
         self.out.push(Condition {
-            type_: type_.as_str().to_string(),
+            type_: type_.as_str().into(),
             status,
-            reason: reason.as_str().to_string(),
+            reason: reason.as_str().into(),
             message,
             last_transition_time,
             observed_generation: self.generation,

@@ -160,7 +160,7 @@ fn deletion_is_refused_while_a_licence_is_in_force_unless_forced() {
                 // The next transition (the warning) comes before the licence lapses.
                 assert_eq!(recheck_at, p.evaluation.next_transition);
                 assert_eq!(
-                    (ready.status, ready.reason.as_str()),
+                    (ready.status, &*ready.reason),
                     (ConditionStatus::False, "DeletionBlocked")
                 );
             }
@@ -294,7 +294,7 @@ fn settings_are_planned_and_the_writes_outcome_is_recorded() {
         let mut written = p.evaluation.status.clone();
         let outcome = settings_written(&mut written, &t, unassigned, &outcomes, now);
         assert_eq!(outcome, expected, "{outcomes:?}");
-        assert_eq!(condition(&written), Some((status, reason.to_string())));
+        assert_eq!(condition(&written), Some((status, reason.into())));
     }
 }
 
@@ -369,10 +369,10 @@ fn the_engine_writes_exactly_the_documented_conditions() {
                     .status
                     .conditions
                     .iter()
-                    .map(|c| c.type_.clone()),
+                    .map(|c| c.type_.to_string()),
             );
             for s in p.evaluation.subscriptions.values() {
-                subscription_types.extend(s.status.conditions.iter().map(|c| c.type_.clone()));
+                subscription_types.extend(s.status.conditions.iter().map(|c| c.type_.to_string()));
             }
         }
     }

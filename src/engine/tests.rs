@@ -44,7 +44,7 @@ fn eval_first(w: &World, policy: &Policy, now: DateTime<Utc>) -> TenantEvaluatio
 fn condition(e: &TenantEvaluation, type_: ConditionType) -> (ConditionStatus, String) {
     let c = crate::api::condition::find(&e.status.conditions, type_)
         .unwrap_or_else(|| panic!("condition {type_} missing"));
-    (c.status, c.reason.clone())
+    (c.status, c.reason.to_string())
 }
 
 fn service(e: &TenantEvaluation, product: &str) -> crate::api::ServiceStatus {
@@ -676,10 +676,7 @@ fn bad_references_and_dates_become_conditions() {
     assert_eq!(ready(&unknown).1, "UnknownProduct");
     let bad_date = subscription("s", "acme", ESG, "2026-02-30", "2026-12-31", 10);
     let (status, reason, message) = ready(&bad_date);
-    assert_eq!(
-        (status, reason.as_str()),
-        (ConditionStatus::False, "InvalidDate")
-    );
+    assert_eq!((status, &*reason), (ConditionStatus::False, "InvalidDate"));
     assert!(message.contains("2026-02-30"), "{message}");
     let e = evaluate_subscription(&bad_date, &users, &policy, now);
     assert_eq!(e.status.phase, None);
@@ -978,7 +975,7 @@ fn a_licence_applied_twice_is_flagged_on_both() {
         .map(|e| {
             let c = crate::api::condition::find(&e.status.conditions, ConditionType::Ready)
                 .expect("Ready");
-            (c.reason.clone(), c.message.clone())
+            (c.reason.to_string(), c.message.clone())
         })
         .collect();
     assert_eq!(ready[0].0, "DuplicateSubscription");

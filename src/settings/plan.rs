@@ -460,7 +460,7 @@ mod tests {
         let c = crate::api::condition::find(&st.conditions, ConditionType::SettingsApplied)
             .expect("condition");
         assert_eq!(
-            (c.status, c.reason.as_str()),
+            (c.status, &*c.reason),
             (crate::api::ConditionStatus::False, "SettingsFrozen")
         );
         assert!(c.message.contains("renew"), "{}", c.message);

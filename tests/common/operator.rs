@@ -439,7 +439,7 @@ pub async fn count_events(client: &kube::Client, kind: &str, name: &str, reason:
 /// The status and reason of a tenant condition.
 pub fn tenant_condition(t: &Tenant, type_: ConditionType) -> Option<(bool, String)> {
     let c = mailsec_operator::api::condition::find(&t.status.as_ref()?.conditions, type_)?;
-    Some((c.is_true(), c.reason.clone()))
+    Some((c.is_true(), c.reason.to_string()))
 }
 
 /// Creates a namespace.
