@@ -307,6 +307,14 @@ impl<K> LabelledOutlets<K> {
 }
 
 /// Starts nothing: builds the watches (their drivers run in [`run_controllers`]).
+/// How the Tenants and Subscriptions, a fleet's worth each, are listed: in pages (kube-runtime's
+/// 500 objects), which an API server of 1.33 or later serves from its watch cache. A list at
+/// "any" resource version is served whole instead: one response with every object, decoded at
+/// once beside the cache it fills.
+fn big_list() -> watcher::Config {
+    watcher::Config::default()
+}
+
 fn watch(client: &Client, notifier: bool) -> Feeds {
     let own_writes = relevance::OwnWrites::default();
     let admin_index = context::AdminIndex::default();
@@ -314,7 +322,7 @@ fn watch(client: &Client, notifier: bool) -> Feeds {
         let index = admin_index.clone();
         feed::feed_indexed(
             client.clone(),
-            watcher::Config::default().any_semantic(),
+            big_list(),
             |o| TenantOutlets {
                 tenant: o.outlet_when(relevance::tenant_for_itself(own_writes.clone())),
                 cotenants: o.outlet_when(relevance::tenant_for_cotenants),
@@ -329,7 +337,7 @@ fn watch(client: &Client, notifier: bool) -> Feeds {
         let index = subscription_index.clone();
         feed::feed_indexed(
             client.clone(),
-            watcher::Config::default().any_semantic(),
+            big_list(),
             |o| SubscriptionOutlets {
                 subscription: o.outlet_when(relevance::subscription_for_itself(own_writes.clone())),
                 tenants: o.outlet_when(relevance::subscription_for_tenants),
