@@ -835,14 +835,10 @@ fn milestones_due_at_first_sight_are_summed_up_per_service() {
             50,
         )],
     );
-    let te = eval_first(&single, &policy, now);
-    let flags: Vec<_> = te
-        .status
-        .milestones
-        .iter()
-        .map(|r| (r.kind.as_str(), r.already_due))
-        .collect();
-    assert_eq!(flags, [("ExpiringSoon", false)]);
+    assert_eq!(
+        first_sight_flags(&single, &policy, now),
+        [("ExpiringSoon".into(), false, false)]
+    );
 
     // News (a subscription that starts later: missing from now on) seen together with late
     // milestones is in the same group, and notified: the tenant gets one Event.
@@ -853,20 +849,13 @@ fn milestones_due_at_first_sight_are_summed_up_per_service() {
             subscription("m-etdr", "mixed", ETDR, "2027-03-01", "2028-02-28", 50),
         ],
     );
-    let te = eval_first(&with_news, &policy, now);
-    let flags: Vec<_> = te
-        .status
-        .milestones
-        .iter()
-        .map(|r| (r.kind.as_str(), r.already_due, r.event_only))
-        .collect();
     assert_eq!(
-        flags,
+        first_sight_flags(&with_news, &policy, now),
         [
-            ("ExpiringSoon", true, true),
-            ("ReadOnly", true, true),
-            ("Suspended", true, false),
-            ("SubscriptionMissing", true, false),
+            ("ExpiringSoon".into(), true, true),
+            ("ReadOnly".into(), true, true),
+            ("Suspended".into(), true, false),
+            ("SubscriptionMissing".into(), true, false),
         ]
     );
 
@@ -882,20 +871,22 @@ fn milestones_due_at_first_sight_are_summed_up_per_service() {
             50,
         )],
     );
-    let te = eval_first(&only_news, &policy, now);
-    let flags: Vec<_> = te
+    let missing = ("SubscriptionMissing".to_string(), false, false);
+    assert_eq!(
+        first_sight_flags(&only_news, &policy, now),
+        [missing.clone(), missing]
+    );
+}
+
+/// Each milestone recorded when the tenant of `w` is first seen at `now`: kind, `alreadyDue`,
+/// `eventOnly`.
+fn first_sight_flags(w: &World, policy: &Policy, now: DateTime<Utc>) -> Vec<(String, bool, bool)> {
+    eval_first(w, policy, now)
         .status
         .milestones
         .iter()
-        .map(|r| (r.kind.as_str(), r.already_due))
-        .collect();
-    assert_eq!(
-        flags,
-        [
-            ("SubscriptionMissing", false),
-            ("SubscriptionMissing", false)
-        ]
-    );
+        .map(|r| (r.kind.clone(), r.already_due, r.event_only))
+        .collect()
 }
 
 #[test]
