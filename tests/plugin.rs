@@ -229,10 +229,15 @@ async fn status_of_tenants_and_subscriptions_in_every_phase() {
         let client = client.clone();
         let name = read_only.clone();
         async move {
+            // On its own, or with the ExpiringSoon due (and late) when the operator first saw
+            // the tenant, if it saw it with its subscription.
             events_about(&client, "Tenant", &name)
                 .await
                 .iter()
-                .any(|(reason, _)| reason == "ReadOnly")
+                .any(|(reason, note)| {
+                    reason == "ReadOnly"
+                        || (reason == "MilestonesAlreadyDue" && note.contains("ReadOnly since"))
+                })
                 .then_some(())
         }
     })
