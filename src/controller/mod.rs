@@ -34,8 +34,8 @@ pub use clock::Clock;
 use context::{Caches, Context, WorkloadStores};
 use feed::{Feed, Opener, Outlet, feed};
 use futures::channel::mpsc::UnboundedReceiver;
+use runtime::{Budget, Runner, Spec};
 pub use runtime::{Error, MAX_REQUEUE, reconcile_span, requeue_at, requeue_wait};
-use runtime::{Runner, Spec};
 
 /// How long a shutdown waits for the reconciles in flight. A reconcile can wait without end (for
 /// caches that can not fill while the API server is unreachable): the process must stop anyway.
@@ -113,13 +113,16 @@ async fn run_controllers(
         ..
     } = feeds;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    // The tenant and the subscription controllers share their reconciles in flight.
-    let runner = Runner::new(2, settings.concurrency, stop);
+    let runner = Runner::new(settings.concurrency, stop);
+    // The tenant and the subscription controllers share their reconciles in flight; the
+    // notifier, which waits on mail servers, has its own.
+    let lifecycle = Budget::new(2, settings.concurrency);
 
     let tenant_controller = tenant_controller(
         &ctx,
         &runner,
         metrics,
+        lifecycle.clone(),
         TenantTriggers {
             tenants: tenants.outlets.tenant,
             cotenants: tenants.outlets.cotenants,
@@ -136,6 +139,7 @@ async fn run_controllers(
         &ctx,
         &runner,
         metrics,
+        lifecycle,
         subscriptions.outlets.subscription,
         tenants.outlets.subscriptions,
     );
@@ -216,6 +220,7 @@ fn notifier_controller(
                 reconcile: notifier::reconcile,
                 // `mailsec_reconcile_total` counts the lifecycle controllers only.
                 metrics: None,
+                budget: None,
             },
             n,
         )
@@ -306,7 +311,6 @@ impl<K> LabelledOutlets<K> {
     }
 }
 
-/// Starts nothing: builds the watches (their drivers run in [`run_controllers`]).
 /// How the Tenants and Subscriptions, a fleet's worth each, are listed: in pages (kube-runtime's
 /// 500 objects), which an API server of 1.33 or later serves from its watch cache. A list at
 /// "any" resource version is served whole instead: one response with every object, decoded at
@@ -315,6 +319,7 @@ fn big_list() -> watcher::Config {
     watcher::Config::default()
 }
 
+/// Starts nothing: builds the watches (their drivers run in [`run_controllers`]).
 fn watch(client: &Client, notifier: bool) -> Feeds {
     let own_writes = relevance::OwnWrites::default();
     let admin_index = context::AdminIndex::default();
@@ -436,6 +441,7 @@ fn tenant_controller(
     ctx: &Arc<Context>,
     runner: &Runner,
     metrics: &Arc<Metrics>,
+    budget: Budget,
     triggers: TenantTriggers,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let for_subscription = ctx.clone();
@@ -473,6 +479,7 @@ fn tenant_controller(
         name: "tenant",
         reconcile: tenant::reconcile,
         metrics: Some(metrics.clone()),
+        budget: Some(budget),
     };
     runner.run(controller, spec, ctx.clone())
 }
@@ -560,6 +567,7 @@ fn subscription_controller(
     ctx: &Arc<Context>,
     runner: &Runner,
     metrics: &Arc<Metrics>,
+    budget: Budget,
     subscriptions: Outlet<Subscription>,
     tenants: Outlet<Tenant>,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
@@ -573,6 +581,7 @@ fn subscription_controller(
         name: "subscription",
         reconcile: subscription::reconcile,
         metrics: Some(metrics.clone()),
+        budget: Some(budget),
     };
     runner.run(controller, spec, ctx.clone())
 }
