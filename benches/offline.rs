@@ -21,6 +21,11 @@ use mailsec_operator::manifests::read_paths_with;
 
 const RUNS: usize = 5;
 
+/// The allocator of `kubectl-mailsec`, which users run these commands with.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo bench` passes `--bench`; the directory is the one argument that is not a flag.
     let Some(dir) = std::env::args().skip(1).find(|a| !a.starts_with('-')) else {

@@ -656,6 +656,28 @@ fn completion_scripts_for_each_shell() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
 
+/// The plugin's batch work over manifests runs on jemalloc; the operator, a long-running server,
+/// keeps glibc's malloc (docs/design/performance.md). jemalloc prints its statistics at exit
+/// when its options ask for it; glibc ignores the variable.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_plugin_allocates_with_jemalloc_and_the_operator_does_not() {
+    let stats = |exe: &str| {
+        let out = Command::new(exe)
+            .args(["completion", "bash"])
+            .env("_RJEM_MALLOC_CONF", "stats_print:true")
+            .output()
+            .expect("run completion");
+        assert!(out.status.success(), "{exe}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stderr).contains("jemalloc statistics")
+    };
+    assert!(stats(PLUGIN), "kubectl-mailsec runs without jemalloc");
+    assert!(
+        !stats(env!("CARGO_BIN_EXE_mailsec-operator")),
+        "mailsec-operator runs with jemalloc"
+    );
+}
+
 #[test]
 fn versions_kubeconfig_flags_and_kubectl_plugin_discovery() {
     let version = env!("CARGO_PKG_VERSION");
