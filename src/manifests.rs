@@ -1,6 +1,7 @@
 //! Reading Tenant and Subscription manifests from files, directories or standard input, as people
 //! keep them in Git: multi-document YAML (or JSON), `List` objects, other kinds mixed in.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::Read;
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::api::{GROUP, Subscription, Tenant};
 use crate::engine::World;
@@ -53,10 +55,10 @@ pub struct Manifests {
     pub tenant_documents: Vec<Value>,
     /// The original documents, in the order of `world.subscriptions` (empty when not kept).
     pub subscription_documents: Vec<Value>,
-    /// Where each object came from, for the message about a second definition: `kind/name` →
+    /// Where each object came from, for the message about a second definition: (kind, name) →
     /// (index in `paths`, document). A map, as a list searched per object is quadratic in a
     /// fleet's 300,000 objects.
-    sources: HashMap<String, (usize, usize)>,
+    sources: HashMap<(Kind, String), (usize, usize)>,
     /// The paths of the texts read, for `sources`.
     paths: Vec<String>,
 }
@@ -74,11 +76,13 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
 /// [`read_paths`]; with `documents: false` the original documents are not kept (outputs that do
 /// not show them: a fleet's documents take more memory than its objects).
 pub fn read_paths_with(paths: &[PathBuf], documents: bool) -> Result<Manifests, ManifestError> {
-    let (texts, stopped) = read_texts(paths);
-    let parsed = parse_all(&texts, documents);
+    let (sources, stopped) = list_sources(paths);
+    let parsed = parse_all(&sources, documents);
     let mut out = Manifests::default();
-    for ((path, _), (objects, error)) in texts.iter().zip(parsed) {
-        out.add_parsed(path, objects)?;
+    out.reserve(&parsed);
+    for (path, read) in parsed {
+        let (objects, error) = read?;
+        out.add_parsed(&path, objects)?;
         if let Some(error) = error {
             return Err(error);
         }
@@ -89,60 +93,81 @@ pub fn read_paths_with(paths: &[PathBuf], documents: bool) -> Result<Manifests, 
     }
 }
 
-/// The texts to read, as (path for messages, text), in order; and the error that stopped the
-/// listing or reading, if any (reported after the texts before it, as they would be read first).
-fn read_texts(paths: &[PathBuf]) -> (Vec<(String, String)>, Option<ManifestError>) {
-    let mut texts = Vec::new();
+/// A text to read: a file (read by the thread that parses it), or standard input, read first.
+enum Source {
+    File(PathBuf),
+    Text { path: String, text: String },
+}
+
+/// The texts to read, in order; and the error that stopped the listing, if any (reported after
+/// the texts before it, as they would be read first).
+fn list_sources(paths: &[PathBuf]) -> (Vec<Source>, Option<ManifestError>) {
+    let mut sources = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
             if let Err(source) = std::io::stdin().read_to_string(&mut text) {
                 let path = "-".into();
-                return (texts, Some(ManifestError::Io { path, source }));
+                return (sources, Some(ManifestError::Io { path, source }));
             }
-            texts.push(("<stdin>".to_string(), text));
+            let path = "<stdin>".to_string();
+            sources.push(Source::Text { path, text });
             continue;
         }
-        let files = match files_under(path) {
-            Ok(files) => files,
-            Err(error) => return (texts, Some(error)),
-        };
-        for file in files {
-            let path = file.display().to_string();
-            match std::fs::read_to_string(&file) {
-                Ok(text) => texts.push((path, text)),
-                Err(source) => return (texts, Some(ManifestError::Io { path, source })),
-            }
+        match files_under(path) {
+            Ok(files) => sources.extend(files.into_iter().map(Source::File)),
+            Err(error) => return (sources, Some(error)),
         }
     }
-    (texts, None)
+    (sources, None)
 }
 
-/// [`parse_text`] of every text, on as many threads as there are cores, results in input order.
-fn parse_all(texts: &[(String, String)], documents: bool) -> Vec<Parsed> {
+/// One source read and parsed: its path for messages, and what it holds, or why it could not be
+/// read.
+type SourceRead = (String, Result<Parsed, ManifestError>);
+
+/// Reads and parses one source; a file's text is dropped as soon as it is parsed, so a fleet's
+/// texts are never held at once.
+fn read_source(source: &Source, documents: bool) -> SourceRead {
+    match source {
+        Source::Text { path, text } => (path.clone(), Ok(parse_text(path, text, documents))),
+        Source::File(file) => {
+            let path = file.display().to_string();
+            let read = match std::fs::read_to_string(file) {
+                Ok(text) => Ok(parse_text(&path, &text, documents)),
+                Err(source) => Err(ManifestError::Io {
+                    path: path.clone(),
+                    source,
+                }),
+            };
+            (path, read)
+        }
+    }
+}
+
+/// [`read_source`] of every source, on as many threads as there are cores, results in input
+/// order.
+fn parse_all(sources: &[Source], documents: bool) -> Vec<SourceRead> {
     let threads = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
-        .min(texts.len());
+        .min(sources.len());
     if threads <= 1 {
-        return texts
-            .iter()
-            .map(|(p, t)| parse_text(p, t, documents))
-            .collect();
+        return sources.iter().map(|s| read_source(s, documents)).collect();
     }
     // Files differ in size: threads take the next file when done, rather than a fixed share.
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, Parsed)> = std::thread::scope(|scope| {
+    let mut done: Vec<(usize, SourceRead)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((path, text)) = texts.get(i) else {
+                        let Some(source) = sources.get(i) else {
                             return mine;
                         };
-                        mine.push((i, parse_text(path, text, documents)));
+                        mine.push((i, read_source(source, documents)));
                     }
                 })
             })
@@ -157,7 +182,7 @@ fn parse_all(texts: &[(String, String)], documents: bool) -> Vec<Parsed> {
             .collect()
     });
     done.sort_unstable_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, parsed)| parsed).collect()
+    done.into_iter().map(|(_, read)| read).collect()
 }
 
 fn files_under(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
@@ -193,12 +218,36 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 #[derive(Debug)]
 struct Object {
     document: usize,
-    kind: String,
+    kind: Kind,
     name: String,
     /// The document, when kept.
     value: Option<Value>,
     /// The typed object, or why the document is not one.
     typed: Result<Typed, ManifestError>,
+}
+
+/// The two kinds read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Tenant,
+    Subscription,
+}
+
+impl Kind {
+    fn from_name(kind: &str) -> Option<Kind> {
+        match kind {
+            "Tenant" => Some(Kind::Tenant),
+            "Subscription" => Some(Kind::Subscription),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tenant => "Tenant",
+            Kind::Subscription => "Subscription",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -248,10 +297,95 @@ fn parse_json(path: &str, text: &str, documents: bool) -> Option<Parsed> {
     if !text.trim_start().starts_with(['{', '[']) {
         return None;
     }
-    let value: Value = serde_json::from_str(text).ok()?;
     let mut objects = Vec::new();
-    let error = parse_value(path, 1, value, documents, &mut objects).err();
+    let error = if serde_json::from_str::<&RawValue>(text).is_ok() {
+        parse_json_document(path, text, documents, &mut objects).err()
+    } else {
+        return None;
+    };
     Some((objects, error))
+}
+
+/// What is read of a JSON document before deciding what it is; the rest is skipped unread.
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(rename = "apiVersion", borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    metadata: Option<HeaderMetadata<'a>>,
+    #[serde(borrow)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct HeaderMetadata<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// [`parse_value`] of one valid JSON document, read straight into its typed object: a fleet's
+/// objects are then never built as generic values (most of the reading time, and memory, when
+/// they were). Anything this does not read as the generic reader would (a document that keeps
+/// its original, a field twice, a field of an unexpected type, an invalid object, whose
+/// message must be the generic reader's) is handed to [`parse_value`].
+fn parse_json_document(
+    path: &str,
+    json: &str,
+    documents: bool,
+    objects: &mut Vec<Object>,
+) -> Result<(), ManifestError> {
+    let generic = |objects: &mut Vec<Object>| match serde_json::from_str::<Value>(json) {
+        Ok(value) => parse_value(path, 1, value, documents, objects),
+        // Unreachable for a document of a text that was read as JSON; no object then.
+        Err(_) => Ok(()),
+    };
+    let header = match serde_json::from_str::<Header>(json) {
+        Ok(header) if !documents => header,
+        _ => return generic(objects),
+    };
+    let kind = header.kind.as_deref().unwrap_or_default();
+    if kind == "List" || kind.ends_with("List") && header.items.is_some() {
+        for item in header.items.unwrap_or_default() {
+            parse_json_document(path, item.get(), documents, objects)?;
+        }
+        return Ok(());
+    }
+    let name = header
+        .metadata
+        .as_ref()
+        .and_then(|m| m.name.as_deref())
+        .unwrap_or_default();
+    let served = header
+        .api_version
+        .as_deref()
+        .and_then(|v| v.strip_prefix(GROUP)?.strip_prefix('/'))
+        == Some("v1alpha1");
+    let typed = match Kind::from_name(kind) {
+        _ if !served || name.is_empty() => None,
+        Some(Kind::Tenant) => serde_json::from_str(json)
+            .ok()
+            .map(|t| (Kind::Tenant, Typed::Tenant(Box::new(t)))),
+        Some(Kind::Subscription) => serde_json::from_str(json)
+            .ok()
+            .map(|s| (Kind::Subscription, Typed::Subscription(Box::new(s)))),
+        None => None,
+    };
+    match typed {
+        Some((kind, typed)) => {
+            objects.push(Object {
+                document: 1,
+                kind,
+                name: name.to_string(),
+                value: None,
+                typed: Ok(typed),
+            });
+            Ok(())
+        }
+        // Not ours (skipped the same way), or ours with something to say about it.
+        None => generic(objects),
+    }
 }
 
 /// Adds the object of one document (or each item of a `List`) to `objects`; other kinds are
@@ -284,9 +418,9 @@ fn parse_value(
         .and_then(Value::as_str)
         .unwrap_or_default();
     let ours = api_version.split('/').next() == Some(GROUP);
-    if !ours || !(kind == "Tenant" || kind == "Subscription") {
+    let Some(kind) = Kind::from_name(&kind).filter(|_| ours) else {
         return Ok(()); // other objects (Deployments, Namespaces, ...) are not evaluated
-    }
+    };
     let name = value
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -295,11 +429,15 @@ fn parse_value(
     let invalid = |message: String| ManifestError::Invalid {
         path: path.to_string(),
         document,
-        kind: kind.clone(),
+        kind: kind.as_str().to_string(),
         name: name.clone(),
         message,
     };
-    if api_version != format!("{GROUP}/v1alpha1") {
+    if api_version
+        .strip_prefix(GROUP)
+        .and_then(|v| v.strip_prefix('/'))
+        != Some("v1alpha1")
+    {
         return Err(invalid(format!(
             "apiVersion {api_version:?} is not served; use {GROUP}/v1alpha1"
         )));
@@ -309,17 +447,16 @@ fn parse_value(
     }
     // A kept document is read from a borrow; otherwise by value, which moves its strings into
     // the object instead of copying them.
-    fn typed<'a, D: serde::Deserializer<'a>>(kind: &str, from: D) -> Result<Typed, D::Error> {
-        Ok(if kind == "Tenant" {
-            Typed::Tenant(Box::new(Tenant::deserialize(from)?))
-        } else {
-            Typed::Subscription(Box::new(Subscription::deserialize(from)?))
+    fn typed<'a, D: serde::Deserializer<'a>>(kind: Kind, from: D) -> Result<Typed, D::Error> {
+        Ok(match kind {
+            Kind::Tenant => Typed::Tenant(Box::new(Tenant::deserialize(from)?)),
+            Kind::Subscription => Typed::Subscription(Box::new(Subscription::deserialize(from)?)),
         })
     }
     let (typed, value) = if documents {
-        (typed(&kind, &value), Some(value))
+        (typed(kind, &value), Some(value))
     } else {
-        (typed(&kind, value), None)
+        (typed(kind, value), None)
     };
     let typed = typed.map_err(|e| invalid(e.to_string()));
     objects.push(Object {
@@ -340,6 +477,24 @@ impl Manifests {
         error.map_or(Ok(()), Err)
     }
 
+    /// Makes room for every object read, at once: a fleet's hundreds of thousands of objects
+    /// are then never moved to a larger allocation.
+    fn reserve(&mut self, parsed: &[SourceRead]) {
+        let (mut tenants, mut subscriptions) = (0, 0);
+        for (_, read) in parsed {
+            for object in read.iter().flat_map(|(objects, _)| objects) {
+                match object.typed {
+                    Ok(Typed::Tenant(_)) => tenants += 1,
+                    Ok(Typed::Subscription(_)) => subscriptions += 1,
+                    Err(_) => {}
+                }
+            }
+        }
+        self.world.tenants.reserve(tenants);
+        self.world.subscriptions.reserve(subscriptions);
+        self.sources.reserve(tenants + subscriptions);
+    }
+
     /// Adds the objects read from `path`, in order, until one is defined twice or invalid.
     fn add_parsed(&mut self, path: &str, objects: Vec<Object>) -> Result<(), ManifestError> {
         let path_index = self.paths.len();
@@ -354,15 +509,15 @@ impl Manifests {
             } = object;
             // Checked before the object's own errors, as a second definition is the clearer
             // message.
-            match self.sources.entry(format!("{kind}/{name}")) {
+            match self.sources.entry((kind, name)) {
                 Entry::Occupied(first) => {
                     let (first_path, first_document) = *first.get();
                     let first_path = self.paths.get(first_path).map_or("", String::as_str);
                     return Err(ManifestError::Duplicate {
                         path: path.to_string(),
                         document,
-                        kind,
-                        name,
+                        kind: kind.as_str().to_string(),
+                        name: first.key().1.clone(),
                         first: format!("{first_path}#{first_document}"),
                     });
                 }
@@ -410,7 +565,7 @@ spec: {tenantRef: acme, product: email-safeguard, startDate: 2026-01-01, endDate
     fn outcome((objects, error): Parsed) -> (Vec<String>, Option<String>) {
         let objects = objects
             .iter()
-            .map(|o| format!("{} {} {} {:?}", o.document, o.kind, o.name, o.typed))
+            .map(|o| format!("{} {:?} {} {:?}", o.document, o.kind, o.name, o.typed))
             .collect();
         (objects, error.map(|e| e.to_string()))
     }
@@ -432,14 +587,29 @@ spec: {tenantRef: acme, product: email-safeguard, startDate: 2026-01-01, endDate
             r#"{"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "a", "name": "b"}, "spec": {"users": 1}}"#,
             r#"[{"kind": "Tenant"}]"#,
             "{}",
+            // What the typed reading hands back to the generic one: a field of another type, a
+            // field twice at the top, an apiVersion not served, no name, an unknown field.
+            r#"{"apiVersion": "mailsec.io/v1alpha1", "kind": 7, "metadata": {"name": "a"}}"#,
+            r#"{"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "kind": "Subscription", "metadata": {"name": "a"}, "spec": {"users": 1}}"#,
+            r#"{"apiVersion": "mailsec.io/v2", "kind": "Tenant", "metadata": {"name": "a"}, "spec": {}}"#,
+            r#"{"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "metadata": {"labels": {}}, "spec": {}}"#,
+            r#"{"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "a"}, "spec": {"users": 1.5}}"#,
+            r#"{"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "a"}, "spec": {"users": 1, "colour": "red"}, "status": {}}"#,
+            // Lists in lists, a list without items, another kind's list.
+            r#"{"kind": "List", "items": [{"kind": "List", "items": [{"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "n"}, "spec": {}}]}]}"#,
+            r#"{"kind": "List", "items": null}"#,
+            r#"{"kind": "TenantList", "apiVersion": "mailsec.io/v1alpha1", "items": [{"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "l"}, "spec": {}}]}"#,
+            r#"[null, {"kind": "List", "items": [null]}]"#,
         ];
         for text in texts {
-            let fast = parse_json("f.json", text, true).expect("read as JSON");
-            assert_eq!(
-                outcome(fast),
-                outcome(parse_yaml("f.json", text, true)),
-                "{text}"
-            );
+            for documents in [true, false] {
+                let fast = parse_json("f.json", text, documents).expect("read as JSON");
+                assert_eq!(
+                    outcome(fast),
+                    outcome(parse_yaml("f.json", text, documents)),
+                    "{text}"
+                );
+            }
         }
         let (objects, error) = parse_json("f.json", list, false).expect("JSON");
         assert_eq!((objects.len(), error.is_none()), (2, true));
@@ -553,6 +723,21 @@ spec: {tenantRef: acme, product: email-safeguard, startDate: 2026-01-01, endDate
             first.display()
         );
         assert!(err.ends_with(&expected), "{err}");
+
+        // A file that can not be read is an error in its place too (files are read by the
+        // threads that parse them): after 03's, before 07's.
+        let dangling = dir.path().join("05b.yaml");
+        std::os::unix::fs::symlink(dir.path().join("missing"), &dangling).expect("symlink");
+        let err = read_paths(&[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with(&expected), "{err}");
+        std::fs::write(dir.path().join("03.yaml"), tenant("t03c")).expect("write");
+        let err = read_paths(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(
+            matches!(&err, ManifestError::Io { path, .. } if path == &dangling.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
