@@ -75,19 +75,42 @@ pub(crate) fn whole_seconds(now: DateTime<Utc>) -> DateTime<Utc> {
 /// midnight UTC is the end of the day before, `the end of 31 Dec 2026 (UTC)` (a bare
 /// `endDate: 2026-12-31` ends at 2027-01-01T00:00:00Z, and writing that day would promise a spare
 /// one); any other instant is written exactly with its zone, `2027-01-01 12:00 UTC`.
-pub(crate) fn human(t: DateTime<Utc>) -> String {
-    match midnight_day(t).and_then(|d| d.pred_opt()).filter(in_years) {
-        Some(day) => format!("the end of {} (UTC)", day_text(day)),
-        None => exact(t),
-    }
+pub(crate) fn human(t: DateTime<Utc>) -> Human {
+    Human { t, from: false }
 }
 
 /// An instant as a customer reads a beginning ("from …", "since …"): `the start of 1 Jan 2027
 /// (UTC)` at midnight UTC, otherwise the exact instant as [`human`] writes it.
-pub(crate) fn human_from(t: DateTime<Utc>) -> String {
-    match midnight_day(t).filter(in_years) {
-        Some(day) => format!("the start of {} (UTC)", day_text(day)),
-        None => exact(t),
+pub(crate) fn human_from(t: DateTime<Utc>) -> Human {
+    Human { t, from: true }
+}
+
+/// An instant written for customers ([`human`], [`human_from`]). Written straight into the
+/// message that holds it: the engine writes several per object, hundreds of thousands over a
+/// fleet's manifests.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Human {
+    t: DateTime<Utc>,
+    /// A beginning rather than a deadline.
+    from: bool,
+}
+
+impl std::fmt::Display for Human {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let day = midnight_day(self.t);
+        let (day, words) = if self.from {
+            (day, "the start of ")
+        } else {
+            (day.and_then(|d| d.pred_opt()), "the end of ")
+        };
+        match day.filter(in_years) {
+            Some(day) => {
+                f.write_str(words)?;
+                write_day(f, day)?;
+                f.write_str(" (UTC)")
+            }
+            None => f.write_str(&exact(self.t)),
+        }
     }
 }
 
@@ -103,14 +126,30 @@ fn in_years(day: &chrono::NaiveDate) -> bool {
     (0..=9999).contains(&day.year())
 }
 
-/// `31 Dec 2026`.
-fn day_text(day: chrono::NaiveDate) -> String {
+/// `31 Dec 2026` (a day within [`in_years`]).
+fn write_day(f: &mut std::fmt::Formatter<'_>, day: chrono::NaiveDate) -> std::fmt::Result {
     use chrono::Datelike;
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let month = MONTHS[day.month0() as usize % 12];
-    format!("{} {month} {:04}", day.day(), day.year())
+    // On the stack: at most `31 Dec 2026`.
+    let mut text = [b' '; 11];
+    let (d, m, y) = (
+        day.day(),
+        day.month0() as usize % 12,
+        day.year().unsigned_abs(),
+    );
+    let mut len = 0;
+    if d >= 10 {
+        text[0] = b'0' + (d / 10 % 10) as u8;
+        len = 1;
+    }
+    text[len] = b'0' + (d % 10) as u8;
+    text[len + 2..len + 5].copy_from_slice(MONTHS[m].as_bytes());
+    for (i, power) in [1000, 100, 10, 1].into_iter().enumerate() {
+        text[len + 6 + i] = b'0' + (y / power % 10) as u8;
+    }
+    f.write_str(std::str::from_utf8(&text[..len + 10]).map_err(|_| std::fmt::Error)?)
 }
 
 /// `2027-01-01 12:00 UTC`, with seconds (and their fraction) only when there are some.
@@ -212,40 +251,54 @@ mod human_tests {
         ];
         for (instant, deadline, beginning) in table {
             let t = at(instant);
-            assert_eq!(human(t), deadline, "{instant} as a deadline");
-            assert_eq!(human_from(t), beginning, "{instant} as a beginning");
+            assert_eq!(human(t).to_string(), deadline, "{instant} as a deadline");
+            assert_eq!(
+                human_from(t).to_string(),
+                beginning,
+                "{instant} as a beginning"
+            );
         }
         assert_eq!(
-            DateTime::from_timestamp(FIRST_INSTANT, 0).map(human),
+            DateTime::from_timestamp(FIRST_INSTANT, 0).map(|t| human(t).to_string()),
             Some("0000-01-01 00:00 UTC".to_string())
         );
         assert_eq!(
-            DateTime::from_timestamp(LAST_INSTANT, 0).map(human),
+            DateTime::from_timestamp(LAST_INSTANT, 0).map(|t| human(t).to_string()),
             Some("9999-12-31 23:59:59 UTC".to_string())
         );
         // Beyond year 9999 (never written by the engine): still a true reading, never a panic.
         let beyond = DateTime::from_timestamp(LAST_INSTANT + 1, 0).expect("10000-01-01");
-        assert_eq!(human(beyond), "the end of 31 Dec 9999 (UTC)");
+        assert_eq!(human(beyond).to_string(), "the end of 31 Dec 9999 (UTC)");
         assert!(
-            human_from(beyond).ends_with(" 00:00 UTC"),
+            human_from(beyond).to_string().ends_with(" 00:00 UTC"),
             "{}",
             human_from(beyond)
         );
         let before = DateTime::from_timestamp(FIRST_INSTANT - 86_400, 0).expect("-0001-12-31");
-        assert!(human(before).ends_with(" 00:00 UTC"), "{}", human(before));
+        assert!(
+            human(before).to_string().ends_with(" 00:00 UTC"),
+            "{}",
+            human(before)
+        );
     }
 
     #[test]
     fn a_midnight_deadline_never_names_the_day_after() {
-        // Every midnight over a few centuries: the named day is the one that just ended.
+        // Every 13th midnight over a few centuries: the named day is the one that just ended (and,
+        // as a beginning, the one that starts), as chrono's own formatting writes it.
         let mut t = at("1999-12-31T00:00:00Z").timestamp();
         while t < at("2300-01-01T00:00:00Z").timestamp() {
             let instant = DateTime::from_timestamp(t, 0).expect("instant");
             let day = instant.date_naive().pred_opt().expect("day before");
-            let text = human(instant);
-            assert!(
-                text.ends_with(&format!("{} (UTC)", day.format("%-d %b %Y"))),
-                "{instant}: {text}"
+            assert_eq!(
+                human(instant).to_string(),
+                format!("the end of {} (UTC)", day.format("%-d %b %Y")),
+                "{instant}"
+            );
+            assert_eq!(
+                human_from(instant).to_string(),
+                format!("the start of {} (UTC)", instant.format("%-d %b %Y")),
+                "{instant}"
             );
             t += 86_400 * 13;
         }
