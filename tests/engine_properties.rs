@@ -17,6 +17,8 @@
 //! 6. First sight: a tenant seen for the first time with a late milestone costs at most one
 //!    milestone Event (its milestones all recorded `alreadyDue`, or only one of them); without
 //!    a late one, or once its status is written, nothing is recorded `alreadyDue`.
+//! 7. What a tenant's evaluation reads of each subscription (phase, dates, seats) is what the
+//!    subscription's own evaluation finds, on any world the schema lets through.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use mailsec_operator::api::ConditionType;
@@ -28,7 +30,9 @@ use mailsec_operator::api::{
     Admin, ConditionStatus, LicenseDate, Plan, PossibleDuplicate, ServicePhase, Subscription,
     SubscriptionPhase, TenantPhase, TenantStatus,
 };
-use mailsec_operator::engine::{Policy, World, evaluate_world};
+use mailsec_operator::engine::{
+    Policy, TenantInput, World, evaluate_subscription, evaluate_tenant, evaluate_world,
+};
 use mailsec_operator::fixtures::{extended, shared, subscription, tenant};
 
 const PRODUCTS: [&str; 4] = [
@@ -589,6 +593,35 @@ proptest! {
             let json = serde_json::to_value(&s.status).expect("status serializes");
             let back: mailsec_operator::api::SubscriptionStatus = serde_json::from_value(json).expect("status deserializes");
             prop_assert_eq!(&back, &s.status);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_tenant_reads_its_subscriptions_as_they_evaluate_themselves((world, policy, now) in arbitrary_world()) {
+        let users = world.users();
+        let subs: Vec<&Subscription> = world.subscriptions.iter().collect();
+        for t in &world.tenants {
+            let ev = evaluate_tenant(&TenantInput::new(t, &subs, &users), &policy, now);
+            for (name, read) in &ev.subscriptions {
+                let sub = world
+                    .subscriptions
+                    .iter()
+                    .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+                    .expect("a subscription of the world");
+                let own = evaluate_subscription(sub, &users, &policy, now);
+                prop_assert_eq!(read.timeline, own.timeline);
+                prop_assert_eq!(read.next_transition, own.next_transition);
+                prop_assert_eq!((read.seats_used, read.seats_exceeded), (own.seats_used, own.seats_exceeded));
+                let dates = |s: &mailsec_operator::api::SubscriptionStatus| {
+                    (s.phase, s.starts_at, s.effective_end_at, s.expiring_soon_at, s.grace_ends_at, s.next_transition_at, s.seats_used)
+                };
+                prop_assert_eq!(dates(&read.status), dates(&own.status));
+                prop_assert!(read.status.conditions.is_empty() && read.changes.is_empty());
+            }
         }
     }
 }

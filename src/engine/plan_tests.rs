@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::plan::*;
-use super::{Policy, TenantInput, TenantUsers, evaluate_tenant};
+use super::{Policy, TenantInput, TenantUsers, evaluate_subscription, evaluate_tenant};
 use crate::api::ConditionType;
 use crate::api::labels::FORCE_DELETE_ANNOTATION;
 use crate::api::{ConditionStatus, NamespaceName, Subscription, Tenant, TenantPhase, TenantStatus};
@@ -371,8 +371,11 @@ fn the_engine_writes_exactly_the_documented_conditions() {
                     .iter()
                     .map(|c| c.type_.to_string()),
             );
-            for s in p.evaluation.subscriptions.values() {
-                subscription_types.extend(s.status.conditions.iter().map(|c| c.type_.to_string()));
+            // A tenant's evaluation reads its subscriptions' phases, not their conditions: each
+            // subscription's own evaluation writes those.
+            for s in subs {
+                let e = evaluate_subscription(s, &users(t), &Policy::default(), at(now));
+                subscription_types.extend(e.status.conditions.iter().map(|c| c.type_.to_string()));
             }
         }
     }

@@ -246,6 +246,42 @@ pub fn evaluate_subscription_among(
     }
 }
 
+/// What a tenant's evaluation reads of each subscription that concerns it: the phase, the dates
+/// and the seats, as [`evaluate_subscription`] finds them, without the conditions, changes and
+/// transfer history that only the subscription's own status shows. A tenant evaluates every
+/// subscription it holds, and over a fleet most of that work was writing messages it never read.
+pub(crate) fn subscription_facts(
+    sub: &Subscription,
+    users: &TenantUsers,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> SubscriptionEvaluation {
+    let seats = SeatUse::of(sub, users);
+    let mut status = SubscriptionStatus {
+        tenant: Some(sub.spec.tenant_ref.clone()),
+        seats_used: Some(seats.used),
+        observed_generation: sub.metadata.generation,
+        ..Default::default()
+    };
+    let (timeline, next_transition, seats_exceeded) = match Timeline::of(sub, policy) {
+        Err(_) => (None, None, false),
+        Ok(tl) => {
+            let phase = tl.phase(now);
+            let next = tl.next_transition(now);
+            record_timeline(&mut status, &tl, phase, next);
+            (Some(tl), next, seats.exceeded(sub, phase))
+        }
+    };
+    SubscriptionEvaluation {
+        status,
+        timeline,
+        seats_used: seats.used,
+        seats_exceeded,
+        changes: Vec::new(),
+        next_transition,
+    }
+}
+
 /// The users counted against a subscription's seats, and the tenants it names that do not exist.
 struct SeatUse<'a> {
     used: i64,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::conditions::ConditionSet;
 use super::coverage::{Licence, coverage};
 use super::duplicates::{self, Neighbour};
-use super::subscription::{SubscriptionEvaluation, evaluate_subscription};
+use super::subscription::{SubscriptionEvaluation, subscription_facts};
 use super::{Policy, TenantUsers, earlier, human, human_from, later, next_after, whole_seconds};
 use crate::api::labels::NOT_DUPLICATE_ANNOTATION;
 use crate::api::{
@@ -79,7 +79,9 @@ pub struct Milestone {
 pub struct TenantEvaluation {
     /// The status to write.
     pub status: TenantStatus,
-    /// The subscriptions that concern the tenant, evaluated, by name.
+    /// The subscriptions that concern the tenant, by name: what this evaluation read of each
+    /// (phase, dates, seats). Their conditions and changes are left empty: each subscription's
+    /// own evaluation has them.
     pub subscriptions: BTreeMap<String, SubscriptionEvaluation>,
     /// Milestones reached and not announced before, in the order they were due.
     pub milestones: Vec<Milestone>,
@@ -245,10 +247,7 @@ impl<'a> Facts<'a> {
             .filter(|s| s.concerns(name))
         {
             let sub_name = sub.metadata.name.clone().unwrap_or_default();
-            subs.insert(
-                sub_name,
-                evaluate_subscription(sub, input.users, policy, now),
-            );
+            subs.insert(sub_name, subscription_facts(sub, input.users, policy, now));
             concerning.push(sub);
         }
         Self {
