@@ -103,23 +103,25 @@ pub fn columns<R: AsRef<[String]>>(rows: &[R]) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    // Written in place, without a string per cell: a fleet's report is millions of cells.
-    let mut out = String::new();
-    let mut line = String::new();
+    // Written in place, without a string per cell or line, into a text sized at once: a fleet's
+    // report is millions of cells.
+    let line_width: usize = widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1) + 1;
+    let mut out = String::with_capacity(rows.len().saturating_mul(line_width));
     for row in rows {
-        line.clear();
+        let start = out.len();
         for (i, cell) in row.as_ref().iter().enumerate() {
             if i > 0 {
-                line.push_str("  ");
+                out.push_str("  ");
             }
-            line.push_str(cell);
+            out.push_str(cell);
             let width = widths.get(i).copied().unwrap_or(0);
-            line.extend(std::iter::repeat_n(
+            out.extend(std::iter::repeat_n(
                 ' ',
                 width.saturating_sub(cell.chars().count()),
             ));
         }
-        out.push_str(line.trim_end());
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
         out.push('\n');
     }
     out

@@ -1,6 +1,6 @@
 //! Evaluating a whole set of tenants and subscriptions at once (the `evaluate` CLI, tests).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
@@ -36,8 +36,8 @@ impl World {
 
     /// The subscriptions that name each tenant (see [`super::subscription::tenants_named`]), by
     /// tenant name.
-    pub fn subscriptions_by_tenant(&self) -> BTreeMap<&str, Vec<&Subscription>> {
-        let mut index: BTreeMap<&str, Vec<&Subscription>> = BTreeMap::new();
+    pub fn subscriptions_by_tenant(&self) -> HashMap<&str, Vec<&Subscription>> {
+        let mut index: HashMap<&str, Vec<&Subscription>> = HashMap::new();
         for sub in &self.subscriptions {
             for tenant in super::subscription::tenants_named(sub) {
                 let list = index.entry(tenant).or_default();
@@ -52,8 +52,8 @@ impl World {
 }
 
 /// Tenants by lower-case administrator address: who might be whose duplicate.
-fn tenants_by_admin(tenants: &[Tenant]) -> BTreeMap<String, Vec<&Tenant>> {
-    let mut index: BTreeMap<String, Vec<&Tenant>> = BTreeMap::new();
+fn tenants_by_admin(tenants: &[Tenant]) -> HashMap<String, Vec<&Tenant>> {
+    let mut index: HashMap<String, Vec<&Tenant>> = HashMap::new();
     for t in tenants {
         for address in duplicates::admin_addresses(t) {
             index.entry(address).or_default().push(t);
