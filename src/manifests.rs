@@ -8,6 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -297,12 +298,12 @@ fn parse_json(path: &str, text: &str, documents: bool) -> Option<Parsed> {
     if !text.trim_start().starts_with(['{', '[']) {
         return None;
     }
-    let mut objects = Vec::new();
-    let error = if serde_json::from_str::<&RawValue>(text).is_ok() {
-        parse_json_document(path, text, documents, &mut objects).err()
-    } else {
+    let header = serde_json::from_str::<Header>(text).ok();
+    if header.is_none() && serde_json::from_str::<IgnoredAny>(text).is_err() {
         return None;
-    };
+    }
+    let mut objects = Vec::new();
+    let error = parse_json_document(path, text, header, documents, &mut objects).err();
     Some((objects, error))
 }
 
@@ -328,11 +329,12 @@ struct HeaderMetadata<'a> {
 /// [`parse_value`] of one valid JSON document, read straight into its typed object: a fleet's
 /// objects are then never built as generic values (most of the reading time, and memory, when
 /// they were). Anything this does not read as the generic reader would (a document that keeps
-/// its original, a field twice, a field of an unexpected type, an invalid object, whose
-/// message must be the generic reader's) is handed to [`parse_value`].
+/// its original, a field twice or of an unexpected type, which leaves no `header`, an invalid
+/// object, whose message must be the generic reader's) is handed to [`parse_value`].
 fn parse_json_document(
     path: &str,
     json: &str,
+    header: Option<Header<'_>>,
     documents: bool,
     objects: &mut Vec<Object>,
 ) -> Result<(), ManifestError> {
@@ -341,14 +343,17 @@ fn parse_json_document(
         // Unreachable for a document of a text that was read as JSON; no object then.
         Err(_) => Ok(()),
     };
-    let header = match serde_json::from_str::<Header>(json) {
-        Ok(header) if !documents => header,
+    let header = match header {
+        Some(header) if !documents => header,
         _ => return generic(objects),
     };
     let kind = header.kind.as_deref().unwrap_or_default();
     if kind == "List" || kind.ends_with("List") && header.items.is_some() {
-        for item in header.items.unwrap_or_default() {
-            parse_json_document(path, item.get(), documents, objects)?;
+        let items = header.items.unwrap_or_default();
+        objects.reserve(items.len());
+        for item in items {
+            let header = serde_json::from_str::<Header>(item.get()).ok();
+            parse_json_document(path, item.get(), header, documents, objects)?;
         }
         return Ok(());
     }
