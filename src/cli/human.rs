@@ -104,9 +104,21 @@ pub fn columns<R: AsRef<[String]>>(rows: &[R]) -> String {
         })
         .collect();
     // Written in place, without a string per cell or line, into a text sized at once: a fleet's
-    // report is millions of cells.
-    let line_width: usize = widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1) + 1;
-    let mut out = String::with_capacity(rows.len().saturating_mul(line_width));
+    // report is millions of cells. Every column but the last is padded to its width; the last
+    // is not (lines are trimmed), so one long last cell does not size every line. The size is
+    // a hint: if it can not be had, the text grows as it is written.
+    let padded: usize = widths.iter().take(columns.saturating_sub(1)).sum::<usize>()
+        + 2 * columns.saturating_sub(1)
+        + 1;
+    let size = rows.iter().fold(0usize, |size, row| {
+        let last = row
+            .as_ref()
+            .get(columns.saturating_sub(1))
+            .map_or(0, String::len);
+        size.saturating_add(padded).saturating_add(last)
+    });
+    let mut out = String::new();
+    let _ = out.try_reserve(size);
     for row in rows {
         let start = out.len();
         for (i, cell) in row.as_ref().iter().enumerate() {
@@ -194,6 +206,16 @@ mod tests {
                 "# t\nNAME    PHASE   -\nglobex  Active  x\n",
             ),
             (indent("a\nb\n"), "  a\n  b\n"),
+            // Widths in characters, not bytes; a long last cell pads nothing; lines trimmed.
+            (
+                columns(&[
+                    ["A".to_string(), "B".to_string()],
+                    ["ééé".to_string(), "x".repeat(40)],
+                    ["b".to_string(), String::new()],
+                ]),
+                &format!("A    B\nééé  {}\nb\n", "x".repeat(40)),
+            ),
+            (columns::<[String; 2]>(&[]), ""),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);
