@@ -3,13 +3,13 @@
 use std::io::Write;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{EvaluateArgs, OutputFormat};
 use crate::api::date::format_instant;
 use crate::api::{ConditionType, Subscription, Tenant};
 use crate::engine::{
-    Policy, SubscriptionEvaluation, TenantEvaluation, WorldEvaluation, evaluate_world,
+    Policy, SubscriptionEvaluation, TenantEvaluation, WorldEvaluation, evaluate_world_indexed,
     evaluate_world_map,
 };
 use crate::manifests::{ManifestError, Manifests, read_paths_with};
@@ -46,9 +46,7 @@ pub fn run(
     let manifests = read_paths_with(&args.files, documents)?;
     let at = args.at.unwrap_or(now);
     let policy = args.policy.policy()?;
-    let text = render(&manifests, &policy, at, args.output)?;
-    out.write_all(text.as_bytes())
-        .map_err(|e| EvaluateError::Output(e.to_string()))
+    write(&manifests, &policy, at, args.output, out)
 }
 
 /// Evaluates the manifests at `at` and renders them in `format`.
@@ -58,30 +56,85 @@ pub fn render(
     at: DateTime<Utc>,
     format: OutputFormat,
 ) -> Result<String, EvaluateError> {
+    let mut text = Vec::new();
+    write(manifests, policy, at, format, &mut text)?;
+    String::from_utf8(text).map_err(|e| EvaluateError::Output(e.to_string()))
+}
+
+/// [`render`] into `out`. Documents (`-o json|yaml`) are rendered each as its object is
+/// evaluated, on every core, and written in order: a fleet's output is never held as values
+/// beside its text (at 100,000 tenants that took 8 GiB and 30 s for JSON).
+fn write(
+    manifests: &Manifests,
+    policy: &Policy,
+    at: DateTime<Utc>,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), EvaluateError> {
+    let output = |e: std::io::Error| EvaluateError::Output(e.to_string());
     if format == OutputFormat::Table {
-        return Ok(table(manifests, policy, at));
+        return out
+            .write_all(table(manifests, policy, at).as_bytes())
+            .map_err(output);
     }
-    let eval = evaluate_world(&manifests.world, policy, at);
-    let items = with_status(manifests, &eval)?;
-    match format {
-        OutputFormat::Json => {
-            let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-            serde_json::to_string_pretty(&list)
-                .map(|s| s + "\n")
-                .map_err(|e| EvaluateError::Output(e.to_string()))
+    let document = |doc: Option<&Value>, status: Result<Value, EvaluateError>| {
+        let mut doc = doc.cloned().unwrap_or(Value::Null);
+        doc["status"] = status?;
+        render_document(&doc, format)
+    };
+    let (tenants, subscriptions) = evaluate_world_indexed(
+        &manifests.world,
+        policy,
+        at,
+        |i, _, e| document(manifests.tenant_documents.get(i), to_value(&e.status)),
+        |i, _, e| document(manifests.subscription_documents.get(i), to_value(&e.status)),
+    );
+    let mut items = tenants.into_iter().chain(subscriptions);
+    if format == OutputFormat::Json {
+        // `{"apiVersion": "v1", "kind": "List", "items": [...]}` as serde_json writes it pretty:
+        // keys in order, the items two levels in.
+        let Some(first) = items.next() else {
+            return out
+                .write_all(
+                    b"{\n  \"apiVersion\": \"v1\",\n  \"items\": [],\n  \"kind\": \"List\"\n}\n",
+                )
+                .map_err(output);
+        };
+        out.write_all(b"{\n  \"apiVersion\": \"v1\",\n  \"items\": [\n")
+            .map_err(output)?;
+        out.write_all(first?.as_bytes()).map_err(output)?;
+        for item in items {
+            out.write_all(b",\n").map_err(output)?;
+            out.write_all(item?.as_bytes()).map_err(output)?;
         }
-        OutputFormat::Yaml => {
-            let mut s = String::new();
-            for item in &items {
-                s.push_str("---\n");
-                s.push_str(
-                    &serde_yaml::to_string(item)
-                        .map_err(|e| EvaluateError::Output(e.to_string()))?,
-                );
+        return out
+            .write_all(b"\n  ],\n  \"kind\": \"List\"\n}\n")
+            .map_err(output);
+    }
+    for item in items {
+        out.write_all(item?.as_bytes()).map_err(output)?;
+    }
+    Ok(())
+}
+
+/// One output document: pretty JSON indented as an item of the output's `List` (JSON strings
+/// hold no line breaks, so indenting line by line is exact), or a YAML document.
+fn render_document(doc: &Value, format: OutputFormat) -> Result<String, EvaluateError> {
+    let error = |e: &dyn std::fmt::Display| EvaluateError::Output(e.to_string());
+    if format == OutputFormat::Json {
+        let pretty = serde_json::to_string_pretty(doc).map_err(|e| error(&e))?;
+        let mut text = String::with_capacity(pretty.len() + pretty.len() / 8);
+        for (i, line) in pretty.lines().enumerate() {
+            if i > 0 {
+                text.push('\n');
             }
-            Ok(s)
+            text.push_str("    ");
+            text.push_str(line);
         }
-        OutputFormat::Table => Ok(table(manifests, policy, at)),
+        Ok(text)
+    } else {
+        let yaml = serde_yaml::to_string(doc).map_err(|e| error(&e))?;
+        Ok(format!("---\n{yaml}"))
     }
 }
 
@@ -192,4 +245,35 @@ fn subscription_row(s: &Subscription, e: SubscriptionEvaluation) -> [String; 6] 
                 .unwrap_or_default()
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::evaluate_world;
+    use crate::manifests::read_paths;
+
+    /// The documents rendered one by one, as the whole `List` value would be written at once.
+    #[test]
+    fn documents_rendered_one_by_one_read_as_the_whole_list_would() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let at = parse_at("2026-12-15").expect("date");
+        let policy = Policy::default();
+        for manifests in [
+            read_paths(&[examples]).expect("the examples"),
+            Manifests::default(),
+        ] {
+            let eval = evaluate_world(&manifests.world, &policy, at);
+            let items = with_status(&manifests, &eval).expect("documents");
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+            let json = serde_json::to_string_pretty(&list).expect("json") + "\n";
+            let yaml: String = items
+                .iter()
+                .map(|item| format!("---\n{}", serde_yaml::to_string(item).expect("yaml")))
+                .collect();
+            let render = |format| render(&manifests, &policy, at, format).expect("rendered");
+            assert_eq!(render(OutputFormat::Json), json);
+            assert_eq!(render(OutputFormat::Yaml), yaml);
+        }
+    }
 }

@@ -26,7 +26,9 @@ pub use duplicates::Neighbour;
 pub use policy::{Catalogue, Policy, parse_period};
 pub use subscription::{SubscriptionChange, SubscriptionEvaluation, evaluate_subscription};
 pub use tenant::{Milestone, TenantEvaluation, TenantInput, evaluate_tenant};
-pub use world::{World, WorldEvaluation, evaluate_world, evaluate_world_map};
+pub use world::{
+    World, WorldEvaluation, evaluate_world, evaluate_world_indexed, evaluate_world_map,
+};
 
 /// `spec.users` of every known tenant, by name. A tenant missing from the map does not exist.
 /// (Only looked up, several times per evaluation: a hash map, as a fleet has 100,000s.)

@@ -86,6 +86,29 @@ where
     T: Send,
     S: Send,
 {
+    evaluate_world_indexed(
+        world,
+        policy,
+        now,
+        |_, t, e| tenant(t, e),
+        |_, s, e| subscription(s, e),
+    )
+}
+
+/// [`evaluate_world_map`], each object handed with its index in `world.tenants` or
+/// `world.subscriptions` (for callers that keep something beside each object, such as its
+/// original document).
+pub fn evaluate_world_indexed<T, S>(
+    world: &World,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    tenant: impl Fn(usize, &Tenant, TenantEvaluation) -> T + Sync,
+    subscription: impl Fn(usize, &Subscription, SubscriptionEvaluation) -> S + Sync,
+) -> (Vec<T>, Vec<S>)
+where
+    T: Send,
+    S: Send,
+{
     let users = world.users();
     let index = world.subscriptions_by_tenant();
     let by_admin = tenants_by_admin(&world.tenants);
@@ -97,7 +120,7 @@ where
             .map(Vec::as_slice)
             .unwrap_or_default()
     };
-    let tenants = in_parallel(&world.tenants, |t| {
+    let tenants = in_parallel(&world.tenants, |i, t| {
         let mut neighbours: Vec<Neighbour<'_>> = Vec::new();
         for address in duplicates::admin_addresses(t) {
             let listed = by_admin
@@ -122,14 +145,15 @@ where
             neighbours: &neighbours,
             ..TenantInput::new(t, subs_of(t), &users)
         };
-        tenant(t, evaluate_tenant(&input, policy, now))
+        tenant(i, t, evaluate_tenant(&input, policy, now))
     });
-    let subscriptions = in_parallel(&world.subscriptions, |s| {
+    let subscriptions = in_parallel(&world.subscriptions, |i, s| {
         let siblings = index
             .get(s.spec.tenant_ref.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default();
         subscription(
+            i,
             s,
             evaluate_subscription_among(s, siblings, &users, policy, now),
         )
@@ -140,18 +164,32 @@ where
 /// Below this many items a thread costs more than it saves.
 const PARALLEL_MIN: usize = 256;
 
-/// `items.iter().map(f).collect()`, in contiguous chunks on as many threads as there are cores.
-fn in_parallel<I: Sync, R: Send>(items: &[I], f: impl Fn(&I) -> R + Sync) -> Vec<R> {
+/// `items.iter().enumerate().map(f).collect()`, in contiguous chunks on as many threads as there
+/// are cores.
+fn in_parallel<I: Sync, R: Send>(items: &[I], f: impl Fn(usize, &I) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads <= 1 || items.len() < PARALLEL_MIN {
-        return items.iter().map(f).collect();
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| f(i, item))
+            .collect();
     }
     let chunk = items.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|scope| {
         let workers: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .enumerate()
+            .map(|(n, part)| {
+                scope.spawn(move || {
+                    let first = n * chunk;
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, item)| f(first + i, item))
+                        .collect::<Vec<R>>()
+                })
+            })
             .collect();
         let mut out = Vec::with_capacity(items.len());
         for worker in workers {
