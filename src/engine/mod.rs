@@ -133,24 +133,8 @@ fn write_day(f: &mut std::fmt::Formatter<'_>, day: chrono::NaiveDate) -> std::fm
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    // On the stack: at most `31 Dec 2026`.
-    let mut text = [b' '; 11];
-    let (d, m, y) = (
-        day.day(),
-        day.month0() as usize % 12,
-        day.year().unsigned_abs(),
-    );
-    let mut len = 0;
-    if d >= 10 {
-        text[0] = b'0' + (d / 10 % 10) as u8;
-        len = 1;
-    }
-    text[len] = b'0' + (d % 10) as u8;
-    text[len + 2..len + 5].copy_from_slice(MONTHS[m].as_bytes());
-    for (i, power) in [1000, 100, 10, 1].into_iter().enumerate() {
-        text[len + 6 + i] = b'0' + (y / power % 10) as u8;
-    }
-    f.write_str(std::str::from_utf8(&text[..len + 10]).map_err(|_| std::fmt::Error)?)
+    let month = MONTHS[day.month0() as usize % 12];
+    write!(f, "{} {month} {:04}", day.day(), day.year())
 }
 
 /// `2027-01-01 12:00 UTC`, with seconds (and their fraction) only when there are some.

@@ -190,20 +190,24 @@ pub fn evaluate_subscription_among(
             &no_status
         }
     };
-    let generation = sub.metadata.generation;
-    let mut conditions = ConditionSet::new(&previous.conditions, generation, now);
-    let seats = SeatUse::of(sub, users);
-    let (mut changes, transfers) = tenancy_changes(sub, previous, now);
-    let mut status = SubscriptionStatus {
-        tenant: Some(sub.spec.tenant_ref.clone()),
-        shared_with: sub.spec.shared_with.iter().map(|t| t.0.clone()).collect(),
-        transfers,
-        seats_used: Some(seats.used),
-        observed_generation: generation,
-        ..Default::default()
-    };
+    let mut conditions = ConditionSet::new(&previous.conditions, sub.metadata.generation, now);
+    let (mut eval, seats, dates) = read_dates_and_seats(sub, users, policy, now);
+    let (changes, transfers) = tenancy_changes(sub, previous, now);
+    eval.changes = changes;
+    eval.status.shared_with = sub.spec.shared_with.iter().map(|t| t.0.clone()).collect();
+    eval.status.transfers = transfers;
 
-    let (timeline, next_transition, seats_exceeded) = match Timeline::of(sub, policy) {
+    match dates {
+        Ok((tl, phase)) => {
+            eval.changes.extend(end_moved(sub, previous, &tl));
+            let (ready, reason, message) = readiness(sub, others, &seats, policy, phase, &tl);
+            conditions.set(ConditionType::Ready, ready, reason, message);
+            let (reason, message) = in_force(&tl, phase);
+            conditions.set(ConditionType::InForce, tl.in_force(now), reason, message);
+            let exceeded = eval.seats_exceeded;
+            let (reason, message) = seat_limit(sub, users, &seats, exceeded);
+            conditions.set(ConditionType::SeatLimitExceeded, exceeded, reason, message);
+        }
         Err(err) => {
             conditions.set(
                 ConditionType::Ready,
@@ -217,33 +221,10 @@ pub fn evaluate_subscription_among(
                 Reason::InvalidDate,
                 err.to_string(),
             );
-            (None, None, false)
         }
-        Ok(tl) => {
-            let phase = tl.phase(now);
-            let next = tl.next_transition(now);
-            record_timeline(&mut status, &tl, phase, next);
-            changes.extend(end_moved(sub, previous, &tl));
-            let (ready, reason, message) = readiness(sub, others, &seats, policy, phase, &tl);
-            conditions.set(ConditionType::Ready, ready, reason, message);
-            let (reason, message) = in_force(&tl, phase);
-            conditions.set(ConditionType::InForce, tl.in_force(now), reason, message);
-            let exceeded = seats.exceeded(sub, phase);
-            let (reason, message) = seat_limit(sub, users, &seats, exceeded);
-            conditions.set(ConditionType::SeatLimitExceeded, exceeded, reason, message);
-            (Some(tl), next, exceeded)
-        }
-    };
-
-    status.conditions = conditions.finish();
-    SubscriptionEvaluation {
-        status,
-        timeline,
-        seats_used: seats.used,
-        seats_exceeded,
-        changes,
-        next_transition,
     }
+    eval.status.conditions = conditions.finish();
+    eval
 }
 
 /// What a tenant's evaluation reads of each subscription that concerns it: the phase, the dates
@@ -256,6 +237,23 @@ pub(crate) fn subscription_facts(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> SubscriptionEvaluation {
+    read_dates_and_seats(sub, users, policy, now).0
+}
+
+/// The part of an evaluation that both [`evaluate_subscription_among`] and
+/// [`subscription_facts`] make: the owner, the seats and, when the dates can be read, the
+/// timeline, the phase at `now` and the next transition. Also the seats' use and the timeline
+/// with its phase (or why the dates can not be read), from which the conditions are written.
+fn read_dates_and_seats<'a>(
+    sub: &'a Subscription,
+    users: &TenantUsers,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> (
+    SubscriptionEvaluation,
+    SeatUse<'a>,
+    Result<(Timeline, SubscriptionPhase), DateError>,
+) {
     let seats = SeatUse::of(sub, users);
     let mut status = SubscriptionStatus {
         tenant: Some(sub.spec.tenant_ref.clone()),
@@ -263,23 +261,24 @@ pub(crate) fn subscription_facts(
         observed_generation: sub.metadata.generation,
         ..Default::default()
     };
-    let (timeline, next_transition, seats_exceeded) = match Timeline::of(sub, policy) {
-        Err(_) => (None, None, false),
+    let (timeline, next_transition, seats_exceeded, dates) = match Timeline::of(sub, policy) {
+        Err(err) => (None, None, false, Err(err)),
         Ok(tl) => {
             let phase = tl.phase(now);
             let next = tl.next_transition(now);
             record_timeline(&mut status, &tl, phase, next);
-            (Some(tl), next, seats.exceeded(sub, phase))
+            (Some(tl), next, seats.exceeded(sub, phase), Ok((tl, phase)))
         }
     };
-    SubscriptionEvaluation {
+    let eval = SubscriptionEvaluation {
         status,
         timeline,
         seats_used: seats.used,
         seats_exceeded,
         changes: Vec::new(),
         next_transition,
-    }
+    };
+    (eval, seats, dates)
 }
 
 /// The users counted against a subscription's seats, and the tenants it names that do not exist.
