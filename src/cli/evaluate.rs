@@ -89,26 +89,23 @@ fn write(
         |i, _, e| document(manifests.tenant_documents.get(i), to_value(&e.status)),
         |i, _, e| document(manifests.subscription_documents.get(i), to_value(&e.status)),
     );
-    let mut items = tenants.into_iter().chain(subscriptions);
+    let items = tenants.into_iter().chain(subscriptions);
     if format == OutputFormat::Json {
         // `{"apiVersion": "v1", "kind": "List", "items": [...]}` as serde_json writes it pretty:
-        // keys in order, the items two levels in.
-        let Some(first) = items.next() else {
-            return out
-                .write_all(
-                    b"{\n  \"apiVersion\": \"v1\",\n  \"items\": [],\n  \"kind\": \"List\"\n}\n",
-                )
-                .map_err(output);
-        };
-        out.write_all(b"{\n  \"apiVersion\": \"v1\",\n  \"items\": [\n")
+        // keys in order, the items two levels in, an empty list as `[]`.
+        out.write_all(b"{\n  \"apiVersion\": \"v1\",\n  \"items\": [")
             .map_err(output)?;
-        out.write_all(first?.as_bytes()).map_err(output)?;
+        let mut separator: &[u8] = b"\n";
+        let mut empty = true;
         for item in items {
-            out.write_all(b",\n").map_err(output)?;
+            out.write_all(separator).map_err(output)?;
             out.write_all(item?.as_bytes()).map_err(output)?;
+            (separator, empty) = (b",\n", false);
         }
+        let end: &[u8] = if empty { b"]" } else { b"\n  ]" };
+        out.write_all(end).map_err(output)?;
         return out
-            .write_all(b"\n  ],\n  \"kind\": \"List\"\n}\n")
+            .write_all(b",\n  \"kind\": \"List\"\n}\n")
             .map_err(output);
     }
     for item in items {
