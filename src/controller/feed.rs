@@ -154,8 +154,9 @@ where
 /// consumer hears of it, so that an index maintained there is never behind the cache for a
 /// reconcile the event triggers.
 ///
-/// `metadata.managedFields` and the last-applied annotation are dropped before objects enter the
-/// cache (see [`slim`]), and condition messages are replaced by their digest ([`CacheForm`]).
+/// `metadata.managedFields` is not even decoded ([`Lenient::decode`]), the last-applied
+/// annotation is dropped before objects enter the cache (see [`slim`]), and condition messages
+/// are replaced by their digest ([`CacheForm`]).
 ///
 /// Objects are decoded one by one ([`Lenient`]): one that can not be decoded is kept out of the
 /// cache (or, if the cache holds an earlier version that could be read, that version stays, also
@@ -373,9 +374,9 @@ where
 /// applied manifest, as large as the object's spec again. Nothing in the operator reads it.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Drops what no controller reads from an object before it enters a cache: `managedFields`
-/// (every field manager lists every field it owns: often the largest part of an object) and
-/// the last-applied annotation.
+/// Drops what no controller reads from an object before it enters a cache: the last-applied
+/// annotation (a second copy of an object applied client-side by kubectl or Argo CD), and
+/// `managedFields` should an object come with them ([`Lenient::decode`] leaves them out).
 fn slim(meta: &mut kube::api::ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {

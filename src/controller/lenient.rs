@@ -54,16 +54,59 @@ pub struct Undecodable {
 }
 
 impl<K: DeserializeOwned> Lenient<K> {
-    /// Decodes one object from its JSON text.
+    /// Decodes one object from its JSON text, without its `metadata.managedFields`.
     pub fn decode(text: &str) -> Self {
-        match serde_json::from_str::<K>(text) {
+        let text = without_managed_fields(text);
+        match serde_json::from_str::<K>(&text) {
             Ok(k) => Self::Good(k),
             Err(err) => Self::Bad(Box::new(Undecodable {
-                meta: metadata_of(text),
+                meta: metadata_of(&text),
                 error: without_position(&err),
             })),
         }
     }
+}
+
+/// `text` with the value of `metadata.managedFields` replaced by `null`, or `text` itself if it
+/// has none (or is not an object with a readable `metadata`: the decoder then says what is wrong).
+///
+/// Nothing the operator or its commands do reads `managedFields`: the caches drop it, and it is
+/// often the largest part of an object (every field manager lists every field it owns, the
+/// operator's own status manager every condition, milestone and service). Decoded, it is a
+/// tree of maps, one allocation per field; skipped, it costs one scan of the text and one copy.
+/// It is also as deep as the object's deepest field plus a few levels, so an object whose own
+/// fields decode is no longer refused for the depth of its `managedFields`.
+fn without_managed_fields(text: &str) -> Cow<'_, str> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        metadata: Option<Fields<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow, default, rename = "managedFields")]
+        managed_fields: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(Head {
+        metadata: Some(Fields {
+            managed_fields: Some(raw),
+        }),
+    }) = serde_json::from_str::<Head>(text)
+    else {
+        return Cow::Borrowed(text);
+    };
+    // `raw` borrows from `text`: its place in `text` is the distance between the two.
+    let value = raw.get();
+    let start = (value.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    let end = start.saturating_add(value.len());
+    let (Some(before), Some(after)) = (text.get(..start), text.get(end..)) else {
+        return Cow::Borrowed(text);
+    };
+    let mut slim = String::with_capacity(before.len() + 4 + after.len());
+    slim.push_str(before);
+    slim.push_str("null");
+    slim.push_str(after);
+    Cow::Owned(slim)
 }
 
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
@@ -428,6 +471,60 @@ mod tests {
         let raw: Box<serde_json::value::RawValue> =
             serde_json::from_str(&deep).expect("captured iteratively");
         assert_eq!(raw.get().len(), deep.len());
+    }
+
+    /// `managedFields` is not decoded: an object decodes as it would without it, also one whose
+    /// `managedFields` alone are too deep for the decoder, or malformed.
+    #[test]
+    fn managed_fields_are_not_decoded() {
+        // What the object decodes to without its managedFields, written out again.
+        let plain = |text: &str| -> serde_json::Value {
+            let mut value: serde_json::Value = serde_json::from_str(text).expect("JSON");
+            if let Some(meta) = value["metadata"].as_object_mut() {
+                meta.remove("managedFields");
+            }
+            let tenant: Tenant = serde_json::from_value(value).expect("decodes");
+            serde_json::to_value(tenant).expect("encodes")
+        };
+        let settings_100 = tenant_json("deep-fields", &nested(100));
+        for (text, like) in [
+            (tenant_json("shallow", "{\"b\":[true]}"), None),
+            // Settings at depth 100, their managedFields entry deeper than the limit of 128.
+            (
+                settings_100.replace(
+                    "\"fieldsV1\":{",
+                    &format!("\"fieldsV1\":{{\"f:x\":{},", nested(200)),
+                ),
+                Some(settings_100.as_str()),
+            ),
+            (
+                r#"{"metadata":{"name":"odd","managedFields":{"not":"a list"}},"spec":{}}"#.into(),
+                None,
+            ),
+            (r#"{"metadata":{"name":"none"},"spec":{}}"#.into(), None),
+            (
+                r#"{"metadata":{"name":"null","managedFields":null},"spec":{}}"#.into(),
+                None,
+            ),
+        ] {
+            let Lenient::<Tenant>::Good(t) = Lenient::decode(&text) else {
+                panic!("not decoded: {text}")
+            };
+            assert_eq!(t.metadata.managed_fields, None);
+            let expected = plain(like.unwrap_or(&text));
+            assert_eq!(serde_json::to_value(&t).ok(), Some(expected), "{text}");
+        }
+        // Whitespace and escapes around the value are kept as they are.
+        let spaced =
+            r#"{ "metadata" : { "managedFields" : [ {"manager":"a\"b"} ] , "name" : "s" } }"#;
+        assert_eq!(
+            without_managed_fields(spaced),
+            r#"{ "metadata" : { "managedFields" : null , "name" : "s" } }"#
+        );
+        // Not an object, or no metadata: the text as it is, for the decoder to judge.
+        for text in ["[1]", "{\"kind\":\"Tenant\"}", "{\"metadata\":7}", "{"] {
+            assert!(matches!(without_managed_fields(text), Cow::Borrowed(t) if t == text));
+        }
     }
 
     /// One undecodable item no longer fails the list page: the others decode.
