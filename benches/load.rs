@@ -25,7 +25,15 @@
 //! 5. warm restart: the release binary `mailsec-operator run` started on the converged objects:
 //!    time until `/readyz`, writes (none expected), peak RSS (VmHWM);
 //! 6. take-over: two release binaries with leader election, the leader SIGKILLed, the time until
-//!    the standby's first reconcile and how late a transition due 5 s after the kill lands.
+//!    the standby's first reconcile and how late a transition due 5 s after the kill lands;
+//! 7. baseline A again on the same objects, every operator stopped: the API server slows down
+//!    as a run goes on, and the mean of (1) and (7) is measured where (2) is (see
+//!    `baseline_after`), so the ratio to it has the drift taken out.
+//!
+//! Each timed step also reports the CPU seconds it took: the machine's, the API server's,
+//! etcd's, this process's (the bare client or the operator, with the convergence watch) and the
+//! release binary's. `--baseline-watched` adds a pass of (1) during which the client also holds
+//! the operator's watches.
 //!
 //! `--memory-only` skips all but the objects, then measures the release binary's cold start on
 //! them (time, requests, writes, peak RSS) and a second process's warm restart;
@@ -83,6 +91,11 @@ struct Args {
     /// Over how many seconds their ends are spread.
     #[arg(long, default_value_t = 30)]
     deadline_spread_secs: u64,
+    /// After baseline A, apply the statuses once more while the same client also holds the
+    /// operator's watches: what serving them costs the API server, measured on its own. The
+    /// cold start then comes two writes per object later than the baseline after the run assumes.
+    #[arg(long)]
+    baseline_watched: bool,
     /// Skip the memory measurement (of the operator binary built with this benchmark).
     #[arg(long)]
     skip_memory: bool,
@@ -339,6 +352,102 @@ fn vm_field(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time, in seconds: the whole machine's busy time (all cores) and that of the processes
+/// a step shares it with. Wall times move with the machine's load; these say where the work
+/// went.
+#[derive(Clone, Copy, Default, Debug)]
+struct CpuUse {
+    machine: f64,
+    apiserver: f64,
+    etcd: f64,
+    /// This process: the bare client or the in-process operator, and the convergence watch.
+    harness: f64,
+    /// The release binary, when a step runs it.
+    operator: f64,
+}
+
+impl CpuUse {
+    /// The CPU time used so far (`operator`: the release binary's pid, if it runs).
+    fn now(env: &Envtest, operator: Option<u32>) -> Self {
+        let pid_of = |name: &str| -> Option<u32> {
+            std::fs::read_to_string(env.run_dir.join(format!("{name}.pid")))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let process = |pid: Option<u32>| pid.and_then(process_cpu).unwrap_or(0.0);
+        Self {
+            machine: machine_busy().unwrap_or(0.0),
+            apiserver: process(pid_of("kube-apiserver")),
+            etcd: process(pid_of("etcd")),
+            harness: process(Some(std::process::id())),
+            operator: process(operator),
+        }
+    }
+
+    /// What was used between `start` and `self`.
+    fn since(self, start: Self) -> Self {
+        Self {
+            machine: self.machine - start.machine,
+            apiserver: self.apiserver - start.apiserver,
+            etcd: self.etcd - start.etcd,
+            harness: self.harness - start.harness,
+            operator: self.operator - start.operator,
+        }
+    }
+
+    /// One line, with the machine's busy share over `wall`.
+    fn describe(&self, wall: Duration) -> String {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut line = format!(
+            "CPU s: machine {:.1} ({:.0} % of {cores} cores busy), kube-apiserver {:.1}, etcd {:.1}, harness {:.1}",
+            self.machine,
+            100.0 * self.machine / (cores * wall.as_secs_f64()).max(f64::EPSILON),
+            self.apiserver,
+            self.etcd,
+            self.harness,
+        );
+        if self.operator > 0.0 {
+            line.push_str(&format!(", operator {:.1}", self.operator));
+        }
+        line
+    }
+}
+
+/// Clock ticks per second of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf reads a constant of the system and has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// User + system CPU seconds of process `pid`.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// Busy CPU seconds of the whole machine (all cores; idle and I/O wait left out).
+fn machine_busy() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is counted in user).
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    Some(busy / clock_ticks())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     // On SIGINT/SIGTERM, return (so the API server is stopped by `Envtest`'s Drop).
@@ -386,7 +495,9 @@ async fn harness() -> anyhow::Result<()> {
         let objects = run.objects() + 2 * args.deadline_subs;
         (warm_restart(&run, objects).await?, takeover(&run).await?)
     };
+    let after = baseline_after(&run, &policy).await?;
     let results = Results {
+        after,
         baseline,
         cold,
         wrong,
@@ -551,6 +662,12 @@ struct Baseline {
     mix: Duration,
     /// Milestone Events created.
     milestones: usize,
+    /// CPU used by the status applies (until observed).
+    cpu: CpuUse,
+    /// CPU used by the rest of the write mix.
+    mix_cpu: CpuUse,
+    /// The status applies again, the operator's watches held meanwhile (`--baseline-watched`).
+    watched: Option<Applied>,
 }
 
 /// Step 1: the statuses the engine computes, applied by a bare client, and the rest of the
@@ -558,7 +675,54 @@ struct Baseline {
 async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
     let objects = run.objects();
     let eval = evaluate_world(&run.world, policy, run.now);
-    let mut patches: Vec<StatusPatch> = Vec::with_capacity(objects);
+    let patches = status_patches(run, &eval);
+    let a = apply_statuses(run, &patches, false, 0).await?;
+    run.log(&format!(
+        "baseline: {objects} status applies observed in {:.2?} (the client's last answer after {:.2?}); {}",
+        a.observed,
+        a.answered,
+        a.cpu.describe(a.observed)
+    ));
+
+    let t0 = Instant::now();
+    let cpu0 = CpuUse::now(&run.env, None);
+    let milestones = rest_of_write_mix(run, &eval).await?;
+    let extra = t0.elapsed();
+    let mix_cpu = CpuUse::now(&run.env, None).since(cpu0);
+    run.log(&format!(
+        "baseline, the rest of the write mix: {milestones} Events in {extra:.2?}; {}",
+        mix_cpu.describe(extra)
+    ));
+    clear_statuses(run, &patches).await?;
+    run.log("statuses cleared");
+
+    let watched = if run.args.baseline_watched {
+        let w = apply_statuses(run, &patches, true, 0).await?;
+        run.log(&format!(
+            "baseline with the operator's watches: observed in {:.2?}; {}",
+            w.observed,
+            w.cpu.describe(w.observed)
+        ));
+        clear_statuses(run, &patches).await?;
+        run.log("statuses cleared");
+        Some(w)
+    } else {
+        None
+    };
+    Ok(Baseline {
+        statuses: a.observed,
+        applied: a.answered,
+        mix: a.observed + extra,
+        milestones,
+        cpu: a.cpu,
+        mix_cpu,
+        watched,
+    })
+}
+
+/// The statuses the engine gives the population, as the bare client applies them.
+fn status_patches(run: &Run, eval: &WorldEvaluation) -> Vec<StatusPatch> {
+    let mut patches: Vec<StatusPatch> = Vec::with_capacity(run.objects());
     for (t, e) in run.world.tenants.iter().zip(&eval.tenants) {
         let body = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "Tenant", "status": e.status});
         patches.push((true, t.name_any(), body));
@@ -567,43 +731,107 @@ async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
         let body = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "Subscription", "status": e.status});
         patches.push((false, s.name_any(), body));
     }
+    patches
+}
+
+/// Last step: baseline A again, once every operator has stopped, on the same objects.
+///
+/// The API server and etcd slow down as the run goes on: every write adds to etcd's history
+/// and to the API server's watch cache, and two passes of the same 30,000 applies, one after the
+/// other, differed by 15 % (2026-12-06). Baseline A runs on objects written once (created), the
+/// cold start on objects written three times (created, A, cleared), this pass on objects written
+/// five times (created, A, cleared, the cold start, cleared): the mean of the two baselines is
+/// measured where the cold start is, so the drift cancels out of the ratio to it.
+async fn baseline_after(run: &Run, policy: &Policy) -> anyhow::Result<Applied> {
+    let patches = status_patches(run, &evaluate_world(&run.world, policy, run.now));
+    clear_statuses(run, &patches).await?;
+    // The other objects (the deadline and take-over steps') keep their statuses: the
+    // convergence watch counts those already observed.
+    let population: HashSet<String> = patches.iter().map(|(_, name, _)| name.clone()).collect();
+    let done = |name: String, observed: Option<i64>, generation: Option<i64>| {
+        !population.contains(&name) && observed.is_some() && observed == generation
+    };
+    let tenants = run.apis.tenants.list(&ListParams::default()).await?.items;
+    let subs = run.apis.subs.list(&ListParams::default()).await?.items;
+    let others = tenants
+        .into_iter()
+        .filter(|t| {
+            let observed = t.status.as_ref().and_then(|s| s.observed_generation);
+            done(t.name_any(), observed, t.metadata.generation)
+        })
+        .count()
+        + subs
+            .into_iter()
+            .filter(|s| {
+                let observed = s.status.as_ref().and_then(|s| s.observed_generation);
+                done(s.name_any(), observed, s.metadata.generation)
+            })
+            .count();
+    let after = apply_statuses(run, &patches, false, others).await?;
+    run.log(&format!(
+        "baseline A after the run: observed in {:.2?}; {}",
+        after.observed,
+        after.cpu.describe(after.observed)
+    ));
+    Ok(after)
+}
+
+/// What one pass of the bare client's status applies took.
+struct Applied {
+    /// Until the convergence watch observed every status.
+    observed: Duration,
+    /// Until the client had its last answer.
+    answered: Duration,
+    cpu: CpuUse,
+}
+
+/// Applies `patches` with the bare client, observed as the cold start is (step 2: the same
+/// watch, started at the same moment). With `watched`, the client also holds the watches the
+/// operator holds (every Tenant and every Subscription, listed then watched, each event
+/// decoded), so that what a watch costs the API server shows on its own. `others`: objects
+/// outside the population whose status the watch sees as observed already.
+async fn apply_statuses(
+    run: &Run,
+    patches: &[StatusPatch],
+    watched: bool,
+    others: usize,
+) -> anyhow::Result<Applied> {
+    let objects = run.objects() + others;
     let t0 = Instant::now();
+    let cpu0 = CpuUse::now(&run.env, None);
     let pp = PatchParams::apply("load-baseline").force();
-    // Observed as the cold start is (step 2): the same watch, started at the same moment.
     let observed = converged(run.client.clone(), objects, convergence_timeout(objects));
     let applied = async {
-        patch_statuses(&run.apis, &patches, &pp, run.in_flight(), Patch::Apply).await?;
+        patch_statuses(&run.apis, patches, &pp, run.in_flight(), Patch::Apply).await?;
         anyhow::Ok(t0.elapsed())
     };
-    let (observed, applied) = tokio::join!(observed, applied);
-    let applied = applied?;
+    let operators_watches = async {
+        if watched {
+            converged(run.client.clone(), objects, convergence_timeout(objects)).await
+        } else {
+            Ok(())
+        }
+    };
+    let (observed, answered, operators_watches) =
+        tokio::join!(observed, applied, operators_watches);
+    let answered = answered?;
     observed?;
-    let statuses = t0.elapsed();
-    run.log(&format!(
-        "baseline: {objects} status applies observed in {statuses:.2?} (the client's last answer after {applied:.2?})"
-    ));
+    operators_watches?;
+    Ok(Applied {
+        observed: t0.elapsed(),
+        answered,
+        cpu: CpuUse::now(&run.env, None).since(cpu0),
+    })
+}
 
-    let t0 = Instant::now();
-    let milestones = rest_of_write_mix(run, &eval).await?;
-    let extra = t0.elapsed();
-    run.log(&format!(
-        "baseline, the rest of the write mix: {milestones} Events in {extra:.2?}"
-    ));
-
+/// Clears every status `patches` wrote (not timed).
+async fn clear_statuses(run: &Run, patches: &[StatusPatch]) -> anyhow::Result<()> {
     let clear = serde_json::json!({"status": null});
     let pp = PatchParams::default();
-    let in_flight = run.args.create_concurrency;
-    patch_statuses(&run.apis, &patches, &pp, in_flight, |_| {
+    patch_statuses(&run.apis, patches, &pp, run.args.create_concurrency, |_| {
         Patch::Merge(&clear)
     })
-    .await?;
-    run.log("statuses cleared");
-    Ok(Baseline {
-        statuses,
-        applied,
-        mix: statuses + extra,
-        milestones,
-    })
+    .await
 }
 
 /// Step 1b: the rest of what a cold start must write, by the same bare client: the Events of
@@ -674,6 +902,7 @@ impl RunningOperator {
 /// What the cold start took.
 struct ColdStart {
     took: Duration,
+    cpu: CpuUse,
     reconciles: u64,
     requests: u64,
     writes: u64,
@@ -695,15 +924,21 @@ async fn cold_start(run: &Run, policy: &Policy) -> anyhow::Result<(ColdStart, Ru
     };
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let t0 = Instant::now();
+    let cpu0 = CpuUse::now(&run.env, None);
     let thread = start_operator(op_client, settings, metrics.clone(), stop_rx);
     converged(run.client.clone(), run.objects(), Duration::from_secs(1800)).await?;
     let cold = ColdStart {
         took: t0.elapsed(),
+        cpu: CpuUse::now(&run.env, None).since(cpu0),
         reconciles: reconciles(&metrics),
         requests: counters.reads() + counters.writes(),
         writes: counters.writes(),
     };
-    run.log(&format!("converged in {:.2?}", cold.took));
+    run.log(&format!(
+        "converged in {:.2?}; {}",
+        cold.took,
+        cold.cpu.describe(cold.took)
+    ));
     let operator = RunningOperator {
         counters,
         metrics,
@@ -1188,6 +1423,8 @@ async fn takeover(run: &Run) -> anyhow::Result<Option<Takeover>> {
 /// Everything measured, for the report.
 struct Results {
     baseline: Baseline,
+    /// Baseline A again, at the end of the run.
+    after: Applied,
     cold: ColdStart,
     wrong: usize,
     steady: Steady,
@@ -1226,11 +1463,32 @@ fn report(run: &Run, r: &Results) {
         cold.as_secs_f64() / baseline.as_secs_f64(),
         cold.as_secs_f64() / r.baseline.applied.as_secs_f64()
     );
+    let after = r.after.observed.as_secs_f64();
+    let bracket = (baseline.as_secs_f64() + after) / 2.0;
+    println!(
+        "baseline A after the run (objects written 5 times; A: once, the cold start: 3 times): {after:.2} s; their mean {bracket:.2} s -> ratio {:.2}\n  {}",
+        cold.as_secs_f64() / bracket,
+        r.after.cpu.describe(r.after.observed)
+    );
     println!(
         "baseline with the operator's write mix: + {milestones} Event creates (bare client): {:.2} s -> ratio {:.2}",
         r.baseline.mix.as_secs_f64(),
         cold.as_secs_f64() / r.baseline.mix.as_secs_f64()
     );
+    println!(
+        "  baseline A: {}\n  the rest of the mix: {}\n  cold start: {}",
+        r.baseline.cpu.describe(baseline),
+        r.baseline.mix_cpu.describe(r.baseline.mix - baseline),
+        r.cold.cpu.describe(cold)
+    );
+    if let Some(w) = &r.baseline.watched {
+        println!(
+            "baseline A again, the operator's watches held by the same client: observed after {:.2} s (ratio {:.2} to A)\n  {}",
+            w.observed.as_secs_f64(),
+            w.observed.as_secs_f64() / baseline.as_secs_f64(),
+            w.cpu.describe(w.observed)
+        );
+    }
     println!(
         "  cold start: {cold_reconciles} reconciles, {cold_writes} writes ({:.3} per object, target <= 1.3), {cold_requests} requests ({:.2} per reconcile); phases wrong: {wrong}",
         cold_writes as f64 / objects as f64,
@@ -1303,6 +1561,8 @@ async fn memory_only(
         .spawn()?;
     let pid = child.id().unwrap_or_default();
     let t0 = Instant::now();
+    let cpu0 = CpuUse::now(env, Some(pid));
+    let mut cpu = None;
     let watch = converged(client, objects, convergence_timeout(objects));
     tokio::pin!(watch);
     let mut converged_after = None;
@@ -1311,6 +1571,7 @@ async fn memory_only(
             done = &mut watch, if converged_after.is_none() => {
                 done?;
                 converged_after = Some(t0.elapsed());
+                cpu = Some(CpuUse::now(env, Some(pid)).since(cpu0));
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
@@ -1348,5 +1609,8 @@ async fn memory_only(
         hwm as f64 / 1024.0,
         rss as f64 / 1024.0
     );
+    if let (Some(cpu), Some(wall)) = (cpu, converged_after) {
+        println!("   until converged: {}", cpu.describe(wall));
+    }
     Ok(())
 }
