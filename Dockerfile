@@ -16,7 +16,7 @@ WORKDIR /src
 # the benches, so their files must exist for Cargo to read it: empty ones here, the real ones below.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && touch benches/engine.rs benches/decode.rs benches/load.rs benches/offline.rs \
+ && touch benches/engine.rs benches/decode.rs benches/load.rs benches/offline.rs benches/scrape.rs \
  && cargo build --release --locked --bin mailsec-operator \
  && rm -rf src benches
 COPY src ./src
