@@ -265,10 +265,13 @@ where
 }
 
 /// Watches Tenants and Subscriptions until every one has a status for its generation.
+/// Whether `o`'s status says it observed `o`'s current generation (`observed`: its
+/// `status.observedGeneration`).
+fn done<K: kube::Resource>(o: &K, observed: Option<i64>) -> bool {
+    observed.is_some() && observed == o.meta().generation
+}
+
 async fn converged(client: Client, expected: usize, timeout: Duration) -> anyhow::Result<()> {
-    fn done<K: kube::Resource>(o: &K, observed: Option<i64>) -> bool {
-        observed.is_some() && observed == o.meta().generation
-    }
     let cfg = || watcher::Config::default().any_semantic();
     let tenants = watcher(Api::<Tenant>::all(client.clone()), cfg())
         .default_backoff()
@@ -748,24 +751,18 @@ async fn baseline_after(run: &Run, policy: &Policy) -> anyhow::Result<Applied> {
     // The other objects (the deadline and take-over steps') keep their statuses: the
     // convergence watch counts those already observed.
     let population: HashSet<String> = patches.iter().map(|(_, name, _)| name.clone()).collect();
-    let done = |name: String, observed: Option<i64>, generation: Option<i64>| {
-        !population.contains(&name) && observed.is_some() && observed == generation
-    };
+    let other = |name: String| !population.contains(&name);
     let tenants = run.apis.tenants.list(&ListParams::default()).await?.items;
     let subs = run.apis.subs.list(&ListParams::default()).await?.items;
     let others = tenants
-        .into_iter()
-        .filter(|t| {
-            let observed = t.status.as_ref().and_then(|s| s.observed_generation);
-            done(t.name_any(), observed, t.metadata.generation)
-        })
+        .iter()
+        .filter(|t| done(*t, t.status.as_ref().and_then(|s| s.observed_generation)))
+        .filter(|t| other(t.name_any()))
         .count()
         + subs
-            .into_iter()
-            .filter(|s| {
-                let observed = s.status.as_ref().and_then(|s| s.observed_generation);
-                done(s.name_any(), observed, s.metadata.generation)
-            })
+            .iter()
+            .filter(|s| done(*s, s.status.as_ref().and_then(|s| s.observed_generation)))
+            .filter(|s| other(s.name_any()))
             .count();
     let after = apply_statuses(run, &patches, false, others).await?;
     run.log(&format!(
