@@ -302,45 +302,76 @@ impl Default for AdminIndex {
     }
 }
 
+/// Names are shared (`Arc<str>`): an object's name is stored once however many keys it has,
+/// and a key once however many objects carry it; lists are short vectors (sorted when read).
+/// With a `BTreeSet` of `String`s per key and copies of both in each direction, the two
+/// indexes weighed about 470 bytes per cached object.
 #[derive(Default)]
 struct IndexState {
-    by_key: HashMap<String, BTreeSet<String>>,
+    /// Key → the objects indexed under it, in no order.
+    by_key: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// The keys each object was indexed under.
-    of_object: HashMap<String, Vec<String>>,
+    of_object: HashMap<Arc<str>, Box<[Arc<str>]>>,
     /// Objects seen during a re-list; the index is rebuilt from them when it completes.
     relist: Option<Vec<(String, Vec<String>)>>,
 }
 
 fn named_tenants(sub: &Subscription) -> Vec<String> {
-    let mut names: Vec<String> = crate::engine::subscription::tenants_named(sub)
+    crate::engine::subscription::tenants_named(sub)
         .map(str::to_string)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+        .collect()
 }
 
 impl IndexState {
-    fn insert(&mut self, object: String, keys: Vec<String>) {
-        self.remove(&object);
+    fn insert(&mut self, object: &str, mut keys: Vec<String>) {
+        self.remove(object);
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return;
+        }
+        let object: Arc<str> = Arc::from(object);
+        let keys: Box<[Arc<str>]> = keys
+            .into_iter()
+            .map(|k| match self.by_key.get_key_value(k.as_str()) {
+                Some((shared, _)) => shared.clone(),
+                None => Arc::from(k),
+            })
+            .collect();
         for k in &keys {
             self.by_key
                 .entry(k.clone())
                 .or_default()
-                .insert(object.clone());
+                .push(object.clone());
         }
         self.of_object.insert(object, keys);
     }
 
     fn remove(&mut self, object: &str) {
-        for k in self.of_object.remove(object).unwrap_or_default() {
-            if let Some(set) = self.by_key.get_mut(&k) {
-                set.remove(object);
-                if set.is_empty() {
-                    self.by_key.remove(&k);
+        let Some(keys) = self.of_object.remove(object) else {
+            return;
+        };
+        for k in &keys {
+            if let Some(names) = self.by_key.get_mut(k) {
+                if let Some(i) = names.iter().position(|n| **n == *object) {
+                    names.swap_remove(i);
+                }
+                if names.is_empty() {
+                    self.by_key.remove(k);
                 }
             }
         }
+    }
+
+    /// The objects indexed under `key`, sorted by name.
+    fn sorted(&self, key: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .by_key
+            .get(key)
+            .map(|names| names.iter().map(|n| &**n).collect())
+            .unwrap_or_default();
+        names.sort_unstable();
+        names
     }
 }
 
@@ -362,7 +393,7 @@ impl<K: kube::Resource> NameIndex<K> {
                 let entry = (name(o), (self.keys)(o));
                 match state.relist.as_mut() {
                     Some(list) => list.push(entry),
-                    None => state.insert(entry.0, entry.1),
+                    None => state.insert(&entry.0, entry.1),
                 }
             }
             watcher::Event::InitDone => {
@@ -371,10 +402,10 @@ impl<K: kube::Resource> NameIndex<K> {
                 state.by_key.clear();
                 state.of_object.clear();
                 for (object, keys) in list {
-                    state.insert(object, keys);
+                    state.insert(&object, keys);
                 }
             }
-            watcher::Event::Apply(o) => state.insert(name(o), (self.keys)(o)),
+            watcher::Event::Apply(o) => state.insert(&name(o), (self.keys)(o)),
             watcher::Event::Delete(o) => state.remove(&name(o)),
         }
     }
@@ -382,11 +413,7 @@ impl<K: kube::Resource> NameIndex<K> {
     /// Names of the objects indexed under `key`, sorted.
     pub fn names(&self, key: &str) -> Vec<String> {
         let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        state
-            .by_key
-            .get(key)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default()
+        state.sorted(key).into_iter().map(str::to_string).collect()
     }
 }
 
@@ -396,7 +423,7 @@ where
 {
     /// The cached objects indexed under `key` that satisfy `keep`, sorted by name.
     pub fn objects(&self, store: &Store<K>, key: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
-        // BTreeSet order: already sorted by name.
+        // Sorted by name.
         self.names(key)
             .into_iter()
             .filter_map(|n| store.get(&ObjectRef::new(&n)))
@@ -426,14 +453,128 @@ impl AdminIndex {
         let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let mut names: BTreeSet<&str> = BTreeSet::new();
         for address in (self.keys)(tenant) {
-            let Some(set) = state.by_key.get(&address) else {
+            let Some(listing) = state.by_key.get(address.as_str()) else {
                 continue;
             };
-            if set.len() > MAX_TENANTS_PER_ADDRESS {
+            if listing.len() > MAX_TENANTS_PER_ADDRESS {
                 continue;
             }
-            names.extend(set.iter().map(String::as_str).filter(|n| *n != own));
+            names.extend(listing.iter().map(|n| &**n).filter(|n| *n != own));
         }
         names.into_iter().map(str::to_string).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{ESG, shared, subscription, tenant};
+
+    fn sub(name: &str, owner: &str, sharers: &[&str]) -> Subscription {
+        shared(
+            subscription(name, owner, ESG, "2026-01-01", "2026-12-31", 10),
+            sharers,
+        )
+    }
+
+    fn with_admins(name: &str, admins: &[&str]) -> Tenant {
+        let mut t = tenant(name, &[ESG], 1);
+        t.spec.admins = admins
+            .iter()
+            .map(|a| crate::api::Admin {
+                email: a.to_string(),
+                name: None,
+            })
+            .collect();
+        t
+    }
+
+    /// What the index answers for each of `keys`.
+    fn listing<K: kube::Resource>(index: &NameIndex<K>, keys: &[&str]) -> Vec<Vec<String>> {
+        keys.iter().map(|k| index.names(k)).collect()
+    }
+
+    #[test]
+    fn the_subscription_index_follows_every_watch_event() {
+        use watcher::Event as E;
+        let index = SubscriptionIndex::default();
+        let keys = ["acme", "globex", "initech"];
+        // (event, what each key lists afterwards)
+        let steps: Vec<(E<Subscription>, [&[&str]; 3])> = vec![
+            (E::Apply(sub("s2", "acme", &[])), [&["s2"], &[], &[]]),
+            (
+                E::Apply(sub("s1", "acme", &["globex"])),
+                [&["s1", "s2"], &["s1"], &[]],
+            ),
+            // Moved: listed under its new tenants only.
+            (
+                E::Apply(sub("s2", "initech", &["initech"])),
+                [&["s1"], &["s1"], &["s2"]],
+            ),
+            (
+                E::Delete(sub("s1", "acme", &["globex"])),
+                [&[], &[], &["s2"]],
+            ),
+            // A re-list replaces everything once it completes.
+            (E::Init, [&[], &[], &["s2"]]),
+            (E::InitApply(sub("s3", "globex", &[])), [&[], &[], &["s2"]]),
+            (
+                E::InitApply(sub("s9", "globex", &["acme"])),
+                [&[], &[], &["s2"]],
+            ),
+            (E::InitDone, [&["s9"], &["s3", "s9"], &[]]),
+        ];
+        for (i, (event, expected)) in steps.into_iter().enumerate() {
+            index.observe(&event);
+            let expected: Vec<Vec<String>> = expected
+                .iter()
+                .map(|names| names.iter().map(|n| n.to_string()).collect())
+                .collect();
+            assert_eq!(listing(&index, &keys), expected, "after step {i}");
+        }
+        let state = index.inner.read().expect("not poisoned");
+        assert_eq!(state.of_object.len(), 2, "s3 and s9");
+        assert_eq!(state.by_key.len(), 2, "keys no object carries are dropped");
+    }
+
+    #[test]
+    fn names_and_keys_are_stored_once() {
+        let index = AdminIndex::default();
+        for (name, admins) in [
+            ("acme", &["Ops@Shared.example", "a@acme.example"][..]),
+            ("globex", &["ops@shared.example"][..]),
+            (
+                "initech",
+                &["ops@shared.example", "ops@shared.example "][..],
+            ),
+        ] {
+            index.observe(&watcher::Event::Apply(with_admins(name, admins)));
+        }
+        let state = index.inner.read().expect("not poisoned");
+        let (shared_key, listing) = state
+            .by_key
+            .get_key_value("ops@shared.example")
+            .expect("indexed");
+        assert_eq!(listing.len(), 3, "initech's two spellings are one key");
+        for (object, keys) in &state.of_object {
+            assert!(
+                keys.iter()
+                    .filter(|k| ***k == *"ops@shared.example")
+                    .all(|k| Arc::ptr_eq(k, shared_key)),
+                "{object} shares the key"
+            );
+            for k in keys.iter() {
+                let listed = state.by_key[k]
+                    .iter()
+                    .find(|n| ***n == **object)
+                    .expect("listed");
+                assert!(Arc::ptr_eq(listed, object), "{object} is stored once");
+            }
+        }
+        drop(state);
+        assert_eq!(
+            index.neighbours_of(&with_admins("acme", &["ops@shared.example"])),
+            ["globex", "initech"]
+        );
     }
 }
