@@ -12,12 +12,13 @@ pub mod relevance;
 pub mod runtime;
 pub mod subscription;
 pub mod tenant;
+pub mod wakeups;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use kube::runtime::controller::Controller;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -35,7 +36,7 @@ use context::{Caches, Context, WorkloadStores};
 use feed::{Feed, Opener, Outlet, feed};
 use futures::channel::mpsc::UnboundedReceiver;
 use runtime::{Budget, Runner, Spec};
-pub use runtime::{Error, MAX_REQUEUE, reconcile_span, requeue_at, requeue_wait};
+pub use runtime::{Error, MAX_REQUEUE, Next, reconcile_span, requeue_at, requeue_wait};
 
 /// How long a shutdown waits for the reconciles in flight. A reconcile can wait without end (for
 /// caches that can not fill while the API server is unreachable): the process must stop anyway.
@@ -214,7 +215,8 @@ fn notifier_controller(
     });
     runner
         .run(
-            Controller::for_shared_stream(outlet, ctx.tenants.clone()),
+            ctx.tenants.clone(),
+            themselves(outlet),
             Spec {
                 name: "notifier",
                 reconcile: notifier::reconcile,
@@ -455,33 +457,66 @@ fn tenant_controller(
         triggers.departed_namespaces.map(Arc::new),
     );
     // Shared streams: the controllers get the feeds' `Arc`s, never a deep copy of an object.
-    let controller = Controller::for_shared_stream(triggers.tenants, ctx.tenants.clone())
-        .watches_shared_stream(triggers.subscriptions, move |sub: Arc<Subscription>| {
+    let triggers = futures::stream::select_all([
+        themselves(triggers.tenants),
+        related(triggers.subscriptions, move |sub: Arc<Subscription>| {
             tenants_of_subscription(&for_subscription, &sub)
-        })
-        .watches_shared_stream(triggers.cotenants, move |t: Arc<Tenant>| {
+        }),
+        related(triggers.cotenants, move |t: Arc<Tenant>| {
             cotenants_of(&for_cotenants, &t)
-        })
+        }),
         // A workload or settings ConfigMap belongs to the tenant named by its label.
-        .watches_shared_stream(triggers.deployments, move |d: Arc<Deployment>| {
+        related(triggers.deployments, |d: Arc<Deployment>| {
             by_tenant_label(d.labels())
-        })
-        .watches_shared_stream(triggers.statefulsets, move |s: Arc<StatefulSet>| {
+        }),
+        related(triggers.statefulsets, |s: Arc<StatefulSet>| {
             by_tenant_label(s.labels())
-        })
-        .watches_shared_stream(triggers.configmaps, move |c: Arc<ConfigMap>| {
+        }),
+        related(triggers.configmaps, |c: Arc<ConfigMap>| {
             by_tenant_label(c.labels())
-        })
-        .watches_shared_stream(namespace_changes, move |ns: Arc<Namespace>| {
+        }),
+        related(namespace_changes, move |ns: Arc<Namespace>| {
             tenants_of_namespace(&for_namespace, &last_assigned, &ns)
-        });
+        }),
+    ]);
     let spec = Spec {
         name: "tenant",
         reconcile: tenant::reconcile,
         metrics: Some(metrics.clone()),
         budget: Some(budget),
     };
-    runner.run(controller, spec, ctx.clone())
+    runner.run(ctx.tenants.clone(), triggers.boxed(), spec, ctx.clone())
+}
+
+/// Each object of `objects`, to be reconciled itself.
+fn themselves<K>(objects: Outlet<K>) -> BoxStream<'static, ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    objects
+        .map(|o| {
+            let reference = ObjectRef::new(&o.name_any());
+            match o.meta().namespace.as_deref() {
+                Some(ns) => reference.within(ns),
+                None => reference,
+            }
+        })
+        .boxed()
+}
+
+/// The objects `related` names for each object of `objects`, to be reconciled.
+fn related<O, K, I>(
+    objects: impl futures::Stream<Item = Arc<O>> + Send + 'static,
+    related: impl Fn(Arc<O>) -> I + Send + 'static,
+) -> BoxStream<'static, ObjectRef<K>>
+where
+    K: kube::Resource + 'static,
+    I: IntoIterator<Item = ObjectRef<K>>,
+    I::IntoIter: Send + 'static,
+{
+    objects
+        .flat_map(move |o| futures::stream::iter(related(o)))
+        .boxed()
 }
 
 /// The tenant a workload or settings ConfigMap is labelled for.
@@ -572,18 +607,25 @@ fn subscription_controller(
     tenants: Outlet<Tenant>,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let for_tenant = ctx.clone();
-    let controller = Controller::for_shared_stream(subscriptions, ctx.subscriptions.clone())
+    let triggers = futures::stream::select(
+        themselves(subscriptions),
         // A tenant's existence and users decide its subscriptions' seat counts and references.
-        .watches_shared_stream(tenants, move |t: Arc<Tenant>| {
+        related(tenants, move |t: Arc<Tenant>| {
             subscriptions_of_tenant(&for_tenant, &t)
-        });
+        }),
+    );
     let spec = Spec {
         name: "subscription",
         reconcile: subscription::reconcile,
         metrics: Some(metrics.clone()),
         budget: Some(budget),
     };
-    runner.run(controller, spec, ctx.clone())
+    runner.run(
+        ctx.subscriptions.clone(),
+        triggers.boxed(),
+        spec,
+        ctx.clone(),
+    )
 }
 
 /// The subscriptions that name `t`, or that it held when last evaluated.

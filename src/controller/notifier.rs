@@ -14,11 +14,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
-use super::runtime::{Error, Shared, requeue_at};
+use super::runtime::{Error, Next, Shared, requeue_at};
 use crate::api::{
     MilestoneRecord, NotificationChannel, NotificationRecord, NotificationState, Tenant,
 };
@@ -53,7 +52,7 @@ impl Notifier {
     }
 
     /// When to look at the tenant again: right after the clock reads `next`.
-    fn requeue(&self, next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
+    fn requeue(&self, next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Next {
         requeue_at(next, now, &self.ctx.clock)
     }
 }
@@ -252,7 +251,7 @@ fn next_wake(
         .min()
 }
 
-pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, Error> {
+pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Next, Error> {
     let name = tenant.name_any();
     let now = n.now_ms();
     let cached = n.plan(&tenant, now);
@@ -269,7 +268,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, n: Arc<Notifier>) -> Result<Action, 
     // last write (which would send again what was just delivered).
     let api: Api<Tenant> = Api::all(n.ctx.client.clone());
     let Some(fresh) = api.get_opt(&name).await? else {
-        return Ok(Action::await_change());
+        return Ok(Next::OnChange);
     };
     let now = n.now_ms();
     let plan = n.plan(&fresh, now);

@@ -9,15 +9,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use kube::api::DynamicObject;
 use kube::runtime::controller::{self, Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::clock::Clock;
 use super::context::Context;
+use super::wakeups::Wakeups;
 use crate::metrics::Metrics;
 
 /// Re-evaluate at least this often even when nothing is scheduled (clock drift, missed events).
@@ -58,10 +60,20 @@ fn config(concurrency: u16) -> ControllerConfig {
         .debounce(DEBOUNCE)
 }
 
-/// Requeue so the next reconcile runs right after the clock reads `next` (or after
-/// [`MAX_REQUEUE`]); `now` is the clock's time (see [`requeue_wait`]).
-pub fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>, clock: &Clock) -> Action {
-    Action::requeue(requeue_wait(next, now, clock))
+/// When a controller looks at an object again of its own accord (any change to the object, or
+/// to what its reconcile reads, is looked at anyway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// After this much real time.
+    After(Duration),
+    /// Only when something changes.
+    OnChange,
+}
+
+/// The next reconcile right after the clock reads `next` (or after [`MAX_REQUEUE`]); `now` is
+/// the clock's time (see [`requeue_wait`]).
+pub fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>, clock: &Clock) -> Next {
+    Next::After(requeue_wait(next, now, clock))
 }
 
 /// The real time to wait until the clock reads `next`, as [`requeue_at`] asks for it: under a
@@ -180,12 +192,14 @@ impl Runner {
         Self { concurrency, stop }
     }
 
-    /// Runs `controller` until it shuts down: configured by [`config`], each reconcile in its
-    /// span and counted, failures retried by [`error_policy`], results handled by
-    /// [`handle_result`].
+    /// Runs a controller over the objects of `store` until it shuts down: every object
+    /// `triggers` names is reconciled, through a [`Wakeups`] queue that also holds each object's
+    /// next reconcile. Configured by [`config`], each reconcile in its span and counted,
+    /// failures retried by [`error_policy`], results handled by [`handle_result`].
     pub fn run<K, C, F, Fut>(
         &self,
-        controller: Controller<K>,
+        store: Store<K>,
+        triggers: BoxStream<'static, ObjectRef<K>>,
         spec: Spec<F>,
         ctx: Arc<C>,
     ) -> impl Future<Output = ()> + Send + use<K, C, F, Fut>
@@ -194,15 +208,22 @@ impl Runner {
         K: Send + Sync + 'static,
         C: Shared,
         F: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
-        Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+        Fut: Future<Output = Result<Next, Error>> + Send + 'static,
     {
         let name = spec.name;
         let results_ctx = ctx.clone();
         let concurrency = spec.budget.as_ref().map_or(self.concurrency, |b| b.size);
-        controller
+        let wakeups = Wakeups::<K>::default();
+        // Everything reaches kube-runtime through the queue: its own trigger stream is empty.
+        Controller::for_shared_stream(futures::stream::empty(), store)
+            .reconcile_on(wakeups.clone().due(triggers))
             .with_config(config(concurrency))
             .graceful_shutdown_on(stopped(self.stop.clone()))
-            .run(reconciler(spec), error_policy(name), ctx)
+            .run(
+                reconciler(spec, wakeups.clone()),
+                error_policy(name, wakeups),
+                ctx,
+            )
             .for_each(move |result| {
                 handle_result(name, results_ctx.context(), result);
                 std::future::ready(())
@@ -216,15 +237,17 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
 }
 
 /// `spec.reconcile` within its budget if it shares one, in the span naming the object, its
-/// result and duration (from when it had its turn) counted.
+/// result and duration (from when it had its turn) counted; the next reconcile it asks for is
+/// queued in `wakeups` (kube-runtime is told to wait for a change).
 fn reconciler<K, C, F, Fut>(
     spec: Spec<F>,
+    wakeups: Wakeups<K>,
 ) -> impl FnMut(Arc<K>, Arc<C>) -> BoxFuture<'static, Result<Action, Error>>
 where
     K: Resource<DynamicType = ()> + Send + Sync + 'static,
     C: Shared,
     F: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
-    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+    Fut: Future<Output = Result<Next, Error>> + Send + 'static,
 {
     let Spec {
         name,
@@ -237,6 +260,10 @@ where
         let metrics = metrics.clone();
         let permits = permits.clone();
         let span = reconcile_span(name, obj.as_ref());
+        let reference = ObjectRef::from_obj(obj.as_ref());
+        // This run covers whatever was queued for the object until now.
+        wakeups.started(&reference);
+        let wakeups = wakeups.clone();
         Box::pin(
             async move {
                 // Never closed: the permit is always granted, in the order asked (FIFO).
@@ -249,7 +276,10 @@ where
                 if let Some(metrics) = metrics {
                     metrics.reconciled(name, result.is_ok(), started.elapsed());
                 }
-                result
+                if let Ok(Next::After(wait)) = &result {
+                    wakeups.wake_at(&reference, tokio::time::Instant::now() + *wait);
+                }
+                result.map(|_| Action::await_change())
             }
             .instrument(span),
         )
@@ -257,15 +287,20 @@ where
 }
 
 /// The error policy of every controller: exponential backoff per object, but a failed status
-/// write is retried no later than the transition it scheduled.
-fn error_policy<K, C>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<C>) -> Action
+/// write is retried no later than the transition it scheduled. The retry is queued in
+/// `wakeups`, as every other.
+fn error_policy<K, C>(
+    controller: &'static str,
+    wakeups: Wakeups<K>,
+) -> impl Fn(Arc<K>, &Error, Arc<C>) -> Action
 where
     K: Resource<DynamicType = ()>,
     C: Shared,
 {
     move |obj, err, ctx| {
         let ctx = ctx.context();
-        let key = BackoffKey::new(controller, ObjectRef::from_obj(obj.as_ref()));
+        let reference = ObjectRef::from_obj(obj.as_ref());
+        let key = BackoffKey::new(controller, reference.clone());
         let mut wait = ctx.backoff(&key);
         if let Error::StatusWrite {
             next_transition: Some(next),
@@ -275,7 +310,8 @@ where
             wait = retry_before(wait, *next, ctx.now(), &ctx.clock);
         }
         tracing::warn!(controller, object = %key, error = %err, retry_in = ?wait, "reconcile failed");
-        Action::requeue(wait)
+        wakeups.wake_at(&reference, tokio::time::Instant::now() + wait);
+        Action::await_change()
     }
 }
 
@@ -352,13 +388,13 @@ mod tests {
     static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     static MOST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-    async fn slow(_: Arc<Tenant>, _: Arc<Unread>) -> Result<Action, Error> {
+    async fn slow(_: Arc<Tenant>, _: Arc<Unread>) -> Result<Next, Error> {
         use std::sync::atomic::Ordering::SeqCst;
         let now = IN_FLIGHT.fetch_add(1, SeqCst) + 1;
         MOST.fetch_max(now, SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
         IN_FLIGHT.fetch_sub(1, SeqCst);
-        Ok(Action::await_change())
+        Ok(Next::OnChange)
     }
 
     #[tokio::test]
@@ -372,8 +408,8 @@ mod tests {
             metrics: None,
             budget,
         };
-        let mut tenants = reconciler(spec("tenant", Some(budget.clone())));
-        let mut subscriptions = reconciler(spec("subscription", Some(budget)));
+        let mut tenants = reconciler(spec("tenant", Some(budget.clone())), Wakeups::default());
+        let mut subscriptions = reconciler(spec("subscription", Some(budget)), Wakeups::default());
         let object = || Arc::new(crate::fixtures::tenant("acme", &["email-safeguard"], 1));
         // Six of one controller's and two of the other's asked at once: four in flight at most.
         let mut turns: Vec<_> = (0..6)
@@ -387,7 +423,7 @@ mod tests {
 
         // A controller that shares no budget (the notifier) is not held by one.
         MOST.store(0, SeqCst);
-        let mut notifier = reconciler(spec("notifier", None));
+        let mut notifier = reconciler(spec("notifier", None), Wakeups::default());
         let turns: Vec<_> = (0..6)
             .map(|_| notifier(object(), Arc::new(Unread)))
             .collect();

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::relevance::OwnWrites;
-use super::{Error, requeue_at};
+use super::{Error, Next, requeue_at};
 use crate::api::ConditionType;
 use crate::api::{Condition, Subscription, condition::find};
 use crate::effects::events::{
@@ -20,7 +19,7 @@ use crate::effects::status::apply_if_unchanged_since;
 use crate::engine::SubscriptionChange;
 use crate::engine::subscription::{SubscriptionEvaluation, evaluate_subscription_among};
 
-pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Next, Error> {
     let name = sub.name_any();
     let api: Api<Subscription> = Api::all(ctx.client.clone());
     ctx.caches_ready().await;
@@ -33,7 +32,7 @@ pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Acti
         // The cache is behind the stored subscription (this controller's own last write, or a
         // change): its watch event brings the newer one, and another reconcile.
         tracing::debug!(subscription = %name, "stale read: status not written, nothing announced");
-        return Ok(Action::requeue(STALE_RETRY));
+        return Ok(Next::After(STALE_RETRY));
     }
 
     // Announce after the status is written, so a retry never announces twice.

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::Context;
-use super::{DeletionGuard, Error, requeue_at, requeue_wait};
+use super::{DeletionGuard, Error, Next, requeue_at, requeue_wait};
 use crate::api::labels::FINALIZER;
 use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
 use crate::effects::events::{
@@ -28,7 +27,7 @@ use crate::settings::apply as settings_map;
 use crate::workloads::apply as workloads;
 use crate::workloads::plan::Workload;
 
-pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Next, Error> {
     let name = tenant.name_any();
     let api: Api<Tenant> = Api::all(ctx.client.clone());
     ctx.caches_ready().await;
@@ -168,7 +167,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     if !events_published {
         wait = wait.min(EVENT_RETRY);
     }
-    Ok(Action::requeue(wait))
+    Ok(Next::After(wait))
 }
 
 /// The stored tenant, when this process has written its status before and the stored version
@@ -350,10 +349,10 @@ async fn guard_deletion(
     deletion: Deletion,
     ctx: &Context,
     now: DateTime<Utc>,
-) -> Result<Action, Error> {
+) -> Result<Next, Error> {
     let name = tenant.name_any();
     let Some(index) = tenant.finalizers().iter().position(|f| f == FINALIZER) else {
-        return Ok(Action::await_change());
+        return Ok(Next::OnChange);
     };
     match deletion {
         Deletion::Allowed { forced_over } => {
@@ -367,7 +366,7 @@ async fn guard_deletion(
                 tracing::warn!(tenant = %name, subscriptions = ?forced_over, "tenant deleted by force while owning licences in force");
             }
             tracing::info!(tenant = %name, "deletion allowed: finalizer removed (subscriptions and workloads are left in place)");
-            Ok(Action::await_change())
+            Ok(Next::OnChange)
         }
         Deletion::Refused {
             message,
