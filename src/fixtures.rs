@@ -42,6 +42,18 @@ pub fn tenant(name: &str, products: &[&str], users: i64) -> Tenant {
     t
 }
 
+/// The same tenant, with these administrator addresses instead of its own.
+pub fn with_admins(mut t: Tenant, admins: &[&str]) -> Tenant {
+    t.spec.admins = admins
+        .iter()
+        .map(|a| Admin {
+            email: a.to_string(),
+            name: None,
+        })
+        .collect();
+    t
+}
+
 /// A tenant status in `phase` whose `services` are in the phases given, with no dates; the first
 /// service listed is the base product.
 pub fn tenant_status(phase: TenantPhase, services: &[(&str, ServicePhase)]) -> TenantStatus {

@@ -478,15 +478,7 @@ mod tests {
     }
 
     fn with_admins(name: &str, admins: &[&str]) -> Tenant {
-        let mut t = tenant(name, &[ESG], 1);
-        t.spec.admins = admins
-            .iter()
-            .map(|a| crate::api::Admin {
-                email: a.to_string(),
-                name: None,
-            })
-            .collect();
-        t
+        crate::fixtures::with_admins(tenant(name, &[ESG], 1), admins)
     }
 
     /// What the index answers for each of `keys`.

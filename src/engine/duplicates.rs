@@ -335,7 +335,7 @@ pub fn next_change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{shared, subscription, tenant};
+    use crate::fixtures::{shared, subscription, tenant, with_admins};
 
     const ESG: &str = "email-safeguard";
     const ETI: &str = "email-threat-isolation";
@@ -344,17 +344,6 @@ mod tests {
         DateTime::parse_from_rfc3339(&format!("{s}T00:00:00Z"))
             .expect("test instant")
             .with_timezone(&Utc)
-    }
-
-    fn with_admins(mut t: Tenant, admins: &[&str]) -> Tenant {
-        t.spec.admins = admins
-            .iter()
-            .map(|a| crate::api::Admin {
-                email: a.to_string(),
-                name: None,
-            })
-            .collect();
-        t
     }
 
     fn with_settings(mut t: Tenant) -> Tenant {
