@@ -21,7 +21,7 @@ use common::operator::*;
 use common::sinks::{Sink, field};
 use common::{EDITOR, cluster, describe, free_port, unique_name};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use mailsec_operator::api::{Admin, Locale, Subscription, Tenant, TenantPhase};
+use mailsec_operator::api::{Locale, Subscription, Tenant, TenantPhase};
 use mailsec_operator::fixtures::{self, ESG};
 use mailsec_operator::notifications::smtp::{SmtpServer, SmtpTls};
 use mailsec_operator::notifications::{EmailChannel, NotifierConfig, Retry};
@@ -99,13 +99,7 @@ async fn create_tenant_with(
     if settings && let Some(s) = t.spec.services.first_mut() {
         s.settings.insert("spamThreshold".into(), 5.into());
     }
-    t.spec.admins = admins
-        .iter()
-        .map(|a| Admin {
-            email: a.to_string(),
-            name: None,
-        })
-        .collect();
+    let t = fixtures::with_admins(t, admins);
     api.create(&PostParams::default(), &t)
         .await
         .unwrap_or_else(|e| panic!("create tenant {name}: {e}"));

@@ -12,7 +12,7 @@ use common::operator::*;
 use common::sinks::{Sink, field};
 use common::{cluster, free_port, unique_name};
 use kube::api::{Api, PostParams};
-use mailsec_operator::api::{Admin, NotificationState, Tenant, TenantPhase};
+use mailsec_operator::api::{NotificationState, Tenant, TenantPhase};
 use mailsec_operator::fixtures::{self, ESG};
 use serde_json::Value;
 
@@ -48,13 +48,7 @@ async fn killed_while_sending_the_operator_sends_nothing_twice_except_the_unreco
     let mut tn = fixtures::tenant(&t, &[ESG], 10);
     tn.metadata.generation = None;
     tn.spec.display_name = Some("Hooli".into());
-    tn.spec.admins = admins
-        .iter()
-        .map(|a| Admin {
-            email: a.to_string(),
-            name: None,
-        })
-        .collect();
+    let tn = fixtures::with_admins(tn, &admins);
     api.create(&PostParams::default(), &tn)
         .await
         .expect("create tenant");
