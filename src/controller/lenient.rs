@@ -192,9 +192,17 @@ impl<K: Resource> Resource for Lenient<K> {
 
 /// The cache key of an object: `namespace/name`, or `name` for a cluster-scoped one.
 pub fn key_of(meta: &ObjectMeta) -> String {
-    match &meta.namespace {
-        Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
-        None => meta.name.clone().unwrap_or_default(),
+    key(
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The key of the object `name` in `namespace` (see [`key_of`]; names never hold a `/`).
+pub fn key(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
     }
 }
 

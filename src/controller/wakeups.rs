@@ -142,12 +142,9 @@ impl State {
     }
 }
 
-/// The queue's key of an object: `namespace/name`, or `name` (names never hold a `/`).
+/// The queue's key of an object: its cache key ([`super::lenient::key`]).
 fn key_of<K: Resource>(reference: &ObjectRef<K>) -> String {
-    match &reference.namespace {
-        Some(ns) => format!("{ns}/{}", reference.name),
-        None => reference.name.clone(),
-    }
+    super::lenient::key(reference.namespace.as_deref(), &reference.name)
 }
 
 /// The reference kube-runtime is handed for `key`: name and namespace only.
