@@ -6,6 +6,7 @@
 //! [`workloads`] (scaling), [`settings`] (the settings ConfigMaps), [`notifications`] (texts,
 //! outbox, channels; the delivering controller is [`controller::notifier`]).
 
+pub mod allocator;
 pub mod api;
 pub mod cli;
 pub mod controller;

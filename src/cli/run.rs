@@ -343,6 +343,7 @@ pub enum RunError {
 /// Starts the operator and runs until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     telemetry::init(args.log_format);
+    crate::allocator::pin_mmap_threshold();
     let operator = args.operator()?;
     match &operator.settings.notifier {
         Some(n) => tracing::info!(
