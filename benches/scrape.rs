@@ -2,7 +2,8 @@
 //! the caches, with the statuses the engine gives them, every per-object series exported
 //! (`mailsec_tenant_phase`, the expiration timestamps). `cargo bench --bench scrape` prints the
 //! text's size and the heap a scrape holds at its peak on top of the caches (counted by the
-//! allocator: the same on every machine), then times a scrape. Before and after a change,
+//! allocator: the same on every machine), written whole and streamed as `/metrics` sends it
+//! (each chunk dropped once handed on), then times a scrape. Before and after a change,
 //! compare the printed peaks, and the texts (`SCRAPE_TEXT=<file>` writes the text there; the
 //! fleet's dates are relative to the day of the run).
 
@@ -15,7 +16,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kube::runtime::{reflector, watcher};
 use mailsec_operator::engine::{Policy, World, evaluate_world};
 use mailsec_operator::fixtures::{ESG, ETDR, subscription, tenant};
-use mailsec_operator::metrics::{CachesSynced, Metrics};
+use mailsec_operator::metrics::{CachesSynced, Metrics, SCRAPE_CHUNK, ScrapeFormat};
 
 /// The system allocator, keeping the bytes in use and their highest level.
 struct Counting;
@@ -103,20 +104,36 @@ fn scrape(c: &mut Criterion) {
     }
     let metrics = Metrics::new(None);
     metrics.attach_caches(tenants, subscriptions, Synced, policy);
-    for which in ["first", "second"] {
-        let (text, peak) = peak_of(|| metrics.encode_text().expect("encodes"));
-        if let Some(path) = std::env::var_os("SCRAPE_TEXT") {
-            std::fs::write(path, &text).expect("text written");
-        }
-        println!(
-            "{which} scrape: {} bytes of text; heap held at the peak {} bytes ({:.2} × the text)",
-            text.len(),
-            peak,
-            peak as f64 / text.len().max(1) as f64
-        );
+    let (text, peak) = peak_of(|| metrics.encode_text().expect("encodes"));
+    if let Some(path) = std::env::var_os("SCRAPE_TEXT") {
+        std::fs::write(path, &text).expect("text written");
     }
-    c.bench_function("scrape/30,000 objects", |b| {
+    println!(
+        "whole text: {} bytes; heap held at the peak {} bytes ({:.2} × the text)",
+        text.len(),
+        peak,
+        peak as f64 / text.len().max(1) as f64
+    );
+    let streamed = |metrics: &Metrics| {
+        let mut sent = 0;
+        metrics
+            .encode_chunked(ScrapeFormat::Prometheus, |chunk| {
+                sent += black_box(chunk).len();
+                true
+            })
+            .expect("encodes");
+        sent
+    };
+    let (sent, peak) = peak_of(|| streamed(&metrics));
+    println!(
+        "streamed: {sent} bytes in chunks of {SCRAPE_CHUNK}; heap held at the peak {peak} bytes ({:.3} × the text)",
+        peak as f64 / sent.max(1) as f64
+    );
+    c.bench_function("scrape/30,000 objects, whole text", |b| {
         b.iter(|| black_box(metrics.encode_text()))
+    });
+    c.bench_function("scrape/30,000 objects, streamed", |b| {
+        b.iter(|| black_box(streamed(&metrics)))
     });
 }
 

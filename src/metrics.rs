@@ -131,10 +131,6 @@ pub struct Metrics {
     leader: Gauge,
     clock_speed: Gauge,
     undecodable: Family<Labels, Gauge>,
-    /// Length of the last scrape's text: the next one is written into a buffer of that size
-    /// (the text grows with the fleet, a few megabytes for tens of thousands of objects, and
-    /// a buffer grown by doubling copies it at every step and may end twice its size).
-    last_scrape_len: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -235,7 +231,6 @@ impl Metrics {
             leader,
             clock_speed,
             undecodable,
-            last_scrape_len: Default::default(),
         }
     }
 
@@ -337,27 +332,112 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text format (0.0.4).
+    /// The Prometheus text format (0.0.4), whole.
     pub fn encode_text(&self) -> Result<String, std::fmt::Error> {
-        self.encode_sized(prometheus_client::encoding::prometheus_text::encode::<String>)
+        self.encode_whole(ScrapeFormat::Prometheus)
     }
 
-    /// The OpenMetrics text format (1.0.0).
+    /// The OpenMetrics text format (1.0.0), whole.
     pub fn encode_openmetrics(&self) -> Result<String, std::fmt::Error> {
-        self.encode_sized(prometheus_client::encoding::text::encode::<String>)
+        self.encode_whole(ScrapeFormat::OpenMetrics)
     }
 
-    /// Runs `encode` into a buffer sized for the last scrape's text, with room for some growth.
-    fn encode_sized(
+    fn encode_whole(&self, format: ScrapeFormat) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        self.encode_chunked(format, |chunk| {
+            text.push_str(&chunk);
+            true
+        })?;
+        Ok(text)
+    }
+
+    /// Writes the metrics in `format`, handing each [`SCRAPE_CHUNK`] bytes of text to `send` as
+    /// soon as they are written: a scrape holds one chunk, not the whole text (about 330 bytes
+    /// per cached object, megabytes for a fleet). When `send` returns false (the scraper has
+    /// gone) the encoding stops with an error.
+    pub fn encode_chunked(
         &self,
-        encode: impl FnOnce(&mut String, &Registry) -> Result<(), std::fmt::Error>,
-    ) -> Result<String, std::fmt::Error> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let last = self.last_scrape_len.load(Relaxed);
-        let mut out = String::with_capacity(last.saturating_add(last / 16));
-        encode(&mut out, &self.registry)?;
-        self.last_scrape_len.store(out.len(), Relaxed);
-        Ok(out)
+        format: ScrapeFormat,
+        send: impl FnMut(String) -> bool,
+    ) -> Result<(), std::fmt::Error> {
+        let mut out = Chunks::new(send);
+        match format {
+            ScrapeFormat::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?
+            }
+            ScrapeFormat::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)?
+            }
+        }
+        out.finish()
+    }
+}
+
+/// The text formats a scraper may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrapeFormat {
+    /// Prometheus text 0.0.4.
+    Prometheus,
+    /// OpenMetrics text 1.0.0.
+    OpenMetrics,
+}
+
+impl ScrapeFormat {
+    /// The `Content-Type` of the format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Bytes of text handed on at a time by [`Metrics::encode_chunked`].
+pub const SCRAPE_CHUNK: usize = 64 * 1024;
+
+/// A text written in chunks of about [`SCRAPE_CHUNK`] bytes, each handed to `send` when full.
+struct Chunks<F> {
+    chunk: String,
+    send: F,
+}
+
+impl<F: FnMut(String) -> bool> Chunks<F> {
+    fn new(send: F) -> Self {
+        Self {
+            chunk: String::with_capacity(SCRAPE_CHUNK),
+            send,
+        }
+    }
+
+    /// Hands on the chunk written so far and starts the next.
+    fn hand_on(&mut self) -> std::fmt::Result {
+        let full = std::mem::replace(&mut self.chunk, String::with_capacity(SCRAPE_CHUNK));
+        if (self.send)(full) {
+            Ok(())
+        } else {
+            Err(std::fmt::Error)
+        }
+    }
+
+    /// Hands on what is left.
+    fn finish(mut self) -> std::fmt::Result {
+        if self.chunk.is_empty() || (self.send)(self.chunk) {
+            Ok(())
+        } else {
+            Err(std::fmt::Error)
+        }
+    }
+}
+
+impl<F: FnMut(String) -> bool> std::fmt::Write for Chunks<F> {
+    /// Hands the chunk on before it would outgrow [`SCRAPE_CHUNK`] (a piece larger than
+    /// that, which metrics never write, makes a chunk of its own).
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if !self.chunk.is_empty() && self.chunk.len() + s.len() > SCRAPE_CHUNK {
+            self.hand_on()?;
+        }
+        self.chunk.push_str(s);
+        Ok(())
     }
 }
 
@@ -812,12 +892,101 @@ mod process {
     }
 }
 
+/// Metrics whose caches hold `tenants` tenants with two subscriptions each, synced.
+#[cfg(test)]
+pub(crate) fn metrics_of_a_fleet(tenants: usize) -> Metrics {
+    use crate::fixtures::{ESG, ETDR, subscription, tenant};
+    use kube::runtime::{reflector, watcher};
+    let metrics = Metrics::new(None);
+    metrics.set_role(Role::Leading);
+    let (tenant_cache, mut tw) = reflector::store();
+    let (subscription_cache, mut sw) = reflector::store();
+    tw.apply_watcher_event(&watcher::Event::Init);
+    sw.apply_watcher_event(&watcher::Event::Init);
+    for i in 0..tenants {
+        let name = format!("t-{i:05}");
+        tw.apply_watcher_event(&watcher::Event::InitApply(tenant(&name, &[ESG, ETDR], 10)));
+        for product in [ESG, ETDR] {
+            let sub = subscription(
+                &format!("{name}-{product}"),
+                &name,
+                product,
+                "2026-01-01",
+                "2026-12-31",
+                50,
+            );
+            sw.apply_watcher_event(&watcher::Event::InitApply(sub));
+        }
+    }
+    tw.apply_watcher_event(&watcher::Event::InitDone);
+    sw.apply_watcher_event(&watcher::Event::InitDone);
+    let (synced_tx, synced) = crate::controller::feed::Synced::pair();
+    synced_tx.send_replace(true);
+    metrics.attach_caches(
+        tenant_cache,
+        subscription_cache,
+        crate::controller::feed::AllSynced::new([synced]),
+        Policy::default(),
+    );
+    metrics
+}
+
+/// A scrape's text without the process's own samples, which change from one scrape to the next.
+#[cfg(test)]
+pub(crate) fn without_process_samples(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("process_"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::controller::api_counter::ApiCounters;
     use crate::controller::feed::AllSynced;
     use kube::runtime::watcher;
+
+    /// A fleet's scrape is handed on in chunks no larger than [`SCRAPE_CHUNK`] which, put
+    /// together, are the whole text.
+    #[test]
+    fn a_scrape_is_handed_on_in_bounded_chunks() {
+        let metrics = metrics_of_a_fleet(1_000);
+        for format in [ScrapeFormat::Prometheus, ScrapeFormat::OpenMetrics] {
+            let mut chunks = Vec::new();
+            metrics
+                .encode_chunked(format, |chunk| {
+                    chunks.push(chunk);
+                    true
+                })
+                .expect("encodes");
+            assert!(chunks.len() > 4, "{} chunks", chunks.len());
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| !c.is_empty() && c.len() <= SCRAPE_CHUNK)
+            );
+            let whole = metrics.encode_whole(format).expect("encodes");
+            assert_eq!(
+                without_process_samples(&chunks.concat()),
+                without_process_samples(&whole)
+            );
+            assert!(whole.contains("mailsec_subscription_expiration_timestamp_seconds{subscription=\"t-00999-email-safeguard\""));
+        }
+    }
+
+    /// When the scraper has gone (`send` refuses a chunk), the encoding stops there.
+    #[test]
+    fn a_scrape_stops_when_its_chunks_are_refused() {
+        let metrics = metrics_of_a_fleet(1_000);
+        let mut offered = 0;
+        let result = metrics.encode_chunked(ScrapeFormat::Prometheus, |_| {
+            offered += 1;
+            false
+        });
+        assert!(result.is_err());
+        assert_eq!(offered, 1);
+    }
 
     #[test]
     fn scrape_shows_cache_timestamps_and_counters() {

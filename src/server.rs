@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ScrapeFormat};
 
 /// The HTTP server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +75,20 @@ impl Server {
     }
 }
 
-fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+/// A response body: a short text, or a scrape's chunks as they are written.
+type Body = BoxBody<Bytes, ScrapeFailed>;
+
+/// A scrape stopped part way (the metrics could not be encoded): the response ends with an
+/// error instead of its last chunk, so the scraper records a failed scrape, not a short one.
+#[derive(Debug, thiserror::Error)]
+#[error("could not encode the metrics")]
+pub struct ScrapeFailed;
+
+fn with_type(
+    mut response: Response<Body>,
+    status: StatusCode,
+    content_type: &str,
+) -> Response<Body> {
     *response.status_mut() = status;
     if let Ok(value) = header::HeaderValue::from_str(content_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, value);
@@ -83,9 +96,38 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
     response
 }
 
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
+    let body = Full::new(Bytes::from(body)).map_err(|never| match never {});
+    with_type(Response::new(body.boxed()), status, content_type)
+}
+
+/// Chunks of a scrape written ahead of the scraper's reading.
+const CHUNKS_AHEAD: usize = 2;
+
+/// `/metrics`, streamed: the text is written on a blocking thread (it reads every cached
+/// object) and sent a chunk at a time, so a scrape of a large fleet holds a few chunks, not
+/// its whole text. A scraper that goes away stops the writing.
+fn scrape(metrics: &Arc<Metrics>, format: ScrapeFormat) -> Response<Body> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    let metrics = metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        let written = metrics.encode_chunked(format, |chunk| {
+            tx.blocking_send(Ok(Frame::data(Bytes::from(chunk))))
+                .is_ok()
+        });
+        if written.is_err() && !tx.is_closed() {
+            tracing::warn!("could not encode the metrics");
+            let _ = tx.blocking_send(Err(ScrapeFailed));
+        }
+    });
+    let chunks = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let body = StreamBody::new(chunks).boxed();
+    with_type(Response::new(body), StatusCode::OK, format.content_type())
+}
+
 const PLAIN: &str = "text/plain; charset=utf-8";
 
-fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(metrics: &Arc<Metrics>, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -100,25 +142,12 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("application/openmetrics-text"));
-            let (encoded, content_type) = if openmetrics {
-                (
-                    metrics.encode_openmetrics(),
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
+            let format = if openmetrics {
+                ScrapeFormat::OpenMetrics
             } else {
-                (
-                    metrics.encode_text(),
-                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-                )
+                ScrapeFormat::Prometheus
             };
-            match encoded {
-                Ok(body) => text(StatusCode::OK, content_type, body),
-                Err(_) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    PLAIN,
-                    "could not encode the metrics\n".into(),
-                ),
-            }
+            scrape(metrics, format)
         }
         "/healthz" | "/livez" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" => match metrics.readiness() {
@@ -134,5 +163,75 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             PLAIN,
             "not found: try /metrics, /healthz or /readyz\n".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    use super::*;
+    use crate::metrics::{metrics_of_a_fleet, without_process_samples};
+
+    async fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (Response<()>, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let mut request = Request::get(format!("http://{addr}{path}"));
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        let response = client
+            .request(request.body(Empty::new()).expect("a request"))
+            .await
+            .expect("an answer");
+        let (head, body) = response.into_parts();
+        let body = body.collect().await.expect("a whole body").to_bytes();
+        let text = String::from_utf8(body.to_vec()).expect("UTF-8");
+        (Response::from_parts(head, ()), text)
+    }
+
+    /// A fleet's scrape comes over HTTP in chunks (no length known in advance), whole, in the
+    /// format asked for.
+    #[tokio::test]
+    async fn a_scrape_is_streamed_whole() {
+        let metrics = Arc::new(metrics_of_a_fleet(1_000));
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("binds");
+        let addr = server.local_addr();
+        let serving = tokio::spawn(server.serve(metrics.clone()));
+
+        let (response, text) = get(addr, "/metrics", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            ScrapeFormat::Prometheus.content_type()
+        );
+        assert_eq!(response.headers()[header::TRANSFER_ENCODING], "chunked");
+        assert!(text.len() > 4 * crate::metrics::SCRAPE_CHUNK);
+        assert_eq!(
+            without_process_samples(&text),
+            without_process_samples(&metrics.encode_text().expect("encodes"))
+        );
+
+        let (response, text) = get(
+            addr,
+            "/metrics",
+            Some("application/openmetrics-text; version=1.0.0"),
+        )
+        .await;
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            ScrapeFormat::OpenMetrics.content_type()
+        );
+        assert!(text.ends_with("# EOF\n"), "{}", &text[text.len() - 100..]);
+
+        let (response, text) = get(addr, "/readyz", None).await;
+        assert_eq!(
+            (response.status(), text.as_str()),
+            (StatusCode::OK, "ok: leading: caches synced\n")
+        );
+        serving.abort();
     }
 }
