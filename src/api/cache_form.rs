@@ -1,8 +1,10 @@
 //! The form objects take in the operator's caches. A condition's message is the largest part of
 //! a cached Tenant or Subscription (a Tenant's `Warning` message lists every cause), and the
 //! operator never reads a cached message: it only compares what it computes with what is
-//! stored, to write nothing when nothing changed. In the caches each message is replaced by its
-//! digest, and comparisons go through [`CacheForm::same_as_cached`].
+//! stored, to write nothing when nothing changed. In the caches the messages of a status are
+//! replaced by one digest of them all, held by its first condition (the others' are left empty:
+//! a digest each took an allocation each, 3.5 MB at 30,000 objects), and comparisons go through
+//! [`CacheForm::same_as_cached`].
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -34,21 +36,11 @@ pub trait CacheForm {
     }
 }
 
-/// The digest a cached message is replaced by (64 bits: a collision would only skip the write
-/// of a message whose every other field is unchanged).
-fn digest(message: &str) -> String {
-    let mut hasher = std::hash::DefaultHasher::new();
-    message.hash(&mut hasher);
-    format!("{DIGEST_PREFIX}{:016x}", hasher.finish())
-}
-
-/// Messages replaced by their digest; types and reasons the operator writes shared as static
-/// words instead of a copy in every object.
+/// Messages replaced by one digest of them all (64 bits: a collision would only skip the write
+/// of a status whose every other field is unchanged); types and reasons the operator writes
+/// shared as static words instead of a copy in every object.
 fn compact_conditions(conditions: &mut [Condition]) {
-    for c in conditions {
-        if !c.message.is_empty() && !c.message.starts_with(DIGEST_PREFIX) {
-            c.message = digest(&c.message);
-        }
+    for c in conditions.iter_mut() {
         for word in [&mut c.type_, &mut c.reason] {
             if let Cow::Owned(owned) = word
                 && let Some(known) = super::condition::known_word(owned)
@@ -57,6 +49,20 @@ fn compact_conditions(conditions: &mut [Condition]) {
             }
         }
     }
+    let Some((first, rest)) = conditions.split_first_mut() else {
+        return;
+    };
+    let compact =
+        first.message.starts_with(DIGEST_PREFIX) && rest.iter().all(|c| c.message.is_empty());
+    if compact || (first.message.is_empty() && rest.iter().all(|c| c.message.is_empty())) {
+        return;
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    first.message.hash(&mut hasher);
+    for c in rest.iter_mut() {
+        std::mem::take(&mut c.message).hash(&mut hasher);
+    }
+    first.message = format!("{DIGEST_PREFIX}{:016x}", hasher.finish());
 }
 
 impl CacheForm for TenantStatus {
@@ -126,6 +132,33 @@ mod tests {
             c
         };
         assert_eq!(again, cached, "the cache form of a cache form is itself");
+    }
+
+    /// One digest stands for every message of a status: a change in any of them changes it.
+    #[test]
+    fn one_digest_stands_for_every_message() {
+        let two = |second: &str| {
+            let mut s = status("email-safeguard: subscription acme-esg ends on 30 Dec 2026");
+            let mut other = s.conditions[0].clone();
+            other.type_ = "Ready".into();
+            other.message = second.into();
+            s.conditions.push(other);
+            s
+        };
+        let mut cached = two("Tenant is Warning");
+        cached.to_cache_form();
+        assert!(cached.conditions[0].message.starts_with(DIGEST_PREFIX));
+        assert_eq!(cached.conditions[1].message, "", "no digest of its own");
+        assert!(two("Tenant is Warning").same_as_cached(&cached));
+        assert!(!two("Tenant is Active").same_as_cached(&cached));
+        let mut swapped = two("Tenant is Warning");
+        let first = std::mem::take(&mut swapped.conditions[0].message);
+        swapped.conditions[0].message =
+            std::mem::replace(&mut swapped.conditions[1].message, first);
+        assert!(
+            !swapped.same_as_cached(&cached),
+            "the same messages on other conditions"
+        );
     }
 
     #[test]
