@@ -276,7 +276,7 @@ async fn announce_milestones(
             (record.id.clone(), notice)
         };
         match announce_milestone(&ctx.client, &ctx.reporter, &regarding, &id, &notice).await {
-            Ok(()) => ctx.milestone_events.confirm(&name, event_name.clone()),
+            Ok(()) => ctx.milestone_events.confirm(&name, event_name),
             Err(err) => {
                 all_published = false;
                 tracing::warn!(tenant = %name, milestone = %id, error = %err, "could not publish the milestone Event; retried");
