@@ -1152,8 +1152,31 @@ fn release_operator(
         .arg(format!("127.0.0.1:{port}"))
         .env("KUBECONFIG", &env.kubeconfig)
         .stdout(Stdio::null())
+        // A group of its own, so that a wrapper and the operator under it are stopped together.
+        .process_group(0)
         .kill_on_drop(true);
     command
+}
+
+/// Sends `signal` to the process group of `child` (started by [`release_operator`]).
+fn signal_group(child: &tokio::process::Child, signal: libc::c_int) {
+    if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: kill only sends a signal, to the group made for this child.
+        unsafe { libc::kill(-pid, signal) };
+    }
+}
+
+/// Stops an operator started by [`release_operator`], and a wrapper it runs under (a profiler
+/// then writes its file out): SIGTERM to the group, SIGKILL after 30 s.
+async fn stop(child: &mut tokio::process::Child) {
+    signal_group(child, libc::SIGTERM);
+    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .is_err()
+    {
+        signal_group(child, libc::SIGKILL);
+        let _ = child.kill().await;
+    }
 }
 
 /// A port nobody listens on now.
@@ -1254,7 +1277,7 @@ async fn warm_restart(run: &Run, objects: usize) -> anyhow::Result<Option<Warm>>
         }
     }
     let rss = vm_field(pid, "VmRSS:").unwrap_or(0);
-    let _ = child.kill().await;
+    stop(&mut child).await;
     let warm = Warm {
         ready: ready.unwrap_or(Duration::MAX),
         all_reconciled,
@@ -1374,7 +1397,7 @@ async fn takeover(run: &Run) -> anyhow::Result<Option<Takeover>> {
         .to_std()
         .unwrap_or_default();
     tokio::time::sleep(wait).await;
-    leader.start_kill()?;
+    signal_group(&leader, libc::SIGKILL);
     let killed = Instant::now();
     run.log("leader killed (SIGKILL)");
     let mut first_reconcile = None;
@@ -1402,7 +1425,7 @@ async fn takeover(run: &Run) -> anyhow::Result<Option<Takeover>> {
         .get(&name)
         .and_then(|at| (*at - due).num_microseconds())
         .map(|us| us as f64 / 1e6);
-    let _ = standby.kill().await;
+    stop(&mut standby).await;
     let _ = leader.wait().await;
     let result = Takeover {
         lease,
@@ -1582,7 +1605,7 @@ async fn memory_only(
         .await
         .map(|(_, body)| body)
         .unwrap_or_default();
-    let _ = child.kill().await;
+    stop(&mut child).await;
     let requests = sample_sum(&scrape, "mailsec_api_requests_total", &[]);
     let writes = writes_in(&scrape);
     let status_writes = |kind: &str| {
