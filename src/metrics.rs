@@ -123,7 +123,10 @@ struct Caches {
 /// The operator's metrics and readiness state, shared by the controllers, the leader election
 /// and the HTTP server.
 pub struct Metrics {
+    /// Every metric but the fleet's series: small, and written under the families' locks.
     registry: Registry,
+    /// The series read from the caches (one or more per object), written without a lock.
+    fleet: Registry,
     shared: Arc<Shared>,
     reconciles: Family<Labels, Counter>,
     durations: Family<Labels, Histogram>,
@@ -220,10 +223,12 @@ impl Metrics {
             "Objects skipped because the operator can not decode them, by kind (each also has a Warning Event InvalidObject)",
             undecodable.clone(),
         );
-        registry.register_collector(Box::new(CacheCollector(shared.clone())));
         registry.register_collector(Box::new(process::ProcessCollector));
+        let mut fleet = Registry::default();
+        fleet.register_collector(Box::new(CacheCollector(shared.clone())));
         Self {
             registry,
+            fleet,
             shared,
             reconciles,
             durations,
@@ -355,18 +360,30 @@ impl Metrics {
     /// soon as they are written: a scrape holds one chunk, not the whole text (about 330 bytes
     /// per cached object, megabytes for a fleet). When `send` returns false (the scraper has
     /// gone) the encoding stops with an error.
+    ///
+    /// `send` may wait for the scraper: it is only called while the fleet's series are written,
+    /// which hold no lock. The other metrics are written first, whole, because their families
+    /// are encoded under their locks, and a reconcile recording its metrics would wait with them.
     pub fn encode_chunked(
         &self,
         format: ScrapeFormat,
         send: impl FnMut(String) -> bool,
     ) -> Result<(), std::fmt::Error> {
-        let mut out = Chunks::new(send);
+        use prometheus_client::encoding::{prometheus_text, text};
+        use std::fmt::Write;
+        let mut head = String::new();
         match format {
-            ScrapeFormat::Prometheus => {
-                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?
-            }
+            ScrapeFormat::Prometheus => prometheus_text::encode(&mut head, &self.registry)?,
+            ScrapeFormat::OpenMetrics => text::encode_registry(&mut head, &self.registry)?,
+        }
+        let mut out = Chunks::new(send);
+        out.write_str(&head)?;
+        drop(head);
+        match format {
+            ScrapeFormat::Prometheus => prometheus_text::encode(&mut out, &self.fleet)?,
             ScrapeFormat::OpenMetrics => {
-                prometheus_client::encoding::text::encode(&mut out, &self.registry)?
+                text::encode_registry(&mut out, &self.fleet)?;
+                text::encode_eof(&mut out)?;
             }
         }
         out.finish()
@@ -973,6 +990,33 @@ mod tests {
             );
             assert!(whole.contains("mailsec_subscription_expiration_timestamp_seconds{subscription=\"t-00999-email-safeguard\""));
         }
+    }
+
+    /// While a scrape waits for its scraper, it holds no lock of the metrics: a reconcile that
+    /// records a series never seen before (which takes its family's write lock) is not held up.
+    #[test]
+    fn a_waiting_scrape_holds_no_lock() {
+        let metrics = Arc::new(metrics_of_a_fleet(1_000));
+        let (waiting_tx, waiting) = std::sync::mpsc::channel();
+        let (scraper_tx, scraper) = std::sync::mpsc::channel::<()>();
+        let scrape = std::thread::spawn({
+            let metrics = metrics.clone();
+            move || {
+                metrics.encode_chunked(ScrapeFormat::OpenMetrics, |_| {
+                    let _ = waiting_tx.send(());
+                    scraper.recv().is_ok()
+                })
+            }
+        });
+        waiting.recv().expect("the scrape hands on a chunk");
+        metrics.reconciled("a-controller-never-seen", false, Duration::from_millis(1));
+        metrics.notification("email", "delivered");
+        metrics.set_undecodable("Tenant", 1);
+        drop(scraper_tx);
+        assert!(
+            scrape.join().expect("no panic").is_err(),
+            "the scraper left"
+        );
     }
 
     /// When the scraper has gone (`send` refuses a chunk), the encoding stops there.

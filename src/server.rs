@@ -12,7 +12,10 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::metrics::{Metrics, ScrapeFormat};
 
@@ -49,6 +52,7 @@ impl Server {
 
     /// Serves until the future is dropped. Each connection runs on its own task.
     pub async fn serve(self, metrics: Arc<Metrics>) {
+        let scrapes = Arc::new(Semaphore::new(SCRAPES_AT_ONCE));
         loop {
             let (stream, _) = match self.listener.accept().await {
                 Ok(conn) => conn,
@@ -58,11 +62,11 @@ impl Server {
                     continue;
                 }
             };
-            let metrics = metrics.clone();
+            let (metrics, scrapes) = (metrics.clone(), scrapes.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, Infallible>(respond(&metrics, &req)) }
+                    let (metrics, scrapes) = (metrics.clone(), scrapes.clone());
+                    async move { Ok::<_, Infallible>(respond(&metrics, &scrapes, &req)) }
                 });
                 if let Err(err) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -104,20 +108,42 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Body> 
 /// Chunks of a scrape written ahead of the scraper's reading.
 const CHUNKS_AHEAD: usize = 2;
 
+/// Scrapes answered at once; more are refused (503) until one ends. Prometheus scrapes one
+/// target once per interval: anything beyond a few is a client holding connections open.
+pub const SCRAPES_AT_ONCE: usize = 4;
+
+/// How long a scrape waits for the scraper to take its next chunk before it gives up, so a
+/// client that asks and never reads holds a place for no longer than this.
+pub const SCRAPER_WAIT: Duration = Duration::from_secs(30);
+
+type Chunk = Result<Frame<Bytes>, ScrapeFailed>;
+
 /// `/metrics`, streamed: the text is written on a blocking thread (it reads every cached
 /// object) and sent a chunk at a time, so a scrape of a large fleet holds a few chunks, not
-/// its whole text. A scraper that goes away stops the writing.
-fn scrape(metrics: &Arc<Metrics>, format: ScrapeFormat) -> Response<Body> {
+/// its whole text. A scraper that goes away, or stops reading for [`SCRAPER_WAIT`], stops the
+/// writing; beyond [`SCRAPES_AT_ONCE`] scrapes at once, the answer is 503.
+fn scrape(
+    metrics: &Arc<Metrics>,
+    scrapes: &Arc<Semaphore>,
+    format: ScrapeFormat,
+) -> Response<Body> {
+    let Ok(place) = scrapes.clone().try_acquire_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PLAIN,
+            format!("{SCRAPES_AT_ONCE} scrapes are being answered: try again\n"),
+        );
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
     let metrics = metrics.clone();
     tokio::task::spawn_blocking(move || {
-        let written = metrics.encode_chunked(format, |chunk| {
-            tx.blocking_send(Ok(Frame::data(Bytes::from(chunk))))
-                .is_ok()
-        });
+        let _place = place;
+        let mut send = sender(tx.clone(), SCRAPER_WAIT);
+        let written =
+            metrics.encode_chunked(format, |chunk| send(Ok(Frame::data(Bytes::from(chunk)))));
         if written.is_err() && !tx.is_closed() {
-            tracing::warn!("could not encode the metrics");
-            let _ = tx.blocking_send(Err(ScrapeFailed));
+            tracing::warn!("could not encode the metrics, or the scraper stopped reading");
+            let _ = tx.try_send(Err(ScrapeFailed));
         }
     });
     let chunks = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -125,9 +151,24 @@ fn scrape(metrics: &Arc<Metrics>, format: ScrapeFormat) -> Response<Body> {
     with_type(Response::new(body), StatusCode::OK, format.content_type())
 }
 
+/// Sends each chunk on `tx`, waiting at most `wait` for room; false once the scraper has gone
+/// or kept no pace. Call on a blocking thread of the runtime.
+fn sender(tx: mpsc::Sender<Chunk>, wait: Duration) -> impl FnMut(Chunk) -> bool {
+    let runtime = tokio::runtime::Handle::current();
+    move |chunk| {
+        runtime
+            .block_on(tokio::time::timeout(wait, tx.send(chunk)))
+            .is_ok_and(|sent| sent.is_ok())
+    }
+}
+
 const PLAIN: &str = "text/plain; charset=utf-8";
 
-fn respond(metrics: &Arc<Metrics>, req: &Request<Incoming>) -> Response<Body> {
+fn respond(
+    metrics: &Arc<Metrics>,
+    scrapes: &Arc<Semaphore>,
+    req: &Request<Incoming>,
+) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -147,7 +188,7 @@ fn respond(metrics: &Arc<Metrics>, req: &Request<Incoming>) -> Response<Body> {
             } else {
                 ScrapeFormat::Prometheus
             };
-            scrape(metrics, format)
+            scrape(metrics, scrapes, format)
         }
         "/healthz" | "/livez" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/readyz" => match metrics.readiness() {
@@ -191,6 +232,22 @@ mod tests {
         (Response::from_parts(head, ()), text)
     }
 
+    /// A scraper that takes no chunk for the time allowed is given up on: the writing stops
+    /// and its place is freed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scraper_that_stops_reading_is_given_up_on() {
+        let (tx, rx) = mpsc::channel(1);
+        let sent = tokio::task::spawn_blocking(move || {
+            let mut send = sender(tx, Duration::from_millis(50));
+            let chunk = || Ok(Frame::data(Bytes::from_static(b"x")));
+            (send(chunk()), send(chunk()))
+        })
+        .await
+        .expect("the blocking task ends");
+        assert_eq!(sent, (true, false), "room for one chunk, then nobody reads");
+        drop(rx);
+    }
+
     /// A fleet's scrape comes over HTTP in chunks (no length known in advance), whole, in the
     /// format asked for.
     #[tokio::test]
@@ -226,6 +283,18 @@ mod tests {
             ScrapeFormat::OpenMetrics.content_type()
         );
         assert!(text.ends_with("# EOF\n"), "{}", &text[text.len() - 100..]);
+
+        // Every place taken: refused at once, not queued.
+        let places = Arc::new(Semaphore::new(SCRAPES_AT_ONCE));
+        let taken = places
+            .clone()
+            .acquire_many_owned(SCRAPES_AT_ONCE as u32)
+            .await;
+        let response = scrape(&metrics, &places, ScrapeFormat::Prometheus);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(taken);
+        let response = scrape(&metrics, &places, ScrapeFormat::Prometheus);
+        assert_eq!(response.status(), StatusCode::OK);
 
         let (response, text) = get(addr, "/readyz", None).await;
         assert_eq!(
