@@ -134,7 +134,7 @@ fn scrape(
             format!("{SCRAPES_AT_ONCE} scrapes are being answered: try again\n"),
         );
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    let (tx, mut rx) = mpsc::channel(CHUNKS_AHEAD);
     let metrics = metrics.clone();
     tokio::task::spawn_blocking(move || {
         let _place = place;
@@ -143,7 +143,9 @@ fn scrape(
             metrics.encode_chunked(format, |chunk| send(Ok(Frame::data(Bytes::from(chunk)))));
         if written.is_err() && !tx.is_closed() {
             tracing::warn!("could not encode the metrics, or the scraper stopped reading");
-            let _ = tx.try_send(Err(ScrapeFailed));
+            // Waits for room like a chunk: with the channel full, a dropped error would leave
+            // the scrape looking whole.
+            send(Err(ScrapeFailed));
         }
     });
     let chunks = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
