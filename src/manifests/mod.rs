@@ -15,6 +15,8 @@ use serde_json::value::RawValue;
 use crate::api::{GROUP, Subscription, Tenant};
 use crate::engine::World;
 
+mod block_yaml;
+
 /// A manifest that could not be read, naming where it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -262,7 +264,24 @@ type Parsed = (Vec<Object>, Option<ManifestError>);
 
 /// Reads the documents of one YAML (or JSON) text: our objects, until the first error.
 fn parse_text(path: &str, text: &str, documents: bool) -> Parsed {
-    parse_json(path, text, documents).unwrap_or_else(|| parse_yaml(path, text, documents))
+    parse_json(path, text, documents)
+        .or_else(|| parse_block_yaml(path, text, documents))
+        .unwrap_or_else(|| parse_yaml(path, text, documents))
+}
+
+/// The documents of a YAML text in the subset [`block_yaml`] reads (nearly every manifest),
+/// each read as JSON: the same objects and errors as [`parse_yaml`], several times faster.
+/// `None` for a text outside that subset.
+fn parse_block_yaml(path: &str, text: &str, documents: bool) -> Option<Parsed> {
+    let mut objects = Vec::new();
+    for (index, json) in block_yaml::to_json(text)?.iter().enumerate() {
+        let header = serde_json::from_str::<Header>(json).ok();
+        let read = parse_json_document(path, index + 1, json, header, documents, &mut objects);
+        if let Err(error) = read {
+            return Some((objects, Some(error)));
+        }
+    }
+    Some((objects, None))
 }
 
 /// Reads the documents of one YAML text.
@@ -303,7 +322,7 @@ fn parse_json(path: &str, text: &str, documents: bool) -> Option<Parsed> {
         return None;
     }
     let mut objects = Vec::new();
-    let error = parse_json_document(path, text, header, documents, &mut objects).err();
+    let error = parse_json_document(path, 1, text, header, documents, &mut objects).err();
     Some((objects, error))
 }
 
@@ -333,13 +352,14 @@ struct HeaderMetadata<'a> {
 /// object, whose message must be the generic reader's) is handed to [`parse_value`].
 fn parse_json_document(
     path: &str,
+    document: usize,
     json: &str,
     header: Option<Header<'_>>,
     documents: bool,
     objects: &mut Vec<Object>,
 ) -> Result<(), ManifestError> {
     let generic = |objects: &mut Vec<Object>| match serde_json::from_str::<Value>(json) {
-        Ok(value) => parse_value(path, 1, value, documents, objects),
+        Ok(value) => parse_value(path, document, value, documents, objects),
         // Unreachable for a document of a text that was read as JSON; no object then.
         Err(_) => Ok(()),
     };
@@ -353,7 +373,7 @@ fn parse_json_document(
         objects.reserve(items.len());
         for item in items {
             let header = serde_json::from_str::<Header>(item.get()).ok();
-            parse_json_document(path, item.get(), header, documents, objects)?;
+            parse_json_document(path, document, item.get(), header, documents, objects)?;
         }
         return Ok(());
     }
@@ -380,7 +400,7 @@ fn parse_json_document(
     match typed {
         Some((kind, typed)) => {
             objects.push(Object {
-                document: 1,
+                document,
                 kind,
                 name: name.to_string(),
                 value: None,
@@ -626,6 +646,69 @@ spec: {tenantRef: acme, product: email-safeguard, startDate: 2026-01-01, endDate
         assert!(
             matches!(error, Some(ManifestError::Yaml { document: 1, .. })),
             "{error:?}"
+        );
+    }
+
+    #[test]
+    fn block_yaml_is_read_fast_and_as_the_yaml_reader_reads_it() {
+        let tenant = |name: &str, spec: &str| {
+            format!(
+                "apiVersion: mailsec.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n{spec}"
+            )
+        };
+        let valid = format!(
+            "# a fleet\n---\n{}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: filter\n---\n\
+             apiVersion: mailsec.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: acme-esg\nspec:\n  \
+             tenantRef: acme\n  product: email-safeguard\n  plan: Paid\n  startDate: 2026-01-01\n  \
+             endDate: \"2026-12-31\"\n  seats: 50\n  sharedWith: [beta]\n---\n",
+            tenant(
+                "acme",
+                "  users: 10\n  admins:\n  - email: a@acme.example\n  services:\n  - product: email-safeguard\n"
+            )
+        );
+        let texts = [
+            valid.clone(),
+            // Empty documents count: the invalid object is named as document 4.
+            format!(
+                "{}---\n---\n# nothing\n---\n{}",
+                tenant("a", "  users: 1\n"),
+                tenant("b", "  users: ten\n")
+            ),
+            format!(
+                "{}---\n{}",
+                tenant("a", "  users: 1\n"),
+                tenant("a", "  users: 2\n")
+            ),
+            tenant("a", "  users: 1\n  colour: red\n"),
+            tenant("a", "  users: 1\n  users: 2\n"),
+            tenant("a", "  users: -1\n").replace("v1alpha1", "v2"),
+            tenant("", "  users: 1\n").replace("name: \n", "labels: {}\n"),
+            format!(
+                "apiVersion: v1\nkind: List\nitems:\n- {}",
+                tenant("l", "    users: 3\n").replace('\n', "\n  ")
+            ),
+            "kind: TenantList\nitems: []\n".to_string(),
+        ];
+        for text in &texts {
+            for documents in [true, false] {
+                let fast = parse_block_yaml("f.yaml", text, documents).expect("read as block YAML");
+                assert_eq!(
+                    outcome(fast),
+                    outcome(parse_yaml("f.yaml", text, documents)),
+                    "{text}"
+                );
+            }
+        }
+        let (objects, error) = parse_block_yaml("f.yaml", &valid, false).expect("block YAML");
+        assert_eq!((objects.len(), error.is_none()), (2, true));
+        let (objects, _) = parse_block_yaml("f.yaml", &texts[1], false).expect("block YAML");
+        assert!(
+            matches!(
+                objects[1].typed,
+                Err(ManifestError::Invalid { document: 4, .. })
+            ),
+            "{:?}",
+            objects[1]
         );
     }
 
