@@ -25,7 +25,7 @@ pub fn tenant(name: &str, products: &[&str], users: i64) -> Tenant {
             services: products
                 .iter()
                 .map(|p| ServiceSpec {
-                    product: p.to_string(),
+                    product: p.to_string().into(),
                     settings: BTreeMap::new(),
                 })
                 .collect(),
@@ -63,7 +63,7 @@ pub fn tenant_status(phase: TenantPhase, services: &[(&str, ServicePhase)]) -> T
             .iter()
             .enumerate()
             .map(|(i, (product, service_phase))| ServiceStatus {
-                product: product.to_string(),
+                product: product.to_string().into(),
                 base: i == 0,
                 phase: *service_phase,
                 subscription: None,
@@ -96,7 +96,7 @@ pub fn subscription(
         },
         spec: SubscriptionSpec {
             tenant_ref: tenant.to_string(),
-            product: product.to_string(),
+            product: product.to_string().into(),
             plan: Plan::Paid,
             start_date: LicenseDate::from(start),
             end_date: LicenseDate::from(end),

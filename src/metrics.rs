@@ -682,7 +682,7 @@ fn encode_subscriptions(
                     s.metadata.name.as_deref().unwrap_or_default(),
                 ),
                 ("tenant", s.spec.tenant_ref.as_str()),
-                ("product", s.spec.product.as_str()),
+                ("product", s.spec.product.as_ref()),
                 ("plan", plan),
             ];
             ConstGauge::new(instants[which]).encode(family.encode_family(&labels)?)?;

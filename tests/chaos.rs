@@ -428,7 +428,7 @@ fn check(plans: &[Plan], renewed: &BTreeSet<String>, snap: &Snapshot) -> Finding
         }
 
         // 3. Each milestone once, in order; no milestone Event twice.
-        let kinds: Vec<&str> = status.milestones.iter().map(|m| m.kind.as_str()).collect();
+        let kinds: Vec<&str> = status.milestones.iter().map(|m| m.kind.as_ref()).collect();
         let mut want_kinds = LIFECYCLE.to_vec();
         if is_renewed {
             want_kinds.push("Renewed");

@@ -269,7 +269,7 @@ fn snapshot(world: &World, policy: &Policy, now: DateTime<Utc>) -> Snapshot {
                     t.status
                         .services
                         .iter()
-                        .map(|s| (s.product.clone(), s.phase, s.plan))
+                        .map(|s| (s.product.to_string(), s.phase, s.plan))
                         .collect(),
                 )
             })

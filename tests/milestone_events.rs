@@ -114,7 +114,7 @@ async fn lost_events_are_published_once(seen: Seen) {
                 (
                     milestone_event_name(&t, &r.id),
                     r.id.clone(),
-                    r.kind.as_str(),
+                    r.kind.as_ref(),
                 )
             })
             .collect(),

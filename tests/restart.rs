@@ -56,7 +56,7 @@ async fn killed_and_restarted_operator_reaches_the_same_state_without_repeating_
         let recorded: Vec<String> = tn
             .status
             .as_ref()
-            .map(|s| s.milestones.iter().map(|m| m.kind.clone()).collect())
+            .map(|s| s.milestones.iter().map(|m| m.kind.to_string()).collect())
             .unwrap_or_default();
         assert_eq!(
             recorded,

@@ -149,7 +149,7 @@ async fn an_unlisted_add_on_is_enforced_like_a_listed_one() {
     assert_eq!((replicas, phase.as_deref()), (Some(2), Some("Active")));
     let st = tenant(&client, &t).await.status.expect("status");
     assert_eq!(st.phase, Some(TenantPhase::Warning));
-    let products: Vec<&str> = st.services.iter().map(|s| s.product.as_str()).collect();
+    let products: Vec<&str> = st.services.iter().map(|s| s.product.as_ref()).collect();
     assert_eq!(
         products,
         [ESG, "email-threat-detection-response", ETI],

@@ -19,7 +19,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaPropsOrStringArray,
 };
 
-pub use cache_form::CacheForm;
+pub use cache_form::{CacheForm, product_word};
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason, Word};
 pub use date::LicenseDate;
 pub use events::EventReason;
@@ -38,6 +38,15 @@ pub use workload::WorkloadKind;
 
 /// The API group of both resources.
 pub const GROUP: &str = "mailsec.io";
+
+/// The product ids of the default catalogue, the base service first (the operator's
+/// `--base-product` and `--add-ons` change the catalogue; these are shared as static words in
+/// its caches either way).
+pub const DEFAULT_CATALOGUE: [&str; 3] = [
+    "email-safeguard",
+    "email-threat-detection-response",
+    "email-threat-isolation",
+];
 
 /// The CRDs as one multi-document YAML stream, as `mailsec-operator crd` prints it and `crds/` holds it.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {

@@ -58,7 +58,7 @@ pub struct SubscriptionSpec {
     /// `email-threat-detection-response` or `email-threat-isolation` (add-ons).
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("product must be a lower-case id like email-safeguard (letters, digits and '-')"))]
     #[schemars(length(min = 1, max = 63))]
-    pub product: String,
+    pub product: super::Word,
 
     /// `Paid` for a bought licence, `Trial` for a trial. A tenant covered only by a trial is warned.
     #[serde(default)]

@@ -83,7 +83,7 @@ pub struct ServiceSpec {
     /// `email-threat-isolation`.
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("product must be a lower-case id like email-safeguard (letters, digits and '-')"))]
     #[schemars(length(min = 1, max = 63))]
-    pub product: String,
+    pub product: super::Word,
 
     /// The product's settings: free-form JSON values. Frozen while the service or the whole
     /// tenant is read-only: changes are refused until the subscription is renewed. Bounded, so
@@ -268,7 +268,7 @@ impl TenantStatus {
 pub struct ServiceStatus {
     /// Product id.
     #[schemars(length(max = 63))]
-    pub product: String,
+    pub product: super::Word,
     /// True for the base product, whose lapse makes the whole tenant read-only, then suspended.
     #[serde(default)]
     pub base: bool,
@@ -334,11 +334,11 @@ pub struct MilestoneRecord {
     /// `ExpiringSoon`, `ReadOnly`, `Suspended`, `SubscriptionMissing`, `Renewed`, `TrialLicense`,
     /// `SeatLimitExceeded`, `TransferredIn`, `TransferredOut`, `PossibleDuplicate`.
     #[schemars(length(max = 32))]
-    pub kind: String,
+    pub kind: super::Word,
     /// The product it is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
-    pub product: Option<String>,
+    pub product: Option<super::Word>,
     /// When the milestone was due.
     #[serde(with = "super::date::rfc3339")]
     #[schemars(schema_with = "crate::api::date::instant_schema")]

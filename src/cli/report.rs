@@ -181,7 +181,7 @@ fn row(s: &Subscription, e: &SubscriptionEvaluation, at: DateTime<Utc>) -> Repor
     ReportRow {
         subscription: s.metadata.name.clone().unwrap_or_default(),
         tenant: spec.tenant_ref.clone(),
-        product: spec.product.clone(),
+        product: spec.product.to_string(),
         plan: format!("{:?}", spec.plan),
         start_date: spec.start_date.as_str().to_string(),
         end_date: spec.end_date.as_str().to_string(),

@@ -101,8 +101,8 @@ impl Notifier {
         let policy = &self.ctx.policy;
         let product = m
             .product
-            .clone()
-            .unwrap_or_else(|| policy.catalogue.base.clone());
+            .as_deref()
+            .map_or_else(|| policy.catalogue.base.clone(), str::to_string);
         let service = tenant
             .status
             .as_ref()
@@ -210,7 +210,7 @@ impl Notifier {
                     },
                     milestone: PayloadMilestone {
                         id: record.id.clone(),
-                        kind: record.kind.clone(),
+                        kind: record.kind.to_string(),
                         product: facts.product.clone(),
                         product_name: text::product_name(&facts.product),
                         base: facts.base,

@@ -170,7 +170,7 @@ pub fn record_notice(r: &MilestoneRecord) -> Notice {
     Notice {
         warning: kind.is_none_or(MilestoneKind::is_warning),
         reason: kind.map_or_else(
-            || r.kind.clone(),
+            || r.kind.to_string(),
             |k| milestone_reason(k).as_str().to_string(),
         ),
         note,
@@ -1019,8 +1019,8 @@ mod tests {
         let t = |d: u32| Utc.with_ymd_and_hms(2027, 1, d, 0, 0, 0).unwrap();
         let record = |kind: &str, product: &str, due: u32, sub: &str| MilestoneRecord {
             id: format!("{kind}/{product}/{due}"),
-            kind: kind.into(),
-            product: Some(product.into()),
+            kind: kind.to_string().into(),
+            product: Some(product.to_string().into()),
             due_at: t(due),
             announced_at: t(20),
             subscription: Some(sub.into()),

@@ -183,7 +183,7 @@ fn moves(used: Side<'_>, unused: Side<'_>, policy: &Policy, now: DateTime<Utc>) 
             let covered = covered_until(used, &s.spec.product, policy, now);
             (end > now && covered.is_none_or(|c| c < end)).then(|| Move {
                 subscription: s.metadata.name.clone().unwrap_or_default(),
-                product: s.spec.product.clone(),
+                product: s.spec.product.to_string(),
                 from: unused.name.to_string(),
                 effective_end_at: end,
             })

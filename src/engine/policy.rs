@@ -3,10 +3,12 @@
 use chrono::TimeDelta;
 
 /// Catalogue default: the base service.
-pub const DEFAULT_BASE_PRODUCT: &str = "email-safeguard";
+pub const DEFAULT_BASE_PRODUCT: &str = crate::api::DEFAULT_CATALOGUE[0];
 /// Catalogue default: the add-ons.
-pub const DEFAULT_ADD_ONS: [&str; 2] =
-    ["email-threat-detection-response", "email-threat-isolation"];
+pub const DEFAULT_ADD_ONS: [&str; 2] = [
+    crate::api::DEFAULT_CATALOGUE[1],
+    crate::api::DEFAULT_CATALOGUE[2],
+];
 
 /// Periods longer than this are refused, so date arithmetic can never overflow.
 const MAX_PERIOD: TimeDelta = TimeDelta::days(36_500);

@@ -155,7 +155,7 @@ pub fn duplicates<'a>(sub: &Subscription, others: &[&'a Subscription]) -> Vec<&'
     fn key(s: &Subscription) -> (&str, &str, &str, &str) {
         (
             s.spec.tenant_ref.as_str(),
-            s.spec.product.as_str(),
+            s.spec.product.as_ref(),
             s.spec.start_date.as_str(),
             s.spec.end_date.as_str(),
         )

@@ -12,7 +12,7 @@ use super::{Policy, TenantUsers, earlier, human, human_from, later, next_after, 
 use crate::api::labels::NOT_DUPLICATE_ANNOTATION;
 use crate::api::{
     ConditionType, MilestoneKind, MilestoneRecord, Plan, PossibleDuplicate, Reason, ServicePhase,
-    ServiceStatus, Subscription, Tenant, TenantPhase, TenantStatus,
+    ServiceStatus, Subscription, Tenant, TenantPhase, TenantStatus, product_word,
 };
 
 /// Milestone records kept in status beyond those that are still reached.
@@ -303,7 +303,7 @@ struct Findings {
 fn service_products<'a>(facts: &Facts<'a>, workload_products: &'a [String]) -> Vec<&'a str> {
     let mut products: Vec<&str> = vec![facts.base_product];
     for svc in &facts.tenant.spec.services {
-        if !products.contains(&svc.product.as_str()) {
+        if !products.contains(&svc.product.as_ref()) {
             products.push(&svc.product);
         }
     }
@@ -316,7 +316,7 @@ fn service_products<'a>(facts: &Facts<'a>, workload_products: &'a [String]) -> V
                 .timeline(s.metadata.name.as_deref().unwrap_or_default())
                 .is_some_and(|t| t.starts_at <= facts.now)
         })
-        .map(|s| s.spec.product.as_str())
+        .map(|s| s.spec.product.as_ref())
         .chain(workload_products.iter().map(String::as_str))
         .filter(|p| !products.contains(p))
         .collect();
@@ -450,7 +450,7 @@ fn covered_service(
     }
     renewal(service, sub, &at, phase, found);
     ServiceStatus {
-        product: product.to_string(),
+        product: product_word(product),
         base: service.base,
         phase,
         subscription: Some(sub.to_string()),
@@ -672,7 +672,7 @@ fn missing_service(service: &Service<'_, '_>, found: &mut Findings) -> ServiceSt
         },
     });
     ServiceStatus {
-        product: product.to_string(),
+        product: product_word(product),
         base: service.base,
         phase,
         subscription: None,
@@ -697,7 +697,7 @@ fn seat_limits(facts: &Facts<'_>, found: &mut Findings) {
             .find(|s| s.metadata.name.as_deref() == Some(sub_name))
             .map(|s| &s.spec);
         let seats = spec.map(|s| s.seats).unwrap_or_default();
-        let product = spec.map(|s| s.product.clone()).unwrap_or_default();
+        let product = spec.map(|s| s.product.to_string()).unwrap_or_default();
         let message = format!(
             "Subscription {sub_name} ({product}) is used by {} users but licenses {seats} seats: buy more seats or reduce spec.users on the tenants sharing it",
             eval.seats_used
@@ -765,7 +765,7 @@ fn transfer_milestone(
     t: &crate::api::Transfer,
 ) -> Milestone {
     let sub_name = sub.metadata.name.as_deref().unwrap_or_default();
-    let product = sub.spec.product.as_str();
+    let product = sub.spec.product.as_ref();
     let (peer, covers) = if kind == MilestoneKind::TransferredIn {
         (&t.from, "it now covers this tenant")
     } else {
@@ -824,7 +824,7 @@ fn possible_duplicates(
             id,
             kind: MilestoneKind::PossibleDuplicate,
             product: first
-                .map_or(base_product, |m| m.product.as_str())
+                .map_or(base_product, |m| m.product.as_ref())
                 .to_string(),
             base: first.is_none_or(|m| m.product == base_product),
             subscription: first.map(|m| m.subscription.clone()),
@@ -877,7 +877,7 @@ fn tenant_conditions(
             .services
             .iter()
             .filter(|s| !s.base && s.phase >= at_least)
-            .map(|s| s.product.as_str())
+            .map(|s| s.product.as_ref())
             .collect()
     };
     let (frozen_add_ons, suspended_add_ons) = (
@@ -1055,8 +1055,8 @@ fn milestone_records(
     let announced_at = whole_seconds(facts.now);
     records.extend(fresh.iter().map(|m| MilestoneRecord {
         id: m.id.clone(),
-        kind: m.kind.as_str().to_string(),
-        product: Some(m.product.clone()),
+        kind: m.kind.as_str().into(),
+        product: Some(product_word(&m.product)),
         due_at: m.due_at,
         announced_at,
         subscription: m.subscription.clone(),

@@ -751,7 +751,7 @@ fn milestones_are_announced_once_and_late_ones_are_marked() {
         .status
         .milestones
         .iter()
-        .map(|r| (r.kind.as_str(), r.already_due, r.event_only))
+        .map(|r| (r.kind.as_ref(), r.already_due, r.event_only))
         .collect();
     assert_eq!(
         flags,
@@ -788,7 +788,7 @@ fn milestones_due_at_first_sight_are_summed_up_per_service() {
         .iter()
         .map(|r| {
             (
-                r.kind.as_str(),
+                r.kind.as_ref(),
                 r.product.as_deref(),
                 r.already_due,
                 r.event_only,
@@ -819,7 +819,7 @@ fn milestones_due_at_first_sight_are_summed_up_per_service() {
         .milestones
         .iter()
         .filter(|r| r.announced_at == at("2027-02-21"))
-        .map(|r| (r.kind.as_str(), r.already_due, r.event_only))
+        .map(|r| (r.kind.as_ref(), r.already_due, r.event_only))
         .collect();
     assert_eq!(fresh, [("ReadOnly", false, false)]);
 
@@ -885,7 +885,7 @@ fn first_sight_flags(w: &World, policy: &Policy, now: DateTime<Utc>) -> Vec<(Str
         .status
         .milestones
         .iter()
-        .map(|r| (r.kind.clone(), r.already_due, r.event_only))
+        .map(|r| (r.kind.to_string(), r.already_due, r.event_only))
         .collect()
 }
 
@@ -1127,7 +1127,7 @@ fn products_held_or_run_are_services_whether_listed_or_not() {
         .status
         .services
         .iter()
-        .map(|s| s.product.as_str())
+        .map(|s| s.product.as_ref())
         .collect();
     assert_eq!(products, [ESG, ETDR], "the ETI renewal has not started");
     assert_eq!(service(&e, ETDR).phase, S::ReadOnly);

@@ -315,7 +315,7 @@ mod tests {
     fn milestone(kind: &str, due: i64, announced: i64) -> MilestoneRecord {
         MilestoneRecord {
             id: format!("{kind}/email-safeguard/{due}"),
-            kind: kind.into(),
+            kind: kind.to_string().into(),
             product: Some("email-safeguard".into()),
             due_at: t(due),
             announced_at: t(announced),

@@ -113,17 +113,17 @@ pub fn plan(
             // added back) while frozen, so new settings never slip in that way.
             Some(applied) if is_frozen(status, &svc.product) => {
                 let old = applied
-                    .get(&svc.product)
+                    .get(svc.product.as_ref())
                     .cloned()
                     .unwrap_or_else(|| Value::Object(Default::default()));
                 if old != wanted {
-                    held_back.push(svc.product.clone());
+                    held_back.push(svc.product.to_string());
                 }
                 old
             }
             _ => wanted,
         };
-        data.insert(svc.product.clone(), value);
+        data.insert(svc.product.to_string(), value);
     }
     SettingsPlan { data, held_back }
 }
