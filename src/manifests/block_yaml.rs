@@ -16,6 +16,9 @@ use serde_json::Value;
 
 /// Nesting beyond this goes to the YAML reader (and its recursion limit).
 const MAX_DEPTH: usize = 64;
+/// A longer key goes to the YAML reader, which looks no further than 1024 characters for the
+/// colon of a key on one line, and refuses the line.
+const MAX_KEY: usize = 1000;
 
 /// The JSON text of each document of `text`, as the YAML reader counts them (an empty text or
 /// document is `null`); `None` when `text` is not in the subset read here.
@@ -328,8 +331,8 @@ fn is_entry(text: &str) -> bool {
 }
 
 /// A line `key: rest` or `key:` with a plain key of letters, digits, `_`, `.`, `-` and `/`
-/// (which the YAML reader reads as written, whatever it looks like): the key and what follows
-/// the colon.
+/// (which the YAML reader reads as written, whatever it looks like), of at most
+/// [`MAX_KEY`] characters: the key and what follows the colon.
 fn key_line(text: &str) -> Option<(&str, &str)> {
     let bytes = text.as_bytes();
     let first = *bytes.first()?;
@@ -340,7 +343,7 @@ fn key_line(text: &str) -> Option<(&str, &str)> {
         .iter()
         .position(|b| !(b.is_ascii_alphanumeric() || b"_.-/".contains(b)))?;
     let rest = text[end..].strip_prefix(':')?;
-    (rest.is_empty() || rest.starts_with(' ')).then_some((&text[..end], rest))
+    (end <= MAX_KEY && (rest.is_empty() || rest.starts_with(' '))).then_some((&text[..end], rest))
 }
 
 /// The content of a single-quoted scalar (`''` is a quote) and what follows it on the line.
@@ -628,6 +631,8 @@ status: {}
         let deep = (0..70).fold(String::new(), |text, depth| {
             format!("{text}{}k:\n", " ".repeat(depth))
         });
+        let long_key = format!("b:\n  {}: 1\n", "a".repeat(1025));
+        assert!(read_alike(&format!("{}: 1\n", "a".repeat(MAX_KEY))));
         for text in [
             "a: 1e3\n",
             "a: 1.5\n",
@@ -673,6 +678,7 @@ status: {}
             "a: %b\n",
             "a: b]\n",
             &deep,
+            &long_key,
         ] {
             assert!(
                 to_json(text).is_none(),
