@@ -131,3 +131,17 @@ pub fn shared(mut sub: Subscription, tenants: &[&str]) -> Subscription {
         .collect();
     sub
 }
+
+/// The texts of the repository's `examples/`, in name order.
+pub fn example_texts() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("examples/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).expect("example"))
+        .collect()
+}

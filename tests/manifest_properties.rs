@@ -12,18 +12,7 @@ use mailsec_operator::cli::evaluate::render;
 use mailsec_operator::engine::Policy;
 use mailsec_operator::manifests::Manifests;
 
-fn examples() -> Vec<String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("examples/")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).expect("example"))
-        .collect()
-}
+use mailsec_operator::fixtures::example_texts as examples;
 
 /// Reads `text`, then evaluates and renders whatever was read in every format; returns whether
 /// it was accepted. Fails the property on a panic (proptest reports it) or on a slow input.

@@ -137,21 +137,29 @@ impl<'a> Reader<'_, 'a> {
         }
     }
 
+    /// The next line of the collection at `indent`: `Some(None)` at its end (no line, or one
+    /// indented less), `None` for a line indented further than its entries.
+    fn line_at(&self, indent: usize) -> Option<Option<Line<'a>>> {
+        match self.peek() {
+            Some(line) if line.indent > indent => None,
+            Some(line) if line.indent == indent => Some(Some(line)),
+            _ => Some(None),
+        }
+    }
+
+    /// A comma before every entry but the first.
+    fn separate(&mut self, first: &mut bool) {
+        if !std::mem::take(first) {
+            self.out.push(',');
+        }
+    }
+
     fn mapping(&mut self, indent: usize, depth: usize) -> Option<()> {
         self.out.push('{');
         let mut first = true;
-        while let Some(line) = self.peek() {
-            if line.indent < indent {
-                break;
-            }
-            if line.indent > indent {
-                return None;
-            }
+        while let Some(line) = self.line_at(indent)? {
             let (key, rest) = key_line(line.text)?;
-            if !first {
-                self.out.push(',');
-            }
-            first = false;
+            self.separate(&mut first);
             write_string(&mut self.out, key);
             self.out.push(':');
             self.next += 1;
@@ -170,22 +178,13 @@ impl<'a> Reader<'_, 'a> {
     fn sequence(&mut self, indent: usize, depth: usize) -> Option<()> {
         self.out.push('[');
         let mut first = true;
-        while let Some(line) = self.peek() {
-            if line.indent < indent {
-                break;
-            }
-            if line.indent > indent {
-                return None;
-            }
+        while let Some(line) = self.line_at(indent)? {
             if !is_entry(line.text) {
                 // The next key of the mapping this sequence is a value of, when written at the
                 // key's indentation; anything else is refused there.
                 break;
             }
-            if !first {
-                self.out.push(',');
-            }
-            first = false;
+            self.separate(&mut first);
             let after = &line.text[1..];
             let rest = after.trim_start_matches(' ');
             if rest.is_empty() || rest.starts_with('#') {
@@ -467,16 +466,7 @@ status: {}
 
     #[test]
     fn reads_what_manifests_are_written_in_as_the_yaml_reader_does() {
-        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-        let mut files: Vec<_> = std::fs::read_dir(examples)
-            .expect("examples/")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        files.sort();
-        let mut texts: Vec<String> = files
-            .iter()
-            .map(|f| std::fs::read_to_string(f).expect("example"))
-            .collect();
+        let mut texts = crate::fixtures::example_texts();
         texts.push(KUBECTL.to_string());
         texts.push(format!("---\n{KUBECTL}---\n# nothing\n---\n{KUBECTL}---\n"));
         for text in &texts {
