@@ -5,10 +5,11 @@
 //! 40 MB/s, under half the speed of the rest of `evaluate` over a fleet's manifests.
 //!
 //! It reads exactly what the YAML reader reads, or nothing: anything outside that subset (flow
-//! collections other than `[]` and `{}`, block scalars `|` and `>`, anchors, aliases, tags,
-//! scalars over several lines, escapes in double quotes, floats, tabs, carriage returns, byte
-//! order marks, directives, document end markers, nesting deeper than [`MAX_DEPTH`]) sends the
-//! whole text to the YAML reader, so that the values read, and an error's wording, line and
+//! collections other than `[]`, `{}` and one-line lists of words and integers, block scalars `|`
+//! and `>`, anchors, aliases, tags, scalars over several lines, escapes in double quotes,
+//! floats, tabs, carriage returns, byte order marks, directives, document end markers, nesting
+//! deeper than [`MAX_DEPTH`], keys longer than [`MAX_KEY`]) sends the whole text to the YAML
+//! reader, so that the values read, and an error's wording, line and
 //! column, are the YAML reader's. A plain scalar that might be something other than a string (a
 //! number, a date, `~`) is resolved by the YAML reader itself.
 
