@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A condition's type or reason: a word from a short fixed list. Those the operator writes are
-/// `'static` and take no allocation; one read from the API server is owned until its cache form
-/// ([`super::CacheForm`]) shares the static word again.
+/// A word from a short list that every object repeats: a condition's type or reason, a product
+/// id, a milestone's kind. Those the operator writes are `'static` and take no allocation; one
+/// read from the API server is owned until its cache form ([`super::CacheForm`]) shares the
+/// static word again (a word the operator does not know stays owned).
 pub type Word = std::borrow::Cow<'static, str>;
 
 /// One aspect of the object's current state, in the standard Kubernetes condition shape, so that
