@@ -42,10 +42,7 @@ pub trait CacheForm {
 
 /// A product id as a [`Word`]: an id of the default catalogue is shared, others are owned.
 pub fn product_word(product: &str) -> Word {
-    match DEFAULT_CATALOGUE.into_iter().find(|p| *p == product) {
-        Some(shared) => Cow::Borrowed(shared),
-        None => Cow::Owned(product.to_string()),
-    }
+    known_product(product).map_or_else(|| Cow::Owned(product.to_string()), Cow::Borrowed)
 }
 
 /// `word` as the static word `known` finds for it, if any.

@@ -253,8 +253,9 @@ impl<'a> Reader<'_, 'a> {
         end_of_line(&text[end + 1..])?;
         let items = text[..end].trim_matches(' ');
         self.out.push('[');
+        let mut first = true;
         if !items.is_empty() {
-            for (i, item) in items.split(',').enumerate() {
+            for item in items.split(',') {
                 let item = item.trim_matches(' ');
                 let word = item.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
                     && item
@@ -264,9 +265,7 @@ impl<'a> Reader<'_, 'a> {
                         item.to_ascii_lowercase().as_str(),
                         "null" | "true" | "false"
                     );
-                if i > 0 {
-                    self.out.push(',');
-                }
+                self.separate(&mut first);
                 if word {
                     write_string(&mut self.out, item);
                 } else if is_simple_integer(item) {
