@@ -78,12 +78,15 @@ pub fn dispatch(entry: Entry, cmd: Command) -> ExitCode {
                 Err(e) => fail(e.exit_code(), e),
             }
         }),
-        Command::Run(args) => block_on(async {
-            match run::run(*args).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(1, e),
-            }
-        }),
+        Command::Run(args) => match run::runtime(args.worker_threads) {
+            Ok(rt) => rt.block_on(async {
+                match run::run(*args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(1, e),
+                }
+            }),
+            Err(e) => fail(1, e),
+        },
         Command::Status(args) => {
             init_logs();
             block_on(async {

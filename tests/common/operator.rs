@@ -100,11 +100,8 @@ pub fn spawn_guarded_by(
 ) -> (JoinHandle<()>, Arc<ApiCounters>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("operator runtime");
+        // As the binary runs it (`--worker-threads` 1).
+        let runtime = mailsec_operator::cli::run::runtime(1).expect("operator runtime");
         // RUST_LOG=mailsec_operator=debug shows what the operator does during a test.
         if std::env::var_os("RUST_LOG").is_some() {
             mailsec_operator::telemetry::init(mailsec_operator::telemetry::LogFormat::Text);
