@@ -1327,6 +1327,18 @@ async fn warm_restart(run: &Run, objects: usize) -> anyhow::Result<Option<Warm>>
         warm.writes,
         warm.hwm as f64 / 1024.0
     ));
+    if warm.writes > 0.0 {
+        // Which ones: a write the operator before it left undone is caught up, not repeated.
+        let writes = last_scrape.lines().filter(|l| {
+            l.starts_with("mailsec_api_requests_total{")
+                && ["create", "patch", "update", "delete"]
+                    .iter()
+                    .any(|verb| l.contains(&format!("verb=\"{verb}\"")))
+        });
+        for line in writes {
+            run.log(&format!("  {line}"));
+        }
+    }
     Ok(Some(warm))
 }
 
