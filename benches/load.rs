@@ -1229,8 +1229,11 @@ async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Writes (create, patch, update, delete requests) in a scrape of the operator's metrics.
+/// The verbs of `mailsec_api_requests_total` that write.
+const WRITE_VERBS: [&str; 4] = ["create", "patch", "update", "delete"];
+
 fn writes_in(scrape: &str) -> f64 {
-    ["create", "patch", "update", "delete"]
+    WRITE_VERBS
         .iter()
         .map(|verb| {
             sample_sum(
@@ -1331,7 +1334,7 @@ async fn warm_restart(run: &Run, objects: usize) -> anyhow::Result<Option<Warm>>
         // Which ones: a write the operator before it left undone is caught up, not repeated.
         let writes = last_scrape.lines().filter(|l| {
             l.starts_with("mailsec_api_requests_total{")
-                && ["create", "patch", "update", "delete"]
+                && WRITE_VERBS
                     .iter()
                     .any(|verb| l.contains(&format!("verb=\"{verb}\"")))
         });

@@ -78,15 +78,12 @@ pub fn dispatch(entry: Entry, cmd: Command) -> ExitCode {
                 Err(e) => fail(e.exit_code(), e),
             }
         }),
-        Command::Run(args) => match run::runtime(args.worker_threads) {
-            Ok(rt) => rt.block_on(async {
-                match run::run(*args).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fail(1, e),
-                }
-            }),
-            Err(e) => fail(1, e),
-        },
+        Command::Run(args) => run_on(run::runtime(args.worker_threads), async {
+            match run::run(*args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, e),
+            }
+        }),
         Command::Status(args) => {
             init_logs();
             block_on(async {
@@ -148,10 +145,20 @@ fn init_logs() {
 
 /// Runs `f` on a fresh multi-threaded runtime; exit code 1 when none can be made.
 fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_on(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        f,
+    )
+}
+
+/// Runs `f` on `runtime`; exit code 1 when it could not be made.
+fn run_on(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    f: impl std::future::Future<Output = ExitCode>,
+) -> ExitCode {
+    match runtime {
         Ok(rt) => rt.block_on(f),
         Err(e) => fail(1, e),
     }
