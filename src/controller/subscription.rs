@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use kube::api::Api;
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use super::context::Context;
 use super::relevance::OwnWrites;
@@ -21,14 +20,13 @@ use crate::engine::subscription::{SubscriptionEvaluation, evaluate_subscription_
 
 pub async fn reconcile(sub: Arc<Subscription>, ctx: Arc<Context>) -> Result<Next, Error> {
     let name = sub.name_any();
-    let api: Api<Subscription> = Api::all(ctx.client.clone());
     ctx.caches_ready().await;
     let now = ctx.now();
     let users = ctx.users_of([sub.as_ref()]);
     let siblings = ctx.subscriptions_of(&sub.spec.tenant_ref);
     let siblings: Vec<&Subscription> = siblings.iter().map(|s| s.as_ref()).collect();
     let eval = evaluate_subscription_among(&sub, &siblings, &users, &ctx.policy, now);
-    if !write_status(&api, &sub, &eval, &ctx.own_writes).await? {
+    if !write_status(&ctx.client, &sub, &eval, &ctx.own_writes).await? {
         // The cache is behind the stored subscription (this controller's own last write, or a
         // change): its watch event brings the newer one, and another reconcile.
         tracing::debug!(subscription = %name, "stale read: status not written, nothing announced");
@@ -129,7 +127,7 @@ const STALE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// time (a second confirmation). Returns false when the read was stale (HTTP 409): nothing was
 /// written, and nothing must be announced.
 pub async fn write_status(
-    api: &Api<Subscription>,
+    client: &Client,
     sub: &Subscription,
     eval: &SubscriptionEvaluation,
     own_writes: &OwnWrites,
@@ -139,8 +137,8 @@ pub async fn write_status(
     } else {
         sub.resource_version()
     };
-    match apply_if_unchanged_since(
-        api,
+    match apply_if_unchanged_since::<Subscription, _>(
+        client,
         &sub.name_any(),
         sub.status.as_ref(),
         &eval.status,
@@ -150,10 +148,7 @@ pub async fn write_status(
     {
         Ok(written) => {
             if let Some(written) = written {
-                own_writes.record::<Subscription>(
-                    &written.name_any(),
-                    written.resource_version().as_deref(),
-                );
+                own_writes.record::<Subscription>(&sub.name_any(), written.resource_version());
             }
             Ok(true)
         }

@@ -117,17 +117,23 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Next, E
             now,
         )
         .await;
-        let written =
-            match apply_if_changed(&api, &name, owned_status(&tenant).as_ref(), status).await {
-                Ok(written) => written,
-                Err(err) => {
-                    status_write_failed(&tenant, &err, &ctx).await;
-                    return Err(Error::StatusWrite {
-                        source: err,
-                        next_transition,
-                    });
-                }
-            };
+        let written = match apply_if_changed::<Tenant, _>(
+            &ctx.client,
+            &name,
+            owned_status(&tenant).as_ref(),
+            status,
+        )
+        .await
+        {
+            Ok(written) => written,
+            Err(err) => {
+                status_write_failed(&tenant, &err, &ctx).await;
+                return Err(Error::StatusWrite {
+                    source: err,
+                    next_transition,
+                });
+            }
+        };
         Ok::<_, Error>((projection, written))
     };
     let ((), (projection, written)) = match tokio::try_join!(guard, write_status) {
@@ -139,7 +145,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Next, E
     };
     if let Some(written) = &written {
         ctx.own_writes
-            .record::<Tenant>(&name, written.resource_version().as_deref());
+            .record::<Tenant>(&name, written.resource_version());
     }
     // Announced once the status records them; one after the other, so their Events are in the
     // order the milestones were due. Each Event has a name of its own, so a second publication
@@ -374,11 +380,16 @@ async fn guard_deletion(
             recheck_at,
         } => {
             let status = &plan.evaluation.status;
-            if let Some(written) =
-                apply_if_changed(api, &name, owned_status(tenant).as_ref(), status).await?
+            if let Some(written) = apply_if_changed::<Tenant, _>(
+                &ctx.client,
+                &name,
+                owned_status(tenant).as_ref(),
+                status,
+            )
+            .await?
             {
                 ctx.own_writes
-                    .record::<Tenant>(&name, written.resource_version().as_deref());
+                    .record::<Tenant>(&name, written.resource_version());
             }
             if announce {
                 publish(
