@@ -1228,10 +1228,10 @@ async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .flatten()
 }
 
-/// Writes (create, patch, update, delete requests) in a scrape of the operator's metrics.
 /// The verbs of `mailsec_api_requests_total` that write.
 const WRITE_VERBS: [&str; 4] = ["create", "patch", "update", "delete"];
 
+/// Writes (create, patch, update, delete requests) in a scrape of the operator's metrics.
 fn writes_in(scrape: &str) -> f64 {
     WRITE_VERBS
         .iter()
