@@ -18,11 +18,12 @@
 //!    too), then the rest of the operator's write mix (its Events); then that API server is
 //!    stopped and a fresh one gets the same population, so that the cold start, like A, runs on
 //!    objects written once (created);
-//! 2. cold-start convergence of the operator started in this process (on its own runtime, as
-//!    the binary builds it, with a counting client) until every object's
+//! 2. cold-start convergence of the operator as it ships (the release binary, `mailsec-operator
+//!    run`, in a process of its own, read through its metrics port) until every object's
 //!    `status.observedGeneration` equals its generation, the ratio to (1), and the writes per
 //!    object;
-//! 3. steady state: writes per minute and API requests per reconcile over a short window;
+//! 3. steady state, the same process: writes per minute and API requests per reconcile over a
+//!    short window;
 //! 4. deadline precision: subscriptions ending at spread instants, the delay until their tenants
 //!    are seen `ReadOnly` through a watch;
 //! 5. warm restart: the release binary `mailsec-operator run` started on the converged objects:
@@ -34,13 +35,13 @@
 //!    `baseline_after`).
 //!
 //! Each timed step also reports the CPU seconds it took: the machine's, the API server's,
-//! etcd's, this process's (the bare client or the operator, with the convergence watch) and the
-//! release binary's. `--baseline-watched` adds a pass of (1) during which the client also holds
+//! etcd's, this process's (the bare client, with the convergence watch) and the operator's. `--baseline-watched` adds a pass of (1) during which the client also holds
 //! the operator's watches.
 //!
-//! `--memory-only` skips all but the objects, then measures the release binary's cold start on
-//! them (time, requests, writes, peak RSS) and a second process's warm restart;
-//! `LOAD_OPERATOR_WRAPPER=heaptrack` runs those processes under a profiler.
+//! `--memory-only` skips all but the objects, then measures the cold start (2) on them (time,
+//! requests, writes, peak RSS) and a second process's warm restart (5).
+//! `LOAD_OPERATOR_WRAPPER=heaptrack` (or another profiler) runs the operator under it, in steps 2
+//! to 5.
 //!
 //! Not run in CI: this is a benchmark.
 
@@ -52,7 +53,6 @@ mod probe;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -62,16 +62,12 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::client::ClientBuilder;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use mailsec_operator::api::{Subscription, Tenant, TenantPhase};
-use mailsec_operator::controller::api_counter::{ApiCounters, CountingLayer};
-use mailsec_operator::controller::{self, DeletionGuard, Settings};
 use mailsec_operator::engine::{Policy, World, WorldEvaluation, evaluate_world};
 use mailsec_operator::fixtures::{ESG, ETDR};
 use mailsec_operator::fixtures::{subscription, tenant};
-use mailsec_operator::metrics::Metrics;
 use probe::sample_sum;
 
 #[derive(Parser, Debug, Clone)]
@@ -83,7 +79,7 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
     /// The operator's runtime threads (its `--worker-threads`; 1: tokio's current-thread
-    /// runtime), in process and as the release binary.
+    /// runtime).
     #[arg(long, default_value_t = 1)]
     worker_threads: u16,
     /// Requests in flight while creating objects.
@@ -103,7 +99,11 @@ struct Args {
     /// cold start then comes two writes per object later than the baseline after the run assumes.
     #[arg(long)]
     baseline_watched: bool,
-    /// Skip the memory measurement (of the operator binary built with this benchmark).
+    /// Create the write mix's Events before baseline A's status applies instead of after: A
+    /// then runs on a server that already holds them, as the cold start's later writes do.
+    #[arg(long)]
+    baseline_events_first: bool,
+    /// Skip the warm restart and the take-over (steps 5 and 6).
     #[arg(long)]
     skip_memory: bool,
     /// Only create the objects and measure the peak RSS of the operator binary during its cold
@@ -168,28 +168,16 @@ impl Envtest {
         Ok(())
     }
 
-    async fn client(&self, counters: Option<Arc<ApiCounters>>) -> anyhow::Result<Client> {
-        client_of(&self.kubeconfig, counters).await
+    /// A client of this server.
+    async fn client(&self) -> anyhow::Result<Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(Client::try_from(config)?)
     }
-}
-
-/// A client of the server of `kubeconfig`, counting its requests in `counters`; its tasks run
-/// on the runtime this is called on.
-async fn client_of(
-    kubeconfig: &std::path::Path,
-    counters: Option<Arc<ApiCounters>>,
-) -> anyhow::Result<Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await?;
-    let builder = ClientBuilder::try_from(config)?;
-    Ok(match counters {
-        Some(counters) => builder.with_layer(&CountingLayer { counters }).build(),
-        None => builder.build(),
-    })
 }
 
 impl Drop for Envtest {
@@ -321,42 +309,6 @@ async fn converged(client: Client, expected: usize, timeout: Duration) -> anyhow
     Ok(())
 }
 
-/// The operator on its own thread and runtime, as the binary builds it, until `stop`. Its
-/// client is built on that runtime too: the client's tasks (its request buffer, its
-/// connections) run where it is built, and on the harness's runtime every request would cross
-/// between the two.
-fn start_operator(
-    kubeconfig: PathBuf,
-    counters: Arc<ApiCounters>,
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    worker_threads: u16,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let runtime =
-            mailsec_operator::cli::run::runtime(worker_threads).expect("operator runtime");
-        runtime.block_on(async move {
-            let client = match client_of(&kubeconfig, Some(counters)).await {
-                Ok(client) => client,
-                Err(e) => panic!("operator client: {e}"),
-            };
-            controller::run_observed(client, settings, metrics, async move {
-                let _ = stop.await;
-            })
-            .await
-        });
-    })
-}
-
-fn reconciles(metrics: &Metrics) -> u64 {
-    let text = metrics.encode_text().unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("mailsec_reconcile_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -383,7 +335,7 @@ struct CpuUse {
     machine: f64,
     apiserver: f64,
     etcd: f64,
-    /// This process: the bare client or the in-process operator, and the convergence watch.
+    /// This process: the bare client, and the convergence watch.
     harness: f64,
     /// The release binary, when a step runs it.
     operator: f64,
@@ -502,8 +454,7 @@ async fn harness() -> anyhow::Result<()> {
     let run = Run::set_up(args, progress).await?;
     let args = &run.args;
     let Some(baseline) = baseline else {
-        let client = run.client.clone();
-        memory_only(&run.env, client, run.objects(), args).await?;
+        memory_only(&run).await?;
         if let Some(w) = warm_restart(&run, run.objects()).await? {
             println!(
                 "== memory: warm restart on the same {} objects (every status right): ready after {:.2} s, every object reconciled after {}, {} writes; VmHWM {:.1} MiB, VmRSS {:.1} MiB ==",
@@ -518,11 +469,12 @@ async fn harness() -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    let (cold, operator) = cold_start(&run, &policy).await?;
+    let (cold, operator) = cold_start(&run).await?;
     let wrong = phases_wrong(&run, &policy).await?;
     let steady = steady_state(&run, &operator).await;
     let deadlines = deadlines(&run).await?;
-    let requests = operator.stop();
+    let operator_hwm = operator.memory().0;
+    let requests = requests_by_verb(&operator.stop().await);
     let (warm, takeover) = if args.skip_memory {
         (None, None)
     } else {
@@ -538,6 +490,7 @@ async fn harness() -> anyhow::Result<()> {
         steady,
         deadlines,
         requests,
+        operator_hwm,
         warm,
         takeover,
     };
@@ -608,7 +561,7 @@ impl Run {
         env.kubectl(&["apply", "--server-side", "-f", &guard.display().to_string()])?;
         progress.log("API server up, CRDs and licence guard installed");
 
-        let client = env.client(None).await?;
+        let client = env.client().await?;
         let apis = Apis {
             tenants: Api::all(client.clone()),
             subs: Api::all(client.clone()),
@@ -710,6 +663,11 @@ async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
     let objects = run.objects();
     let eval = evaluate_world(&run.world, policy, run.now);
     let patches = status_patches(run, &eval);
+    let events_first = if run.args.baseline_events_first {
+        Some(rest_of_write_mix_timed(run, &eval).await?)
+    } else {
+        None
+    };
     let a = apply_statuses(run, &patches, false, 0).await?;
     run.log(&format!(
         "baseline: {objects} status applies observed in {:.2?} (the client's last answer after {:.2?}); {}",
@@ -717,16 +675,10 @@ async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
         a.answered,
         a.cpu.describe(a.observed)
     ));
-
-    let t0 = Instant::now();
-    let cpu0 = CpuUse::now(&run.env, None);
-    let milestones = rest_of_write_mix(run, &eval).await?;
-    let extra = t0.elapsed();
-    let mix_cpu = CpuUse::now(&run.env, None).since(cpu0);
-    run.log(&format!(
-        "baseline, the rest of the write mix: {milestones} Events in {extra:.2?}; {}",
-        mix_cpu.describe(extra)
-    ));
+    let (milestones, extra, mix_cpu) = match events_first {
+        Some(mix) => mix,
+        None => rest_of_write_mix_timed(run, &eval).await?,
+    };
     let watched = if run.args.baseline_watched {
         clear_statuses(run, &patches).await?;
         run.log("statuses cleared");
@@ -749,6 +701,23 @@ async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
         mix_cpu,
         watched,
     })
+}
+
+/// [`rest_of_write_mix`], timed: the Events, how long they took and the CPU they used.
+async fn rest_of_write_mix_timed(
+    run: &Run,
+    eval: &WorldEvaluation,
+) -> anyhow::Result<(usize, Duration, CpuUse)> {
+    let t0 = Instant::now();
+    let cpu0 = CpuUse::now(&run.env, None);
+    let milestones = rest_of_write_mix(run, eval).await?;
+    let took = t0.elapsed();
+    let cpu = CpuUse::now(&run.env, None).since(cpu0);
+    run.log(&format!(
+        "baseline, the rest of the write mix: {milestones} Events in {took:.2?}; {}",
+        cpu.describe(took)
+    ));
+    Ok((milestones, took, cpu))
 }
 
 /// The statuses the engine gives the population, as the bare client applies them.
@@ -898,83 +867,152 @@ async fn rest_of_write_mix(run: &Run, eval: &WorldEvaluation) -> anyhow::Result<
     Ok(regarding.len())
 }
 
-/// The operator started in this process for steps 2 to 4, with its counting client.
-struct RunningOperator {
-    counters: Arc<ApiCounters>,
-    metrics: Arc<Metrics>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+/// The release binary, `mailsec-operator run`, started for steps 2 to 4 (as the memory and
+/// warm-restart steps run it), and read through its metrics port: the operator measured is the
+/// one that ships, in a process of its own, not one sharing this process with the test
+/// population and the convergence watch.
+struct OperatorProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    port: u16,
 }
 
-impl RunningOperator {
-    /// Stops the operator and returns the requests it sent (watches aside), by kind.
-    fn stop(self) -> Vec<String> {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
-        self.counters
-            .recorded()
-            .into_iter()
-            .filter(|(r, _)| r.verb != "watch")
-            .map(|(r, n)| {
-                let sub = r.subresource.map(|s| format!("/{s}")).unwrap_or_default();
-                format!("{} {}{sub}: {n}", r.verb, r.resource)
+impl OperatorProcess {
+    /// Starts it under `LOAD_OPERATOR_WRAPPER` (a profiler) if set; `LOAD_OPERATOR_LOG=<file>`
+    /// keeps its log (`RUST_LOG` as set, else warn).
+    fn spawn(env: &Envtest, args: &Args) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            Path::new(env!("CARGO_BIN_EXE_mailsec-operator")).is_file(),
+            "the operator binary is missing: build it with `cargo bench --bench load --no-run`"
+        );
+        let port = free_port()?;
+        let child = release_operator(env, true, args, port)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stderr(match std::env::var_os("LOAD_OPERATOR_LOG") {
+                Some(path) => Stdio::from(std::fs::File::create(path)?),
+                None => Stdio::null(),
             })
-            .collect()
+            .spawn()?;
+        let pid = child.id().unwrap_or_default();
+        Ok(Self { child, pid, port })
     }
+
+    /// Its metrics now (empty if it does not answer).
+    async fn scrape(&self) -> String {
+        http_get(self.port, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Its requests, writes and reconciles so far.
+    async fn counts(&self) -> Counts {
+        Counts::of(&self.scrape().await)
+    }
+
+    /// Its peak and current RSS, in KiB.
+    fn memory(&self) -> (u64, u64) {
+        (
+            vm_field(self.pid, "VmHWM:").unwrap_or(0),
+            vm_field(self.pid, "VmRSS:").unwrap_or(0),
+        )
+    }
+
+    /// Stops it; returns its last scrape.
+    async fn stop(mut self) -> String {
+        let scrape = self.scrape().await;
+        stop(&mut self.child).await;
+        scrape
+    }
+}
+
+/// What the operator's metrics count: requests (watches aside), writes and reconciles.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    reads: f64,
+    writes: f64,
+    reconciles: f64,
+}
+
+impl Counts {
+    fn of(scrape: &str) -> Self {
+        let verb = |v: &str| {
+            sample_sum(
+                scrape,
+                "mailsec_api_requests_total",
+                &[&format!("verb=\"{v}\"")],
+            )
+        };
+        Self {
+            reads: verb("get") + verb("list"),
+            writes: writes_in(scrape),
+            reconciles: sample_sum(scrape, "mailsec_reconcile_total", &[]),
+        }
+    }
+
+    fn requests(&self) -> f64 {
+        self.reads + self.writes
+    }
+}
+
+/// The requests of a scrape (watches aside), by verb, then the status writes by kind.
+fn requests_by_verb(scrape: &str) -> Vec<String> {
+    let mut lines: Vec<String> = mailsec_operator::controller::api_counter::VERBS
+        .iter()
+        .filter(|verb| **verb != "watch")
+        .filter_map(|verb| {
+            let n = sample_sum(
+                scrape,
+                "mailsec_api_requests_total",
+                &[&format!("verb=\"{verb}\"")],
+            );
+            (n > 0.0).then(|| format!("{verb}: {n}"))
+        })
+        .collect();
+    for kind in ["Tenant", "Subscription"] {
+        let n = sample_sum(
+            scrape,
+            "mailsec_status_writes_total",
+            &[&format!("kind=\"{kind}\"")],
+        );
+        lines.push(format!("{kind} status writes: {n}"));
+    }
+    lines
 }
 
 /// What the cold start took.
 struct ColdStart {
     took: Duration,
     cpu: CpuUse,
-    reconciles: u64,
-    requests: u64,
-    writes: u64,
+    counts: Counts,
+    /// The operator's peak RSS (KiB) when every status was observed.
+    hwm: u64,
 }
 
-/// Step 2: the operator's cold start until every object's status is observed.
-async fn cold_start(run: &Run, policy: &Policy) -> anyhow::Result<(ColdStart, RunningOperator)> {
-    let counters = Arc::new(ApiCounters::recording());
-    let metrics = Arc::new(Metrics::new(Some(counters.clone())));
-    let settings = Settings {
-        policy: policy.clone(),
-        concurrency: run.args.concurrency,
-        instance: Some("load".into()),
-        notifier: None,
-        clock: Default::default(),
-        // As the chart runs it: the admission policy guards deletion (installed by `set_up`).
-        deletion_guard: DeletionGuard::Admission,
-    };
-    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+/// Step 2: the operator's cold start (the release binary) until every object's status is
+/// observed.
+async fn cold_start(run: &Run) -> anyhow::Result<(ColdStart, OperatorProcess)> {
     let t0 = Instant::now();
-    let cpu0 = CpuUse::now(&run.env, None);
-    let thread = start_operator(
-        run.env.kubeconfig.clone(),
-        counters.clone(),
-        settings,
-        metrics.clone(),
-        run.args.worker_threads,
-        stop_rx,
-    );
-    converged(run.client.clone(), run.objects(), Duration::from_secs(1800)).await?;
+    let operator = OperatorProcess::spawn(&run.env, &run.args)?;
+    let cpu0 = CpuUse::now(&run.env, Some(operator.pid));
+    let objects = run.objects();
+    converged(run.client.clone(), objects, convergence_timeout(objects)).await?;
+    let took = t0.elapsed();
+    let cpu = CpuUse::now(&run.env, Some(operator.pid)).since(cpu0);
     let cold = ColdStart {
-        took: t0.elapsed(),
-        cpu: CpuUse::now(&run.env, None).since(cpu0),
-        reconciles: reconciles(&metrics),
-        requests: counters.reads() + counters.writes(),
-        writes: counters.writes(),
+        took,
+        cpu,
+        counts: operator.counts().await,
+        hwm: operator.memory().0,
     };
     run.log(&format!(
         "converged in {:.2?}; {}",
         cold.took,
         cold.cpu.describe(cold.took)
     ));
-    let operator = RunningOperator {
-        counters,
-        metrics,
-        stop,
-        thread,
-    };
     Ok((cold, operator))
 }
 
@@ -1018,24 +1056,23 @@ async fn phases_wrong(run: &Run, policy: &Policy) -> anyhow::Result<usize> {
 /// What the operator did in the steady-state window.
 struct Steady {
     secs: u64,
-    writes: u64,
-    reads: u64,
-    reconciles: u64,
+    writes: f64,
+    reads: f64,
+    reconciles: f64,
 }
 
 /// Step 3: the converged operator's requests over the window (after 5 s to settle).
-async fn steady_state(run: &Run, operator: &RunningOperator) -> Steady {
-    let (counters, metrics) = (&operator.counters, &operator.metrics);
+async fn steady_state(run: &Run, operator: &OperatorProcess) -> Steady {
     let secs = run.args.steady_secs;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (w0, r0, q0) = (counters.writes(), reconciles(metrics), counters.reads());
+    let before = operator.counts().await;
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let (w1, r1, q1) = (counters.writes(), reconciles(metrics), counters.reads());
+    let after = operator.counts().await;
     let steady = Steady {
         secs,
-        writes: w1 - w0,
-        reads: q1 - q0,
-        reconciles: r1 - r0,
+        writes: after.writes - before.writes,
+        reads: after.reads - before.reads,
+        reconciles: after.reconciles - before.reconciles,
     };
     run.log(&format!(
         "steady: {} writes, {} reads, {} reconciles in {}s",
@@ -1161,15 +1198,19 @@ async fn read_only_seen(
     seen
 }
 
-/// `mailsec-operator run` (the binary built with this benchmark, under `wrapper` if given) on
-/// the API server, with its metrics on `port` (0: any free port); killed when dropped.
+/// `mailsec-operator run` (the binary built with this benchmark) on the API server, with its
+/// metrics on `port` (0: any free port); killed when dropped. With `profiled`, it runs under
+/// `LOAD_OPERATOR_WRAPPER` (heaptrack or another profiler) if that is set.
 fn release_operator(
     env: &Envtest,
-    wrapper: Option<&str>,
+    profiled: bool,
     args: &Args,
     port: u16,
 ) -> tokio::process::Command {
     let exe = env!("CARGO_BIN_EXE_mailsec-operator");
+    let wrapper = std::env::var("LOAD_OPERATOR_WRAPPER")
+        .ok()
+        .filter(|w| profiled && !w.is_empty());
     let mut command = match wrapper {
         Some(wrapper) => {
             let mut c = tokio::process::Command::new(wrapper);
@@ -1270,10 +1311,7 @@ async fn warm_restart(run: &Run, objects: usize) -> anyhow::Result<Option<Warm>>
     let objects = objects as f64;
     let port = free_port()?;
     let t0 = Instant::now();
-    // LOAD_OPERATOR_WRAPPER=heaptrack (or another profiler) runs the operator under it.
-    let wrapper = std::env::var("LOAD_OPERATOR_WRAPPER").ok();
-    let wrapper = wrapper.as_deref().filter(|w| !w.is_empty());
-    let mut child = release_operator(&run.env, wrapper, &run.args, port)
+    let mut child = release_operator(&run.env, true, &run.args, port)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()?;
@@ -1374,7 +1412,7 @@ async fn takeover(run: &Run) -> anyhow::Result<Option<Takeover>> {
     let lease = Duration::from_secs(15);
     let objects = (run.objects() + 2 * run.args.deadline_subs) as f64;
     let start = |instance: &str, port: u16| {
-        release_operator(&run.env, None, &run.args, port)
+        release_operator(&run.env, false, &run.args, port)
             .args(["--leader-election", "--lease-name", "load-takeover"])
             .args(["--lease-namespace", "default", "--lease-duration", "15s"])
             .args(["--instance", instance])
@@ -1499,7 +1537,10 @@ struct Results {
     wrong: usize,
     steady: Steady,
     deadlines: Deadlines,
+    /// The operator's requests over steps 2 to 4 (watches aside), by verb.
     requests: Vec<String>,
+    /// Its peak RSS (KiB) over steps 2 to 4.
+    operator_hwm: u64,
     warm: Option<Warm>,
     takeover: Option<Takeover>,
 }
@@ -1511,10 +1552,11 @@ fn report(run: &Run, r: &Results) {
     let m = r.deadlines.subs;
     let (baseline, cold) = (r.baseline.statuses, r.cold.took);
     let milestones = r.baseline.milestones;
+    let counts = &r.cold.counts;
     let (cold_reconciles, cold_writes, cold_requests) =
-        (r.cold.reconciles, r.cold.writes, r.cold.requests);
+        (counts.reconciles, counts.writes, counts.requests());
     let wrong = r.wrong;
-    let per_min = r.steady.writes as f64 * 60.0 / r.steady.secs as f64;
+    let per_min = r.steady.writes * 60.0 / r.steady.secs as f64;
     let lat = &r.deadlines.lateness;
     let early = lat.iter().filter(|l| **l < 0.0).count();
     println!(
@@ -1522,8 +1564,13 @@ fn report(run: &Run, r: &Results) {
         2 * n
     );
     println!(
-        "baseline: {objects} status applies (bare client, {} in flight): observed after {:.2} s (the client's last answer after {:.2} s)",
+        "baseline: {objects} status applies (bare client, {} in flight{}): observed after {:.2} s (the client's last answer after {:.2} s)",
         run.in_flight(),
+        if run.args.baseline_events_first {
+            ", after the write mix's Events"
+        } else {
+            ""
+        },
         baseline.as_secs_f64(),
         r.baseline.applied.as_secs_f64()
     );
@@ -1560,14 +1607,14 @@ fn report(run: &Run, r: &Results) {
     }
     println!(
         "  cold start: {cold_reconciles} reconciles, {cold_writes} writes ({:.3} per object, target <= 1.3), {cold_requests} requests ({:.2} per reconcile); phases wrong: {wrong}",
-        cold_writes as f64 / objects as f64,
-        cold_requests as f64 / cold_reconciles.max(1) as f64
+        cold_writes / objects as f64,
+        cold_requests / cold_reconciles.max(1.0)
     );
     println!(
         "steady state ({} s): {per_min:.1} writes/min (target 0), {} reconciles, {:.2} requests per reconcile",
         r.steady.secs,
         r.steady.reconciles,
-        (r.steady.writes + r.steady.reads) as f64 / r.steady.reconciles.max(1) as f64
+        (r.steady.writes + r.steady.reads) / r.steady.reconciles.max(1.0)
     );
     println!(
         "deadlines: {} of {m} seen; transition observed - due: p50 {:.3} s, p99 {:.3} s, max {:.3} s (target p99 <= 1 s); early: {early}",
@@ -1577,8 +1624,10 @@ fn report(run: &Run, r: &Results) {
         lat.last().copied().unwrap_or(f64::NAN)
     );
     println!(
-        "operator requests (whole run, watches aside): {}",
-        r.requests.join(", ")
+        "operator requests (steps 2 to 4, watches aside): {}; its peak RSS {:.1} MiB (at convergence {:.1} MiB)",
+        r.requests.join(", "),
+        r.operator_hwm as f64 / 1024.0,
+        r.cold.hwm as f64 / 1024.0
     );
     if let Some(w) = &r.warm {
         println!(
@@ -1606,80 +1655,29 @@ fn report(run: &Run, r: &Results) {
     }
 }
 
-/// Peak RSS of `mailsec-operator run` (the release binary) during a cold start on `objects`.
-async fn memory_only(
-    env: &Envtest,
-    client: Client,
-    objects: usize,
-    args: &Args,
-) -> anyhow::Result<()> {
-    // LOAD_OPERATOR_WRAPPER=heaptrack (or another profiler) runs the operator under it.
-    let wrapper = std::env::var("LOAD_OPERATOR_WRAPPER").ok();
-    let wrapper = wrapper.as_deref().filter(|w| !w.is_empty());
-    let port = free_port()?;
-    let mut child = release_operator(env, wrapper, args, port)
-        // LOAD_OPERATOR_LOG=<file> keeps the operator's log (RUST_LOG as set, else warn).
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stderr(match std::env::var_os("LOAD_OPERATOR_LOG") {
-            Some(path) => Stdio::from(std::fs::File::create(path)?),
-            None => Stdio::null(),
-        })
-        .spawn()?;
-    let pid = child.id().unwrap_or_default();
-    let t0 = Instant::now();
-    let cpu0 = CpuUse::now(env, Some(pid));
-    let mut cpu = None;
-    let watch = converged(client, objects, convergence_timeout(objects));
-    tokio::pin!(watch);
-    let mut converged_after = None;
-    loop {
-        tokio::select! {
-            done = &mut watch, if converged_after.is_none() => {
-                done?;
-                converged_after = Some(t0.elapsed());
-                cpu = Some(CpuUse::now(env, Some(pid)).since(cpu0));
-            }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        if converged_after.is_some_and(|c| t0.elapsed() > c + Duration::from_secs(15)) {
-            break;
-        }
-    }
-    let hwm = vm_field(pid, "VmHWM:").unwrap_or(0);
-    let rss = vm_field(pid, "VmRSS:").unwrap_or(0);
-    let scrape = http_get(port, "/metrics")
-        .await
-        .map(|(_, body)| body)
-        .unwrap_or_default();
-    stop(&mut child).await;
-    let requests = sample_sum(&scrape, "mailsec_api_requests_total", &[]);
-    let writes = writes_in(&scrape);
-    let status_writes = |kind: &str| {
-        sample_sum(
-            &scrape,
-            "mailsec_status_writes_total",
-            &[&format!("kind=\"{kind}\"")],
-        )
-    };
+/// `--memory-only`: the cold start (step 2) alone, watched 15 s more after it converged: its
+/// time, requests and peak RSS.
+async fn memory_only(run: &Run) -> anyhow::Result<()> {
+    let objects = run.objects();
+    let (cold, operator) = cold_start(run).await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (hwm, rss) = operator.memory();
+    let scrape = operator.stop().await;
+    let counts = Counts::of(&scrape);
     println!(
-        "cold start: status writes: {} Tenant, {} Subscription; {} creates (Events)",
-        status_writes("Tenant"),
-        status_writes("Subscription"),
-        sample_sum(&scrape, "mailsec_api_requests_total", &["verb=\"create\""]),
+        "cold start, requests (watches aside): {}",
+        requests_by_verb(&scrape).join(", ")
     );
     println!(
-        "\n== memory: mailsec-operator run (release) cold start on {objects} objects: converged in {:.1} s; {requests} requests to the API server, {writes} of them writes ({:.3} per object), {} reconciles; VmHWM {:.1} MiB, VmRSS {:.1} MiB (target <= 100 MiB at 30,000 objects) ==",
-        converged_after.unwrap_or_default().as_secs_f64(),
-        writes / objects as f64,
-        sample_sum(&scrape, "mailsec_reconcile_total", &[]),
+        "\n== memory: mailsec-operator run (release) cold start on {objects} objects: converged in {:.1} s; {} requests to the API server, {} of them writes ({:.3} per object), {} reconciles; VmHWM {:.1} MiB, VmRSS {:.1} MiB (target <= 100 MiB at 30,000 objects) ==",
+        cold.took.as_secs_f64(),
+        counts.requests(),
+        counts.writes,
+        counts.writes / objects as f64,
+        counts.reconciles,
         hwm as f64 / 1024.0,
         rss as f64 / 1024.0
     );
-    if let (Some(cpu), Some(wall)) = (cpu, converged_after) {
-        println!("   until converged: {}", cpu.describe(wall));
-    }
+    println!("   until converged: {}", cold.cpu.describe(cold.took));
     Ok(())
 }
