@@ -25,7 +25,8 @@
 //! 3. steady state, the same process: writes per minute and API requests per reconcile over a
 //!    short window;
 //! 4. deadline precision: subscriptions ending at spread instants, the delay until their tenants
-//!    are seen `ReadOnly` through a watch;
+//!    are seen `ReadOnly` through a watch; then the operator is left until it has written
+//!    nothing for 5 s, and stopped;
 //! 5. warm restart: the release binary `mailsec-operator run` started on the converged objects:
 //!    time until `/readyz`, writes (none expected), peak RSS (VmHWM);
 //! 6. take-over: two release binaries with leader election, the leader SIGKILLed, the time until
@@ -486,6 +487,7 @@ async fn harness() -> anyhow::Result<()> {
     let wrong = phases_wrong(&run, &policy).await?;
     let steady = steady_state(&run, &operator).await;
     let deadlines = deadlines(&run).await?;
+    settle(&run, &operator).await;
     let operator_hwm = operator.memory().0;
     let requests = requests_by_verb(&operator.stop().await);
     let (warm, takeover) = if args.skip_memory {
@@ -1066,6 +1068,27 @@ async fn steady_state(run: &Run, operator: &OperatorProcess) -> Steady {
         steady.writes, steady.reads, steady.reconciles, secs
     ));
     steady
+}
+
+/// Waits until the operator has written nothing for 5 s (at most 60 s), and logs what it wrote
+/// meanwhile. The deadline step ends as soon as the last tenant is seen read-only, when writes
+/// of that instant (a subscription's own status) may still be queued; the warm restart after
+/// it must find every status right.
+async fn settle(run: &Run, operator: &OperatorProcess) {
+    let first = operator.counts().await.writes;
+    let (mut last, mut quiet_since, t0) = (first, Instant::now(), Instant::now());
+    while quiet_since.elapsed() < Duration::from_secs(5) && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let writes = operator.counts().await.writes;
+        if writes != last {
+            (last, quiet_since) = (writes, Instant::now());
+        }
+    }
+    run.log(&format!(
+        "settled: {} writes after the deadline step, none in the last {:.1?}",
+        last - first,
+        quiet_since.elapsed()
+    ));
 }
 
 /// Deadline subscriptions: when each is due, and the tenants and subscriptions to create.
