@@ -105,6 +105,11 @@ struct Args {
     /// then runs on a server that already holds them, as the cold start's later writes do.
     #[arg(long)]
     baseline_events_first: bool,
+    /// Baseline A with the write mix's Events among its status applies, and each tenant's
+    /// status beside its subscriptions', as the operator's cold start sends them (the same
+    /// requests; A alone again at the end).
+    #[arg(long)]
+    baseline_interleaved: bool,
     /// Skip the warm restart and the take-over (steps 5 and 6).
     #[arg(long)]
     skip_memory: bool,
@@ -676,21 +681,29 @@ async fn baseline(run: &Run, policy: &Policy) -> anyhow::Result<Baseline> {
     } else {
         None
     };
-    let a = apply_statuses(run, &patches, false).await?;
+    let events = if run.args.baseline_interleaved {
+        milestone_events(run, &eval)
+    } else {
+        Vec::new()
+    };
+    let a = apply_statuses(run, &patches, &events, false).await?;
     run.log(&format!(
-        "baseline: {objects} status applies observed in {:.2?} (the client's last answer after {:.2?}); {}",
+        "baseline: {objects} status applies and {} Events observed in {:.2?} (the client's last answer after {:.2?}); {}",
+        events.len(),
         a.observed,
         a.answered,
         a.cpu.describe(a.observed)
     ));
     let (milestones, extra, mix_cpu) = match events_first {
         Some(mix) => mix,
+        // The Events were written among the statuses.
+        None if !events.is_empty() => (events.len(), Duration::ZERO, CpuUse::default()),
         None => rest_of_write_mix_timed(run, &eval).await?,
     };
     let watched = if run.args.baseline_watched {
         clear_statuses(run, &patches).await?;
         run.log("statuses cleared");
-        let w = apply_statuses(run, &patches, true).await?;
+        let w = apply_statuses(run, &patches, &[], true).await?;
         run.log(&format!(
             "baseline with the operator's watches: observed in {:.2?}; {}",
             w.observed,
@@ -751,7 +764,7 @@ fn status_patches(run: &Run, eval: &WorldEvaluation) -> Vec<StatusPatch> {
 /// cold start bracket it, so that a ratio to A is read beside how far A itself moved.
 async fn baseline_again(run: &Run, policy: &Policy) -> anyhow::Result<Applied> {
     let patches = status_patches(run, &evaluate_world(&run.world, policy, run.now));
-    let again = apply_statuses(run, &patches, false).await?;
+    let again = apply_statuses(run, &patches, &[], false).await?;
     run.log(&format!(
         "baseline A again: observed in {:.2?}; {}",
         again.observed,
@@ -776,6 +789,7 @@ struct Applied {
 async fn apply_statuses(
     run: &Run,
     patches: &[StatusPatch],
+    events: &[(String, String)],
     watched: bool,
 ) -> anyhow::Result<Applied> {
     let objects = run.args.objects();
@@ -784,7 +798,28 @@ async fn apply_statuses(
     let pp = PatchParams::apply("load-baseline").force();
     let observed = converged(run.client.clone(), objects, convergence_timeout(objects));
     let applied = async {
-        patch_statuses(&run.apis, patches, &pp, run.args.in_flight(), Patch::Apply).await?;
+        if events.is_empty() {
+            patch_statuses(&run.apis, patches, &pp, run.args.in_flight(), Patch::Apply).await?;
+        } else {
+            let api: Api<Event> = Api::namespaced(run.client.clone(), "default");
+            let writes = interleaved(run.args.tenants, patches, events);
+            let requests = writes.iter().map(|write| {
+                let (api, pp) = (&api, &pp);
+                async move {
+                    match write {
+                        Write::Status((is_tenant, name, body)) => {
+                            let patch = Patch::Apply(body);
+                            run.apis.patch_status(*is_tenant, name, pp, &patch).await
+                        }
+                        Write::Event(i, (tenant, reason)) => api
+                            .create(&PostParams::default(), &baseline_event(*i, tenant, reason))
+                            .await
+                            .map(|_| ()),
+                    }
+                }
+            });
+            all_of(requests, run.args.in_flight()).await?;
+        }
         anyhow::Ok(t0.elapsed())
     };
     let operators_watches = async {
@@ -822,8 +857,26 @@ async fn clear_statuses(run: &Run, patches: &[StatusPatch]) -> anyhow::Result<()
 /// policy: no metadata write. Status applies + these = the operator's write mix. Returns the
 /// number of Events.
 async fn rest_of_write_mix(run: &Run, eval: &WorldEvaluation) -> anyhow::Result<usize> {
-    let regarding: Vec<(String, String)> = run
-        .world
+    let regarding = milestone_events(run, eval);
+    let events: Api<Event> = Api::namespaced(run.client.clone(), "default");
+    let creates = regarding.iter().enumerate().map(|(i, (tenant, reason))| {
+        let event = baseline_event(i, tenant, reason);
+        let events = &events;
+        async move {
+            events
+                .create(&PostParams::default(), &event)
+                .await
+                .map(|_| ())
+        }
+    });
+    all_of(creates, run.args.in_flight()).await?;
+    Ok(regarding.len())
+}
+
+/// The Events of a cold start (see [`rest_of_write_mix`]): each one's tenant and reason, in the
+/// tenants' order.
+fn milestone_events(run: &Run, eval: &WorldEvaluation) -> Vec<(String, String)> {
+    run.world
         .tenants
         .iter()
         .zip(&eval.tenants)
@@ -840,20 +893,37 @@ async fn rest_of_write_mix(run: &Run, eval: &WorldEvaluation) -> anyhow::Result<
             };
             each
         })
-        .collect();
-    let events: Api<Event> = Api::namespaced(run.client.clone(), "default");
-    let creates = regarding.iter().enumerate().map(|(i, (tenant, reason))| {
-        let event = baseline_event(i, tenant, reason);
-        let events = &events;
-        async move {
-            events
-                .create(&PostParams::default(), &event)
-                .await
-                .map(|_| ())
+        .collect()
+}
+
+/// One write of an interleaved baseline pass.
+enum Write<'a> {
+    Status(&'a StatusPatch),
+    /// The Event's number (for its name), its tenant and reason.
+    Event(usize, &'a (String, String)),
+}
+
+/// The writes of `patches` (tenants, then each tenant's two subscriptions, as
+/// [`status_patches`] orders them), in the order of a cold start: each tenant's subscriptions
+/// then the tenant, and `events` spread evenly among them.
+fn interleaved<'a>(
+    tenants: usize,
+    patches: &'a [StatusPatch],
+    events: &'a [(String, String)],
+) -> Vec<Write<'a>> {
+    let statuses = (0..tenants).flat_map(|i| [tenants + 2 * i, tenants + 2 * i + 1, i]);
+    let (total, mut next) = (patches.len().max(1), 0);
+    let mut writes = Vec::with_capacity(patches.len() + events.len());
+    for (done, k) in statuses.enumerate() {
+        writes.push(Write::Status(&patches[k]));
+        // Event j goes after the first status whose number (from 1) exceeds j × total / events.
+        while next < events.len() && next * total < (done + 1) * events.len() {
+            writes.push(Write::Event(next, &events[next]));
+            next += 1;
         }
-    });
-    all_of(creates, run.args.in_flight()).await?;
-    Ok(regarding.len())
+    }
+    writes.extend((next..events.len()).map(|j| Write::Event(j, &events[j])));
+    writes
 }
 
 /// The release binary, `mailsec-operator run`, started for steps 2 to 4 (as the memory and
@@ -1578,6 +1648,8 @@ fn report(args: &Args, r: &Results) {
         args.in_flight(),
         if args.baseline_events_first {
             ", after the write mix's Events"
+        } else if args.baseline_interleaved {
+            ", the write mix's Events among them"
         } else {
             ""
         },
