@@ -811,10 +811,9 @@ async fn apply_statuses(
                             let patch = Patch::Apply(body);
                             run.apis.patch_status(*is_tenant, name, pp, &patch).await
                         }
-                        Write::Event(i, (tenant, reason)) => api
-                            .create(&PostParams::default(), &baseline_event(*i, tenant, reason))
-                            .await
-                            .map(|_| ()),
+                        Write::Event(i, (tenant, reason)) => {
+                            create_event(api, *i, tenant, reason).await
+                        }
                     }
                 }
             });
@@ -858,19 +857,19 @@ async fn clear_statuses(run: &Run, patches: &[StatusPatch]) -> anyhow::Result<()
 /// number of Events.
 async fn rest_of_write_mix(run: &Run, eval: &WorldEvaluation) -> anyhow::Result<usize> {
     let regarding = milestone_events(run, eval);
-    let events: Api<Event> = Api::namespaced(run.client.clone(), "default");
-    let creates = regarding.iter().enumerate().map(|(i, (tenant, reason))| {
-        let event = baseline_event(i, tenant, reason);
-        let events = &events;
-        async move {
-            events
-                .create(&PostParams::default(), &event)
-                .await
-                .map(|_| ())
-        }
-    });
+    let api: Api<Event> = Api::namespaced(run.client.clone(), "default");
+    let creates = regarding
+        .iter()
+        .enumerate()
+        .map(|(i, (tenant, reason))| create_event(&api, i, tenant, reason));
     all_of(creates, run.args.in_flight()).await?;
     Ok(regarding.len())
+}
+
+/// Creates the `i`th Event of the write mix (see [`baseline_event`]).
+async fn create_event(api: &Api<Event>, i: usize, tenant: &str, reason: &str) -> kube::Result<()> {
+    let event = baseline_event(i, tenant, reason);
+    api.create(&PostParams::default(), &event).await.map(|_| ())
 }
 
 /// The Events of a cold start (see [`rest_of_write_mix`]): each one's tenant and reason, in the
@@ -998,15 +997,8 @@ struct Counts {
 
 impl Counts {
     fn of(scrape: &str) -> Self {
-        let verb = |v: &str| {
-            sample_sum(
-                scrape,
-                "mailsec_api_requests_total",
-                &[&format!("verb=\"{v}\"")],
-            )
-        };
         Self {
-            reads: verb("get") + verb("list"),
+            reads: requests_in(scrape, "get") + requests_in(scrape, "list"),
             writes: writes_in(scrape),
             reconciles: sample_sum(scrape, "mailsec_reconcile_total", &[]),
         }
@@ -1023,11 +1015,7 @@ fn requests_by_verb(scrape: &str) -> Vec<String> {
         .iter()
         .filter(|verb| **verb != "watch")
         .filter_map(|verb| {
-            let n = sample_sum(
-                scrape,
-                "mailsec_api_requests_total",
-                &[&format!("verb=\"{verb}\"")],
-            );
+            let n = requests_in(scrape, verb);
             (n > 0.0).then(|| format!("{verb}: {n}"))
         })
         .collect();
@@ -1356,14 +1344,17 @@ const WRITE_VERBS: [&str; 4] = ["create", "patch", "update", "delete"];
 fn writes_in(scrape: &str) -> f64 {
     WRITE_VERBS
         .iter()
-        .map(|verb| {
-            sample_sum(
-                scrape,
-                "mailsec_api_requests_total",
-                &[&format!("verb=\"{verb}\"")],
-            )
-        })
+        .map(|verb| requests_in(scrape, verb))
         .sum()
+}
+
+/// Requests of `verb` in a scrape of the operator's metrics.
+fn requests_in(scrape: &str, verb: &str) -> f64 {
+    sample_sum(
+        scrape,
+        "mailsec_api_requests_total",
+        &[&format!("verb=\"{verb}\"")],
+    )
 }
 
 /// What a restart of the release binary on a converged fleet cost.
