@@ -134,6 +134,7 @@ pub struct Metrics {
     leader: Gauge,
     clock_speed: Gauge,
     undecodable: Family<Labels, Gauge>,
+    late_events: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -223,6 +224,12 @@ impl Metrics {
             "Objects skipped because the operator can not decode them, by kind (each also has a Warning Event InvalidObject)",
             undecodable.clone(),
         );
+        let late_events = Gauge::default();
+        registry.register(
+            "mailsec_late_milestone_events",
+            "MilestonesAlreadyDue Events (milestones already due when the operator first saw a tenant) queued for capacity no reconcile needs, or being published",
+            late_events.clone(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector));
         let mut fleet = Registry::default();
         fleet.register_collector(Box::new(CacheCollector(shared.clone())));
@@ -236,6 +243,7 @@ impl Metrics {
             leader,
             clock_speed,
             undecodable,
+            late_events,
         }
     }
 
@@ -274,6 +282,11 @@ impl Metrics {
         self.undecodable
             .get_or_create(&vec![("kind".into(), kind.into())])
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The late milestone Events queued or being published now.
+    pub fn set_late_events(&self, n: usize) {
+        self.late_events.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets what this instance does (leader, standby).

@@ -131,6 +131,10 @@ fn metrics_expose_the_expiry_of_every_example_subscription() {
     assert!(
         sample(&scrape, "mailsec_api_requests_total{verb=\"watch\"}").is_some_and(|n| n >= 2.0)
     );
+    assert!(
+        sample(&scrape, "mailsec_late_milestone_events").is_some(),
+        "the late Events' queue is exposed: {scrape}"
+    );
     assert!(scrape.contains("# TYPE mailsec_reconcile_duration_seconds histogram"));
     // One phase series per tenant and phase, 1 for the tenant's phase.
     for t in &manifests.world.tenants {

@@ -50,6 +50,8 @@ pub struct Context {
     pub deletion_guard: super::DeletionGuard,
     /// The milestone Events this process knows to exist.
     pub milestone_events: crate::effects::events::MilestoneEvents,
+    /// The Events of milestones already due at first sight, published with spare capacity.
+    pub late_events: super::late_events::LateEvents,
     /// Workloads labelled for a tenant in a namespace not assigned to it, already reported
     /// (`tenant kind namespace/name`): reported once per process, not on every reconcile.
     ignored_reported: Mutex<HashSet<String>>,
@@ -112,6 +114,7 @@ impl Context {
             clock,
             deletion_guard,
             milestone_events: Default::default(),
+            late_events: Default::default(),
             ignored_reported: Mutex::new(HashSet::new()),
         }
     }

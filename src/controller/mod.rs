@@ -5,6 +5,7 @@ pub mod api_counter;
 pub mod clock;
 pub mod context;
 pub mod feed;
+pub mod late_events;
 pub mod leader;
 pub mod lenient;
 pub mod notifier;
@@ -28,6 +29,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 
 use crate::api::{Subscription, Tenant};
+use crate::effects::events::announce_milestone;
 use crate::engine::Policy;
 use crate::metrics::Metrics;
 use crate::workloads;
@@ -136,6 +138,8 @@ async fn run_controllers(
         },
     );
 
+    let late_events = publish_late_events(&ctx, metrics, lifecycle.clone(), stop_tx.subscribe());
+
     let subscription_controller = subscription_controller(
         &ctx,
         &runner,
@@ -184,7 +188,7 @@ async fn run_controllers(
     tokio::select! {
         _ = drivers => tracing::error!("watches ended unexpectedly"),
         _ = orphans => tracing::error!("workload release loop ended unexpectedly"),
-        _ = futures::future::join3(tenant_controller, subscription_controller, notifier_controller) => {},
+        _ = futures::future::join4(tenant_controller, subscription_controller, notifier_controller, late_events) => {},
         _ = async {
             shutdown.await;
             tracing::info!("shutting down: finishing reconciles in flight");
@@ -193,6 +197,38 @@ async fn run_controllers(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still in flight after the shutdown grace: stopping anyway");
         } => {},
+    }
+}
+
+/// Publishes the late milestone Events the tenant controller queues, with the lifecycle
+/// controllers' spare capacity, until the controllers stop.
+fn publish_late_events(
+    ctx: &Arc<Context>,
+    metrics: &Arc<Metrics>,
+    budget: Budget,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    let ctx = ctx.clone();
+    let metrics = metrics.clone();
+    async move {
+        let publish = |event: late_events::LateEvent| {
+            let ctx = ctx.clone();
+            async move {
+                announce_milestone(
+                    &ctx.client,
+                    &ctx.reporter,
+                    &event.regarding,
+                    &event.id,
+                    &event.notice,
+                )
+                .await?;
+                ctx.milestone_events.confirm(&event.tenant, &event.name);
+                Ok(())
+            }
+        };
+        ctx.late_events
+            .publish(&budget, publish, stop, |n| metrics.set_late_events(n))
+            .await;
     }
 }
 

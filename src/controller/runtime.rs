@@ -177,6 +177,17 @@ impl Budget {
             size,
         }
     }
+
+    /// A permit nobody is waiting for, if there is one: capacity no reconcile asks for now.
+    pub fn spare(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// A permit in turn with the reconciles (FIFO); None only if the budget were closed, which
+    /// it never is.
+    pub async fn in_line(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().acquire_owned().await.ok()
+    }
 }
 
 /// How every controller runs: its reconciles in flight, and the signal of a graceful shutdown.

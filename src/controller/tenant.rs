@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::Context;
+use super::late_events::LateEvent;
 use super::{DeletionGuard, Error, Next, requeue_at, requeue_wait};
 use crate::api::labels::FINALIZER;
 use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
@@ -254,8 +255,9 @@ async fn announce_milestones(
     let mut all_published = true;
     let mut groups_done: Vec<&str> = Vec::new();
     for (record, event_name) in missing {
-        let (id, notice) = if record.already_due {
-            // One Event for the whole group: announced with its first record.
+        if record.already_due {
+            // One Event for the whole group, queued with its first record: late news, published
+            // with capacity no reconcile asks for (see `late_events`).
             if groups_done.contains(&event_name.as_str()) {
                 continue;
             }
@@ -264,24 +266,27 @@ async fn announce_milestones(
                 .iter()
                 .filter(|r| r.already_due && r.announced_at == record.announced_at)
                 .collect();
-            (
-                already_due_id(record.announced_at),
-                already_due_notice(&group),
-            )
-        } else {
-            let notice = match fresh.iter().find(|m| m.id == record.id) {
-                Some(m) => milestone_notice(m),
-                None => match described.iter().find(|m| m.id == record.id) {
-                    Some(m) => milestone_notice(&Milestone {
-                        late: crate::notifications::outbox::is_late(record, ctx.policy.late_after),
-                        ..m.clone()
-                    }),
-                    None => record_notice(record),
-                },
-            };
-            (record.id.clone(), notice)
+            ctx.late_events.defer(LateEvent {
+                tenant: name.clone(),
+                name: event_name.clone(),
+                id: already_due_id(record.announced_at),
+                notice: already_due_notice(&group),
+                regarding: regarding.clone(),
+            });
+            continue;
+        }
+        let notice = match fresh.iter().find(|m| m.id == record.id) {
+            Some(m) => milestone_notice(m),
+            None => match described.iter().find(|m| m.id == record.id) {
+                Some(m) => milestone_notice(&Milestone {
+                    late: crate::notifications::outbox::is_late(record, ctx.policy.late_after),
+                    ..m.clone()
+                }),
+                None => record_notice(record),
+            },
         };
-        match announce_milestone(&ctx.client, &ctx.reporter, &regarding, &id, &notice).await {
+        let id = &record.id;
+        match announce_milestone(&ctx.client, &ctx.reporter, &regarding, id, &notice).await {
             Ok(()) => ctx.milestone_events.confirm(&name, event_name),
             Err(err) => {
                 all_published = false;
