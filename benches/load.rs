@@ -1032,8 +1032,12 @@ fn requests_by_verb(scrape: &str) -> Vec<String> {
 
 /// What the cold start took.
 struct ColdStart {
+    /// Until every status was observed.
     took: Duration,
+    /// Until the late milestone Events, published with spare capacity, were all written too.
+    written: Duration,
     cpu: CpuUse,
+    /// When everything was written.
     counts: Counts,
     /// The operator's peak RSS (KiB) when every status was observed.
     hwm: u64,
@@ -1049,18 +1053,38 @@ async fn cold_start(run: &Run) -> anyhow::Result<(ColdStart, OperatorProcess)> {
     converged(run.client.clone(), objects, convergence_timeout(objects)).await?;
     let took = t0.elapsed();
     let cpu = CpuUse::now(&run.env, Some(operator.pid)).since(cpu0);
+    let hwm = operator.memory().0;
+    let written = late_events_written(&operator, t0).await;
     let cold = ColdStart {
         took,
+        written,
         cpu,
         counts: operator.counts().await,
-        hwm: operator.memory().0,
+        hwm,
     };
     run.log(&format!(
-        "converged in {:.2?}; {}",
+        "converged in {:.2?}, late milestone Events written after {:.2?}; {}",
         cold.took,
+        cold.written,
         cold.cpu.describe(cold.took)
     ));
     Ok((cold, operator))
+}
+
+/// The time since `t0` when the operator's queue of late milestone Events (published with
+/// capacity no reconcile asks for) was found empty; read every 100 ms, for at most 10 minutes.
+async fn late_events_written(operator: &OperatorProcess, t0: Instant) -> Duration {
+    let give_up = Instant::now() + Duration::from_secs(600);
+    loop {
+        let scrape = operator.scrape().await;
+        let queued = scrape
+            .contains("mailsec_late_milestone_events")
+            .then(|| sample_sum(&scrape, "mailsec_late_milestone_events", &[]));
+        if queued == Some(0.0) || Instant::now() > give_up {
+            return t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Correctness after the cold start: how many phases differ from what the engine says over the
@@ -1662,9 +1686,10 @@ fn report(args: &Args, r: &Results) {
         r.after.cpu.describe(r.after.observed)
     );
     println!(
-        "baseline with the operator's write mix: + {milestones} Event creates (bare client): {:.2} s -> ratio {:.2}",
+        "baseline with the operator's write mix: + {milestones} Event creates (bare client): {:.2} s; the cold start until its late milestone Events were written too: {:.2} s -> ratio {:.2}",
         r.baseline.mix.as_secs_f64(),
-        cold.as_secs_f64() / r.baseline.mix.as_secs_f64()
+        r.cold.written.as_secs_f64(),
+        r.cold.written.as_secs_f64() / r.baseline.mix.as_secs_f64()
     );
     println!(
         "  baseline A: {}\n  the rest of the mix: {}\n  cold start: {}",
@@ -1744,8 +1769,9 @@ async fn memory_only(run: &Run) -> anyhow::Result<()> {
         requests_by_verb(&scrape).join(", ")
     );
     println!(
-        "\n== memory: mailsec-operator run (release) cold start on {objects} objects: converged in {:.1} s; {} requests to the API server, {} of them writes ({:.3} per object), {} reconciles; VmHWM {:.1} MiB, VmRSS {:.1} MiB (target <= 100 MiB at 30,000 objects) ==",
+        "\n== memory: mailsec-operator run (release) cold start on {objects} objects: converged in {:.1} s (late milestone Events written after {:.1} s); {} requests to the API server, {} of them writes ({:.3} per object), {} reconciles; VmHWM {:.1} MiB, VmRSS {:.1} MiB (target <= 100 MiB at 30,000 objects) ==",
         cold.took.as_secs_f64(),
+        cold.written.as_secs_f64(),
         counts.requests(),
         counts.writes,
         counts.writes / objects as f64,

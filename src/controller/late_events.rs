@@ -17,14 +17,14 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::runtime::Budget;
-use crate::effects::events::{Notice, REPUBLISH_WINDOW};
+use crate::effects::events::REPUBLISH_WINDOW;
 
 /// How long a late Event waits for spare capacity before it queues with the reconciles.
 pub const PATIENCE: Duration = Duration::from_secs(300);
@@ -32,19 +32,29 @@ pub const PATIENCE: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_millis(50);
 /// How soon an Event the API server refused or did not answer is tried again.
 const RETRY: Duration = Duration::from_secs(5);
+/// How soon an Event whose milestones the cache does not hold yet is tried again.
+const SOON: Duration = Duration::from_millis(200);
 
-/// One Event to publish.
-#[derive(Clone, Debug)]
+/// What became of one publication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The Event exists (published now, or found).
+    Published,
+    /// The tenant's cached status does not record these milestones yet (the watch has not
+    /// brought the write that recorded them): tried again in a moment.
+    NotYet,
+    /// Nothing to announce any more (the tenant is gone, or no longer records them).
+    Moot,
+}
+
+/// One Event to publish: the `MilestonesAlreadyDue` Event of the milestones `tenant` recorded
+/// as already due at `announced_at`. Only the key is queued; what the Event says is read from
+/// the cached tenant when it is published (a note of up to 1 KiB per tenant, queued for a fleet,
+/// took 4–5 MiB more at the peak of a cold start).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LateEvent {
-    /// The tenant it is about.
     pub tenant: String,
-    /// Its name, derived from the tenant and `id`: the key of the queue (queued once) and what
-    /// makes a second publication a no-op at the API server.
-    pub name: String,
-    /// The milestone id it is announced under.
-    pub id: String,
-    pub notice: Notice,
-    pub regarding: ObjectReference,
+    pub announced_at: DateTime<Utc>,
 }
 
 /// An Event in the queue: when it was queued (its patience, how long it is retried).
@@ -57,10 +67,10 @@ struct Queued {
 struct Queue {
     /// In the order queued.
     fresh: VecDeque<Queued>,
-    /// Failed ones, each with when to try again (in that order: one delay for all).
+    /// Ones to try again, each with when (in that order).
     retries: VecDeque<(Instant, Queued)>,
-    /// The names queued or being published.
-    names: HashSet<String>,
+    /// The Events queued or being published.
+    keys: HashSet<LateEvent>,
 }
 
 impl Queue {
@@ -100,10 +110,10 @@ enum Turn {
 }
 
 impl LateEvents {
-    /// Queues `event`, unless an Event of that name is queued or being published already.
+    /// Queues `event`, unless it is queued or being published already.
     pub fn defer(&self, event: LateEvent) {
         let mut queue = self.lock();
-        if queue.names.insert(event.name.clone()) {
+        if queue.keys.insert(event.clone()) {
             queue.fresh.push_back(Queued {
                 event,
                 since: Instant::now(),
@@ -115,7 +125,7 @@ impl LateEvents {
 
     /// The Events queued or being published.
     pub fn len(&self) -> usize {
-        self.lock().names.len()
+        self.lock().keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -134,7 +144,7 @@ impl LateEvents {
         pending: impl Fn(usize),
     ) where
         P: Fn(LateEvent) -> Fut,
-        Fut: Future<Output = Result<(), kube::Error>>,
+        Fut: Future<Output = Result<Outcome, kube::Error>>,
     {
         let mut in_flight = FuturesUnordered::new();
         // At most one Event waits in the reconciles' line at a time.
@@ -188,26 +198,33 @@ impl LateEvents {
         }
     }
 
-    /// What follows a publication: forgotten when published, else queued again (or given up
-    /// once its milestones are out of the republish window: a later process would not publish it
-    /// either).
-    fn done(&self, queued: Queued, result: Result<(), kube::Error>) {
+    /// What follows a publication: forgotten when published (or moot), else tried again, but
+    /// given up once its milestones are out of the republish window (a later process would not
+    /// publish it either).
+    fn done(&self, queued: Queued, result: Result<Outcome, kube::Error>) {
         let mut queue = self.lock();
-        match result {
-            Ok(()) => {
-                queue.names.remove(&queued.event.name);
+        let delay = match &result {
+            Ok(Outcome::Published | Outcome::Moot) => {
+                queue.keys.remove(&queued.event);
+                return;
             }
-            Err(err) => {
-                let window = REPUBLISH_WINDOW.to_std().unwrap_or(Duration::ZERO);
-                if queued.since.elapsed() < window {
-                    tracing::warn!(tenant = %queued.event.tenant, milestone = %queued.event.id, error = %err, retry_in = ?RETRY, "could not publish the late milestone Event; retried");
-                    queue.retries.push_back((Instant::now() + RETRY, queued));
-                } else {
-                    tracing::error!(tenant = %queued.event.tenant, milestone = %queued.event.id, error = %err, "could not publish the late milestone Event within the republish window; given up");
-                    queue.names.remove(&queued.event.name);
-                }
-            }
+            Ok(Outcome::NotYet) => SOON,
+            Err(_) => RETRY,
+        };
+        let window = REPUBLISH_WINDOW.to_std().unwrap_or(Duration::ZERO);
+        let event = &queued.event;
+        if queued.since.elapsed() >= window {
+            tracing::error!(tenant = %event.tenant, at = %event.announced_at, result = ?result, "could not publish the late milestone Event within the republish window; given up");
+            queue.keys.remove(&queued.event);
+            return;
         }
+        if let Err(err) = &result {
+            tracing::warn!(tenant = %event.tenant, at = %event.announced_at, error = %err, retry_in = ?RETRY, "could not publish the late milestone Event; retried");
+        }
+        // Behind the ones due sooner: the retries stay in the order they are due.
+        let at = Instant::now() + delay;
+        let i = queue.retries.partition_point(|(due, _)| *due <= at);
+        queue.retries.insert(i, (at, queued));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -223,15 +240,7 @@ mod tests {
     fn event(n: usize) -> LateEvent {
         LateEvent {
             tenant: format!("t{n}"),
-            name: format!("t{n}.late"),
-            id: "MilestonesAlreadyDue/x".into(),
-            notice: Notice {
-                warning: false,
-                reason: "MilestonesAlreadyDue".into(),
-                note: String::new(),
-                action: String::new(),
-            },
-            regarding: ObjectReference::default(),
+            announced_at: DateTime::<Utc>::UNIX_EPOCH,
         }
     }
 
@@ -253,8 +262,8 @@ mod tests {
                 if tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < failures {
                     return Err(kube::Error::LinesCodecMaxLineLengthExceeded);
                 }
-                published.lock().expect("lock").push(e.name);
-                Ok(())
+                published.lock().expect("lock").push(e.tenant);
+                Ok(Outcome::Published)
             }
         };
         let queue = late.clone();
@@ -277,7 +286,7 @@ mod tests {
             late.defer(event(n));
         }
         late.defer(event(0));
-        assert_eq!(late.len(), 3, "queued once per name");
+        assert_eq!(late.len(), 3, "queued once each");
         let seen = published.clone();
         let watcher = late.clone();
         run_until(late.clone(), budget, 0, published.clone(), async move {
@@ -291,7 +300,7 @@ mod tests {
         .await;
         assert_eq!(
             *published.lock().expect("lock"),
-            ["t0.late", "t1.late", "t2.late"],
+            ["t0", "t1", "t2"],
             "in the order queued, once each"
         );
     }
@@ -322,6 +331,47 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_event_the_cache_does_not_hold_yet_is_tried_again_soon_and_a_moot_one_dropped() {
+        let late = Arc::new(LateEvents::default());
+        let budget = Budget::new(1, 4);
+        late.defer(event(0));
+        late.defer(event(1));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let tries: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let seen = tries.clone();
+        let publish = |e: LateEvent| {
+            let tries = tries.clone();
+            async move {
+                let mut tries = tries.lock().expect("lock");
+                let first = !tries.iter().any(|(t, _)| *t == e.tenant);
+                tries.push((e.tenant.clone(), Instant::now()));
+                Ok(match (e.tenant.as_str(), first) {
+                    ("t0", true) => Outcome::NotYet,
+                    ("t0", false) => Outcome::Published,
+                    _ => Outcome::Moot,
+                })
+            }
+        };
+        let queue = late.clone();
+        let started = Instant::now();
+        tokio::join!(queue.publish(&budget, publish, stop, |_| {}), async {
+            while !late.is_empty() {
+                tokio::time::sleep(POLL).await;
+            }
+            let _ = stop_tx.send(true);
+        });
+        let tries = seen.lock().expect("lock");
+        let t0: Vec<Duration> = tries
+            .iter()
+            .filter(|(t, _)| t == "t0")
+            .map(|(_, at)| *at - started)
+            .collect();
+        assert_eq!(t0.len(), 2, "{tries:?}");
+        assert!(t0[1] >= SOON && t0[1] < RETRY, "{t0:?}");
+        assert_eq!(tries.iter().filter(|(t, _)| t == "t1").count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failed_publication_is_tried_again() {
         let late = Arc::new(LateEvents::default());
         let budget = Budget::new(1, 4);
@@ -334,6 +384,6 @@ mod tests {
             }
         })
         .await;
-        assert_eq!(*published.lock().expect("lock"), ["t0.late"]);
+        assert_eq!(*published.lock().expect("lock"), ["t0"]);
     }
 }

@@ -29,7 +29,6 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 
 use crate::api::{Subscription, Tenant};
-use crate::effects::events::announce_milestone;
 use crate::engine::Policy;
 use crate::metrics::Metrics;
 use crate::workloads;
@@ -213,18 +212,7 @@ fn publish_late_events(
     async move {
         let publish = |event: late_events::LateEvent| {
             let ctx = ctx.clone();
-            async move {
-                announce_milestone(
-                    &ctx.client,
-                    &ctx.reporter,
-                    &event.regarding,
-                    &event.id,
-                    &event.notice,
-                )
-                .await?;
-                ctx.milestone_events.confirm(&event.tenant, &event.name);
-                Ok(())
-            }
+            async move { tenant::publish_late_event(&ctx, event).await }
         };
         ctx.late_events
             .publish(&budget, publish, stop, |n| metrics.set_late_events(n))

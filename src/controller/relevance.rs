@@ -56,6 +56,23 @@ impl OwnWrites {
         map.contains_key(&Self::key::<K>(name))
     }
 
+    /// Whether `obj` is older than the version this process's last status write of it made
+    /// (a cached copy the watch has not brought that write to yet).
+    pub fn is_behind<K: Resource<DynamicType = ()>>(&self, obj: &K) -> bool {
+        let (Some(name), Some(version)) = (
+            obj.meta().name.as_deref(),
+            obj.meta()
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            return false;
+        };
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&Self::key::<K>(name))
+            .is_some_and(|written| *written != UNKNOWN_VERSION && version < *written)
+    }
+
     /// Whether `obj` is the version this process's last status write of it made.
     pub fn is_echo<K: Resource<DynamicType = ()>>(&self, obj: &K) -> bool {
         let (Some(name), Some(version)) = (
@@ -188,6 +205,22 @@ mod tests {
             "a later version with that status is someone else's"
         );
         assert!(relevant(None, &after), "a listed object always counts");
+    }
+
+    #[test]
+    fn a_cached_copy_older_than_the_own_write_is_behind() {
+        let own = OwnWrites::default();
+        let cached = tenant_with(TenantStatus::default(), "10");
+        assert!(!own.is_behind(&cached), "never written: not behind");
+        own.record::<Tenant>("acme", Some("11"));
+        assert!(own.is_behind(&cached));
+        assert!(
+            !own.is_behind(&with_version(cached.clone(), "11")),
+            "the echo"
+        );
+        assert!(!own.is_behind(&with_version(cached.clone(), "12")), "later");
+        own.record::<Tenant>("acme", Some("not-a-number"));
+        assert!(!own.is_behind(&cached), "an unknown version: never behind");
     }
 
     #[test]

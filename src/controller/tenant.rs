@@ -5,11 +5,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::Context;
-use super::late_events::LateEvent;
+use super::late_events::{LateEvent, Outcome};
 use super::{DeletionGuard, Error, Next, requeue_at, requeue_wait};
 use crate::api::labels::FINALIZER;
 use crate::api::{MilestoneRecord, Subscription, Tenant, TenantStatus};
@@ -262,16 +263,9 @@ async fn announce_milestones(
                 continue;
             }
             groups_done.push(event_name);
-            let group: Vec<&MilestoneRecord> = records
-                .iter()
-                .filter(|r| r.already_due && r.announced_at == record.announced_at)
-                .collect();
             ctx.late_events.defer(LateEvent {
                 tenant: name.clone(),
-                name: event_name.clone(),
-                id: already_due_id(record.announced_at),
-                notice: already_due_notice(&group),
-                regarding: regarding.clone(),
+                announced_at: record.announced_at,
             });
             continue;
         }
@@ -295,6 +289,33 @@ async fn announce_milestones(
         }
     }
     all_published
+}
+
+/// Publishes the `MilestonesAlreadyDue` Event of `event`, as the cached tenant records its
+/// milestones (see [`super::late_events`]).
+pub async fn publish_late_event(ctx: &Context, event: LateEvent) -> Result<Outcome, kube::Error> {
+    let Some(tenant) = ctx.tenants.get(&ObjectRef::new(&event.tenant)) else {
+        return Ok(Outcome::Moot);
+    };
+    let records = tenant.status.as_ref().map_or(&[][..], |s| &s.milestones);
+    let group: Vec<&MilestoneRecord> = records
+        .iter()
+        .filter(|r| r.already_due && r.announced_at == event.announced_at)
+        .collect();
+    if group.is_empty() {
+        return Ok(if ctx.own_writes.is_behind(tenant.as_ref()) {
+            Outcome::NotYet
+        } else {
+            Outcome::Moot
+        });
+    }
+    let id = already_due_id(event.announced_at);
+    let notice = already_due_notice(&group);
+    let regarding = tenant.object_ref(&());
+    announce_milestone(&ctx.client, &ctx.reporter, &regarding, &id, &notice).await?;
+    ctx.milestone_events
+        .confirm(&event.tenant, &milestone_event_name(&event.tenant, &id));
+    Ok(Outcome::Published)
 }
 
 /// The id a milestone's Event is named after: its own, or its group's when it was already due
