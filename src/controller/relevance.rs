@@ -59,33 +59,29 @@ impl OwnWrites {
     /// Whether `obj` is older than the version this process's last status write of it made
     /// (a cached copy the watch has not brought that write to yet).
     pub fn is_behind<K: Resource<DynamicType = ()>>(&self, obj: &K) -> bool {
-        let (Some(name), Some(version)) = (
-            obj.meta().name.as_deref(),
-            obj.meta()
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse::<u64>().ok()),
-        ) else {
-            return false;
-        };
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&Self::key::<K>(name))
-            .is_some_and(|written| *written != UNKNOWN_VERSION && version < *written)
+        self.versions(obj)
+            .is_some_and(|(written, version)| written != UNKNOWN_VERSION && version < written)
     }
 
     /// Whether `obj` is the version this process's last status write of it made.
     pub fn is_echo<K: Resource<DynamicType = ()>>(&self, obj: &K) -> bool {
-        let (Some(name), Some(version)) = (
-            obj.meta().name.as_deref(),
-            obj.meta()
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse::<u64>().ok()),
-        ) else {
-            return false;
-        };
+        self.versions(obj)
+            .is_some_and(|(written, version)| written == version)
+    }
+
+    /// The version this process's last status write of `obj` made, and `obj`'s own; None when
+    /// it wrote none, or `obj`'s version is not a number.
+    fn versions<K: Resource<DynamicType = ()>>(&self, obj: &K) -> Option<(u64, u64)> {
+        let name = obj.meta().name.as_deref()?;
+        let version = obj
+            .meta()
+            .resource_version
+            .as_deref()?
+            .parse::<u64>()
+            .ok()?;
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&Self::key::<K>(name)) == Some(&version)
+        map.get(&Self::key::<K>(name))
+            .map(|written| (*written, version))
     }
 }
 
