@@ -1080,11 +1080,10 @@ async fn late_events_written(operator: &OperatorProcess, t0: Instant) -> Duratio
     let give_up = Instant::now() + Duration::from_secs(600);
     loop {
         let scrape = operator.scrape().await;
-        let queued = (scrape.contains("mailsec_build_info")
-            && scrape.contains("mailsec_late_milestone_events"))
-        .then(|| sample_sum(&scrape, "mailsec_late_milestone_events", &[]));
-        let without_queue = scrape.contains("mailsec_build_info") && queued.is_none();
-        if queued == Some(0.0) || without_queue || Instant::now() > give_up {
+        let empty = scrape.contains("mailsec_build_info")
+            && (!scrape.contains("mailsec_late_milestone_events")
+                || sample_sum(&scrape, "mailsec_late_milestone_events", &[]) == 0.0);
+        if empty || Instant::now() > give_up {
             return t0.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

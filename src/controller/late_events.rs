@@ -177,8 +177,11 @@ impl LateEvents {
                     (queued, result, was_in_line)
                 });
             }
-            pending(self.len());
-            let waiting = !self.lock().fresh.is_empty() || !self.lock().retries.is_empty();
+            let waiting = {
+                let queue = self.lock();
+                pending(queue.keys.len());
+                !queue.fresh.is_empty() || !queue.retries.is_empty()
+            };
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 Some((queued, result, was_in_line)) = in_flight.next(), if !in_flight.is_empty() => {

@@ -266,10 +266,9 @@ where
         metrics,
         budget,
     } = spec;
-    let permits = budget.map(|b| b.permits);
     move |obj, ctx| {
         let metrics = metrics.clone();
-        let permits = permits.clone();
+        let budget = budget.clone();
         let span = reconcile_span(name, obj.as_ref());
         let reference = ObjectRef::from_obj(obj.as_ref());
         // This run covers whatever was queued for the object until now.
@@ -277,9 +276,8 @@ where
         let wakeups = wakeups.clone();
         Box::pin(
             async move {
-                // Never closed: the permit is always granted, in the order asked (FIFO).
-                let _turn = match permits {
-                    Some(permits) => Some(permits.acquire_owned().await),
+                let _turn = match budget {
+                    Some(budget) => budget.in_line().await,
                     None => None,
                 };
                 let started = std::time::Instant::now();
